@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Task records on disk: <state>/tasks/<id>.json, replaced atomically and durably
+ * (write_file_atomic) before a transition is announced anywhere. Unreadable or
+ * invalid records are moved to <state>/tasks/corrupt/ so the daemon keeps going and
+ * an operator can look at them. */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "fs-util.h"
+#include "json.h"
+#include "log.h"
+#include "store.h"
+
+#define RECORD_SIZE_MAX (1024U * 1024U)
+
+struct Store {
+        char *state_dir;
+        char *tasks_dir;
+        char *corrupt_dir;
+        char *logs_dir;
+        char *containers_dir;
+};
+
+Store *store_free(Store *s) {
+        if (!s)
+                return NULL;
+        free(s->state_dir);
+        free(s->tasks_dir);
+        free(s->corrupt_dir);
+        free(s->logs_dir);
+        free(s->containers_dir);
+        free(s);
+        return NULL;
+}
+
+int store_open(const char *state_dir, Store **ret) {
+        _cleanup_(store_freep) Store *s = NULL;
+        int r;
+
+        s = calloc(1, sizeof(Store));
+        if (!s)
+                return -ENOMEM;
+        s->state_dir = strdup(state_dir);
+        s->tasks_dir = path_join(state_dir, "tasks");
+        s->corrupt_dir = path_join(state_dir, "tasks/corrupt");
+        s->logs_dir = path_join(state_dir, "logs");
+        s->containers_dir = path_join(state_dir, "containers");
+        if (!s->state_dir || !s->tasks_dir || !s->corrupt_dir || !s->logs_dir || !s->containers_dir)
+                return -ENOMEM;
+
+        const char *dirs[] = {s->tasks_dir, s->corrupt_dir, s->logs_dir, s->containers_dir};
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                r = mkdir_p(dirs[i], 0700);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static int record_path(Store *s, const char *id, char **ret) {
+        if (!task_id_is_valid(id))
+                return -EINVAL;
+        return asprintf(ret, "%s/%s.json", s->tasks_dir, id) < 0 ? -ENOMEM : 0;
+}
+
+int store_save(Store *s, const Task *t) {
+        _cleanup_json_ JsonValue *v = NULL;
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        size_t len;
+        int r;
+
+        r = record_path(s, t->id, &path);
+        if (r < 0)
+                return r;
+        r = task_to_record(t, &v);
+        if (r < 0)
+                return r;
+        r = json_format(v, false, &text, &len);
+        if (r < 0)
+                return r;
+        text[len] = '\n'; /* json_format's NUL becomes a newline for readability */
+        return write_file_atomic(path, text, len + 1, 0600);
+}
+
+int store_remove(Store *s, const char *id) {
+        _cleanup_free_ char *path = NULL, *log = NULL, *cursor = NULL;
+        int r;
+
+        r = record_path(s, id, &path);
+        if (r < 0)
+                return r;
+        r = store_task_log_path(s, id, &log);
+        if (r < 0)
+                return r;
+        if (asprintf(&cursor, "%s.cursor", log) < 0)
+                return -ENOMEM;
+        (void) unlink(log);
+        (void) unlink(cursor);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        return fsync_directory_of(path);
+}
+
+static void move_aside(Store *s, const char *name, int error, const char *message, store_corrupt_cb_t corrupt_cb,
+                       void *userdata) {
+        _cleanup_free_ char *from = path_join(s->tasks_dir, name), *to = path_join(s->corrupt_dir, name);
+
+        if (from && to && rename(from, to) < 0)
+                log_debug_errno(errno, "Failed to move %s aside: %m", from);
+        if (corrupt_cb)
+                corrupt_cb(name, error, message, userdata);
+}
+
+int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, void *userdata) {
+        _cleanup_close_ int dfd = -EBADF;
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        dfd = open(s->tasks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        d = fdopendir(dfd);
+        if (!d)
+                return -errno;
+        TAKE_FD(dfd);
+
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *path = NULL, *text = NULL, *error = NULL, *id = NULL;
+                _cleanup_json_ JsonValue *v = NULL;
+                _cleanup_(task_freep) Task *t = NULL;
+                const char *dot;
+                size_t size;
+                int q;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                if (de->d_type == DT_DIR)
+                        continue;
+                dot = strrchr(de->d_name, '.');
+                if (!dot || !streq(dot, ".json")) {
+                        /* A leftover temporary file from a crash mid-write: the rename
+                         * never happened, so the old record is still intact. */
+                        if (strstr(de->d_name, ".json.tmp."))
+                                (void) unlinkat(dirfd(d), de->d_name, 0);
+                        continue;
+                }
+                id = strndup(de->d_name, (size_t) (dot - de->d_name));
+                path = path_join(s->tasks_dir, de->d_name);
+                if (!id || !path) {
+                        r = -ENOMEM;
+                        break;
+                }
+                q = read_full_file(path, RECORD_SIZE_MAX, &text, &size);
+                if (q < 0) {
+                        move_aside(s, de->d_name, q, "cannot read record", corrupt_cb, userdata);
+                        continue;
+                }
+                q = json_parse(text, size, 16, &v, &error);
+                if (q < 0) {
+                        move_aside(s, de->d_name, q, error ?: "invalid JSON", corrupt_cb, userdata);
+                        continue;
+                }
+                q = task_from_json(v, &t);
+                if (q < 0) {
+                        move_aside(s, de->d_name, q, "not a valid task record", corrupt_cb, userdata);
+                        continue;
+                }
+                if (!streq(t->id, id)) {
+                        move_aside(s, de->d_name, -EBADMSG, "task id does not match file name", corrupt_cb,
+                                   userdata);
+                        continue;
+                }
+                q = cb(TAKE_PTR(t), userdata);
+                if (q < 0) {
+                        r = q;
+                        break;
+                }
+        }
+        closedir(d);
+        return r;
+}
+
+int store_task_log_path(Store *s, const char *id, char **ret) {
+        if (!task_id_is_valid(id))
+                return -EINVAL;
+        return asprintf(ret, "%s/%s.log", s->logs_dir, id) < 0 ? -ENOMEM : 0;
+}
+
+int store_container_dir(Store *s, const char *id, char **ret) {
+        if (!task_id_is_valid(id))
+                return -EINVAL;
+        *ret = path_join(s->containers_dir, id);
+        return *ret ? 0 : -ENOMEM;
+}
+
+const char *store_state_dir(Store *s) {
+        return s->state_dir;
+}

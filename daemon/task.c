@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The task record, its state machine, its JSON forms (API and persisted record), and
+ * Lagoon's namespace rule. Pure: no I/O. */
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <time.h>
+
+#include "task.h"
+
+static const char *const status_names[_TASK_STATUS_MAX] = {
+        [TASK_NEW] = "new",
+        [TASK_PENDING] = "pending",
+        [TASK_RUNNING] = "running",
+        [TASK_COMPLETE] = "complete",
+        [TASK_FAILED] = "failed",
+        [TASK_CANCELLED] = "cancelled",
+};
+
+const char *task_status_to_string(TaskStatus s) {
+        return s >= 0 && s < _TASK_STATUS_MAX ? status_names[s] : NULL;
+}
+
+TaskStatus task_status_from_string(const char *s) {
+        if (s)
+                for (int i = 0; i < _TASK_STATUS_MAX; i++)
+                        if (streq(s, status_names[i]))
+                                return (TaskStatus) i;
+        return _TASK_STATUS_INVALID;
+}
+
+Task *task_new(void) {
+        Task *t = calloc(1, sizeof(Task));
+        if (!t)
+                return NULL;
+        t->status = TASK_NEW;
+        t->exit_code = -1;
+        t->timeout_usec = USEC_INFINITY;
+        return t;
+}
+
+Task *task_free(Task *t) {
+        if (!t)
+                return NULL;
+        free(t->id);
+        free(t->name);
+        free(t->project);
+        free(t->environment);
+        free(t->namespace);
+        free(t->service);
+        free(t->command);
+        free(t->reason);
+        free(t->container_id);
+        free(t);
+        return NULL;
+}
+
+bool task_id_is_valid(const char *id) {
+        size_t n;
+
+        if (isempty(id) || id[0] == '.' || id[0] == '-')
+                return false;
+        n = strlen(id);
+        if (n > TASK_ID_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isascii(id[i]) || !(isalnum(id[i]) || strchr("_.-", id[i])))
+                        return false;
+        return true;
+}
+
+static void sanitize_dns(char *s) {
+        for (; *s; s++) {
+                *s = (char) tolower((unsigned char) *s);
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-'))
+                        *s = '-';
+        }
+}
+
+int task_make_namespace(const char *project, const char *environment, char **ret) {
+        _cleanup_free_ char *p = NULL, *e = NULL, *ns = NULL;
+        size_t lp;
+
+        if (isempty(project) || isempty(environment))
+                return -EINVAL;
+        p = strdup(project);
+        e = strdup(environment);
+        if (!p || !e)
+                return -ENOMEM;
+        sanitize_dns(p);
+        sanitize_dns(e);
+        lp = strlen(p);
+
+        if (lp + 1 + strlen(e) > 63) {
+                /* Lagoon shortens the environment: cut it and add the first 4 hex
+                 * digits of the sha1 of the full (original) environment name. */
+                unsigned char md[EVP_MAX_MD_SIZE];
+                unsigned mdlen = 0;
+                size_t keep;
+
+                if (lp + 1 + 5 >= 63)
+                        return -EINVAL;
+                if (!EVP_Digest(environment, strlen(environment), md, &mdlen, EVP_sha1(), NULL))
+                        return -EIO;
+                keep = 63 - lp - 1 - 5;
+                e[keep] = 0;
+                if (asprintf(&ns, "%s-%s-%02x%02x", p, e, md[0], md[1]) < 0)
+                        return -ENOMEM;
+        } else if (asprintf(&ns, "%s-%s", p, e) < 0)
+                return -ENOMEM;
+
+        *ret = TAKE_PTR(ns);
+        return 0;
+}
+
+bool task_transition_allowed(TaskStatus from, TaskStatus to) {
+        switch (from) {
+        case TASK_NEW:
+                return IN_SET_STATUS(to, TASK_PENDING, TASK_RUNNING, TASK_FAILED, TASK_CANCELLED);
+        case TASK_PENDING:
+                return IN_SET_STATUS(to, TASK_RUNNING, TASK_FAILED, TASK_CANCELLED);
+        case TASK_RUNNING:
+                return IN_SET_STATUS(to, TASK_COMPLETE, TASK_FAILED, TASK_CANCELLED);
+        default:
+                return false;
+        }
+}
+
+int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now_usec) {
+        int r;
+
+        if (!task_transition_allowed(t->status, to))
+                return -EINVAL;
+        r = free_and_strdup(&t->reason, reason);
+        if (r < 0)
+                return r;
+        t->status = to;
+        if (to == TASK_RUNNING && t->started_usec == 0)
+                t->started_usec = now_usec;
+        if (task_status_is_final(to))
+                t->finished_usec = now_usec;
+        return 0;
+}
+
+int format_timestamp_rfc3339(uint64_t usec, char **ret) {
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
+        struct tm tm;
+        char buf[64];
+
+        if (!gmtime_r(&sec, &tm))
+                return -EINVAL;
+        if (strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+                return -EINVAL;
+        if (asprintf(ret, "%s.%06" PRIu64 "Z", buf, usec % USEC_PER_SEC) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int parse_timestamp_rfc3339(const char *s, uint64_t *ret_usec) {
+        struct tm tm = {};
+        const char *p;
+        uint64_t frac = 0;
+        time_t sec;
+
+        if (!s)
+                return -EINVAL;
+        p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!p)
+                return -EINVAL;
+        if (*p == '.') {
+                unsigned digits = 0;
+                for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+                        if (digits < 6)
+                                frac = frac * 10 + (uint64_t) (*p - '0');
+                if (digits == 0)
+                        return -EINVAL;
+                for (; digits < 6; digits++)
+                        frac *= 10;
+        }
+        if (!streq(p, "Z"))
+                return -EINVAL;
+        sec = timegm(&tm);
+        if (sec < 0)
+                return -ERANGE;
+        *ret_usec = (uint64_t) sec * USEC_PER_SEC + frac;
+        return 0;
+}
+
+static int set_time(JsonValue *o, const char *key, uint64_t usec) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        if (usec == 0)
+                return json_object_set(o, key, json_new_null());
+        r = format_timestamp_rfc3339(usec, &s);
+        if (r < 0)
+                return r;
+        return json_object_set_string(o, key, s);
+}
+
+int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret) {
+        _cleanup_json_ JsonValue *o = json_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_object_set_string(o, "id", t->id)) < 0 ||
+            (r = json_object_set_string(o, "name", t->name)) < 0 ||
+            (r = json_object_set_string(o, "project", t->project)) < 0 ||
+            (r = json_object_set_string(o, "environment", t->environment)) < 0 ||
+            (r = json_object_set_string(o, "namespace", t->namespace)) < 0 ||
+            (r = json_object_set_string(o, "service", t->service)) < 0 ||
+            (r = json_object_set_string(o, "command", t->command)) < 0 ||
+            (r = json_object_set_string(o, "status", task_status_to_string(t->status))) < 0 ||
+            (r = json_object_set_string(o, "reason", t->reason)) < 0)
+                return r;
+        r = json_object_set(o, "exitCode", t->exit_code >= 0 ? json_new_int64(t->exit_code) : json_new_null());
+        if (r < 0)
+                return r;
+        if ((r = set_time(o, "createdAt", t->created_usec)) < 0 ||
+            (r = set_time(o, "startedAt", t->started_usec)) < 0 ||
+            (r = set_time(o, "finishedAt", t->finished_usec)) < 0)
+                return r;
+        r = json_object_set(o, "timeout",
+                            t->timeout_usec == USEC_INFINITY ? json_new_null()
+                                                             : json_new_uint64(t->timeout_usec / USEC_PER_SEC));
+        if (r < 0)
+                return r;
+        if (queue_position > 0) {
+                r = json_object_set(o, "queuePosition", json_new_uint64(queue_position));
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int task_to_record(const Task *t, JsonValue **ret) {
+        _cleanup_json_ JsonValue *o = NULL;
+        int r;
+
+        r = task_to_json(t, 0, &o);
+        if (r < 0)
+                return r;
+        if ((r = json_object_set(o, "seq", json_new_uint64(t->seq))) < 0 ||
+            (r = json_object_set(o, "createdUsec", json_new_uint64(t->created_usec))) < 0 ||
+            (r = json_object_set(o, "startedUsec", json_new_uint64(t->started_usec))) < 0 ||
+            (r = json_object_set(o, "finishedUsec", json_new_uint64(t->finished_usec))) < 0 ||
+            (r = json_object_set(o, "timeoutUsec", json_new_uint64(t->timeout_usec))) < 0 ||
+            (r = json_object_set(o, "killUsec", json_new_uint64(t->kill_usec))) < 0 ||
+            (r = json_object_set_boolean(o, "cancelRequested", t->cancel_requested)) < 0 ||
+            (r = json_object_set_boolean(o, "timedOut", t->timed_out)) < 0 ||
+            (r = json_object_set_string(o, "containerId", t->container_id)) < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+/* Copies an optional string member; -EBADMSG when present but not a string/null. */
+static int get_str(const JsonValue *o, const char *key, bool required, char **ret) {
+        JsonValue *v = json_get(o, key);
+
+        if (!v || json_type(v) == JSON_NULL)
+                return required ? -EBADMSG : 0;
+        if (!json_is_string(v))
+                return -EBADMSG;
+        return free_and_strdup(ret, json_string(v));
+}
+
+static int get_u64(const JsonValue *o, const char *key, uint64_t *ret) {
+        JsonValue *v = json_get(o, key);
+
+        if (!v)
+                return -EBADMSG;
+        return json_uint64(v, ret) < 0 ? -EBADMSG : 0;
+}
+
+static int get_bool(const JsonValue *o, const char *key, bool *ret) {
+        int b = json_boolean(json_get(o, key));
+
+        if (b < 0)
+                return -EBADMSG;
+        *ret = b;
+        return 0;
+}
+
+int task_from_json(const JsonValue *v, Task **ret) {
+        _cleanup_(task_freep) Task *t = NULL;
+        JsonValue *ec;
+        int r;
+
+        if (!json_is_object(v))
+                return -EBADMSG;
+        t = task_new();
+        if (!t)
+                return -ENOMEM;
+        if ((r = get_str(v, "id", true, &t->id)) < 0 || (r = get_str(v, "name", false, &t->name)) < 0 ||
+            (r = get_str(v, "project", true, &t->project)) < 0 ||
+            (r = get_str(v, "environment", true, &t->environment)) < 0 ||
+            (r = get_str(v, "namespace", true, &t->namespace)) < 0 ||
+            (r = get_str(v, "service", true, &t->service)) < 0 ||
+            (r = get_str(v, "command", true, &t->command)) < 0 ||
+            (r = get_str(v, "reason", false, &t->reason)) < 0 ||
+            (r = get_str(v, "containerId", false, &t->container_id)) < 0)
+                return r;
+        if (!task_id_is_valid(t->id))
+                return -EBADMSG;
+        t->status = task_status_from_string(json_get_string(v, "status"));
+        if (t->status < 0)
+                return -EBADMSG;
+        ec = json_get(v, "exitCode");
+        if (ec && json_type(ec) != JSON_NULL) {
+                int64_t i;
+                if (json_int64(ec, &i) < 0 || i < 0 || i > 255)
+                        return -EBADMSG;
+                t->exit_code = (int) i;
+        }
+        if ((r = get_u64(v, "seq", &t->seq)) < 0 || (r = get_u64(v, "createdUsec", &t->created_usec)) < 0 ||
+            (r = get_u64(v, "startedUsec", &t->started_usec)) < 0 ||
+            (r = get_u64(v, "finishedUsec", &t->finished_usec)) < 0 ||
+            (r = get_u64(v, "timeoutUsec", &t->timeout_usec)) < 0 ||
+            (r = get_u64(v, "killUsec", &t->kill_usec)) < 0 ||
+            (r = get_bool(v, "cancelRequested", &t->cancel_requested)) < 0 ||
+            (r = get_bool(v, "timedOut", &t->timed_out)) < 0)
+                return r;
+        *ret = TAKE_PTR(t);
+        return 0;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Persistence of task records under <state_dir>/tasks/<id>.json. Every save is
+ * atomic and durable: write a temporary file, fsync, rename over, fsync the
+ * directory. A record that cannot be read or parsed is moved to
+ * <state_dir>/tasks/corrupt/ and reported to the caller, never fatal. */
+
+#include "macro.h"
+#include "task.h"
+
+typedef struct Store Store;
+
+int store_open(const char *state_dir, Store **ret);
+Store *store_free(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+int store_save(Store *s, const Task *t);
+int store_remove(Store *s, const char *id);
+
+/* Calls cb for each valid record (ownership of the Task passes to cb), and
+ * corrupt_cb (may be NULL) for each record moved aside, with the error. */
+typedef int (*store_load_cb_t)(Task *t, void *userdata);
+typedef void (*store_corrupt_cb_t)(const char *file_name, int error, const char *message, void *userdata);
+int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, void *userdata);
+
+/* Paths of per-task files kept under the state dir. */
+int store_task_log_path(Store *s, const char *id, char **ret);   /* <state>/logs/<id>.log */
+int store_container_dir(Store *s, const char *id, char **ret);   /* <state>/containers/<id> */
+const char *store_state_dir(Store *s);

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The task record and its state machine (pure: no I/O, no logging above debug).
+ *
+ *   new → pending → running → complete | failed | cancelled
+ *   new/pending → failed | cancelled (never started)
+ *
+ * A task's id is its identity (Lagoon's task id, or one the client chose, or one the
+ * daemon generated). Its JSON form is what the store persists and the API returns. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "json.h"
+#include "macro.h"
+
+typedef enum TaskStatus {
+        TASK_NEW,
+        TASK_PENDING,
+        TASK_RUNNING,
+        TASK_COMPLETE,
+        TASK_FAILED,
+        TASK_CANCELLED,
+        _TASK_STATUS_MAX,
+        _TASK_STATUS_INVALID = -EINVAL,
+} TaskStatus;
+
+#define TASK_ID_MAX 128
+
+typedef struct Task {
+        char *id;          /* [A-Za-z0-9_.-]{1,128}, not starting with '.' */
+        char *name;        /* Lagoon task name, e.g. "lagoon-task-abc123"; defaults to id */
+        char *project;
+        char *environment;
+        char *namespace; /* <project>-<environment> by Lagoon's rules */
+        char *service;
+        char *command;   /* the shell command */
+
+        TaskStatus status;
+        char *reason;  /* for failed: "exit-code N", "timeout", "service-not-found", "launch-error: …" */
+        int exit_code; /* -1 until known */
+        bool cancel_requested;
+        bool timed_out;
+
+        uint64_t seq;              /* submission order, FIFO */
+        uint64_t created_usec;     /* CLOCK_REALTIME */
+        uint64_t started_usec;     /* 0 = not yet */
+        uint64_t finished_usec;    /* 0 = not yet */
+        uint64_t timeout_usec;     /* from start; USEC_INFINITY = none */
+        uint64_t kill_usec;        /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
+
+        char *container_id; /* runtime container id while launched */
+} Task;
+
+Task *task_new(void);
+Task *task_free(Task *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Task *, task_free);
+
+const char *task_status_to_string(TaskStatus s); /* "new", "pending", … */
+TaskStatus task_status_from_string(const char *s);
+static inline bool task_status_is_final(TaskStatus s) {
+        return s == TASK_COMPLETE || s == TASK_FAILED || s == TASK_CANCELLED;
+}
+
+bool task_id_is_valid(const char *id);
+/* Lagoon's namespace rule: "<project>-<environment>", lower-cased, non-[a-z0-9-] → '-',
+ * at most 63 characters (long environment names cut and given a 4-hex sha1 suffix). */
+int task_make_namespace(const char *project, const char *environment, char **ret);
+
+#define IN_SET_STATUS(x, ...)                                           \
+        ({                                                              \
+                const TaskStatus _set_[] = {__VA_ARGS__};               \
+                bool _found_ = false;                                   \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++)    \
+                        if (_set_[_i_] == (x))                          \
+                                _found_ = true;                         \
+                _found_;                                                \
+        })
+
+/* Whether the state machine allows from → to. */
+bool task_transition_allowed(TaskStatus from, TaskStatus to);
+/* Moves t to status `to` with an optional reason; sets started/finished timestamps
+ * (now_usec, CLOCK_REALTIME). -EINVAL if not allowed (t unchanged). */
+int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now_usec);
+
+/* JSON form. queue_position > 0 is included as "queuePosition" (pending tasks). */
+int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);
+/* The record the store persists: the API form plus internal members (seq, exact
+ * timestamps, cancel/timeout flags, container id). */
+int task_to_record(const Task *t, JsonValue **ret);
+/* Inverse, for the store: -EBADMSG when a required field is missing or of the wrong type. */
+int task_from_json(const JsonValue *v, Task **ret);
+
+/* "2026-11-28T10:00:00.123456Z"-style UTC timestamp for usec (CLOCK_REALTIME). */
+int format_timestamp_rfc3339(uint64_t usec, char **ret);
+int parse_timestamp_rfc3339(const char *s, uint64_t *ret_usec);
