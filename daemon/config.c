@@ -1,0 +1,955 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The daemon configuration: reading /etc/lagoon-taskd/taskd.conf and its
+ * taskd.conf.d/NAME.conf drop-ins (INI in systemd style: sections, "Key=value",
+ * '#'/';' comments, backslash continuation), validating every value, applying the
+ * documented defaults and deriving the rest (ListenSocket=). Problems are logged as
+ * "FILE:LINE: message" and parsing goes on, so one run reports all of them; the load
+ * then fails with -EINVAL. The key table below is the single source of the keys and
+ * their defaults. */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fs-util.h"
+#include "log.h"
+#include "macro.h"
+#include "parse-util.h"
+
+#define CONFIG_FILE_MAX (1024 * 1024)
+#define CONFIG_LINE_MAX (64 * 1024)
+#define SERVICE_NAME_MAX 255
+#define LABEL_MAX 255
+
+#define log_syntax(file, line, fmt, ...) log_error("%s:%u: " fmt, (file), (line), ##__VA_ARGS__)
+#define log_syntax_errno(file, line, error, fmt, ...) \
+        log_error_errno((error), "%s:%u: " fmt, (file), (line), ##__VA_ARGS__)
+
+typedef enum Section {
+        SECTION_NONE, /* before the first section header */
+        SECTION_DAEMON,
+        SECTION_RUNTIME,
+        SECTION_TASKS,
+        SECTION_SERVICE,
+        SECTION_INVALID, /* after a bad header: its keys are skipped, the header was reported */
+} Section;
+
+static const char *const section_names[] = {
+        [SECTION_DAEMON] = "Daemon",
+        [SECTION_RUNTIME] = "Runtime",
+        [SECTION_TASKS] = "Tasks",
+        [SECTION_SERVICE] = "Service",
+};
+
+/* A value parser: 0 on success, -EINVAL after logging the problem, -ENOMEM. */
+typedef int (*ConfigParser)(const char *file, unsigned line, const char *key, const char *value, void *data);
+
+typedef struct ConfigItem {
+        Section section;
+        const char *key;
+        ConfigParser parse;
+        size_t offset;             /* into Config, or into ServiceConfig for [Service] */
+        const char *default_value; /* applied by config_new() and by an empty assignment */
+        bool list;                 /* appends; the parser handles the empty (reset) assignment */
+} ConfigItem;
+
+typedef struct ParseState {
+        Section section;
+        size_t service; /* index into Config.services while in [Service NAME] */
+} ParseState;
+
+static bool valid_service_name(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > SERVICE_NAME_MAX)
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+}
+
+static bool has_control_chars(const char *s) {
+        for (; *s; s++)
+                if ((unsigned char) *s < ' ' || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+/* Collapses repeated slashes and drops a trailing one, so "/run//x/" joins cleanly later. */
+static void path_normalize(char *p) {
+        char *w = p;
+
+        for (const char *r = p; *r; r++)
+                if (!(*r == '/' && w > p && w[-1] == '/'))
+                        *w++ = *r;
+        if (w > p + 1 && w[-1] == '/')
+                w--;
+        *w = '\0';
+}
+
+static int config_parse_path(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char **p = data;
+        _cleanup_free_ char *v = NULL;
+
+        if (value[0] != '/' || has_control_chars(value) || strlen(value) >= PATH_MAX) {
+                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
+                return -EINVAL;
+        }
+
+        v = strdup(value);
+        if (!v)
+                return -ENOMEM;
+        path_normalize(v);
+
+        free(*p);
+        *p = TAKE_PTR(v);
+        return 0;
+}
+
+static int config_parse_socket_path(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        struct sockaddr_un sa;
+
+        if (value[0] == '/' && strlen(value) >= sizeof(sa.sun_path)) {
+                log_syntax(file, line, "%s= path is too long for a unix socket (at most %zu bytes): '%s'.", key,
+                           sizeof(sa.sun_path) - 1, value);
+                return -EINVAL;
+        }
+        return config_parse_path(file, line, key, value, data);
+}
+
+static int config_parse_group(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        size_t n = strlen(value);
+
+        /* A portable user/group name (or a numeric GID): what useradd and sysusers accept. */
+        if (n > 32 || value[0] == '-' ||
+            strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n) {
+                log_syntax(file, line, "%s= is not a valid group name: '%s'.", key, value);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_log_level(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        int *level = data;
+        int l;
+
+        l = log_level_from_string(value);
+        if (l < 0) {
+                log_syntax(file, line,
+                           "%s= needs a syslog level (emerg, alert, crit, err, warning, notice, info, debug), "
+                           "got '%s'.",
+                           key, value);
+                return -EINVAL;
+        }
+
+        *level = l;
+        return 0;
+}
+
+static int config_parse_command(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        if (strpbrk(value, " \t") || has_control_chars(value)) {
+                log_syntax(file, line, "%s= takes one program name or path (arguments go in %sArguments=), got '%s'.",
+                           key, key, value);
+                return -EINVAL;
+        }
+        /* A name is looked up in PATH; anything with a slash must not depend on the cwd. */
+        if (strchr(value, '/') && value[0] != '/') {
+                log_syntax(file, line, "%s= needs a program name or an absolute path, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_words(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char ***l = data;
+        _cleanup_strv_free_ char **words = NULL;
+        int r;
+
+        if (isempty(value)) {
+                *l = strv_free(*l);
+                return 0;
+        }
+
+        r = split_words(value, &words);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_syntax(file, line, "%s= has an unterminated quote or a trailing backslash: %s", key, value);
+                return -EINVAL;
+        }
+
+        for (char **w = words; *w; w++) {
+                r = strv_extend(l, *w);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int
+parse_unsigned_min(const char *file, unsigned line, const char *key, const char *value, void *data, unsigned min) {
+        unsigned *u = data, v;
+        int r;
+
+        r = parse_unsigned(value, &v);
+        if (r == -ERANGE) {
+                log_syntax(file, line, "%s= value is too large: '%s'.", key, value);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                log_syntax(file, line, "%s= needs a non-negative integer, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        if (v < min) {
+                log_syntax(file, line, "%s= must be at least %u, got '%s'.", key, min, value);
+                return -EINVAL;
+        }
+
+        *u = v;
+        return 0;
+}
+
+static int config_parse_unsigned(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        return parse_unsigned_min(file, line, key, value, data, 0);
+}
+
+static int
+config_parse_unsigned_positive(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        return parse_unsigned_min(file, line, key, value, data, 1);
+}
+
+static int parse_duration_logged(const char *file, unsigned line, const char *key, const char *value, uint64_t *ret) {
+        int r;
+
+        r = parse_duration(value, ret);
+        if (r == -ERANGE) {
+                log_syntax(file, line, "%s= duration is too large: '%s'.", key, value);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                log_syntax(file, line, "%s= needs a time span such as 90, 30s, 5min, 1h 30min, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int config_parse_timeout(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        uint64_t *usec = data, v;
+        int r;
+
+        r = parse_duration_logged(file, line, key, value, &v);
+        if (r < 0)
+                return r;
+
+        /* As systemd's TimeoutSec=: 0 turns the timeout off. */
+        *usec = v == 0 ? USEC_INFINITY : v;
+        return 0;
+}
+
+static int
+config_parse_finite_duration(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        uint64_t *usec = data, v;
+        int r;
+
+        r = parse_duration_logged(file, line, key, value, &v);
+        if (r < 0)
+                return r;
+        if (v == USEC_INFINITY) {
+                /* A task that ignores SIGTERM must still end eventually. */
+                log_syntax(file, line, "%s= must be finite.", key);
+                return -EINVAL;
+        }
+
+        *usec = v;
+        return 0;
+}
+
+static int config_parse_service_name(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        if (!valid_service_name(value)) {
+                log_syntax(file, line, "%s= needs a service name of [A-Za-z0-9_.-] characters, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_label(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        if (has_control_chars(value) || strlen(value) > LABEL_MAX) {
+                log_syntax(file, line, "%s= must be at most %d printable characters.", key, LABEL_MAX);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_secret(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char ***l = data;
+
+        /* Secret= and SecretFile= feed one list, so an empty assignment of either resets it. */
+        if (isempty(value)) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        if (strv_contains(*l, value))
+                return 0;
+        return strv_extend(l, value);
+}
+
+/* Reads a regular file of at most max bytes. Opening non-blocking and checking the type
+ * first keeps a FIFO or a device named in the configuration from hanging the daemon. */
+static int read_regular_file(const char *path, size_t max, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if ((uint64_t) st.st_size > max)
+                return -EFBIG;
+
+        /* The size may change under us: read until EOF, one byte past max at most. */
+        buf = malloc(max + 2);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t k = read(fd, buf + n, max + 1 - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (n > max)
+                        return -EFBIG;
+        }
+        buf[n] = '\0';
+
+        *ret = TAKE_PTR(buf);
+        if (ret_size)
+                *ret_size = n;
+        return 0;
+}
+
+static int config_parse_secret_file(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char ***l = data;
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        int r;
+
+        if (isempty(value)) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        if (value[0] != '/') {
+                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
+                return -EINVAL;
+        }
+
+        r = read_regular_file(value, CONFIG_FILE_MAX, &text, &size);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -EFBIG) {
+                log_syntax(file, line, "Secret file %s is larger than 1 MiB.", value);
+                return -EINVAL;
+        }
+        if (r == -EBADFD) {
+                log_syntax(file, line, "Secret file %s is not a regular file.", value);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                log_syntax_errno(file, line, r, "Failed to read secret file %s: %m", value);
+                return -EINVAL;
+        }
+
+        /* One secret per line. Surrounding whitespace is dropped: redacting a slightly
+         * shorter string is safe, missing a line that ends in "\r" would not be. */
+        for (char *p = text, *end = text + size; p < end;) {
+                char *eol = memchr(p, '\n', (size_t) (end - p)), *s, *e;
+
+                if (!eol)
+                        eol = end;
+                *eol = '\0';
+                s = p + strspn(p, " \t\r");
+                for (e = eol; e > s && strchr(" \t\r", e[-1]); e--)
+                        ;
+                *e = '\0';
+                p = eol + 1;
+
+                if (*s == '\0' || strv_contains(*l, s))
+                        continue;
+                r = strv_extend(l, s);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int config_parse_seccomp(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        ServiceConfig *s = data;
+        _cleanup_free_ char *profile = NULL;
+        SeccompMode mode;
+
+        if (streq(value, "auto"))
+                mode = SECCOMP_MODE_AUTO;
+        else if (streq(value, "default"))
+                mode = SECCOMP_MODE_DEFAULT;
+        else if (streq(value, "unconfined"))
+                mode = SECCOMP_MODE_UNCONFINED;
+        else if (value[0] == '/' && !has_control_chars(value) && strlen(value) < PATH_MAX) {
+                mode = SECCOMP_MODE_PROFILE;
+                profile = strdup(value);
+                if (!profile)
+                        return -ENOMEM;
+                path_normalize(profile);
+        } else {
+                log_syntax(file, line, "%s= needs auto, default, unconfined or an absolute path, got '%s'.", key,
+                           value);
+                return -EINVAL;
+        }
+
+        s->seccomp = mode;
+        free(s->seccomp_profile);
+        s->seccomp_profile = TAKE_PTR(profile);
+        return 0;
+}
+
+static const ConfigItem config_items[] = {
+        {SECTION_DAEMON, "StateDirectory", config_parse_path, offsetof(Config, state_dir), "/var/lib/lagoon-taskd"},
+        {SECTION_DAEMON, "RuntimeDirectory", config_parse_path, offsetof(Config, runtime_dir), "/run/lagoon-taskd"},
+        /* NULL: derived from RuntimeDirectory= in config_finalize() */
+        {SECTION_DAEMON, "ListenSocket", config_parse_socket_path, offsetof(Config, listen_socket), NULL},
+        {SECTION_DAEMON, "SocketGroup", config_parse_group, offsetof(Config, socket_group), "lagoon-task"},
+        {SECTION_DAEMON, "LogLevel", config_parse_log_level, offsetof(Config, log_level), "info"},
+
+        {SECTION_RUNTIME, "Runtime", config_parse_command, offsetof(Config, runtime), "runc"},
+        {SECTION_RUNTIME, "RuntimeArguments", config_parse_words, offsetof(Config, runtime_args), NULL, true},
+        {SECTION_RUNTIME, "Conmon", config_parse_command, offsetof(Config, conmon), "conmon"},
+        {SECTION_RUNTIME, "ConmonArguments", config_parse_words, offsetof(Config, conmon_args), NULL, true},
+
+        {SECTION_TASKS, "MaxRunning", config_parse_unsigned_positive, offsetof(Config, max_running), "4"},
+        {SECTION_TASKS, "MaxRunningPerEnvironment", config_parse_unsigned,
+         offsetof(Config, max_running_per_environment), "0"},
+        {SECTION_TASKS, "MaxQueued", config_parse_unsigned_positive, offsetof(Config, max_queued), "1000"},
+        {SECTION_TASKS, "DefaultTimeoutSec", config_parse_timeout, offsetof(Config, default_timeout_usec), "6h"},
+        {SECTION_TASKS, "KillGraceSec", config_parse_finite_duration, offsetof(Config, kill_grace_usec), "10s"},
+        {SECTION_TASKS, "KeepFinished", config_parse_unsigned, offsetof(Config, keep_finished), "100"},
+        {SECTION_TASKS, "DefaultService", config_parse_service_name, offsetof(Config, default_service), "cli"},
+        {SECTION_TASKS, "DefaultProject", config_parse_label, offsetof(Config, default_project), "local"},
+        {SECTION_TASKS, "DefaultEnvironment", config_parse_label, offsetof(Config, default_environment), "local"},
+        {SECTION_TASKS, "Secret", config_parse_secret, offsetof(Config, secrets), NULL, true},
+        {SECTION_TASKS, "SecretFile", config_parse_secret_file, offsetof(Config, secrets), NULL, true},
+
+        {SECTION_SERVICE, "Bundle", config_parse_path, offsetof(ServiceConfig, bundle), NULL},
+        /* offset 0: the parser sets both seccomp and seccomp_profile */
+        {SECTION_SERVICE, "Seccomp", config_parse_seccomp, 0, "auto"},
+};
+
+static const ConfigItem *config_item_find(Section section, const char *key) {
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++)
+                if (config_items[i].section == section && streq(config_items[i].key, key))
+                        return config_items + i;
+        return NULL;
+}
+
+static int config_item_apply(const ConfigItem *item, void *base, const char *file, unsigned line, const char *value) {
+        void *data = (uint8_t *) base + item->offset;
+
+        /* systemd convention: an empty assignment restores the default. */
+        if (!item->list && isempty(value)) {
+                if (!item->default_value) {
+                        char **s = data;
+                        *s = mfree(*s);
+                        return 0;
+                }
+                value = item->default_value;
+        }
+
+        return item->parse(file, line, item->key, value, data);
+}
+
+static void service_config_done(ServiceConfig *s) {
+        free(s->name);
+        free(s->bundle);
+        free(s->seccomp_profile);
+        free(s->section_file);
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+
+        free(c->state_dir);
+        free(c->runtime_dir);
+        free(c->listen_socket);
+        free(c->socket_group);
+        free(c->runtime);
+        strv_free(c->runtime_args);
+        free(c->conmon);
+        strv_free(c->conmon_args);
+        free(c->default_service);
+        free(c->default_project);
+        free(c->default_environment);
+        strv_free(c->secrets);
+
+        for (size_t i = 0; i < c->n_services; i++)
+                service_config_done(c->services + i);
+        free(c->services);
+
+        return mfree(c);
+}
+
+Config *config_new(void) {
+        _cleanup_(config_freep) Config *c = NULL;
+
+        c = calloc(1, sizeof(Config));
+        if (!c)
+                return NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                const ConfigItem *item = config_items + i;
+
+                if (item->section == SECTION_SERVICE || item->list || !item->default_value)
+                        continue;
+                if (config_item_apply(item, c, "(defaults)", 0, item->default_value) < 0)
+                        return NULL; /* only OOM: the defaults are valid */
+        }
+
+        return TAKE_PTR(c);
+}
+
+const ServiceConfig *config_find_service(const Config *c, const char *name) {
+        if (!c || !name)
+                return NULL;
+
+        for (size_t i = 0; i < c->n_services; i++)
+                if (streq(c->services[i].name, name))
+                        return c->services + i;
+        return NULL;
+}
+
+/* Finds or appends the service; a repeated section (also from a drop-in) merges into it. */
+static int config_get_service(Config *c, const char *name, const char *file, unsigned line, size_t *ret) {
+        _cleanup_free_ char *n = NULL, *f = NULL;
+        ServiceConfig *services;
+
+        for (size_t i = 0; i < c->n_services; i++)
+                if (streq(c->services[i].name, name)) {
+                        *ret = i;
+                        return 0;
+                }
+
+        n = strdup(name);
+        f = strdup(file);
+        if (!n || !f)
+                return -ENOMEM;
+
+        services = reallocarray(c->services, c->n_services + 1, sizeof(ServiceConfig));
+        if (!services)
+                return -ENOMEM;
+        c->services = services;
+
+        services[c->n_services] = (ServiceConfig){
+                .name = TAKE_PTR(n),
+                .seccomp = SECCOMP_MODE_AUTO,
+                .section_file = TAKE_PTR(f),
+                .section_line = line,
+        };
+        *ret = c->n_services++;
+        return 0;
+}
+
+static int parse_section_header(Config *c, const char *file, unsigned line, ParseState *st, char *l) {
+        size_t n = strlen(l);
+        const char *name;
+        int r;
+
+        st->section = SECTION_INVALID;
+
+        if (n < 2 || l[n - 1] != ']') {
+                log_syntax(file, line, "Invalid section header, expected [Section].");
+                return -EINVAL;
+        }
+        l[n - 1] = '\0';
+        l++;
+
+        for (Section s = SECTION_DAEMON; s < SECTION_SERVICE; s++)
+                if (streq(l, section_names[s])) {
+                        st->section = s;
+                        return 0;
+                }
+
+        name = startswith(l, "Service");
+        if (name && (*name == '\0' || strchr(" \t", *name))) {
+                char *e;
+
+                name += strspn(name, " \t");
+                e = (char *) name + strlen(name);
+                while (e > name && strchr(" \t", e[-1]))
+                        *--e = '\0';
+
+                if (!valid_service_name(name)) {
+                        log_syntax(file, line,
+                                   "Section [Service NAME] needs a NAME of 1-%d characters [A-Za-z0-9_.-], got '%s'.",
+                                   SERVICE_NAME_MAX, name);
+                        return -EINVAL;
+                }
+
+                r = config_get_service(c, name, file, line, &st->service);
+                if (r < 0)
+                        return r;
+                st->section = SECTION_SERVICE;
+                return 0;
+        }
+
+        log_syntax(file, line, "Unknown section [%s], ignoring its keys.", l);
+        return -EINVAL;
+}
+
+static char *strstrip(char *s) {
+        char *e;
+
+        s += strspn(s, " \t\r\n");
+        e = s + strlen(s);
+        while (e > s && strchr(" \t\r\n", e[-1]))
+                e--;
+        *e = '\0';
+        return s;
+}
+
+static int parse_line(Config *c, const char *file, unsigned line, ParseState *st, char *l) {
+        const ConfigItem *item;
+        char *eq, *key, *value;
+        void *base;
+
+        l = strstrip(l);
+        if (*l == '\0')
+                return 0;
+
+        if (*l == '[')
+                return parse_section_header(c, file, line, st, l);
+
+        if (st->section == SECTION_INVALID)
+                return 0; /* reported with the header */
+
+        /* The line itself is not echoed: it may hold a secret. */
+        eq = strchr(l, '=');
+        if (!eq) {
+                log_syntax(file, line, "Missing '=' in assignment, ignoring line.");
+                return -EINVAL;
+        }
+        *eq = '\0';
+        key = strstrip(l);
+        value = strstrip(eq + 1);
+
+        if (*key == '\0') {
+                log_syntax(file, line, "Missing key name before '=', ignoring line.");
+                return -EINVAL;
+        }
+        if (st->section == SECTION_NONE) {
+                log_syntax(file, line, "Assignment %s= outside of any section, ignoring.", key);
+                return -EINVAL;
+        }
+
+        item = config_item_find(st->section, key);
+        if (!item) {
+                log_syntax(file, line, "Unknown key %s= in section [%s%s%s], ignoring.", key,
+                           section_names[st->section], st->section == SECTION_SERVICE ? " " : "",
+                           st->section == SECTION_SERVICE ? c->services[st->service].name : "");
+                return -EINVAL;
+        }
+
+        base = st->section == SECTION_SERVICE ? (void *) (c->services + st->service) : (void *) c;
+        return config_item_apply(item, base, file, line, value);
+}
+
+int config_parse_string(Config *c, const char *file_name, const char *text, size_t size) {
+        _cleanup_free_ char *cont = NULL; /* the logical line being assembled */
+        size_t cont_len = 0;
+        unsigned line = 0, cont_line = 0, n_problems = 0;
+        ParseState st = {.section = SECTION_NONE};
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        file_name = file_name ?: "(string)";
+        if (!text) {
+                text = "";
+                size = 0;
+        }
+
+        if (size > CONFIG_FILE_MAX) {
+                log_error("%s: File is larger than 1 MiB, ignoring.", file_name);
+                return -EINVAL;
+        }
+
+        for (const char *p = text, *end = text + size; p < end;) {
+                const char *l = p, *eol = memchr(p, '\n', (size_t) (end - p));
+                size_t len = eol ? (size_t) (eol - p) : (size_t) (end - p), ws, bs;
+                char *t;
+
+                p = eol ? eol + 1 : end;
+                line++;
+
+                if (len > 0 && l[len - 1] == '\r')
+                        len--;
+
+                if (len > CONFIG_LINE_MAX) {
+                        log_syntax(file_name, line, "Line is longer than 64 KiB, ignoring.");
+                        n_problems++;
+                        cont = mfree(cont);
+                        continue;
+                }
+                if (memchr(l, '\0', len)) {
+                        log_syntax(file_name, line, "Line contains a NUL byte, ignoring.");
+                        n_problems++;
+                        cont = mfree(cont);
+                        continue;
+                }
+
+                /* Comments are skipped even in the middle of a continued line, as systemd does. */
+                ws = 0;
+                while (ws < len && strchr(" \t", l[ws]))
+                        ws++;
+                if (ws < len && (l[ws] == '#' || l[ws] == ';'))
+                        continue;
+
+                if (!cont) {
+                        cont_line = line;
+                        cont_len = 0;
+                }
+                if (cont_len + len > CONFIG_LINE_MAX) {
+                        log_syntax(file_name, cont_line, "Continued line is longer than 64 KiB, ignoring.");
+                        n_problems++;
+                        cont = mfree(cont);
+                        continue;
+                }
+                t = realloc(cont, cont_len + len + 1);
+                if (!t)
+                        return log_oom();
+                cont = t;
+                memcpy(cont + cont_len, l, len);
+                cont_len += len;
+                cont[cont_len] = '\0';
+
+                /* An odd number of trailing backslashes continues the line; that backslash
+                 * becomes a space. */
+                for (bs = 0; bs < len && l[len - 1 - bs] == '\\'; bs++)
+                        ;
+                if (bs % 2 == 1) {
+                        cont[cont_len - 1] = ' ';
+                        continue;
+                }
+
+                r = parse_line(c, file_name, cont_line, &st, cont);
+                cont = mfree(cont);
+                if (r == -ENOMEM)
+                        return log_oom();
+                if (r < 0)
+                        n_problems++;
+        }
+
+        /* A continuation on the last line ends with the file. */
+        if (cont) {
+                r = parse_line(c, file_name, cont_line, &st, cont);
+                if (r == -ENOMEM)
+                        return log_oom();
+                if (r < 0)
+                        n_problems++;
+        }
+
+        return n_problems > 0 ? -EINVAL : 0;
+}
+
+int config_finalize(Config *c) {
+        int ret = 0;
+
+        if (!c)
+                return -EINVAL;
+
+        if (!c->listen_socket) {
+                struct sockaddr_un sa;
+                _cleanup_free_ char *p = NULL;
+
+                p = path_join(c->runtime_dir, "api.sock");
+                if (!p)
+                        return log_oom();
+                if (strlen(p) >= sizeof(sa.sun_path)) {
+                        log_error("RuntimeDirectory=%s is too long for the API socket path %s; set ListenSocket=.",
+                                  c->runtime_dir, p);
+                        ret = -EINVAL;
+                } else
+                        c->listen_socket = TAKE_PTR(p);
+        }
+
+        for (size_t i = 0; i < c->n_services; i++) {
+                const ServiceConfig *s = c->services + i;
+
+                if (!s->bundle) {
+                        log_syntax(strna(s->section_file), s->section_line, "[Service %s] has no Bundle=.", s->name);
+                        ret = -EINVAL;
+                }
+        }
+
+        return ret;
+}
+
+/* 0, -EINVAL after logging a problem in the file, -ENOENT (not logged), -ENOMEM. */
+static int config_load_file(Config *c, const char *path) {
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        int r;
+
+        r = read_regular_file(path, CONFIG_FILE_MAX, &text, &size);
+        if (r == -ENOENT || r == -ENOMEM)
+                return r;
+        if (r == -EFBIG) {
+                log_error("%s: File is larger than 1 MiB, ignoring.", path);
+                return -EINVAL;
+        }
+        if (r == -EBADFD) {
+                log_error("%s: Not a regular file, ignoring.", path);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                log_error_errno(r, "%s: Failed to read configuration file: %m", path);
+                return -EINVAL;
+        }
+
+        log_debug("Reading configuration file %s.", path);
+        return config_parse_string(c, path, text, size);
+}
+
+static int strcmp_ptr(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* The names of the "<dir>/NAME.conf" regular files (symlinks to them too), sorted. Hidden files
+ * are skipped as systemd does. A missing directory gives an empty list. */
+static void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
+}
+
+static int list_dropins(const char *dir, char ***ret) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_(closedirp) DIR *d = NULL;
+
+        d = opendir(dir); /* glibc opens it O_CLOEXEC */
+        if (!d) {
+                if (errno == ENOENT) {
+                        *ret = NULL;
+                        return 0;
+                }
+                return -errno;
+        }
+
+        for (;;) {
+                struct dirent *de;
+                struct stat st;
+                size_t n;
+
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        if (errno != 0)
+                                return -errno;
+                        break;
+                }
+
+                n = strlen(de->d_name);
+                if (de->d_name[0] == '.' || n <= strlen(".conf") || !streq(de->d_name + n - strlen(".conf"), ".conf"))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+                        continue; /* dangling symlink, directory, device… */
+
+                if (strv_extend(&names, de->d_name) < 0)
+                        return -ENOMEM;
+        }
+
+        if (names)
+                qsort(names, strv_length(names), sizeof(char *), strcmp_ptr);
+        *ret = TAKE_PTR(names);
+        return 0;
+}
+
+int config_load(const char *path, Config **ret) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *dropin_dir = NULL;
+        _cleanup_strv_free_ char **dropins = NULL;
+        const char *p = path ?: CONFIG_PATH_DEFAULT;
+        bool failed = false;
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+
+        c = config_new();
+        if (!c)
+                return log_oom();
+
+        r = config_load_file(c, p);
+        if (r == -ENOENT) {
+                if (path)
+                        return log_error_errno(r, "Failed to open configuration file %s: %m", p);
+                log_debug("No configuration file %s, using defaults.", p);
+        } else if (r == -ENOMEM)
+                return log_oom();
+        else if (r < 0)
+                failed = true;
+
+        if (asprintf(&dropin_dir, "%s.d", p) < 0) {
+                dropin_dir = NULL;
+                return log_oom();
+        }
+
+        r = list_dropins(dropin_dir, &dropins);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0) {
+                log_error_errno(r, "%s: Failed to list drop-in directory: %m", dropin_dir);
+                failed = true;
+        }
+
+        for (char **name = dropins; name && *name; name++) {
+                _cleanup_free_ char *f = NULL;
+
+                f = path_join(dropin_dir, *name);
+                if (!f)
+                        return log_oom();
+
+                r = config_load_file(c, f);
+                if (r == -ENOMEM)
+                        return log_oom();
+                if (r == -ENOENT)
+                        continue; /* removed since the listing */
+                if (r < 0)
+                        failed = true;
+        }
+
+        r = config_finalize(c);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                failed = true;
+
+        if (failed)
+                return -EINVAL;
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}

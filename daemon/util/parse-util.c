@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Parsers for the small values found in configuration files and API requests: systemd
+ * style time spans (and their formatting), unsigned integers, booleans and shell-like
+ * word lists. Pure functions: no logging, errors are returned as -errno. */
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "macro.h"
+#include "parse-util.h"
+
+#define WHITESPACE " \t\n\r"
+
+static const struct {
+        const char *suffix;
+        uint64_t usec;
+} duration_units[] = {
+        /* Longest first where one suffix is a prefix of another ("min" before "m", "ms" before "m"). */
+        {"seconds", USEC_PER_SEC},
+        {"second", USEC_PER_SEC},
+        {"sec", USEC_PER_SEC},
+        {"s", USEC_PER_SEC},
+        {"minutes", 60 * USEC_PER_SEC},
+        {"minute", 60 * USEC_PER_SEC},
+        {"min", 60 * USEC_PER_SEC},
+        {"months", 2629800 * USEC_PER_SEC}, /* 30.44 days, as systemd */
+        {"month", 2629800 * USEC_PER_SEC},
+        {"msec", USEC_PER_MSEC},
+        {"ms", USEC_PER_MSEC},
+        {"m", 60 * USEC_PER_SEC},
+        {"hours", 3600 * USEC_PER_SEC},
+        {"hour", 3600 * USEC_PER_SEC},
+        {"hr", 3600 * USEC_PER_SEC},
+        {"h", 3600 * USEC_PER_SEC},
+        {"days", 86400 * USEC_PER_SEC},
+        {"day", 86400 * USEC_PER_SEC},
+        {"d", 86400 * USEC_PER_SEC},
+        {"weeks", 604800 * USEC_PER_SEC},
+        {"week", 604800 * USEC_PER_SEC},
+        {"w", 604800 * USEC_PER_SEC},
+        {"years", 31557600 * USEC_PER_SEC}, /* 365.25 days, as systemd */
+        {"year", 31557600 * USEC_PER_SEC},
+        {"y", 31557600 * USEC_PER_SEC},
+        {"usec", 1},
+        {"us", 1},
+        {"µs", 1},
+};
+
+/* Matches the unit at *p (a bare number means seconds) and advances past it. A unit must
+ * not be followed by a letter, so "5mins" is not read as "5min" + garbage "s". */
+static uint64_t duration_unit(const char **p, bool *ret_bare) {
+        for (size_t i = 0; i < ELEMENTSOF(duration_units); i++) {
+                const char *e = startswith(*p, duration_units[i].suffix);
+                if (e && !isalpha((unsigned char) *e)) {
+                        *p = e;
+                        *ret_bare = false;
+                        return duration_units[i].usec;
+                }
+        }
+        if (isalpha((unsigned char) **p) || (unsigned char) **p >= 0x80)
+                return 0; /* unknown unit */
+        *ret_bare = true;
+        return USEC_PER_SEC;
+}
+
+int parse_duration(const char *s, uint64_t *ret_usec) {
+        uint64_t sum = 0;
+        bool something = false;
+
+        if (!s)
+                return -EINVAL;
+
+        s += strspn(s, WHITESPACE);
+        if (startswith(s, "infinity")) {
+                const char *e = s + strlen("infinity");
+                if (e[strspn(e, WHITESPACE)] != '\0')
+                        return -EINVAL;
+                if (ret_usec)
+                        *ret_usec = USEC_INFINITY;
+                return 0;
+        }
+
+        for (const char *p = s;;) {
+                uint64_t whole = 0, frac = 0, frac_div = 1, mult, v;
+                bool digits = false, bare;
+                size_t n_space;
+
+                p += strspn(p, WHITESPACE);
+                if (*p == '\0')
+                        break;
+
+                /* Digits only: no sign, so "-5s" and "+5s" are garbage. */
+                for (; *p >= '0' && *p <= '9'; p++) {
+                        digits = true;
+                        uint64_t d = (uint64_t) (*p - '0');
+                        if (whole > UINT64_MAX / 10 || (whole == UINT64_MAX / 10 && d > UINT64_MAX % 10))
+                                return -ERANGE;
+                        whole = whole * 10 + d;
+                }
+                if (*p == '.') {
+                        p++;
+                        for (; *p >= '0' && *p <= '9'; p++) {
+                                digits = true;
+                                /* Digits beyond microsecond resolution of a week are noise. */
+                                if (frac_div < UINT64_C(1000000000000000)) {
+                                        frac = frac * 10 + (uint64_t) (*p - '0');
+                                        frac_div *= 10;
+                                }
+                        }
+                }
+                if (!digits)
+                        return -EINVAL;
+
+                n_space = strspn(p, " \t");
+                p += n_space;
+                mult = duration_unit(&p, &bare);
+                if (mult == 0)
+                        return -EINVAL;
+                /* Without a unit the number must end there: "1..5s" and "5s-" are garbage. */
+                if (bare && n_space == 0 && *p != '\0')
+                        return -EINVAL;
+
+                if (whole > UINT64_MAX / mult)
+                        return -ERANGE;
+                v = whole * mult;
+                if (frac > 0) {
+                        /* frac < frac_div <= 10^15 and mult <= ~3.2e13: split to avoid overflow. */
+                        uint64_t f = (mult / frac_div) * frac +
+                                     (uint64_t) ((long double) (mult % frac_div) * frac / frac_div);
+                        if (v > UINT64_MAX - f)
+                                return -ERANGE;
+                        v += f;
+                }
+                if (sum > UINT64_MAX - v)
+                        return -ERANGE;
+                sum += v;
+                something = true;
+        }
+
+        if (!something)
+                return -EINVAL;
+        if (sum == USEC_INFINITY) /* reserved for "infinity" */
+                return -ERANGE;
+
+        if (ret_usec)
+                *ret_usec = sum;
+        return 0;
+}
+
+int parse_unsigned(const char *s, unsigned *ret) {
+        unsigned long long v = 0;
+
+        if (isempty(s))
+                return -EINVAL;
+
+        for (const char *p = s; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned) (*p - '0');
+                if (v > UINT_MAX)
+                        return -ERANGE;
+        }
+
+        if (ret)
+                *ret = (unsigned) v;
+        return 0;
+}
+
+int parse_boolean(const char *s) {
+        static const char *const yes[] = {"1", "yes", "y", "true", "t", "on"};
+        static const char *const no[] = {"0", "no", "n", "false", "f", "off"};
+
+        if (!s)
+                return -EINVAL;
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (strcasecmp(s, yes[i]) == 0)
+                        return 1;
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                if (strcasecmp(s, no[i]) == 0)
+                        return 0;
+
+        return -EINVAL;
+}
+
+/* Appends one byte to a growing word buffer. */
+static int word_append(char **w, size_t *n, size_t *allocated, char ch) {
+        if (*n + 2 > *allocated) {
+                size_t a = MAX(*allocated * 2, (size_t) 16);
+                char *t = realloc(*w, a);
+                if (!t)
+                        return -ENOMEM;
+                *w = t;
+                *allocated = a;
+        }
+        (*w)[(*n)++] = ch;
+        (*w)[*n] = '\0';
+        return 0;
+}
+
+int split_words(const char *s, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        const char *p = s ?: "";
+
+        /* An empty input gives an empty (non-NULL) list. */
+        l = calloc(1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+
+        for (;;) {
+                _cleanup_free_ char *w = NULL;
+                size_t n = 0, allocated = 0;
+                int r;
+
+                p += strspn(p, WHITESPACE);
+                if (*p == '\0')
+                        break;
+
+                while (*p != '\0' && !strchr(WHITESPACE, *p)) {
+                        if (*p == '\'') {
+                                /* Single quotes: everything literal up to the next quote. */
+                                for (p++; *p != '\''; p++) {
+                                        if (*p == '\0')
+                                                return -EINVAL;
+                                        r = word_append(&w, &n, &allocated, *p);
+                                        if (r < 0)
+                                                return r;
+                                }
+                                p++;
+                        } else if (*p == '"') {
+                                /* Double quotes: backslash escapes only \ " $ ` as in sh; other
+                                 * backslashes stay. */
+                                for (p++; *p != '"'; p++) {
+                                        if (*p == '\0')
+                                                return -EINVAL;
+                                        if (*p == '\\' && p[1] != '\0' && strchr("\\\"$`", p[1]))
+                                                p++;
+                                        else if (*p == '\\' && p[1] == '\0')
+                                                return -EINVAL;
+                                        r = word_append(&w, &n, &allocated, *p);
+                                        if (r < 0)
+                                                return r;
+                                }
+                                p++;
+                        } else if (*p == '\\') {
+                                /* Outside quotes a backslash takes the next character literally. */
+                                if (p[1] == '\0')
+                                        return -EINVAL;
+                                r = word_append(&w, &n, &allocated, p[1]);
+                                if (r < 0)
+                                        return r;
+                                p += 2;
+                        } else {
+                                r = word_append(&w, &n, &allocated, *p);
+                                if (r < 0)
+                                        return r;
+                                p++;
+                        }
+                }
+
+                /* '' and "" give an empty argument. */
+                if (!w) {
+                        w = strdup("");
+                        if (!w)
+                                return -ENOMEM;
+                }
+                r = strv_push(&l, TAKE_PTR(w));
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+char *format_duration(uint64_t usec) {
+        static const struct {
+                const char *suffix;
+                uint64_t usec;
+        } table[] = {
+                {"w", 604800 * USEC_PER_SEC},
+                {"d", 86400 * USEC_PER_SEC},
+                {"h", 3600 * USEC_PER_SEC},
+                {"min", 60 * USEC_PER_SEC},
+                {"s", USEC_PER_SEC},
+                {"ms", USEC_PER_MSEC},
+                {"us", 1},
+        };
+        char buf[256];
+        size_t n = 0;
+
+        if (usec == USEC_INFINITY)
+                return strdup("infinity");
+        if (usec == 0)
+                return strdup("0");
+
+        /* Every part exact, so parse_duration() reads the text back to the same value. */
+        for (size_t i = 0; i < ELEMENTSOF(table) && usec > 0; i++) {
+                uint64_t a = usec / table[i].usec;
+                if (a == 0)
+                        continue;
+                n += (size_t) snprintf(buf + n, sizeof(buf) - n, "%s%" PRIu64 "%s", n > 0 ? " " : "", a,
+                                       table[i].suffix);
+                usec -= a * table[i].usec;
+        }
+
+        return strdup(buf);
+}

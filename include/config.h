@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The daemon configuration: /etc/lagoon-taskd/taskd.conf plus taskd.conf.d/ *.conf
+ * drop-ins, INI in systemd style. See README "Configuration" for every key.
+ *
+ *   [Daemon]   StateDirectory=, RuntimeDirectory=, ListenSocket=, SocketGroup=, LogLevel=
+ *   [Runtime]  Runtime=, RuntimeArguments=, Conmon=, ConmonArguments=
+ *   [Tasks]    MaxRunning=, MaxRunningPerEnvironment=, MaxQueued=, DefaultTimeoutSec=,
+ *              KillGraceSec=, KeepFinished=, DefaultService=, DefaultProject=,
+ *              DefaultEnvironment=, Secret=, SecretFile=
+ *   [Service NAME]  Bundle=, Seccomp=
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+#define CONFIG_PATH_DEFAULT "/etc/lagoon-taskd/taskd.conf"
+
+typedef enum SeccompMode {
+        SECCOMP_MODE_AUTO,       /* the service's own profile if its config.json has one, else the default */
+        SECCOMP_MODE_DEFAULT,    /* always the built-in default profile */
+        SECCOMP_MODE_UNCONFINED, /* no seccomp filter */
+        SECCOMP_MODE_PROFILE,    /* an OCI "linux.seccomp" JSON object read from seccomp_profile */
+} SeccompMode;
+
+typedef struct ServiceConfig {
+        char *name;
+        char *bundle;          /* Bundle=: OCI bundle directory (config.json + rootfs), local mode */
+        SeccompMode seccomp;   /* Seccomp=auto|default|unconfined|/path/to/profile.json */
+        char *seccomp_profile; /* path, when seccomp == SECCOMP_MODE_PROFILE */
+        char *section_file;    /* where the section first appeared, for messages (config_finalize) */
+        unsigned section_line;
+} ServiceConfig;
+
+typedef struct Config {
+        /* [Daemon] */
+        char *state_dir;   /* StateDirectory=, default /var/lib/lagoon-taskd */
+        char *runtime_dir; /* RuntimeDirectory=, default /run/lagoon-taskd */
+        char *listen_socket; /* ListenSocket=, default <runtime_dir>/api.sock; used without socket activation */
+        char *socket_group;  /* SocketGroup=, default "lagoon-task"; members may use the API */
+        int log_level;       /* LogLevel=, default LOG_INFO */
+
+        /* [Runtime] */
+        char *runtime;        /* Runtime=, default "runc" (PATH lookup) */
+        char **runtime_args;  /* RuntimeArguments=, space-separated, shell-style quotes; repeated keys append, empty resets */
+        char *conmon;         /* Conmon=, default "conmon" (PATH lookup) */
+        char **conmon_args;   /* ConmonArguments=, like RuntimeArguments= */
+
+        /* [Tasks] */
+        unsigned max_running;                 /* MaxRunning=, default 4, >= 1 */
+        unsigned max_running_per_environment; /* MaxRunningPerEnvironment=, default 0 = no limit */
+        unsigned max_queued;                  /* MaxQueued=, default 1000; submissions beyond it get 503 */
+        uint64_t default_timeout_usec;        /* DefaultTimeoutSec=, default 6h; "infinity" = USEC_INFINITY */
+        uint64_t kill_grace_usec;             /* KillGraceSec=, default 10s: SIGTERM → SIGKILL */
+        unsigned keep_finished;               /* KeepFinished=, default 100 finished tasks (records + logs) */
+        char *default_service;                /* DefaultService=, default "cli" */
+        char *default_project;                /* DefaultProject=, default "local" */
+        char *default_environment;            /* DefaultEnvironment=, default "local" */
+        char **secrets;                       /* Secret= (repeatable), plus one value per line of each SecretFile= */
+
+        ServiceConfig *services; /* [Service NAME] sections, in order of appearance */
+        size_t n_services;
+} Config;
+
+/* Load path (default CONFIG_PATH_DEFAULT when NULL) and then "<path>.d/" *.conf files in
+ * lexical order; later assignments override earlier ones. A missing main file is fine
+ * when path is NULL (defaults apply) and an error (-ENOENT) when it was given.
+ * Every problem (unknown section or key, invalid value, syntax) is logged as
+ * "FILE:LINE: message" at error level; after reading everything, any problem makes
+ * the call fail with -EINVAL. */
+int config_load(const char *path, Config **ret);
+
+/* Parse INI text directly (for tests and fuzzing); file_name is used in messages. */
+int config_parse_string(Config *c, const char *file_name, const char *text, size_t size);
+Config *config_new(void); /* all defaults */
+/* Checks done after all files are read: derived defaults, e.g. listen_socket. */
+int config_finalize(Config *c);
+
+Config *config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+const ServiceConfig *config_find_service(const Config *c, const char *name);
