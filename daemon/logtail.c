@@ -1,0 +1,684 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Following a task's CRI log (written by conmon) on the daemon's event loop and turning
+ * it into the task log file and journald entries.
+ *
+ * Wake-ups: inotify on the file (IN_MODIFY, IN_CLOSE_WRITE), inotify on its directory
+ * while the file does not exist yet, and a 1 s timer as a fallback for anything inotify
+ * misses. Wake-ups only enable a low-priority defer source, so a burst of inotify events
+ * costs one read pass. A pass reads 64 KiB chunks (bounded per dispatch, so a huge
+ * backlog does not starve the loop); each chunk goes through the CriLogStream splitter
+ * (crilog.h), lines get their secrets masked, are collected in one batch buffer and
+ * written to the task log with one write(), then sent to journald one by one.
+ *
+ * Restart safety: "<task_log>.cursor" holds "<cri offset> <task-log line count>" for a
+ * point where no partial line was pending. It is rewritten at most once a second and
+ * when the LogTail is freed (no fsync: it is only an optimisation). The task log's line
+ * count is the truth: a new LogTail counts the task log's lines (N), resumes reading at
+ * the cursor (or at 0 when the cursor is missing, unparsable or claims more than N
+ * lines) and drops the first N - cursor_lines lines it produces, because the task log
+ * already holds them. The splitter's output does not depend on chunking, so the lines
+ * reproduced are exactly those written before. A torn last line (killed during write)
+ * is cut off the task log first and written again in full.
+ *
+ * The one window: lines are written to the task log before they are sent to journald.
+ * A daemon killed between that write() and the journald sends of the same batch has the
+ * batch's lines in the task log (so they are not repeated after restart) but not in
+ * journald. Sending first would double them in journald instead; the task log is what
+ * Lagoon receives, so it is the one kept exact. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+
+#include "crilog.h"
+#include "journal.h"
+#include "log.h"
+#include "logtail.h"
+#include "redact.h"
+
+#define READ_CHUNK ((size_t) 64U * 1024U)
+#define CHUNKS_PER_DISPATCH 16U
+#define FALLBACK_USEC (1 * USEC_PER_SEC)
+#define CURSOR_INTERVAL_USEC (1 * USEC_PER_SEC)
+
+typedef struct BatchLine {
+        size_t offset; /* in LogTail.batch */
+        size_t len;    /* without the '\n' */
+        bool is_stderr;
+} BatchLine;
+
+struct LogTail {
+        sd_event *event;
+        JournalContext *journal;
+        char **secrets; /* the non-empty ones; NULL when there are none */
+
+        char *cri_path;
+        char *cri_dir;
+        char *cri_name;
+        char *task_log_path;
+        char *cursor_path;
+        char *cursor_tmp_path;
+
+        int cri_fd;
+        int log_fd;
+        uint64_t read_offset; /* next byte of the CRI log to read */
+
+        CriLogStream *stream;
+        uint64_t skip;  /* lines still to drop: the task log already has them */
+        uint64_t lines; /* lines in the task log */
+
+        char *rbuf; /* READ_CHUNK bytes */
+
+        /* Lines of the current batch, each followed by '\n'. */
+        char *batch;
+        size_t batch_len;
+        size_t batch_alloc;
+        size_t batch_written;
+        BatchLine *batch_lines;
+        size_t n_batch_lines;
+        size_t batch_lines_alloc;
+
+        sd_event_source *file_source;
+        sd_event_source *dir_source;
+        sd_event_source *timer_source;
+        sd_event_source *defer_source;
+
+        uint64_t cursor_offset; /* what the cursor file holds, if cursor_written */
+        uint64_t cursor_lines;
+        bool cursor_written;
+        uint64_t cursor_usec; /* CLOCK_MONOTONIC of the last write */
+
+        bool finished;
+        bool write_failed;
+        bool read_failed;
+
+        logtail_output_cb_t cb;
+        void *userdata;
+};
+
+static int grow(void **p, size_t *alloc, size_t need, size_t size) {
+        if (need <= *alloc)
+                return 0;
+        size_t n = MAX(need, MAX(*alloc * 2, (size_t) 64));
+        if (n > SIZE_MAX / size)
+                return -ENOMEM;
+        void *q = realloc(*p, n * size);
+        if (!q)
+                return -ENOMEM;
+        *p = q;
+        *alloc = n;
+        return 0;
+}
+
+static int batch_add(LogTail *t, const char *line, size_t len, bool is_stderr) {
+        int r;
+
+        r = grow((void **) &t->batch, &t->batch_alloc, t->batch_len + len + 1, 1);
+        if (r < 0)
+                return r;
+        r = grow((void **) &t->batch_lines, &t->batch_lines_alloc, t->n_batch_lines + 1, sizeof(BatchLine));
+        if (r < 0)
+                return r;
+
+        t->batch_lines[t->n_batch_lines++] = (BatchLine){
+                .offset = t->batch_len,
+                .len = len,
+                .is_stderr = is_stderr,
+        };
+        if (len > 0)
+                memcpy(t->batch + t->batch_len, line, len);
+        t->batch[t->batch_len + len] = '\n';
+        t->batch_len += len + 1;
+        return 0;
+}
+
+static int on_line(const char *line, size_t len, bool is_stderr, bool malformed, void *userdata) {
+        LogTail *t = userdata;
+
+        if (malformed)
+                log_debug("CRI log %s: malformed record (%zu bytes), passing it on as it is.", t->cri_path, len);
+
+        if (t->skip > 0) {
+                t->skip--;
+                return 0;
+        }
+
+        if (t->secrets && redact_needed(line, len, t->secrets)) {
+                _cleanup_free_ char *masked = NULL;
+                size_t masked_len;
+
+                masked = redact(line, len, t->secrets, &masked_len);
+                if (!masked)
+                        return -ENOMEM;
+                return batch_add(t, masked, masked_len, is_stderr);
+        }
+
+        return batch_add(t, line, len, is_stderr);
+}
+
+/* Writes the batch to the task log (one write), then sends its lines to journald.
+ * On a write error the batch is kept and retried at the next wake-up, and no more is
+ * read meanwhile. Returns the number of lines written. */
+static int flush_batch(LogTail *t) {
+        size_t n_lines = t->n_batch_lines;
+        bool journal_failed = false;
+        int r;
+
+        while (t->batch_written < t->batch_len) {
+                ssize_t n = write(t->log_fd, t->batch + t->batch_written, t->batch_len - t->batch_written);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        if (!t->write_failed) {
+                                t->write_failed = true;
+                                return log_warning_errno(r, "Failed to write task log %s, will retry: %m",
+                                                         t->task_log_path);
+                        }
+                        return r;
+                }
+                t->batch_written += n;
+        }
+        if (t->write_failed) {
+                t->write_failed = false;
+                log_info("Task log %s is writable again.", t->task_log_path);
+        }
+
+        for (size_t i = 0; i < n_lines; i++) {
+                const BatchLine *l = t->batch_lines + i;
+
+                r = journal_send_line(t->journal, t->batch + l->offset, l->len, l->is_stderr);
+                if (r < 0 && !journal_failed) {
+                        /* The task log has the line; journald failing is not the task's problem. */
+                        log_debug_errno(r, "Failed to send task output line to journald: %m");
+                        journal_failed = true;
+                }
+        }
+
+        t->lines += n_lines;
+        t->batch_len = t->batch_written = 0;
+        t->n_batch_lines = 0;
+        return (int) MIN(n_lines, (size_t) INT32_MAX);
+}
+
+static int write_cursor(LogTail *t, uint64_t offset, uint64_t lines) {
+        _cleanup_close_ int fd = -EBADF;
+        char buf[64];
+        int n;
+
+        n = snprintf(buf, sizeof(buf), "%" PRIu64 " %" PRIu64 "\n", offset, lines);
+
+        fd = open(t->cursor_tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0640);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, buf, n) != n)
+                return errno > 0 ? -errno : -EIO;
+        fd = safe_close(fd);
+        if (rename(t->cursor_tmp_path, t->cursor_path) < 0)
+                return -errno;
+        return 0;
+}
+
+/* force: ignore the once-a-second limit. */
+static void maybe_write_cursor(LogTail *t, bool force) {
+        uint64_t offset, lines, now = 0;
+        int r;
+
+        if (t->finished || !t->stream || t->batch_len > 0)
+                return; /* lines of the clean point may not be in the task log yet */
+
+        cri_log_stream_clean_point(t->stream, &offset, &lines);
+        if (t->cursor_written && offset == t->cursor_offset && lines == t->cursor_lines)
+                return;
+
+        if (t->event)
+                (void) sd_event_now(t->event, CLOCK_MONOTONIC, &now);
+        if (!force && t->cursor_written && now < t->cursor_usec + CURSOR_INTERVAL_USEC)
+                return; /* the timer comes back for it */
+
+        r = write_cursor(t, offset, lines);
+        if (r < 0) {
+                log_debug_errno(r, "Failed to write cursor %s, ignoring: %m", t->cursor_path);
+                return;
+        }
+        t->cursor_offset = offset;
+        t->cursor_lines = lines;
+        t->cursor_written = true;
+        t->cursor_usec = now;
+}
+
+/* Reads up to max_chunks chunks; *ret_eof tells whether the end of the file was seen.
+ * Returns lines written or -errno. */
+static int read_chunks(LogTail *t, size_t max_chunks, bool *ret_eof) {
+        uint64_t before = t->lines;
+        int r;
+
+        *ret_eof = true;
+        if (t->cri_fd < 0)
+                return 0;
+
+        if (t->batch_len > 0) {
+                r = flush_batch(t);
+                if (r < 0)
+                        return r;
+        }
+
+        for (size_t i = 0; i < max_chunks;) {
+                ssize_t n;
+
+                n = pread(t->cri_fd, t->rbuf, READ_CHUNK, (off_t) t->read_offset);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                i++;
+                if (n == 0)
+                        return (int) MIN(t->lines - before, (uint64_t) INT32_MAX);
+
+                t->read_offset += n;
+                r = cri_log_stream_feed(t->stream, t->rbuf, n);
+                if (r < 0)
+                        return r;
+                r = flush_batch(t);
+                if (r < 0)
+                        return r;
+
+                /* A short read was the end of the file at that moment; inotify tells us about more. */
+                if ((size_t) n < READ_CHUNK)
+                        return (int) MIN(t->lines - before, (uint64_t) INT32_MAX);
+        }
+
+        *ret_eof = false;
+        return (int) MIN(t->lines - before, (uint64_t) INT32_MAX);
+}
+
+static void notify_output(LogTail *t, uint64_t lines_before) {
+        if (t->cb && t->lines != lines_before)
+                t->cb(t, t->userdata);
+}
+
+static void kick(LogTail *t) {
+        if (t->defer_source)
+                (void) sd_event_source_set_enabled(t->defer_source, SD_EVENT_ONESHOT);
+}
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        LogTail *t = userdata;
+        uint64_t before = t->lines;
+        bool eof;
+        int r;
+
+        r = read_chunks(t, CHUNKS_PER_DISPATCH, &eof);
+        if (r == -ENOMEM)
+                log_oom();
+        else if (r < 0 && r != -ENOSPC && r != -EDQUOT && !t->write_failed && !t->read_failed) {
+                t->read_failed = true;
+                log_warning_errno(r, "Failed to forward output from %s, will retry: %m", t->cri_path);
+        } else if (r >= 0) {
+                t->read_failed = false;
+                if (!eof)
+                        kick(t); /* more to read: continue after other sources had their turn */
+        }
+
+        maybe_write_cursor(t, false);
+        notify_output(t, before);
+        return 0;
+}
+
+static int on_file_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        kick(userdata);
+        return 0;
+}
+
+static int on_dir_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata);
+
+/* Opens the CRI log if it exists now and starts watching it. 1 if open, 0 if not there yet. */
+static int try_open(LogTail *t) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (t->cri_fd >= 0)
+                return 1;
+
+        fd = open(t->cri_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return log_debug_errno(errno, "Failed to open CRI log %s: %m", t->cri_path);
+        }
+        t->cri_fd = TAKE_FD(fd);
+
+        if (t->event && !t->finished) {
+                r = sd_event_add_inotify(t->event, &t->file_source, t->cri_path, IN_MODIFY | IN_CLOSE_WRITE,
+                                         on_file_inotify, t);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to watch %s, relying on the timer: %m", t->cri_path);
+                else
+                        (void) sd_event_source_set_description(t->file_source, "logtail-file");
+        }
+        t->dir_source = sd_event_source_disable_unref(t->dir_source);
+        return 1;
+}
+
+static int on_dir_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        LogTail *t = userdata;
+
+        if (ev->len > 0 && streq(ev->name, t->cri_name) && try_open(t) > 0)
+                kick(t);
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        LogTail *t = userdata;
+        uint64_t now = usec;
+
+        /* The kick also writes a cursor that the once-a-second limit held back. */
+        if (try_open(t) > 0)
+                kick(t);
+        /* From now, not from usec: after a stall it should not fire for every missed second. */
+        (void) sd_event_now(t->event, CLOCK_MONOTONIC, &now);
+        (void) sd_event_source_set_time(s, now + FALLBACK_USEC);
+        return 0;
+}
+
+/* Counts the complete lines of the task log; cuts off a torn last line. */
+static int count_task_log_lines(LogTail *t, uint64_t *ret) {
+        uint64_t lines = 0, offset = 0, end_of_last_line = 0;
+
+        for (;;) {
+                ssize_t n = pread(t->log_fd, t->rbuf, READ_CHUNK, (off_t) offset);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+
+                const char *p = t->rbuf, *e = t->rbuf + n;
+                while ((p = memchr(p, '\n', e - p))) {
+                        p++;
+                        lines++;
+                        end_of_last_line = offset + (p - t->rbuf);
+                }
+                offset += n;
+        }
+
+        if (offset > end_of_last_line) {
+                log_debug("Task log %s ends in a torn line, cutting %" PRIu64 " bytes; it is written again.",
+                          t->task_log_path, offset - end_of_last_line);
+                if (ftruncate(t->log_fd, (off_t) end_of_last_line) < 0)
+                        return -errno;
+        }
+
+        *ret = lines;
+        return 0;
+}
+
+/* Where to resume: the cursor, if it is believable, else the start of the CRI log. */
+static void read_cursor(LogTail *t, uint64_t task_log_lines, uint64_t *ret_offset, uint64_t *ret_lines) {
+        char buf[128];
+        unsigned long long offset, lines;
+        ssize_t n;
+        int consumed = 0;
+
+        *ret_offset = *ret_lines = 0;
+
+        _cleanup_close_ int fd = open(t->cursor_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+
+        if (sscanf(buf, "%llu %llu%n", &offset, &lines, &consumed) != 2 || (buf[consumed] != '\n' && buf[consumed]) ||
+            buf[0] < '0' || buf[0] > '9')
+                goto invalid;
+        if (lines > task_log_lines)
+                goto invalid;
+        if (offset > 0) {
+                struct stat st;
+                char c;
+
+                /* It must point just after a record in the CRI log we have. */
+                if (t->cri_fd < 0 || fstat(t->cri_fd, &st) < 0 || offset > (uint64_t) st.st_size ||
+                    pread(t->cri_fd, &c, 1, (off_t) offset - 1) != 1 || c != '\n')
+                        goto invalid;
+        }
+
+        *ret_offset = offset;
+        *ret_lines = lines;
+        return;
+
+invalid:
+        log_debug("Ignoring unusable cursor %s, counting lines from the start.", t->cursor_path);
+}
+
+static int split_path(const char *path, char **ret_dir, char **ret_name) {
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir = NULL, *name = NULL;
+
+        if (!slash)
+                dir = strdup(".");
+        else if (slash == path)
+                dir = strdup("/");
+        else
+                dir = strndup(path, slash - path);
+        name = strdup(slash ? slash + 1 : path);
+        if (!dir || !name)
+                return -ENOMEM;
+        if (isempty(name))
+                return -EINVAL;
+
+        *ret_dir = TAKE_PTR(dir);
+        *ret_name = TAKE_PTR(name);
+        return 0;
+}
+
+static char *strjoin2(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b);
+        char *s = malloc(la + lb + 1);
+        if (!s)
+                return NULL;
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+        return s;
+}
+
+int logtail_new(sd_event *e,
+                const Task *task,
+                const char *cri_log_path,
+                const char *task_log_path,
+                char *const *secrets,
+                logtail_output_cb_t cb,
+                void *userdata,
+                LogTail **ret) {
+
+        _cleanup_(logtail_freep) LogTail *t = NULL;
+        uint64_t n_lines = 0, start_offset = 0, start_lines = 0;
+        int r;
+
+        if (!e || !task || !cri_log_path || !task_log_path || !ret)
+                return -EINVAL;
+
+        t = calloc(1, sizeof(LogTail));
+        if (!t)
+                return -ENOMEM;
+        t->cri_fd = t->log_fd = -EBADF;
+        t->event = sd_event_ref(e);
+        t->cb = cb;
+        t->userdata = userdata;
+
+        r = journal_context_new(task, &t->journal);
+        if (r < 0)
+                return r;
+
+        for (char *const *s = secrets; s && *s; s++) {
+                if (isempty(*s))
+                        continue;
+                r = strv_extend(&t->secrets, *s);
+                if (r < 0)
+                        return r;
+        }
+
+        t->cri_path = strdup(cri_log_path);
+        t->task_log_path = strdup(task_log_path);
+        t->cursor_path = strjoin2(task_log_path, ".cursor");
+        t->cursor_tmp_path = strjoin2(task_log_path, ".cursor.tmp");
+        t->rbuf = malloc(READ_CHUNK);
+        if (!t->cri_path || !t->task_log_path || !t->cursor_path || !t->cursor_tmp_path || !t->rbuf)
+                return -ENOMEM;
+        r = split_path(cri_log_path, &t->cri_dir, &t->cri_name);
+        if (r < 0)
+                return r;
+
+        t->log_fd = open(task_log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        if (t->log_fd < 0)
+                return log_debug_errno(errno, "Failed to open task log %s: %m", task_log_path);
+
+        r = count_task_log_lines(t, &n_lines);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to read task log %s: %m", task_log_path);
+
+        r = try_open(t);
+        if (r < 0)
+                return r;
+
+        read_cursor(t, n_lines, &start_offset, &start_lines);
+
+        r = cri_log_stream_new(start_offset, start_lines, on_line, t, &t->stream);
+        if (r < 0)
+                return r;
+        t->read_offset = start_offset;
+        t->lines = n_lines;
+        t->skip = n_lines - start_lines;
+
+        r = sd_event_add_defer(e, &t->defer_source, on_defer, t);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(t->defer_source, "logtail-read");
+        /* After the inotify events of an iteration, so a burst of them costs one read pass. */
+        (void) sd_event_source_set_priority(t->defer_source, SD_EVENT_PRIORITY_NORMAL + 10);
+
+        uint64_t now;
+        r = sd_event_now(e, CLOCK_MONOTONIC, &now);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(e, &t->timer_source, CLOCK_MONOTONIC, now + FALLBACK_USEC, 100 * USEC_PER_MSEC, on_timer,
+                              t);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(t->timer_source, "logtail-timer");
+        r = sd_event_source_set_enabled(t->timer_source, SD_EVENT_ON);
+        if (r < 0)
+                return r;
+
+        if (t->cri_fd < 0) {
+                r = sd_event_add_inotify(e, &t->dir_source, t->cri_dir, IN_CREATE | IN_MOVED_TO, on_dir_inotify, t);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to watch %s, relying on the timer: %m", t->cri_dir);
+                else
+                        (void) sd_event_source_set_description(t->dir_source, "logtail-dir");
+
+                /* It may have appeared before the watch was there. */
+                r = try_open(t);
+                if (r < 0)
+                        return r;
+        }
+
+        kick(t); /* what is there already (the defer source starts enabled, make sure) */
+
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+int logtail_finish(LogTail *t) {
+        uint64_t before;
+        bool eof = false;
+        int r;
+
+        if (!t)
+                return -EINVAL;
+        if (t->finished)
+                return 0;
+
+        before = t->lines;
+
+        r = try_open(t);
+        if (r < 0)
+                return r;
+
+        while (!eof) {
+                r = read_chunks(t, SIZE_MAX, &eof);
+                if (r < 0)
+                        return log_warning_errno(r, "Failed to read the rest of %s: %m", t->cri_path);
+        }
+
+        r = cri_log_stream_finish(t->stream);
+        if (r < 0)
+                return r;
+        r = flush_batch(t);
+        if (r < 0)
+                return r;
+
+        if (fsync(t->log_fd) < 0)
+                return log_warning_errno(errno, "Failed to fsync task log %s: %m", t->task_log_path);
+
+        if (unlink(t->cursor_path) < 0 && errno != ENOENT)
+                log_debug_errno(errno, "Failed to remove cursor %s, ignoring: %m", t->cursor_path);
+
+        t->finished = true;
+        t->file_source = sd_event_source_disable_unref(t->file_source);
+        t->dir_source = sd_event_source_disable_unref(t->dir_source);
+        t->timer_source = sd_event_source_disable_unref(t->timer_source);
+        t->defer_source = sd_event_source_disable_unref(t->defer_source);
+        t->cri_fd = safe_close(t->cri_fd);
+
+        notify_output(t, before);
+        return 0;
+}
+
+uint64_t logtail_lines(LogTail *t) {
+        return t ? t->lines : 0;
+}
+
+LogTail *logtail_free(LogTail *t) {
+        if (!t)
+                return NULL;
+
+        if (!t->finished && t->stream && t->log_fd >= 0) {
+                /* Orderly stop (daemon shutdown): leave an up-to-date cursor behind. */
+                if (t->batch_len > 0)
+                        (void) flush_batch(t);
+                maybe_write_cursor(t, true);
+        }
+
+        sd_event_source_disable_unref(t->file_source);
+        sd_event_source_disable_unref(t->dir_source);
+        sd_event_source_disable_unref(t->timer_source);
+        sd_event_source_disable_unref(t->defer_source);
+        sd_event_unref(t->event);
+
+        safe_close(t->cri_fd);
+        safe_close(t->log_fd);
+        cri_log_stream_free(t->stream);
+        journal_context_free(t->journal);
+        strv_free(t->secrets);
+
+        free(t->cri_path);
+        free(t->cri_dir);
+        free(t->cri_name);
+        free(t->task_log_path);
+        free(t->cursor_path);
+        free(t->cursor_tmp_path);
+        free(t->rbuf);
+        free(t->batch);
+        free(t->batch_lines);
+        return mfree(t);
+}

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Follows a task's CRI log file (written by conmon) on the event loop: inotify plus a
+ * slow fallback timer. Joins partial (P) records per stream, masks secrets, and for
+ * each complete line: appends it (plus '\n') to the task log file, then sends it to
+ * journald (journal.h). Restart-safe: a cursor file "<task_log>.cursor" records the
+ * CRI log offset and the task-log line count at a line boundary; a new LogTail on
+ * the same files resumes there, skipping lines the task log already holds, so no
+ * line is lost or doubled. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "task.h"
+
+typedef struct LogTail LogTail;
+
+/* Called after a read pass wrote lines to the task log (for streaming followers), and
+ * from logtail_finish() if it wrote any. */
+typedef void (*logtail_output_cb_t)(LogTail *t, void *userdata);
+
+int logtail_new(sd_event *e,
+                const Task *task, /* fields copied for journald */
+                const char *cri_log_path,
+                const char *task_log_path,
+                char *const *secrets, /* NULL-terminated, copied; empty ones ignored */
+                logtail_output_cb_t cb,
+                void *userdata,
+                LogTail **ret);
+
+/* Reads everything the CRI log holds now, emits it, emits a trailing partial line
+ * as a line, fsyncs the task log and removes the cursor. Call once the container
+ * exited; the LogTail stops watching. A CRI log that never appeared is not an error.
+ * On failure (e.g. the task log's disk is full) it may be called again; once it
+ * returned 0, further calls do nothing. */
+int logtail_finish(LogTail *t);
+
+uint64_t logtail_lines(LogTail *t); /* lines in the task log so far */
+/* Stops following. Without a preceding logtail_finish() (daemon shutdown) it leaves an
+ * up-to-date cursor behind, so the next LogTail resumes without re-reading. */
+LogTail *logtail_free(LogTail *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(LogTail *, logtail_free);

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Masking of secret values in task output before it leaves the daemon. */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Returns a newly allocated copy of text (len bytes, NUL-terminated, length in
+ * *ret_len) where every occurrence of every non-empty string of secrets
+ * (NULL-terminated) is replaced by "***". Longer secrets win over shorter ones
+ * that overlap them: overlapping occurrences (of the same or different secrets) are
+ * masked together as one "***", so no part of any secret is left visible; merely
+ * adjacent occurrences each become their own "***". Binary safe. NULL on OOM. */
+char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len);
+
+/* Whether text contains any non-empty secret: the cheap test that lets callers skip
+ * the copy for the (common) lines without secrets. */
+bool redact_needed(const char *text, size_t len, char *const *secrets);
