@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The runtime launcher: runs a task as a clone of a service's OCI bundle under conmon
+ * with runc/crun. Per task, <container_dir> (under the state dir) holds config.json,
+ * rootfs/ (overlay: lower = service rootfs, upper/ and work/ = the task's),
+ * ctr.log (conmon's CRI log), exit/ (conmon's exit file), conmon.pid.
+ * conmon outlives the daemon; a restarted daemon adopts the container. */
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "macro.h"
+#include "task.h"
+
+typedef struct RuntimeContainer RuntimeContainer;
+
+/* exit_status >= 0: the container's exit status (128+N when killed by signal N).
+ * exit_status < 0: negative errno, the container was lost (conmon gone without an
+ * exit file, runtime state missing). Called once, from the event loop. */
+typedef void (*runtime_exit_cb_t)(RuntimeContainer *c, int exit_status, void *userdata);
+
+typedef struct RuntimeSpec {
+        const Config *config;
+        const ServiceConfig *service;
+        const Task *task;
+        char *const *env;          /* extra "K=V" for the task (TASK_*, LAGOON_*) */
+        const char *container_dir; /* created by the launcher */
+} RuntimeSpec;
+
+/* Container id for a task: "lagoon-task-<task id>". */
+int runtime_container_id(const char *task_id, char **ret);
+
+/* Prepares the bundle, spawns conmon (which runs "<runtime> create"), then
+ * "<runtime> start". On return the task is running. -errno and *ret_error (a
+ * human-readable reason, e.g. the runtime's stderr) on failure, with everything
+ * it made cleaned up. */
+int runtime_container_start(sd_event *e,
+                            const RuntimeSpec *spec,
+                            runtime_exit_cb_t cb,
+                            void *userdata,
+                            RuntimeContainer **ret,
+                            char **ret_error);
+
+/* Re-attaches to a container started by an earlier daemon. If it already exited
+ * the callback runs soon from the event loop with the real exit status.
+ * -ENOENT when container_dir holds no container. */
+int runtime_container_adopt(sd_event *e,
+                            const Config *config,
+                            const Task *task,
+                            const char *container_dir,
+                            runtime_exit_cb_t cb,
+                            void *userdata,
+                            RuntimeContainer **ret);
+
+int runtime_container_kill(RuntimeContainer *c, int sig); /* "<runtime> kill <id> SIG" */
+const char *runtime_container_log_path(RuntimeContainer *c);
+
+/* Stops watching; never kills. */
+RuntimeContainer *runtime_container_free(RuntimeContainer *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(RuntimeContainer *, runtime_container_free);
+
+/* After the task ended: "<runtime> delete --force", unmount rootfs, remove
+ * container_dir. Idempotent; fine when parts are already gone. */
+int runtime_container_remove(const Config *config, const char *task_id, const char *container_dir);
+
+/* Internal, exported for tests and fuzzing: parsers of what conmon and the runtime say.
+ * The readable reason in a runtime's error output (runc's logrus msg="…" values, other
+ * lines as they are), NULL when there is none. */
+char *runtime_error_text(const char *output);
+/* conmon's report on the sync pipe: 0 and the container's pid for {"data": PID}; -EIO
+ * and the runtime's reason (may be NULL) for {"data": -1, "message": "…"}; -EBADMSG for
+ * anything else. */
+int runtime_parse_sync_message(const char *data, size_t size, int64_t *ret_pid, char **ret_error_text);
