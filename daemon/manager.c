@@ -1,0 +1,777 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The manager: every task the daemon knows, the FIFO queue with the global and
+ * per-environment limits, launching through the runtime launcher, the deadline and
+ * kill timers, cancellation, retention of finished tasks, adoption after a restart,
+ * and the sd_notify STATUS= line. Every transition is persisted before it is
+ * announced (API callback, STATUS=, later the Lagoon outbox). */
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "launcher-runtime.h"
+#include "log.h"
+#include "logtail.h"
+#include "manager.h"
+#include "store.h"
+
+#define TIMER_ACCURACY_USEC (10 * USEC_PER_MSEC)
+
+typedef struct ManagedTask {
+        Manager *manager;
+        Task *task;
+        RuntimeContainer *container;
+        LogTail *logtail;
+        char **secrets; /* the secrets in force when the task started */
+        sd_event_source *deadline_source;
+        sd_event_source *kill_source;
+} ManagedTask;
+
+struct Manager {
+        sd_event *event;
+        Config *config;
+        Store *store;
+        ManagedTask **tasks; /* ordered by seq */
+        size_t n_tasks, allocated;
+        uint64_t last_seq;
+        unsigned n_running;
+        sd_event_source *dispatch_source;
+        manager_task_cb_t task_cb;
+        void *task_cb_userdata;
+        bool shutting_down;
+        char *last_status;
+};
+
+static uint64_t now_realtime(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static ManagedTask *managed_task_free(ManagedTask *mt) {
+        if (!mt)
+                return NULL;
+        sd_event_source_disable_unref(mt->deadline_source);
+        sd_event_source_disable_unref(mt->kill_source);
+        logtail_free(mt->logtail);
+        runtime_container_free(mt->container);
+        strv_free(mt->secrets);
+        task_free(mt->task);
+        free(mt);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(ManagedTask *, managed_task_free);
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < m->n_tasks; i++)
+                managed_task_free(m->tasks[i]);
+        free(m->tasks);
+        sd_event_source_disable_unref(m->dispatch_source);
+        store_free(m->store);
+        config_free(m->config);
+        sd_event_unref(m->event);
+        free(m->last_status);
+        free(m);
+        return NULL;
+}
+
+static int manager_dispatch_handler(sd_event_source *s, void *userdata);
+
+int manager_new(sd_event *e, Config *config, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        m = calloc(1, sizeof(Manager));
+        if (!m)
+                return -ENOMEM;
+        m->event = sd_event_ref(e);
+        r = store_open(config->state_dir, &m->store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open state directory %s: %m", config->state_dir);
+        r = sd_event_add_defer(e, &m->dispatch_source, manager_dispatch_handler, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(m->dispatch_source, "manager-dispatch");
+        (void) sd_event_source_set_enabled(m->dispatch_source, SD_EVENT_OFF);
+        m->config = config; /* owned from here on success */
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+void manager_set_task_callback(Manager *m, manager_task_cb_t cb, void *userdata) {
+        m->task_cb = cb;
+        m->task_cb_userdata = userdata;
+}
+
+const Config *manager_get_config(Manager *m) {
+        return m->config;
+}
+
+int manager_set_config(Manager *m, Config *config) {
+        config_free(m->config);
+        m->config = config;
+        /* New limits may let queued tasks start. */
+        (void) sd_event_source_set_enabled(m->dispatch_source, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+unsigned manager_n_running(Manager *m) {
+        return m->n_running;
+}
+
+unsigned manager_n_queued(Manager *m) {
+        unsigned n = 0;
+        for (size_t i = 0; i < m->n_tasks; i++)
+                if (m->tasks[i]->task->status == TASK_PENDING)
+                        n++;
+        return n;
+}
+
+static void manager_update_status(Manager *m) {
+        _cleanup_free_ char *s = NULL;
+
+        if (asprintf(&s, "STATUS=%s%u running, %u queued", m->shutting_down ? "Stopping: " : "", m->n_running,
+                     manager_n_queued(m)) < 0)
+                return;
+        if (streq_ptr(s, m->last_status))
+                return;
+        (void) sd_notify(false, s);
+        free(m->last_status);
+        m->last_status = TAKE_PTR(s);
+}
+
+static void manager_task_changed(Manager *m, ManagedTask *mt) {
+        manager_update_status(m);
+        if (m->task_cb)
+                m->task_cb(m, mt->task, m->task_cb_userdata);
+}
+
+static ManagedTask *manager_find(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_tasks; i++)
+                if (streq(m->tasks[i]->task->id, id))
+                        return m->tasks[i];
+        return NULL;
+}
+
+const Task *manager_get_task(Manager *m, const char *id) {
+        ManagedTask *mt = manager_find(m, id);
+        return mt ? mt->task : NULL;
+}
+
+static int manager_add(Manager *m, ManagedTask *mt) {
+        size_t i;
+
+        if (m->n_tasks >= m->allocated) {
+                size_t na = MAX(m->allocated * 2, (size_t) 64);
+                ManagedTask **n = reallocarray(m->tasks, na, sizeof(ManagedTask *));
+                if (!n)
+                        return -ENOMEM;
+                m->tasks = n;
+                m->allocated = na;
+        }
+        /* Keep the array ordered by seq; new tasks append, loaded ones may come in any order. */
+        for (i = m->n_tasks; i > 0 && m->tasks[i - 1]->task->seq > mt->task->seq; i--)
+                m->tasks[i] = m->tasks[i - 1];
+        m->tasks[i] = mt;
+        m->n_tasks++;
+        mt->manager = m;
+        m->last_seq = MAX(m->last_seq, mt->task->seq);
+        return 0;
+}
+
+static void manager_drop(Manager *m, ManagedTask *mt) {
+        for (size_t i = 0; i < m->n_tasks; i++)
+                if (m->tasks[i] == mt) {
+                        memmove(m->tasks + i, m->tasks + i + 1, (m->n_tasks - i - 1) * sizeof(ManagedTask *));
+                        m->n_tasks--;
+                        break;
+                }
+        managed_task_free(mt);
+}
+
+int manager_list_tasks(Manager *m, const Task ***ret, size_t *ret_n) {
+        const Task **l = calloc(m->n_tasks + 1, sizeof(Task *));
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_tasks; i++)
+                l[i] = m->tasks[i]->task;
+        *ret = l;
+        *ret_n = m->n_tasks;
+        return 0;
+}
+
+unsigned manager_queue_position(Manager *m, const Task *t) {
+        unsigned pos = 0;
+
+        if (t->status != TASK_PENDING)
+                return 0;
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                if (m->tasks[i]->task->status == TASK_PENDING)
+                        pos++;
+                if (m->tasks[i]->task == t)
+                        return pos;
+        }
+        return 0;
+}
+
+int manager_task_log_path(Manager *m, const char *id, char **ret) {
+        return store_task_log_path(m->store, id, ret);
+}
+
+/* Persists, then announces. A failed write is logged but the in-memory state still
+ * moves on: refusing to track a task that really ended helps nobody. */
+static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const char *reason) {
+        Task *t = mt->task;
+        int r;
+
+        r = task_transition(t, to, reason, now_realtime());
+        if (r < 0)
+                return log_error_errno(r, "Task %s: invalid transition %s → %s.", t->id,
+                                       task_status_to_string(t->status), task_status_to_string(to));
+        r = store_save(m->store, t);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to persist status %s: %m", t->id, task_status_to_string(to));
+        if (reason)
+                log_info("Task %s: %s (%s).", t->id, task_status_to_string(to), reason);
+        else
+                log_info("Task %s: %s.", t->id, task_status_to_string(to));
+        manager_task_changed(m, mt);
+        return 0;
+}
+
+static void manager_prune_finished(Manager *m) {
+        size_t n_final = 0;
+
+        for (size_t i = 0; i < m->n_tasks; i++)
+                if (task_status_is_final(m->tasks[i]->task->status))
+                        n_final++;
+        while (n_final > m->config->keep_finished) {
+                ManagedTask *oldest = NULL;
+                int r;
+
+                for (size_t i = 0; i < m->n_tasks; i++) {
+                        Task *t = m->tasks[i]->task;
+                        if (task_status_is_final(t->status) &&
+                            (!oldest || t->finished_usec < oldest->task->finished_usec))
+                                oldest = m->tasks[i];
+                }
+                if (!oldest)
+                        break;
+                r = store_remove(m->store, oldest->task->id);
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to remove its record: %m", oldest->task->id);
+                log_debug("Task %s: removed by retention (KeepFinished=%u).", oldest->task->id,
+                          m->config->keep_finished);
+                manager_drop(m, oldest);
+                n_final--;
+        }
+}
+
+static void manager_schedule_dispatch(Manager *m) {
+        (void) sd_event_source_set_enabled(m->dispatch_source, SD_EVENT_ONESHOT);
+}
+
+/* The container ended (or was lost): drain its output, record the result, clean up. */
+static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+        Task *t = mt->task;
+        _cleanup_free_ char *reason = NULL, *dir = NULL;
+        TaskStatus to;
+        int r;
+
+        bool keep_dir = false;
+
+        if (mt->logtail) {
+                r = logtail_finish(mt->logtail);
+                if (r < 0) {
+                        /* Keep conmon's log so no output is lost; the operator can look. */
+                        log_error_errno(r, "Task %s: failed to drain its output, keeping %s: %m", t->id,
+                                        runtime_container_log_path(mt->container));
+                        keep_dir = true;
+                }
+        }
+        mt->deadline_source = sd_event_source_disable_unref(mt->deadline_source);
+        mt->kill_source = sd_event_source_disable_unref(mt->kill_source);
+
+        if (status >= 0)
+                t->exit_code = status;
+        if (status < 0) {
+                to = TASK_FAILED;
+                if (asprintf(&reason, "launch-error: container lost (%s)", strerror(-status)) < 0)
+                        reason = NULL;
+        } else if (t->cancel_requested)
+                to = TASK_CANCELLED;
+        else if (t->timed_out) {
+                to = TASK_FAILED;
+                reason = strdup("timeout");
+        } else if (status == 0)
+                to = TASK_COMPLETE;
+        else {
+                to = TASK_FAILED;
+                if (asprintf(&reason, "exit-code %d", status) < 0)
+                        reason = NULL;
+        }
+        if (m->n_running > 0)
+                m->n_running--;
+        (void) manager_transition(m, mt, to, reason);
+
+        mt->container = runtime_container_free(mt->container);
+        mt->logtail = logtail_free(mt->logtail);
+        r = keep_dir ? -EBUSY : store_container_dir(m->store, t->id, &dir);
+        if (r >= 0) {
+                r = runtime_container_remove(m->config, t->id, dir);
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to remove its container: %m", t->id);
+        }
+        (void) c;
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+}
+
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        ManagedTask *mt = userdata;
+        int r;
+
+        mt->kill_source = sd_event_source_disable_unref(mt->kill_source);
+        if (!mt->container)
+                return 0;
+        log_notice("Task %s: still running %s after SIGTERM, sending SIGKILL.", mt->task->id,
+                   "KillGraceSec=");
+        r = runtime_container_kill(mt->container, SIGKILL);
+        if (r < 0)
+                log_warning_errno(r, "Task %s: failed to send SIGKILL: %m", mt->task->id);
+        return 0;
+}
+
+static int arm_kill_timer(Manager *m, ManagedTask *mt) {
+        int r;
+
+        if (mt->kill_source)
+                return 0;
+        r = sd_event_add_time(m->event, &mt->kill_source, CLOCK_REALTIME, mt->task->kill_usec + m->config->kill_grace_usec,
+                              TIMER_ACCURACY_USEC, on_kill_timer, mt);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to arm the kill timer: %m", mt->task->id);
+        (void) sd_event_source_set_description(mt->kill_source, "task-kill");
+        return 0;
+}
+
+/* SIGTERM now, SIGKILL after KillGraceSec=. The flags saying why were persisted first. */
+static int manager_stop_running(Manager *m, ManagedTask *mt) {
+        int r;
+
+        if (mt->task->kill_usec == 0)
+                mt->task->kill_usec = now_realtime();
+        r = store_save(m->store, mt->task);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
+        if (mt->container) {
+                r = runtime_container_kill(mt->container, SIGTERM);
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to send SIGTERM: %m", mt->task->id);
+        }
+        return arm_kill_timer(m, mt);
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        ManagedTask *mt = userdata;
+
+        mt->deadline_source = sd_event_source_disable_unref(mt->deadline_source);
+        if (mt->task->status != TASK_RUNNING)
+                return 0;
+        log_notice("Task %s: timeout after %" PRIu64 "s, stopping it.", mt->task->id,
+                   mt->task->timeout_usec / USEC_PER_SEC);
+        mt->task->timed_out = true;
+        (void) manager_stop_running(mt->manager, mt);
+        return 0;
+}
+
+static int arm_deadline(Manager *m, ManagedTask *mt) {
+        Task *t = mt->task;
+        int r;
+
+        if (t->timeout_usec == USEC_INFINITY || t->timed_out || t->cancel_requested)
+                return 0;
+        r = sd_event_add_time(m->event, &mt->deadline_source, CLOCK_REALTIME, t->started_usec + t->timeout_usec,
+                              TIMER_ACCURACY_USEC, on_deadline, mt);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to arm the deadline: %m", t->id);
+        (void) sd_event_source_set_description(mt->deadline_source, "task-deadline");
+        return 0;
+}
+
+static void on_output(LogTail *lt, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+
+        if (m->task_cb)
+                m->task_cb(m, mt->task, m->task_cb_userdata);
+}
+
+static int start_logtail(Manager *m, ManagedTask *mt) {
+        _cleanup_free_ char *log_path = NULL;
+        int r;
+
+        r = store_task_log_path(m->store, mt->task->id, &log_path);
+        if (r < 0)
+                return r;
+        return logtail_new(m->event, mt->task, runtime_container_log_path(mt->container), log_path, mt->secrets,
+                           on_output, mt, &mt->logtail);
+}
+
+static int task_environment(const Task *t, char ***ret) {
+        _cleanup_strv_free_ char **env = NULL;
+        char *s;
+        int r;
+
+#define PUSH(fmt, ...)                                             \
+        do {                                                       \
+                if (asprintf(&s, fmt, __VA_ARGS__) < 0)            \
+                        return -ENOMEM;                            \
+                r = strv_push(&env, s);                            \
+                if (r < 0)                                         \
+                        return r;                                  \
+        } while (0)
+        PUSH("TASK_DATA_ID=%s", t->id);
+        PUSH("LAGOON_TASK_NAME=%s", t->name);
+        PUSH("LAGOON_PROJECT=%s", t->project);
+        PUSH("LAGOON_ENVIRONMENT=%s", t->environment);
+        PUSH("LAGOON_GIT_BRANCH=%s", t->environment);
+        PUSH("NAMESPACE=%s", t->namespace);
+#undef PUSH
+        *ret = TAKE_PTR(env);
+        return 0;
+}
+
+static void manager_launch(Manager *m, ManagedTask *mt) {
+        _cleanup_free_ char *dir = NULL, *error = NULL, *reason = NULL;
+        _cleanup_strv_free_ char **env = NULL;
+        const ServiceConfig *svc;
+        Task *t = mt->task;
+        int r;
+
+        svc = config_find_service(m->config, t->service);
+        if (!svc) {
+                (void) manager_transition(m, mt, TASK_FAILED, "service-not-found");
+                return;
+        }
+        r = runtime_container_id(t->id, &t->container_id);
+        if (r < 0)
+                goto fail;
+        r = store_container_dir(m->store, t->id, &dir);
+        if (r < 0)
+                goto fail;
+        r = task_environment(t, &env);
+        if (r < 0)
+                goto fail;
+        strv_free(mt->secrets);
+        mt->secrets = strv_copy(m->config->secrets);
+        if (!mt->secrets) {
+                r = -ENOMEM;
+                goto fail;
+        }
+
+        /* Persist "running" before the container exists: should the daemon die in
+         * between, the next start finds a running task to adopt and never starts
+         * it a second time. */
+        m->n_running++;
+        (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+
+        RuntimeSpec spec = {
+                .config = m->config,
+                .service = svc,
+                .task = t,
+                .env = env,
+                .container_dir = dir,
+        };
+        r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
+        if (r < 0) {
+                m->n_running--;
+                if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
+                        reason = NULL;
+                log_error_errno(r, "Task %s: failed to start: %s", t->id, strna(error));
+                (void) runtime_container_remove(m->config, t->id, dir);
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+                manager_prune_finished(m);
+                return;
+        }
+        r = start_logtail(m, mt);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
+        (void) arm_deadline(m, mt);
+        return;
+fail:
+        log_error_errno(r, "Task %s: failed to prepare launch: %m", t->id);
+        if (asprintf(&reason, "launch-error: %s", strerror(-r)) < 0)
+                reason = NULL;
+        (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+}
+
+static bool environment_has_room(Manager *m, const Task *t) {
+        unsigned n = 0;
+
+        if (m->config->max_running_per_environment == 0)
+                return true;
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                const Task *o = m->tasks[i]->task;
+                if (o->status == TASK_RUNNING && streq(o->namespace, t->namespace))
+                        n++;
+        }
+        return n < m->config->max_running_per_environment;
+}
+
+static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->shutting_down)
+                return 0;
+        /* Oldest first; a task blocked only by its environment's limit does not
+         * hold back tasks of other environments. */
+        for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running; i++) {
+                ManagedTask *mt = m->tasks[i];
+
+                if (mt->task->status != TASK_PENDING || !environment_has_room(m, mt->task))
+                        continue;
+                manager_launch(m, mt);
+        }
+        manager_update_status(m);
+        return 0;
+}
+
+static int generate_id(char **ret) {
+        uint8_t b[8];
+        char *s;
+
+        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
+                return -errno ?: -EIO;
+        if (asprintf(&s, "%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static int set_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
+static int set_error(char **ret_error, const char *fmt, ...) {
+        va_list ap;
+
+        if (!ret_error)
+                return 0;
+        va_start(ap, fmt);
+        if (vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+        return 0;
+}
+
+int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *ret_existing, char **ret_error) {
+        _cleanup_(managed_task_freep) ManagedTask *mt = NULL;
+        const char *service, *project, *environment;
+        ManagedTask *existing;
+        Task *t;
+        int r;
+
+        if (m->shutting_down)
+                return set_error(ret_error, "lagoon-taskd is stopping"), -ESHUTDOWN;
+        if (isempty(req->command))
+                return set_error(ret_error, "command is required"), -EINVAL;
+        if (req->id && !task_id_is_valid(req->id))
+                return set_error(ret_error,
+                                 "invalid task id: 1-%d characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                                 TASK_ID_MAX),
+                       -EINVAL;
+        service = req->service ?: m->config->default_service;
+        project = req->project ?: m->config->default_project;
+        environment = req->environment ?: m->config->default_environment;
+        if (isempty(project) || isempty(environment))
+                return set_error(ret_error, "project and environment must not be empty"), -EINVAL;
+
+        if (req->id) {
+                existing = manager_find(m, req->id);
+                if (existing) {
+                        if (!streq(existing->task->command, req->command) ||
+                            !streq(existing->task->service, service))
+                                return set_error(ret_error,
+                                                 "task %s exists with a different command or service", req->id),
+                                       -EEXIST;
+                        *ret = existing->task;
+                        if (ret_existing)
+                                *ret_existing = true;
+                        return 0;
+                }
+        }
+        if (!config_find_service(m->config, service))
+                return set_error(ret_error, "unknown service '%s'", service), -ENOENT;
+        if (manager_n_queued(m) >= m->config->max_queued)
+                return set_error(ret_error, "queue full (%u tasks waiting, MaxQueued=)", manager_n_queued(m)),
+                       -EBUSY;
+
+        mt = calloc(1, sizeof(ManagedTask));
+        if (!mt)
+                return -ENOMEM;
+        mt->task = t = task_new();
+        if (!t)
+                return -ENOMEM;
+        if (req->id)
+                t->id = strdup(req->id);
+        else {
+                r = generate_id(&t->id);
+                if (r < 0)
+                        return r;
+        }
+        t->name = strdup(req->name ?: t->id);
+        t->service = strdup(service);
+        t->project = strdup(project);
+        t->environment = strdup(environment);
+        t->command = strdup(req->command);
+        if (!t->id || !t->name || !t->service || !t->project || !t->environment || !t->command)
+                return -ENOMEM;
+        r = task_make_namespace(project, environment, &t->namespace);
+        if (r < 0)
+                return set_error(ret_error, "cannot derive a namespace from project '%s' and environment '%s'",
+                                 project, environment),
+                       -EINVAL;
+        t->created_usec = now_realtime();
+        t->timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : m->config->default_timeout_usec;
+        t->seq = m->last_seq + 1;
+
+        r = task_transition(t, TASK_PENDING, NULL, t->created_usec);
+        if (r < 0)
+                return r;
+        r = store_save(m->store, t);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to persist: %m", t->id);
+        r = manager_add(m, mt);
+        if (r < 0) {
+                (void) store_remove(m->store, t->id);
+                return r;
+        }
+        TAKE_PTR(mt);
+        log_info("Task %s: accepted (service %s, %s/%s).", t->id, t->service, t->project, t->environment);
+        manager_update_status(m);
+        manager_schedule_dispatch(m);
+        *ret = t;
+        if (ret_existing)
+                *ret_existing = false;
+        return 0;
+}
+
+int manager_cancel(Manager *m, const char *id) {
+        ManagedTask *mt = manager_find(m, id);
+
+        if (!mt)
+                return -ENOENT;
+        if (task_status_is_final(mt->task->status))
+                return -EALREADY;
+        mt->task->cancel_requested = true;
+        if (mt->task->status != TASK_RUNNING) {
+                (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
+                manager_prune_finished(m);
+                return 0;
+        }
+        log_info("Task %s: cancelling.", id);
+        mt->deadline_source = sd_event_source_disable_unref(mt->deadline_source);
+        (void) manager_stop_running(m, mt);
+        manager_task_changed(m, mt);
+        return 0;
+}
+
+/* After a restart: re-attach to a container that was running when the daemon died. */
+static void manager_adopt(Manager *m, ManagedTask *mt) {
+        _cleanup_free_ char *dir = NULL;
+        int r;
+
+        m->n_running++;
+        mt->secrets = strv_copy(m->config->secrets);
+        r = store_container_dir(m->store, mt->task->id, &dir);
+        if (r >= 0)
+                r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt,
+                                            &mt->container);
+        if (r < 0) {
+                _cleanup_free_ char *reason = NULL;
+
+                m->n_running--;
+                log_warning_errno(r, "Task %s: cannot adopt its container: %m", mt->task->id);
+                if (asprintf(&reason, "launch-error: container not found after restart (%s)", strerror(-r)) < 0)
+                        reason = NULL;
+                if (dir)
+                        (void) runtime_container_remove(m->config, mt->task->id, dir);
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+                return;
+        }
+        log_info("Task %s: adopted running container.", mt->task->id);
+        r = start_logtail(m, mt);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to follow its output: %m", mt->task->id);
+        (void) arm_deadline(m, mt);
+        if (mt->task->kill_usec > 0)
+                (void) arm_kill_timer(m, mt);
+}
+
+static int load_one(Task *t, void *userdata) {
+        Manager *m = userdata;
+        ManagedTask *mt;
+        int r;
+
+        if (manager_find(m, t->id)) {
+                task_free(t);
+                return 0;
+        }
+        mt = calloc(1, sizeof(ManagedTask));
+        if (!mt) {
+                task_free(t);
+                return -ENOMEM;
+        }
+        mt->task = t;
+        r = manager_add(m, mt);
+        if (r < 0)
+                managed_task_free(mt);
+        return r;
+}
+
+static void on_corrupt(const char *file_name, int error, const char *message, void *userdata) {
+        log_error_errno(error, "Corrupt task record %s (%s), moved to tasks/corrupt/.", file_name, message);
+}
+
+int manager_start(Manager *m) {
+        int r;
+
+        r = store_load_all(m->store, load_one, on_corrupt, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load task records: %m");
+
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                ManagedTask *mt = m->tasks[i];
+
+                switch (mt->task->status) {
+                case TASK_NEW:
+                        (void) manager_transition(m, mt, TASK_PENDING, NULL);
+                        break;
+                case TASK_RUNNING:
+                        manager_adopt(m, mt);
+                        break;
+                default:
+                        break;
+                }
+        }
+        log_info("Loaded %zu task records: %u running, %u queued.", m->n_tasks, m->n_running, manager_n_queued(m));
+        manager_prune_finished(m);
+        manager_update_status(m);
+        manager_schedule_dispatch(m);
+        return 0;
+}
+
+void manager_begin_shutdown(Manager *m) {
+        m->shutting_down = true;
+        manager_update_status(m);
+}
+
+bool manager_is_shutting_down(Manager *m) {
+        return m->shutting_down;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The manager owns all tasks: submission, the FIFO queue and concurrency limits,
+ * launching, deadline and kill timers, cancellation, retention, adoption after a
+ * restart, and the sd_notify STATUS line. Sources (the control API, later the
+ * message bus) only call the functions below. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "macro.h"
+#include "task.h"
+
+typedef struct Manager Manager;
+
+typedef struct TaskRequest {
+        const char *id; /* optional: makes submission idempotent */
+        const char *name;
+        const char *service; /* NULL → DefaultService= */
+        const char *project; /* NULL → DefaultProject= */
+        const char *environment; /* NULL → DefaultEnvironment= */
+        const char *command;     /* required */
+        uint64_t timeout_usec;   /* 0 → DefaultTimeoutSec= */
+} TaskRequest;
+
+/* Called on every task change (status, new output) so followers can be woken. */
+typedef void (*manager_task_cb_t)(Manager *m, const Task *t, void *userdata);
+
+int manager_new(sd_event *e, Config *config, Manager **ret); /* takes the config */
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+/* Loads the store, adopts running containers, re-queues pending tasks. */
+int manager_start(Manager *m);
+void manager_set_task_callback(Manager *m, manager_task_cb_t cb, void *userdata);
+
+/* Replaces the configuration (SIGHUP); running tasks keep what they started with. */
+int manager_set_config(Manager *m, Config *config);
+const Config *manager_get_config(Manager *m);
+
+/* Submission. Returns 0 (new task, *ret_existing = false) or 0 with *ret_existing =
+ * true when a task with req->id exists with the same command/service (nothing
+ * started). Errors, with a message in *ret_error:
+ *   -EINVAL  bad request (missing command, invalid id, …)
+ *   -ENOENT  unknown service
+ *   -EEXIST  the id exists with a different command or service
+ *   -EBUSY   queue full
+ *   -ESHUTDOWN  the daemon is stopping */
+int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *ret_existing, char **ret_error);
+
+const Task *manager_get_task(Manager *m, const char *id);
+/* All tasks ordered by submission; the array is the caller's to free, the tasks not. */
+int manager_list_tasks(Manager *m, const Task ***ret, size_t *ret_n);
+unsigned manager_queue_position(Manager *m, const Task *t); /* 1-based, 0 when not queued */
+
+/* -ENOENT unknown, -EALREADY already finished. A queued task is cancelled at once; a
+ * running one gets SIGTERM, then SIGKILL after KillGraceSec=, and ends "cancelled". */
+int manager_cancel(Manager *m, const char *id);
+
+/* Path of the task's log file (may not exist yet). */
+int manager_task_log_path(Manager *m, const char *id, char **ret);
+
+unsigned manager_n_running(Manager *m);
+unsigned manager_n_queued(Manager *m);
+/* Stop accepting tasks; running containers are left to conmon. */
+void manager_begin_shutdown(Manager *m);
+bool manager_is_shutting_down(Manager *m);
