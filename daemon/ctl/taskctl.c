@@ -1,0 +1,960 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* lagoon-taskctl: the command-line client of lagoon-taskd's control API (include/api.h).
+ * It owns the command line (verbs and options), the presentation of tasks (table,
+ * key: value lines, or the API's JSON as is), following a task's log across
+ * reconnects, and the mapping of a task's end to an exit status. Verbs return an exit
+ * status (>= 0); helpers return 0 or -errno after printing their message. */
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#include "ctl-format.h"
+#include "ctl-http.h"
+#include "json.h"
+#include "macro.h"
+#include "task.h"
+
+#define SOCKET_PATH_DEFAULT "/run/lagoon-taskd/api.sock"
+#define SOCKET_GROUP_DEFAULT "lagoon-task"
+
+/* Exit statuses of our own; a task's exit code is passed through otherwise. */
+#define EXIT_API_ERROR CTL_EXIT_API_ERROR
+#define EXIT_USAGE 2
+
+/* After a connection drops while following, how long to keep trying (daemon restart). */
+#define RECONNECT_LIMIT_USEC (60 * USEC_PER_SEC)
+#define POLL_MIN_USEC (100 * USEC_PER_MSEC)
+#define POLL_MAX_USEC (1 * USEC_PER_SEC)
+
+static const char *arg_socket = NULL;
+static bool arg_json = false;
+
+/* Prepared before SIGINT is armed: a signal handler may only write(2) and _exit(2). */
+static char interrupt_message[TASK_ID_MAX * 3 + 256];
+static size_t interrupt_message_len = 0;
+
+static _printf_(1, 2) void ctl_error(const char *format, ...) {
+        va_list ap;
+
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+static int oom(void) {
+        ctl_error("out of memory");
+        return -ENOMEM;
+}
+
+/* For small sets of errno values. */
+#define IN_SET(x, ...) \
+        ({ \
+                const int _set_[] = {__VA_ARGS__}; \
+                bool _found_ = false; \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++) \
+                        if (_set_[_i_] == (x)) \
+                                _found_ = true; \
+                _found_; \
+        })
+
+static _printf_(1, 2) int usage_error(const char *format, ...) {
+        va_list ap;
+
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fprintf(stderr, "\nTry '%s --help' for more information.\n", program_invocation_short_name);
+        return EXIT_USAGE;
+}
+
+static void help(void) {
+        printf("%1$s [OPTIONS] COMMAND [ARGS...]\n"
+               "\n"
+               "Submit, list, follow and cancel tasks of lagoon-taskd, the Lagoon task runner of\n"
+               "this node, through its control API.\n"
+               "\n"
+               "Commands:\n"
+               "  run [OPTIONS] [--] COMMAND...  Submit a task running COMMAND (words joined by\n"
+               "                                 spaces into one shell command); prints its id\n"
+               "  ls                             List tasks\n"
+               "  show ID                        Show a task\n"
+               "  logs [-f] ID                   Print a task's output; -f follows it until the\n"
+               "                                 task ends\n"
+               "  cancel ID                      Cancel a queued or running task\n"
+               "  wait ID                        Wait for a task to end; exit with its status\n"
+               "  health                         Show whether the daemon is healthy\n"
+               "\n"
+               "Options:\n"
+               "     --socket=PATH         Control socket (default: $LAGOON_TASKD_SOCKET, else\n"
+               "                           " SOCKET_PATH_DEFAULT ")\n"
+               "     --json                Print the API's JSON instead of text\n"
+               "  -h --help                Show this help\n"
+               "     --version             Show the version\n"
+               "\n"
+               "Options of run:\n"
+               "     --id=ID               Task id; submitting an id again does not run it twice\n"
+               "     --name=NAME           Task name (default: the id)\n"
+               "     --service=SERVICE     Service whose container the task runs in\n"
+               "     --project=PROJECT     Lagoon project\n"
+               "     --environment=ENV     Lagoon environment\n"
+               "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity\n"
+               "  -w --wait                Follow the output, then exit with the task's status\n"
+               "                           (with --json: silently, then print the task)\n"
+               "Options of ls:\n"
+               "     --no-trunc            Do not shorten the COMMAND column\n"
+               "Options of logs:\n"
+               "  -f --follow              Keep printing output until the task ends\n"
+               "\n"
+               "Exit status of run --wait and wait:\n"
+               "  N    the task ran and its command exited with N (0: complete)\n"
+               "  124  the task hit its timeout\n"
+               "  125  the task failed without an exit code (service not found, launch error)\n"
+               "  130  the task was cancelled; also Ctrl-C during run --wait (the task keeps\n"
+               "       running)\n"
+               "Otherwise: 0 success, 1 lagoon-taskd could not be reached or refused the\n"
+               "request, 2 usage error.\n",
+               program_invocation_short_name);
+}
+
+static int loop_write(int fd, const void *data, size_t size) {
+        const char *p = data;
+
+        while (size > 0) {
+                ssize_t k = write(fd, p, size);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                size -= (size_t) k;
+        }
+        return 0;
+}
+
+static void print_body(const CtlResponse *resp) {
+        fwrite(resp->body, 1, resp->size, stdout);
+        if (resp->size == 0 || resp->body[resp->size - 1] != '\n')
+                fputc('\n', stdout);
+}
+
+static int report_transport_error(CtlHttp *h, int r) {
+        if (ctl_http_connect_failed(h)) {
+                if (IN_SET(-r, EACCES, EPERM))
+                        ctl_error("cannot connect to lagoon-taskd at %s: permission denied: you must be root or in "
+                                  "group " SOCKET_GROUP_DEFAULT,
+                                  ctl_http_socket_path(h));
+                else
+                        ctl_error("cannot connect to lagoon-taskd at %s: %s — is lagoon-taskd.socket running?",
+                                  ctl_http_socket_path(h), strerror(-r));
+        } else if (r == -EFBIG)
+                ctl_error("the answer of lagoon-taskd is too large");
+        else if (r == -ENOMEM)
+                ctl_error("out of memory");
+        else
+                ctl_error("request to lagoon-taskd at %s failed: %s", ctl_http_socket_path(h), ctl_http_error(h));
+        return r;
+}
+
+static int report_api_error(const CtlResponse *resp) {
+        _cleanup_json_ JsonValue *v = NULL;
+        const char *message = NULL;
+        char code[64] = "";
+
+        if (json_parse(resp->body, resp->size, JSON_DEPTH_MAX_DEFAULT, &v, NULL) >= 0 && json_is_object(v)) {
+                JsonValue *c = json_get(v, "error");
+                int64_t i;
+
+                message = json_get_string(v, "message");
+                if (json_is_string(c))
+                        snprintf(code, sizeof(code), "%s", json_string(c));
+                else if (json_int64(c, &i) >= 0)
+                        snprintf(code, sizeof(code), "%" PRIi64, i);
+        }
+
+        /* The daemon's own 403 message names the group it really checks (SocketGroup=). */
+        if (resp->status == 403 && !message) {
+                ctl_error("permission denied: you must be root or in group " SOCKET_GROUP_DEFAULT);
+                return -EACCES;
+        }
+
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        if (message) {
+                ctl_print_clean(stderr, message, SIZE_MAX, '?');
+                if (code[0]) {
+                        fputs(" (", stderr);
+                        ctl_print_clean(stderr, code, SIZE_MAX, '?');
+                        fputc(')', stderr);
+                }
+        } else {
+                /* Not the API's error form: show the status and the start of the body. */
+                fprintf(stderr, "lagoon-taskd answered HTTP %ld", resp->status);
+                if (resp->size > 0) {
+                        fputs(": ", stderr);
+                        ctl_print_clean(stderr, resp->body, 200, ' ');
+                }
+        }
+        fputc('\n', stderr);
+
+        switch (resp->status) {
+        case 403:
+                return -EACCES;
+        case 404:
+                return -ENOENT;
+        case 409:
+                return -EALREADY;
+        case 503:
+                return -EAGAIN;
+        default:
+                return -EREMOTEIO;
+        }
+}
+
+/* A request whose non-2xx answer is an error: both kinds are reported here. */
+static int api_call(CtlHttp *h, const char *method, const char *path, const char *body, CtlResponse *ret) {
+        CtlResponse resp = {};
+        int r;
+
+        r = ctl_http_request(h, method, path, body, /* stream= */ false, NULL, NULL, &resp);
+        if (r < 0)
+                return report_transport_error(h, r);
+        if (resp.status < 200 || resp.status >= 300) {
+                r = report_api_error(&resp);
+                ctl_response_done(&resp);
+                return r;
+        }
+        *ret = resp;
+        return 0;
+}
+
+static int parse_response_json(const CtlResponse *resp, JsonType type, JsonValue **ret) {
+        _cleanup_free_ char *msg = NULL;
+        JsonValue *v = NULL;
+        int r;
+
+        r = json_parse(resp->body, resp->size, JSON_DEPTH_MAX_DEFAULT, &v, &msg);
+        if (r < 0) {
+                /* yajl's messages span lines. */
+                for (char *p = msg; p && *p; p++)
+                        if (*p == '\n')
+                                *p = ' ';
+                ctl_error("invalid answer from lagoon-taskd: %s", msg ?: strerror(-r));
+                return r;
+        }
+        if (json_type(v) != type) {
+                ctl_error("invalid answer from lagoon-taskd: expected a JSON %s, got %s", json_type_to_string(type),
+                          json_type_to_string(json_type(v)));
+                json_free(v);
+                return -EBADMSG;
+        }
+        *ret = v;
+        return 0;
+}
+
+static int task_path(const char *id, const char *suffix, char **ret) {
+        /* Ids are [A-Za-z0-9_.-] (checked by the caller), so they need no escaping. */
+        return asprintf(ret, "/v1/tasks/%s%s", id, suffix) < 0 ? -ENOMEM : 0;
+}
+
+static int get_task(CtlHttp *h, const char *id, CtlResponse *ret_resp, JsonValue **ret_task) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_json_ JsonValue *v = NULL;
+        CtlResponse resp = {};
+        int r;
+
+        if (task_path(id, "", &path) < 0)
+                return oom();
+        r = api_call(h, "GET", path, NULL, &resp);
+        if (r < 0)
+                return r;
+        r = parse_response_json(&resp, JSON_OBJECT, &v);
+        if (r < 0) {
+                ctl_response_done(&resp);
+                return r;
+        }
+        *ret_resp = resp;
+        *ret_task = TAKE_PTR(v);
+        return 0;
+}
+
+static bool task_is_final(const JsonValue *task) {
+        TaskStatus s = task_status_from_string(json_get_string(task, "status"));
+        return s >= 0 && task_status_is_final(s);
+}
+
+/* The exit status of run --wait and wait for a task that ended; see help(). */
+static int exit_status_of(const JsonValue *task) {
+        _cleanup_free_ char *note = NULL;
+        int r;
+
+        r = ctl_task_exit_status(task, &note);
+        if (r < 0)
+                return oom(), EXIT_API_ERROR;
+        if (note)
+                ctl_error("%s", note);
+        return r;
+}
+
+typedef struct Follow {
+        int fd;             /* where output goes; -EBADF: discarded (wait) */
+        uint64_t delivered; /* bytes of the log already written, over all connections */
+        uint64_t offset;    /* position in the current stream */
+        int write_error;
+} Follow;
+
+static int follow_sink(const void *data, size_t size, void *userdata) {
+        Follow *f = userdata;
+        uint64_t end = f->offset + size;
+        int r;
+
+        /* After a reconnect the log starts again from its first byte: it is append-only,
+         * so skipping what was already written continues exactly where we were. */
+        if (end > f->delivered) {
+                size_t skip = f->delivered > f->offset ? (size_t) (f->delivered - f->offset) : 0;
+
+                if (f->fd >= 0) {
+                        r = loop_write(f->fd, (const char *) data + skip, size - skip);
+                        if (r < 0) {
+                                f->write_error = r;
+                                return r;
+                        }
+                }
+                f->delivered = end;
+        }
+        f->offset = end;
+        return 0;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static void sleep_usec(uint64_t usec) {
+        struct timespec ts = {
+                .tv_sec = (time_t) (usec / USEC_PER_SEC),
+                .tv_nsec = (long) ((usec % USEC_PER_SEC) * NSEC_PER_USEC),
+        };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* Streams the task's log to fd until the task has ended, then returns the final task.
+ * A stream that ends early (daemon restarting, or a follower the daemon let go) is
+ * resumed; lost connections are retried for RECONNECT_LIMIT_USEC once the daemon has
+ * answered at all, so a restart of lagoon-taskd does not end a wait. */
+static int follow_task(CtlHttp *h, const char *id, int fd, CtlResponse *ret_resp, JsonValue **ret_task) {
+        _cleanup_free_ char *logs_path = NULL;
+        Follow f = {
+                .fd = fd,
+        };
+        uint64_t pause = POLL_MIN_USEC, retry_until = 0;
+        bool warned = false;
+        int r;
+
+        if (task_path(id, "/logs?follow=1", &logs_path) < 0)
+                return oom();
+
+        for (;;) {
+                _cleanup_json_ JsonValue *task = NULL;
+                CtlResponse resp = {};
+                bool transient = false;
+
+                f.offset = 0;
+                r = ctl_http_request(h, "GET", logs_path, NULL, /* stream= */ true, follow_sink, &f, &resp);
+                if (f.write_error < 0) {
+                        if (f.write_error != -EPIPE)
+                                ctl_error("cannot write output: %s", strerror(-f.write_error));
+                        return f.write_error;
+                }
+                if (r < 0) {
+                        if (!ctl_http_ever_answered(h) || IN_SET(-r, ENOMEM, EFBIG))
+                                return report_transport_error(h, r);
+                        transient = true;
+                } else if (resp.status == 503) {
+                        /* Stopping: a restarted daemon will serve us again. */
+                        transient = true;
+                        ctl_response_done(&resp);
+                } else if (resp.status < 200 || resp.status >= 300) {
+                        r = report_api_error(&resp);
+                        ctl_response_done(&resp);
+                        return r;
+                }
+
+                if (!transient) {
+                        _cleanup_free_ char *path = NULL;
+
+                        if (task_path(id, "", &path) < 0)
+                                return oom();
+                        r = ctl_http_request(h, "GET", path, NULL, false, NULL, NULL, &resp);
+                        if (r < 0 || resp.status == 503) {
+                                transient = true;
+                                ctl_response_done(&resp);
+                        } else if (resp.status < 200 || resp.status >= 300) {
+                                r = report_api_error(&resp);
+                                ctl_response_done(&resp);
+                                return r;
+                        } else {
+                                r = parse_response_json(&resp, JSON_OBJECT, &task);
+                                if (r < 0) {
+                                        ctl_response_done(&resp);
+                                        return r;
+                                }
+                                if (task_status_from_string(json_get_string(task, "status")) < 0) {
+                                        ctl_error("invalid answer from lagoon-taskd: task %s has no known status", id);
+                                        ctl_response_done(&resp);
+                                        return -EBADMSG;
+                                }
+                                if (task_is_final(task)) {
+                                        if (warned)
+                                                ctl_error("connection to lagoon-taskd restored");
+                                        *ret_resp = resp;
+                                        *ret_task = TAKE_PTR(task);
+                                        return 0;
+                                }
+                                ctl_response_done(&resp);
+                        }
+                }
+
+                if (transient) {
+                        uint64_t n = now_usec();
+
+                        if (retry_until == 0)
+                                retry_until = n + RECONNECT_LIMIT_USEC;
+                        else if (n > retry_until) {
+                                if (r >= 0)
+                                        ctl_error("lagoon-taskd is stopping and did not come back");
+                                else
+                                        (void) report_transport_error(h, r);
+                                return r < 0 ? r : -EAGAIN;
+                        }
+                        if (!warned) {
+                                ctl_error("lost connection to lagoon-taskd, retrying...");
+                                warned = true;
+                        }
+                } else {
+                        retry_until = 0;
+                        if (warned) {
+                                ctl_error("connection to lagoon-taskd restored");
+                                warned = false;
+                        }
+                }
+
+                /* The stream ended but the task did not (yet): back off a little. */
+                sleep_usec(pause);
+                pause = MIN(pause * 2, POLL_MAX_USEC);
+        }
+}
+
+static void on_sigint(int sig) {
+        ssize_t k = write(STDERR_FILENO, interrupt_message, interrupt_message_len);
+        (void) k;
+        _exit(CTL_EXIT_TASK_CANCELLED);
+}
+
+static void arm_interrupt(const char *id) {
+        struct sigaction sa = {
+                .sa_handler = on_sigint,
+        };
+        int n;
+
+        n = snprintf(interrupt_message, sizeof(interrupt_message),
+                     "\n%1$s: task %2$s keeps running; follow it with '%1$s logs -f %2$s', stop it with '%1$s "
+                     "cancel %2$s'\n",
+                     program_invocation_short_name, id);
+        if (n < 0)
+                return;
+        interrupt_message_len = MIN((size_t) n, sizeof(interrupt_message) - 1);
+        sigemptyset(&sa.sa_mask);
+        (void) sigaction(SIGINT, &sa, NULL);
+}
+
+static int check_task_id(const char *verb, const char *id) {
+        if (!task_id_is_valid(id))
+                return usage_error("%s: invalid task id '%s' (expected 1-%d characters of [A-Za-z0-9_.-], not starting "
+                                   "with '.' or '-')",
+                                   verb, id, TASK_ID_MAX);
+        return 0;
+}
+
+enum {
+        ARG_SOCKET = 0x100,
+        ARG_JSON,
+        ARG_VERSION,
+        ARG_ID,
+        ARG_NAME,
+        ARG_SERVICE,
+        ARG_PROJECT,
+        ARG_ENVIRONMENT,
+        ARG_TIMEOUT,
+        ARG_NO_TRUNC,
+};
+
+/* clang-format off */
+#define COMMON_OPTIONS                                          \
+        { "socket", required_argument, NULL, ARG_SOCKET },      \
+        { "help",   no_argument,       NULL, 'h'        },      \
+        { "json",   no_argument,       NULL, ARG_JSON   }
+/* clang-format on */
+
+/* Options every verb accepts, so "lagoon-taskctl ls --json" works like "--json ls".
+ * Returns 1 if handled, 0 to exit successfully (help), a usage exit status if bad. */
+static int handle_common_option(int c, const char *verb, bool json_allowed) {
+        switch (c) {
+        case ARG_SOCKET:
+                arg_socket = optarg;
+                return 1;
+        case ARG_JSON:
+                if (!json_allowed)
+                        return -usage_error("%s: --json is not supported", verb);
+                arg_json = true;
+                return 1;
+        case 'h':
+                help();
+                return 0;
+        default:
+                return -EXIT_USAGE;
+        }
+}
+
+/* The verb's positional arguments, checked: exactly n of them. */
+static int expect_args(const char *verb, int argc, char *argv[], int n, const char *what) {
+        if (argc - optind < n)
+                return usage_error("%s: missing %s", verb, what);
+        if (argc - optind > n)
+                return usage_error("%s: unexpected argument '%s'", verb, argv[optind + n]);
+        return 0;
+}
+
+static int open_api(CtlHttp **ret) {
+        const char *path = arg_socket ?: getenv("LAGOON_TASKD_SOCKET");
+        int r;
+
+        if (isempty(path))
+                path = SOCKET_PATH_DEFAULT;
+        r = ctl_http_new(path, ret);
+        if (r == -ENAMETOOLONG)
+                ctl_error("socket path too long: %s", path);
+        else if (r < 0)
+                ctl_error("cannot set up the HTTP client: %s", strerror(-r));
+        return r;
+}
+
+static int join_words(char *const *words, char **ret) {
+        size_t n = 0;
+        char *s, *p;
+
+        for (char *const *w = words; *w; w++)
+                n += strlen(*w) + 1;
+        s = p = malloc(n + 1);
+        if (!s)
+                return -ENOMEM;
+        *p = 0;
+        for (char *const *w = words; *w; w++)
+                p = stpcpy(stpcpy(p, w == words ? "" : " "), *w);
+        *ret = s;
+        return 0;
+}
+
+static int verb_run(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {"id", required_argument, NULL, ARG_ID},
+                {"name", required_argument, NULL, ARG_NAME},
+                {"service", required_argument, NULL, ARG_SERVICE},
+                {"project", required_argument, NULL, ARG_PROJECT},
+                {"environment", required_argument, NULL, ARG_ENVIRONMENT},
+                {"timeout", required_argument, NULL, ARG_TIMEOUT},
+                {"wait", no_argument, NULL, 'w'},
+                {},
+        };
+        const char *id = NULL, *name = NULL, *service = NULL, *project = NULL, *environment = NULL, *timeout = NULL,
+                   *new_id;
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_json_ JsonValue *req = NULL, *task = NULL, *final = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {}, final_resp = {};
+        _cleanup_free_ char *command = NULL, *body = NULL;
+        bool wait = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+hw", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_ID:
+                        id = optarg;
+                        break;
+                case ARG_NAME:
+                        name = optarg;
+                        break;
+                case ARG_SERVICE:
+                        service = optarg;
+                        break;
+                case ARG_PROJECT:
+                        project = optarg;
+                        break;
+                case ARG_ENVIRONMENT:
+                        environment = optarg;
+                        break;
+                case ARG_TIMEOUT:
+                        timeout = optarg;
+                        break;
+                case 'w':
+                        wait = true;
+                        break;
+                default:
+                        r = handle_common_option(c, "run", true);
+                        if (r <= 0)
+                                return -r;
+                }
+
+        if (optind >= argc)
+                return usage_error("run: missing command (lagoon-taskctl run [OPTIONS] -- COMMAND...)");
+        if (id && check_task_id("run", id) != 0)
+                return EXIT_USAGE;
+        if (timeout && isempty(timeout))
+                return usage_error("run: empty --timeout");
+        if (join_words(argv + optind, &command) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        if (command[strspn(command, " \t\n")] == 0)
+                return usage_error("run: empty command");
+
+        req = json_new_object();
+        if (!req)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        /* The timeout goes as written: the API parses durations itself (one parser). */
+        if (json_object_set_string(req, "command", command) < 0 || (id && json_object_set_string(req, "id", id) < 0) ||
+            (name && json_object_set_string(req, "name", name) < 0) ||
+            (service && json_object_set_string(req, "service", service) < 0) ||
+            (project && json_object_set_string(req, "project", project) < 0) ||
+            (environment && json_object_set_string(req, "environment", environment) < 0) ||
+            (timeout && json_object_set_string(req, "timeout", timeout) < 0) ||
+            json_format(req, false, &body, NULL) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+
+        if (open_api(&h) < 0)
+                return EXIT_API_ERROR;
+        if (api_call(h, "POST", "/v1/tasks", body, &resp) < 0)
+                return EXIT_API_ERROR;
+        if (parse_response_json(&resp, JSON_OBJECT, &task) < 0)
+                return EXIT_API_ERROR;
+        new_id = json_get_string(task, "id");
+        if (!new_id || !task_id_is_valid(new_id)) {
+                ctl_error("invalid answer from lagoon-taskd: the task has no valid id");
+                return EXIT_API_ERROR;
+        }
+        if (resp.status == 200)
+                ctl_error("task %s exists already; it was not submitted again", new_id);
+
+        if (!wait) {
+                if (arg_json)
+                        print_body(&resp);
+                else
+                        puts(new_id);
+                return 0;
+        }
+
+        arm_interrupt(new_id);
+        r = follow_task(h, new_id, arg_json ? -EBADF : STDOUT_FILENO, &final_resp, &final);
+        if (r < 0)
+                return EXIT_API_ERROR;
+        if (arg_json)
+                print_body(&final_resp);
+        return exit_status_of(final);
+}
+
+static size_t terminal_columns(void) {
+        struct winsize ws = {};
+
+        if (!isatty(STDOUT_FILENO))
+                return 0;
+        if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0 || ws.ws_col == 0)
+                return 80;
+        return ws.ws_col;
+}
+
+static int verb_ls(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {"no-trunc", no_argument, NULL, ARG_NO_TRUNC},
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *v = NULL;
+        bool no_trunc = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_NO_TRUNC:
+                        no_trunc = true;
+                        break;
+                default:
+                        r = handle_common_option(c, "ls", true);
+                        if (r <= 0)
+                                return -r;
+                }
+        if (expect_args("ls", argc, argv, 0, "") != 0)
+                return EXIT_USAGE;
+
+        if (open_api(&h) < 0 || api_call(h, "GET", "/v1/tasks", NULL, &resp) < 0)
+                return EXIT_API_ERROR;
+        if (arg_json) {
+                print_body(&resp);
+                return 0;
+        }
+        if (parse_response_json(&resp, JSON_OBJECT, &v) < 0)
+                return EXIT_API_ERROR;
+        r = ctl_print_task_table(stdout, v, no_trunc ? SIZE_MAX : terminal_columns());
+        if (r == -EBADMSG)
+                return ctl_error("invalid answer from lagoon-taskd: no \"tasks\" array"), EXIT_API_ERROR;
+        if (r < 0)
+                return oom(), EXIT_API_ERROR;
+        return 0;
+}
+
+static int verb_show(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *task = NULL;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                r = handle_common_option(c, "show", true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (expect_args("show", argc, argv, 1, "task id") != 0 || check_task_id("show", argv[optind]) != 0)
+                return EXIT_USAGE;
+
+        if (open_api(&h) < 0 || get_task(h, argv[optind], &resp, &task) < 0)
+                return EXIT_API_ERROR;
+        if (arg_json) {
+                print_body(&resp);
+                return 0;
+        }
+
+        ctl_print_task_fields(stdout, task);
+        return 0;
+}
+
+static int logs_sink(const void *data, size_t size, void *userdata) {
+        return loop_write(STDOUT_FILENO, data, size);
+}
+
+static int verb_logs(int argc, char *argv[]) {
+        static const struct option options[] = {
+                {"socket", required_argument, NULL, ARG_SOCKET},
+                {"help", no_argument, NULL, 'h'},
+                {"follow", no_argument, NULL, 'f'},
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *task = NULL;
+        _cleanup_free_ char *path = NULL;
+        bool follow = false;
+        const char *id;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+hf", options, NULL)) >= 0)
+                switch (c) {
+                case 'f':
+                        follow = true;
+                        break;
+                default:
+                        r = handle_common_option(c, "logs", false);
+                        if (r <= 0)
+                                return -r;
+                }
+        if (expect_args("logs", argc, argv, 1, "task id") != 0 || check_task_id("logs", argv[optind]) != 0)
+                return EXIT_USAGE;
+        id = argv[optind];
+
+        if (open_api(&h) < 0)
+                return EXIT_API_ERROR;
+        if (follow)
+                return follow_task(h, id, STDOUT_FILENO, &resp, &task) < 0 ? EXIT_API_ERROR : 0;
+
+        if (task_path(id, "/logs", &path) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        r = ctl_http_request(h, "GET", path, NULL, /* stream= */ false, logs_sink, NULL, &resp);
+        if (r == -EPIPE)
+                return EXIT_API_ERROR;
+        if (r < 0)
+                return report_transport_error(h, r), EXIT_API_ERROR;
+        if (resp.status < 200 || resp.status >= 300)
+                return report_api_error(&resp), EXIT_API_ERROR;
+        return 0;
+}
+
+static int verb_cancel(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_free_ char *path = NULL;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                r = handle_common_option(c, "cancel", true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (expect_args("cancel", argc, argv, 1, "task id") != 0 || check_task_id("cancel", argv[optind]) != 0)
+                return EXIT_USAGE;
+
+        if (task_path(argv[optind], "/cancel", &path) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        if (open_api(&h) < 0 || api_call(h, "POST", path, NULL, &resp) < 0)
+                return EXIT_API_ERROR;
+        if (arg_json)
+                print_body(&resp);
+        else
+                puts(argv[optind]);
+        return 0;
+}
+
+static int verb_wait(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *task = NULL;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                r = handle_common_option(c, "wait", true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (expect_args("wait", argc, argv, 1, "task id") != 0 || check_task_id("wait", argv[optind]) != 0)
+                return EXIT_USAGE;
+
+        /* Following the log without showing it wakes us exactly when the task ends. */
+        if (open_api(&h) < 0 || follow_task(h, argv[optind], -EBADF, &resp, &task) < 0)
+                return EXIT_API_ERROR;
+        if (arg_json)
+                print_body(&resp);
+        return exit_status_of(task);
+}
+
+static int verb_health(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *v = NULL;
+        _cleanup_free_ char *text = NULL;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                r = handle_common_option(c, "health", true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (expect_args("health", argc, argv, 0, "") != 0)
+                return EXIT_USAGE;
+
+        if (open_api(&h) < 0)
+                return EXIT_API_ERROR;
+        r = ctl_http_request(h, "GET", "/v1/health", NULL, /* stream= */ false, NULL, NULL, &resp);
+        if (r < 0)
+                return report_transport_error(h, r), EXIT_API_ERROR;
+
+        /* 503 while stopping still carries the health object, not an error object. */
+        if (!IN_SET((int) resp.status, 200, 503) ||
+            json_parse(resp.body, resp.size, JSON_DEPTH_MAX_DEFAULT, &v, NULL) < 0 || !json_is_object(v) ||
+            json_get(v, "error"))
+                return report_api_error(&resp), EXIT_API_ERROR;
+
+        if (arg_json)
+                print_body(&resp);
+        else if (json_format(v, true, &text, NULL) >= 0) {
+                fputs(text, stdout);
+                if (!*text || text[strlen(text) - 1] != '\n')
+                        fputc('\n', stdout);
+        }
+        return resp.status == 200 ? 0 : EXIT_API_ERROR;
+}
+
+static const struct {
+        const char *name;
+        int (*run)(int argc, char *argv[]);
+} verbs[] = {
+        {"run", verb_run},   {"ls", verb_ls},         {"list", verb_ls},   {"show", verb_show},
+        {"logs", verb_logs}, {"cancel", verb_cancel}, {"wait", verb_wait}, {"health", verb_health},
+};
+
+int main(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {"version", no_argument, NULL, ARG_VERSION},
+                {},
+        };
+        _cleanup_free_ char *verb_argv0 = NULL;
+        const char *verb;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_VERSION:
+                        printf("%s %s\n", program_invocation_short_name, PACKAGE_VERSION);
+                        return 0;
+                default:
+                        r = handle_common_option(c, NULL, true);
+                        if (r <= 0)
+                                return -r;
+                }
+
+        if (optind >= argc)
+                return usage_error("missing command");
+        verb = argv[optind];
+        if (streq(verb, "help")) {
+                help();
+                return 0;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                if (!streq(verb, verbs[i].name))
+                        continue;
+
+                /* getopt's own messages then read "lagoon-taskctl run: unrecognized option". */
+                if (asprintf(&verb_argv0, "%s %s", program_invocation_short_name, verb) < 0)
+                        return ctl_error("out of memory"), EXIT_API_ERROR;
+                argv[optind] = verb_argv0;
+
+                if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK) {
+                        ctl_error("cannot initialize libcurl");
+                        return EXIT_API_ERROR;
+                }
+                argc -= optind;
+                argv += optind;
+                optind = 0; /* GNU getopt: start over on the verb's arguments */
+                r = verbs[i].run(argc, argv);
+                fflush(stdout);
+                curl_global_cleanup();
+                return r;
+        }
+        return usage_error("unknown command '%s'", verb);
+}
