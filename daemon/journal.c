@@ -6,21 +6,31 @@
  * from line to line, so sending allocates nothing in the common path. MESSAGE is
  * passed as one "MESSAGE=" + bytes iovec: sd_journal_sendv() takes lengths, not C
  * strings, so NUL bytes and non-UTF-8 data arrive intact (it switches to the binary
- * field encoding by itself when a value contains '\n'). */
+ * field encoding by itself when a value contains '\n'). LAGOON_LINE is formatted into a
+ * fixed buffer of the context.
+ *
+ * journal_last_line() is the read side, used once per task when the daemon resumes
+ * following it: a marker entry sent through the native socket and read back proves
+ * that journald has written every datagram queued before it (a killed daemon may have
+ * left some), then the task's last entry gives the highest LAGOON_LINE. */
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
+#include <systemd/sd-id128.h>
 #include <systemd/sd-journal.h>
 
 #include "journal.h"
 
-/* iovec slots: MESSAGE, PRIORITY, LAGOON_STREAM, then the fixed fields. */
+/* iovec slots: MESSAGE, PRIORITY, LAGOON_STREAM, LAGOON_LINE, then the fixed fields. */
 enum {
         SLOT_MESSAGE,
         SLOT_PRIORITY,
         SLOT_STREAM,
+        SLOT_LINE,
         _SLOT_FIXED,
 };
 #define N_FIXED_MAX 8
@@ -39,8 +49,17 @@ struct JournalContext {
 
         char *msg; /* "MESSAGE=" + line */
         size_t msg_alloc;
+        char line_field[sizeof("LAGOON_LINE=") + 20]; /* room for UINT64_MAX */
         bool congested;
 };
+
+static journal_sendv_func_t sendv_hook;
+static journal_last_line_func_t last_line_hook;
+
+void journal_set_test_hooks(journal_sendv_func_t sendv, journal_last_line_func_t last_line) {
+        sendv_hook = sendv;
+        last_line_hook = last_line;
+}
 
 static const char MESSAGE_PREFIX[] = "MESSAGE=";
 #define MESSAGE_PREFIX_LEN (sizeof(MESSAGE_PREFIX) - 1)
@@ -108,7 +127,24 @@ int journal_context_new(const Task *t, JournalContext **ret) {
         return 0;
 }
 
-int journal_send_line(JournalContext *c, const char *line, size_t len, bool is_stderr) {
+/* "LAGOON_LINE=<n>" into c->line_field without printf: this runs for every line. */
+static size_t format_line_field(JournalContext *c, uint64_t n) {
+        static const char prefix[] = "LAGOON_LINE=";
+        char digits[20];
+        size_t k = 0;
+
+        do {
+                digits[k++] = (char) ('0' + n % 10);
+                n /= 10;
+        } while (n > 0);
+
+        memcpy(c->line_field, prefix, sizeof(prefix) - 1);
+        for (size_t i = 0; i < k; i++)
+                c->line_field[sizeof(prefix) - 1 + i] = digits[k - 1 - i];
+        return sizeof(prefix) - 1 + k;
+}
+
+int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, size_t len, bool is_stderr) {
         int r;
 
         if (!c || (!line && len > 0))
@@ -131,9 +167,10 @@ int journal_send_line(JournalContext *c, const char *line, size_t len, bool is_s
                                           : (struct iovec){.iov_base = (char *) "PRIORITY=6", .iov_len = 10};
         c->iov[SLOT_STREAM] = is_stderr ? (struct iovec){.iov_base = (char *) "LAGOON_STREAM=stderr", .iov_len = 20}
                                         : (struct iovec){.iov_base = (char *) "LAGOON_STREAM=stdout", .iov_len = 20};
+        c->iov[SLOT_LINE] = (struct iovec){.iov_base = c->line_field, .iov_len = format_line_field(c, line_no)};
 
         for (unsigned attempt = 0;; attempt++) {
-                r = sd_journal_sendv(c->iov, (int) c->n_iov);
+                r = sendv_hook ? sendv_hook(c->iov, (int) c->n_iov) : sd_journal_sendv(c->iov, (int) c->n_iov);
                 if (r >= 0) {
                         c->congested = false;
                         return r;
@@ -151,4 +188,192 @@ int journal_send_line(JournalContext *c, const char *line, size_t len, bool is_s
         if (IN_SET_PUSHBACK(r))
                 c->congested = true;
         return r;
+}
+
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+/* sd_journal_wait() wakes on inotify, but journald signals appends only every few
+ * hundred ms: poll in between. */
+#define MARKER_POLL_USEC (20 * USEC_PER_MSEC)
+#define DEGRADED_TIMEOUT_USEC (1 * USEC_PER_SEC)
+/* Entries of the task without LAGOON_LINE (none are written today) looked past. */
+#define LOOKBACK_MAX 1000U
+
+static bool journald_unresponsive;
+
+static uint64_t now_monotonic(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static char *field(const char *name, const char *value) {
+        char *s = NULL;
+
+        if (asprintf(&s, "%s=%s", name, value) < 0)
+                return NULL;
+        return s;
+}
+
+static int send_marker(const char *task_id, const char *marker) {
+        _cleanup_free_ char *message = NULL, *resume = NULL, *mark = NULL;
+
+        if (asprintf(&message, "MESSAGE=lagoon-taskd: resuming output of task %s", task_id) < 0)
+                return -ENOMEM;
+        resume = field("LAGOON_TASK_ID_RESUME", task_id);
+        mark = field("LAGOON_RESUME_MARKER", marker);
+        if (!resume || !mark)
+                return -ENOMEM;
+
+        struct iovec iov[] = {
+                {.iov_base = message, .iov_len = strlen(message)},
+                {.iov_base = (char *) "PRIORITY=6", .iov_len = strlen("PRIORITY=6")},
+                {.iov_base = (char *) "SYSLOG_IDENTIFIER=lagoon-taskd",
+                 .iov_len = strlen("SYSLOG_IDENTIFIER=lagoon-taskd")},
+                {.iov_base = resume, .iov_len = strlen(resume)},
+                {.iov_base = mark, .iov_len = strlen(mark)},
+        };
+        return sd_journal_sendv(iov, (int) ELEMENTSOF(iov));
+}
+
+/* Waits until the entry with LAGOON_RESUME_MARKER=marker is readable. */
+static int wait_for_marker(sd_journal *j, const char *marker, uint64_t timeout_usec) {
+        _cleanup_free_ char *match = NULL;
+        uint64_t deadline = now_monotonic() + timeout_usec;
+        int r;
+
+        match = field("LAGOON_RESUME_MARKER", marker);
+        if (!match)
+                return -ENOMEM;
+        r = sd_journal_add_match(j, match, 0);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                /* The match is unique: at most one entry, found through the field's hash. */
+                r = sd_journal_seek_head(j);
+                if (r < 0)
+                        return r;
+                r = sd_journal_next(j);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        return 0;
+
+                uint64_t now = now_monotonic();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                r = sd_journal_wait(j, MIN(deadline - now, MARKER_POLL_USEC));
+                if (r < 0)
+                        return r;
+        }
+}
+
+static bool parse_line_field(const void *data, size_t len, uint64_t *ret) {
+        static const char prefix[] = "LAGOON_LINE=";
+        const char *p = data;
+        uint64_t n = 0;
+
+        if (len <= sizeof(prefix) - 1 || memcmp(p, prefix, sizeof(prefix) - 1) != 0)
+                return false;
+        for (size_t i = sizeof(prefix) - 1; i < len; i++) {
+                if (p[i] < '0' || p[i] > '9' || n > (UINT64_MAX - 9) / 10)
+                        return false;
+                n = n * 10 + (uint64_t) (p[i] - '0');
+        }
+        *ret = n;
+        return true;
+}
+
+/* The LAGOON_LINE of the task's last entry that has one, 0 if there is none. */
+static int read_last_line(sd_journal *j, const char *task_id, uint64_t *ret) {
+        _cleanup_free_ char *match = NULL;
+        int r;
+
+        match = field("LAGOON_TASK_ID", task_id);
+        if (!match)
+                return -ENOMEM;
+
+        sd_journal_flush_matches(j);
+        /* Two fields: AND. Leaves out anything else that might carry the task's id. */
+        r = sd_journal_add_match(j, match, 0);
+        if (r < 0)
+                return r;
+        r = sd_journal_add_match(j, "SYSLOG_IDENTIFIER=lagoon-task", 0);
+        if (r < 0)
+                return r;
+        r = sd_journal_seek_tail(j);
+        if (r < 0)
+                return r;
+
+        for (unsigned i = 0; i < LOOKBACK_MAX; i++) {
+                const void *data;
+                size_t len;
+                uint64_t n;
+
+                r = sd_journal_previous(j);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+
+                r = sd_journal_get_data(j, "LAGOON_LINE", &data, &len);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                if (parse_line_field(data, len, &n)) {
+                        *ret = n;
+                        return 0;
+                }
+        }
+
+        *ret = 0;
+        return 0;
+}
+
+int journal_last_line(const char *task_id, uint64_t timeout_usec, uint64_t *ret_line) {
+        _cleanup_(sd_journal_closep) sd_journal *j = NULL;
+        char marker[SD_ID128_STRING_MAX];
+        sd_id128_t id;
+        uint64_t n = 0;
+        int r;
+
+        if (!task_id || !ret_line)
+                return -EINVAL;
+        if (last_line_hook)
+                return last_line_hook(task_id, timeout_usec, ret_line);
+
+        if (access(JOURNAL_SOCKET, F_OK) < 0)
+                return errno == ENOENT ? -ENOTCONN : -errno;
+
+        /* Opened before the marker is sent, so the directory watches cover its write. */
+        r = sd_journal_open(&j, SD_JOURNAL_LOCAL_ONLY);
+        if (r < 0)
+                return r;
+
+        r = sd_id128_randomize(&id);
+        if (r < 0)
+                return r;
+        sd_id128_to_string(id, marker);
+
+        r = send_marker(task_id, marker);
+        if (r < 0)
+                return r == -ENOENT ? -ENOTCONN : r;
+
+        if (journald_unresponsive)
+                timeout_usec = MIN(timeout_usec, DEGRADED_TIMEOUT_USEC);
+        r = wait_for_marker(j, marker, timeout_usec);
+        if (r == -ETIMEDOUT)
+                journald_unresponsive = true;
+        if (r < 0)
+                return r;
+        journald_unresponsive = false;
+
+        r = read_last_line(j, task_id, &n);
+        if (r < 0)
+                return r;
+
+        *ret_line = n;
+        return 0;
 }

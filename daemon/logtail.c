@@ -8,24 +8,29 @@
  * misses. Wake-ups only enable a low-priority defer source, so a burst of inotify events
  * costs one read pass. A pass reads 64 KiB chunks (bounded per dispatch, so a huge
  * backlog does not starve the loop); each chunk goes through the CriLogStream splitter
- * (crilog.h), lines get their secrets masked, are collected in one batch buffer and
- * written to the task log with one write(), then sent to journald one by one.
+ * (crilog.h), lines get their secrets masked, each is sent to journald (with its line
+ * number as LAGOON_LINE) and then appended to one batch buffer, and the batch goes to
+ * the task log with one write() per chunk. So at any instant journald holds at least
+ * the lines the task log holds (J >= N), and both sinks hold a prefix of the output.
  *
- * Restart safety: "<task_log>.cursor" holds "<cri offset> <task-log line count>" for a
- * point where no partial line was pending. It is rewritten at most once a second and
- * when the LogTail is freed (no fsync: it is only an optimisation). The task log's line
- * count is the truth: a new LogTail counts the task log's lines (N), resumes reading at
- * the cursor (or at 0 when the cursor is missing, unparsable or claims more than N
- * lines) and drops the first N - cursor_lines lines it produces, because the task log
- * already holds them. The splitter's output does not depend on chunking, so the lines
- * reproduced are exactly those written before. A torn last line (killed during write)
- * is cut off the task log first and written again in full.
+ * Restart safety, exactly once in both sinks across a kill -9 at any instant: each sink
+ * is asked how far it got. The task log: its complete lines, N (a torn last line, from
+ * a kill during write(), is cut off and written again in full). journald: the highest
+ * LAGOON_LINE it holds for the task, J (journal_last_line(), which first makes sure
+ * journald has processed what the dead daemon left in its socket queue). Lines up to N
+ * are dropped; lines N+1..J go to the task log only; later lines to both. When J cannot
+ * be known (journald not running or not answering) it is taken as N: the task log is
+ * the truth, journald may then miss or repeat what it missed. A brand-new task (no task
+ * log file, no cursor) needs no asking.
  *
- * The one window: lines are written to the task log before they are sent to journald.
- * A daemon killed between that write() and the journald sends of the same batch has the
- * batch's lines in the task log (so they are not repeated after restart) but not in
- * journald. Sending first would double them in journald instead; the task log is what
- * Lagoon receives, so it is the one kept exact. */
+ * "<task_log>.cursor" holds "<cri offset> <line count>" for a point where no partial
+ * line was pending and every line before it was in the task log. It is rewritten at
+ * most once a second and when the LogTail is freed (no fsync: it is only an
+ * optimisation that saves re-reading the CRI log from the start). A new LogTail resumes
+ * reading at the cursor (or at 0 when the cursor is missing, unparsable or claims more
+ * than N lines) and numbers the lines it produces from the cursor's count. The
+ * splitter's output does not depend on chunking, so the lines reproduced are exactly
+ * those, with the same numbers, that were produced before. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,11 +50,8 @@
 #define FALLBACK_USEC (1 * USEC_PER_SEC)
 #define CURSOR_INTERVAL_USEC (1 * USEC_PER_SEC)
 
-typedef struct BatchLine {
-        size_t offset; /* in LogTail.batch */
-        size_t len;    /* without the '\n' */
-        bool is_stderr;
-} BatchLine;
+/* How long a resume waits for journald to catch up (it normally takes milliseconds). */
+#define RESUME_SYNC_USEC (10 * USEC_PER_SEC)
 
 struct LogTail {
         sd_event *event;
@@ -68,19 +70,19 @@ struct LogTail {
         uint64_t read_offset; /* next byte of the CRI log to read */
 
         CriLogStream *stream;
-        uint64_t skip;  /* lines still to drop: the task log already has them */
-        uint64_t lines; /* lines in the task log */
+        uint64_t line_no;      /* number of the last line the stream produced (1-based) */
+        uint64_t log_have;     /* lines up to this one were in the task log at the start */
+        uint64_t journal_have; /* lines up to this one journald had at the start (>= log_have) */
+        uint64_t lines;        /* lines in the task log */
 
         char *rbuf; /* READ_CHUNK bytes */
 
-        /* Lines of the current batch, each followed by '\n'. */
+        /* Lines of the current batch, each followed by '\n'; already sent to journald. */
         char *batch;
         size_t batch_len;
         size_t batch_alloc;
         size_t batch_written;
-        BatchLine *batch_lines;
         size_t n_batch_lines;
-        size_t batch_lines_alloc;
 
         sd_event_source *file_source;
         sd_event_source *dir_source;
@@ -95,6 +97,7 @@ struct LogTail {
         bool finished;
         bool write_failed;
         bool read_failed;
+        bool journal_failed; /* in this batch: log it once */
 
         logtail_output_cb_t cb;
         void *userdata;
@@ -114,38 +117,42 @@ static int grow(void **p, size_t *alloc, size_t need, size_t size) {
         return 0;
 }
 
-static int batch_add(LogTail *t, const char *line, size_t len, bool is_stderr) {
+/* Journald first, then the batch: a kill in between leaves J > N, which a restart
+ * repairs; the other order would leave N > J, which it could not. */
+static int emit(LogTail *t, uint64_t line_no, const char *line, size_t len, bool is_stderr) {
         int r;
 
+        /* Room first, so a failed allocation does not leave a line sent but not batched. */
         r = grow((void **) &t->batch, &t->batch_alloc, t->batch_len + len + 1, 1);
         if (r < 0)
                 return r;
-        r = grow((void **) &t->batch_lines, &t->batch_lines_alloc, t->n_batch_lines + 1, sizeof(BatchLine));
-        if (r < 0)
-                return r;
 
-        t->batch_lines[t->n_batch_lines++] = (BatchLine){
-                .offset = t->batch_len,
-                .len = len,
-                .is_stderr = is_stderr,
-        };
+        if (line_no > t->journal_have) {
+                r = journal_send_line(t->journal, line_no, line, len, is_stderr);
+                if (r < 0 && !t->journal_failed) {
+                        /* The task log gets the line; journald failing is not the task's problem. */
+                        log_debug_errno(r, "Failed to send task output line to journald: %m");
+                        t->journal_failed = true;
+                }
+        }
+
         if (len > 0)
                 memcpy(t->batch + t->batch_len, line, len);
         t->batch[t->batch_len + len] = '\n';
         t->batch_len += len + 1;
+        t->n_batch_lines++;
         return 0;
 }
 
 static int on_line(const char *line, size_t len, bool is_stderr, bool malformed, void *userdata) {
         LogTail *t = userdata;
+        uint64_t line_no = ++t->line_no;
 
         if (malformed)
                 log_debug("CRI log %s: malformed record (%zu bytes), passing it on as it is.", t->cri_path, len);
 
-        if (t->skip > 0) {
-                t->skip--;
-                return 0;
-        }
+        if (line_no <= t->log_have)
+                return 0; /* both sinks have it (journal_have >= log_have) */
 
         if (t->secrets && redact_needed(line, len, t->secrets)) {
                 _cleanup_free_ char *masked = NULL;
@@ -154,18 +161,17 @@ static int on_line(const char *line, size_t len, bool is_stderr, bool malformed,
                 masked = redact(line, len, t->secrets, &masked_len);
                 if (!masked)
                         return -ENOMEM;
-                return batch_add(t, masked, masked_len, is_stderr);
+                return emit(t, line_no, masked, masked_len, is_stderr);
         }
 
-        return batch_add(t, line, len, is_stderr);
+        return emit(t, line_no, line, len, is_stderr);
 }
 
-/* Writes the batch to the task log (one write), then sends its lines to journald.
- * On a write error the batch is kept and retried at the next wake-up, and no more is
- * read meanwhile. Returns the number of lines written. */
+/* Writes the batch (already in journald) to the task log with one write(). On a write
+ * error the batch is kept and retried at the next wake-up, and no more is read
+ * meanwhile. Returns the number of lines written. */
 static int flush_batch(LogTail *t) {
         size_t n_lines = t->n_batch_lines;
-        bool journal_failed = false;
         int r;
 
         while (t->batch_written < t->batch_len) {
@@ -188,20 +194,10 @@ static int flush_batch(LogTail *t) {
                 log_info("Task log %s is writable again.", t->task_log_path);
         }
 
-        for (size_t i = 0; i < n_lines; i++) {
-                const BatchLine *l = t->batch_lines + i;
-
-                r = journal_send_line(t->journal, t->batch + l->offset, l->len, l->is_stderr);
-                if (r < 0 && !journal_failed) {
-                        /* The task log has the line; journald failing is not the task's problem. */
-                        log_debug_errno(r, "Failed to send task output line to journald: %m");
-                        journal_failed = true;
-                }
-        }
-
         t->lines += n_lines;
         t->batch_len = t->batch_written = 0;
         t->n_batch_lines = 0;
+        t->journal_failed = false;
         return (int) MIN(n_lines, (size_t) INT32_MAX);
 }
 
@@ -501,7 +497,8 @@ int logtail_new(sd_event *e,
                 LogTail **ret) {
 
         _cleanup_(logtail_freep) LogTail *t = NULL;
-        uint64_t n_lines = 0, start_offset = 0, start_lines = 0;
+        uint64_t n_lines = 0, journal_lines, start_offset = 0, start_lines = 0;
+        bool resuming;
         int r;
 
         if (!e || !task || !cri_log_path || !task_log_path || !ret)
@@ -538,6 +535,10 @@ int logtail_new(sd_event *e,
         if (r < 0)
                 return r;
 
+        /* A LogTail ran before (and may have sent lines to journald) iff it left a task log
+         * file (it creates it before sending anything) or a cursor. */
+        resuming = access(task_log_path, F_OK) >= 0 || access(t->cursor_path, F_OK) >= 0;
+
         t->log_fd = open(task_log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
         if (t->log_fd < 0)
                 return log_debug_errno(errno, "Failed to open task log %s: %m", task_log_path);
@@ -545,6 +546,28 @@ int logtail_new(sd_event *e,
         r = count_task_log_lines(t, &n_lines);
         if (r < 0)
                 return log_debug_errno(r, "Failed to read task log %s: %m", task_log_path);
+
+        journal_lines = n_lines;
+        if (resuming && task->id) {
+                uint64_t j = 0;
+
+                r = journal_last_line(task->id, RESUME_SYNC_USEC, &j);
+                if (r == -ENOTCONN)
+                        log_debug("Task %s: journald is not running, resuming its output after line %" PRIu64
+                                  " of the task log.",
+                                  task->id, n_lines);
+                else if (r < 0)
+                        log_warning_errno(r,
+                                          "Task %s: cannot tell how far journald got with its output, assuming "
+                                          "line %" PRIu64 " as in the task log; journald may miss or repeat a "
+                                          "few lines: %m",
+                                          task->id, n_lines);
+                else {
+                        journal_lines = MAX(j, n_lines);
+                        log_debug("Task %s: resuming output, task log has %" PRIu64 " lines, journald %" PRIu64 ".",
+                                  task->id, n_lines, j);
+                }
+        }
 
         r = try_open(t);
         if (r < 0)
@@ -557,7 +580,9 @@ int logtail_new(sd_event *e,
                 return r;
         t->read_offset = start_offset;
         t->lines = n_lines;
-        t->skip = n_lines - start_lines;
+        t->line_no = start_lines;
+        t->log_have = n_lines;
+        t->journal_have = journal_lines;
 
         r = sd_event_add_defer(e, &t->defer_source, on_defer, t);
         if (r < 0)
@@ -679,6 +704,5 @@ LogTail *logtail_free(LogTail *t) {
         free(t->cursor_tmp_path);
         free(t->rbuf);
         free(t->batch);
-        free(t->batch_lines);
         return mfree(t);
 }

@@ -3,11 +3,18 @@
 
 /* Follows a task's CRI log file (written by conmon) on the event loop: inotify plus a
  * slow fallback timer. Joins partial (P) records per stream, masks secrets, and for
- * each complete line: appends it (plus '\n') to the task log file, then sends it to
- * journald (journal.h). Restart-safe: a cursor file "<task_log>.cursor" records the
- * CRI log offset and the task-log line count at a line boundary; a new LogTail on
- * the same files resumes there, skipping lines the task log already holds, so no
- * line is lost or doubled. */
+ * each complete line: sends it to journald (journal.h) with its 1-based line number as
+ * LAGOON_LINE, then appends it (plus '\n') to the task log file (one write() per read
+ * pass). So journald is always at or ahead of the task log.
+ *
+ * Restart-safe, also across kill -9 at any instant: a new LogTail on the same files
+ * counts the task log's lines (N) and, when a LogTail ran before (the task log file
+ * or its cursor exists), asks journald for the task's highest LAGOON_LINE (J,
+ * journal_last_line(): synchronous, normally milliseconds, at most ~10 s). It then
+ * skips lines 1..N for the task log and 1..max(J, N) for journald, so no line is lost
+ * or doubled in either. Without a journald that answers, J is taken as N (logged at
+ * warning when journald runs but does not answer). A cursor file "<task_log>.cursor"
+ * (CRI log offset and line count at a line boundary) spares re-reading the CRI log. */
 
 #include <stdbool.h>
 #include <stdint.h>
