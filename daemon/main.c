@@ -36,13 +36,12 @@ static void help(void) {
 
 static int parse_argv(int argc, char *argv[], bool *ret_check_only) {
         enum { ARG_VERSION = 0x100, ARG_LOG_LEVEL, ARG_CHECK };
-        static const struct option options[] = {
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, ARG_VERSION},
-                {"config", required_argument, NULL, 'c'},
-                {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
-                {"check-config", no_argument, NULL, ARG_CHECK},
-                {}};
+        static const struct option options[] = {{"help", no_argument, NULL, 'h'},
+                                                {"version", no_argument, NULL, ARG_VERSION},
+                                                {"config", required_argument, NULL, 'c'},
+                                                {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
+                                                {"check-config", no_argument, NULL, ARG_CHECK},
+                                                {}};
         int c;
 
         *ret_check_only = false;

@@ -342,8 +342,7 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         mt->kill_source = sd_event_source_disable_unref(mt->kill_source);
         if (!mt->container)
                 return 0;
-        log_notice("Task %s: still running %s after SIGTERM, sending SIGKILL.", mt->task->id,
-                   "KillGraceSec=");
+        log_notice("Task %s: still running %s after SIGTERM, sending SIGKILL.", mt->task->id, "KillGraceSec=");
         r = runtime_container_kill(mt->container, SIGKILL);
         if (r < 0)
                 log_warning_errno(r, "Task %s: failed to send SIGKILL: %m", mt->task->id);
@@ -355,8 +354,8 @@ static int arm_kill_timer(Manager *m, ManagedTask *mt) {
 
         if (mt->kill_source)
                 return 0;
-        r = sd_event_add_time(m->event, &mt->kill_source, CLOCK_REALTIME, mt->task->kill_usec + m->config->kill_grace_usec,
-                              TIMER_ACCURACY_USEC, on_kill_timer, mt);
+        r = sd_event_add_time(m->event, &mt->kill_source, CLOCK_REALTIME,
+                              mt->task->kill_usec + m->config->kill_grace_usec, TIMER_ACCURACY_USEC, on_kill_timer, mt);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to arm the kill timer: %m", mt->task->id);
         (void) sd_event_source_set_description(mt->kill_source, "task-kill");
@@ -431,13 +430,13 @@ static int task_environment(const Task *t, char ***ret) {
         char *s;
         int r;
 
-#define PUSH(fmt, ...)                                             \
-        do {                                                       \
-                if (asprintf(&s, fmt, __VA_ARGS__) < 0)            \
-                        return -ENOMEM;                            \
-                r = strv_push(&env, s);                            \
-                if (r < 0)                                         \
-                        return r;                                  \
+#define PUSH(fmt, ...) \
+        do { \
+                if (asprintf(&s, fmt, __VA_ARGS__) < 0) \
+                        return -ENOMEM; \
+                r = strv_push(&env, s); \
+                if (r < 0) \
+                        return r; \
         } while (0)
         PUSH("TASK_DATA_ID=%s", t->id);
         PUSH("LAGOON_TASK_NAME=%s", t->name);
@@ -595,10 +594,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         if (req->id) {
                 existing = manager_find(m, req->id);
                 if (existing) {
-                        if (!streq(existing->task->command, req->command) ||
-                            !streq(existing->task->service, service))
-                                return set_error(ret_error,
-                                                 "task %s exists with a different command or service", req->id),
+                        if (!streq(existing->task->command, req->command) || !streq(existing->task->service, service))
+                                return set_error(ret_error, "task %s exists with a different command or service",
+                                                 req->id),
                                        -EEXIST;
                         *ret = existing->task;
                         if (ret_existing)
@@ -609,8 +607,7 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         if (!config_find_service(m->config, service))
                 return set_error(ret_error, "unknown service '%s'", service), -ENOENT;
         if (manager_n_queued(m) >= m->config->max_queued)
-                return set_error(ret_error, "queue full (%u tasks waiting, MaxQueued=)", manager_n_queued(m)),
-                       -EBUSY;
+                return set_error(ret_error, "queue full (%u tasks waiting, MaxQueued=)", manager_n_queued(m)), -EBUSY;
 
         mt = calloc(1, sizeof(ManagedTask));
         if (!mt)
@@ -634,8 +631,8 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return -ENOMEM;
         r = task_make_namespace(project, environment, &t->namespace);
         if (r < 0)
-                return set_error(ret_error, "cannot derive a namespace from project '%s' and environment '%s'",
-                                 project, environment),
+                return set_error(ret_error, "cannot derive a namespace from project '%s' and environment '%s'", project,
+                                 environment),
                        -EINVAL;
         t->created_usec = now_realtime();
         t->timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : m->config->default_timeout_usec;
@@ -691,8 +688,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
         mt->secrets = strv_copy(m->config->secrets);
         r = store_container_dir(m->store, mt->task->id, &dir);
         if (r >= 0)
-                r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt,
-                                            &mt->container);
+                r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt, &mt->container);
         if (r < 0) {
                 _cleanup_free_ char *reason = NULL;
 

@@ -104,8 +104,8 @@ int store_remove(Store *s, const char *id) {
         return fsync_directory_of(path);
 }
 
-static void move_aside(Store *s, const char *name, int error, const char *message, store_corrupt_cb_t corrupt_cb,
-                       void *userdata) {
+static void
+move_aside(Store *s, const char *name, int error, const char *message, store_corrupt_cb_t corrupt_cb, void *userdata) {
         _cleanup_free_ char *from = path_join(s->tasks_dir, name), *to = path_join(s->corrupt_dir, name);
 
         if (from && to && rename(from, to) < 0)
@@ -170,8 +170,7 @@ int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, 
                         continue;
                 }
                 if (!streq(t->id, id)) {
-                        move_aside(s, de->d_name, -EBADMSG, "task id does not match file name", corrupt_cb,
-                                   userdata);
+                        move_aside(s, de->d_name, -EBADMSG, "task id does not match file name", corrupt_cb, userdata);
                         continue;
                 }
                 q = cb(TAKE_PTR(t), userdata);

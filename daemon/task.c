@@ -10,12 +10,8 @@
 #include "task.h"
 
 static const char *const status_names[_TASK_STATUS_MAX] = {
-        [TASK_NEW] = "new",
-        [TASK_PENDING] = "pending",
-        [TASK_RUNNING] = "running",
-        [TASK_COMPLETE] = "complete",
-        [TASK_FAILED] = "failed",
-        [TASK_CANCELLED] = "cancelled",
+        [TASK_NEW] = "new",           [TASK_PENDING] = "pending", [TASK_RUNNING] = "running",
+        [TASK_COMPLETE] = "complete", [TASK_FAILED] = "failed",   [TASK_CANCELLED] = "cancelled",
 };
 
 const char *task_status_to_string(TaskStatus s) {
@@ -205,8 +201,7 @@ int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret) {
 
         if (!o)
                 return -ENOMEM;
-        if ((r = json_object_set_string(o, "id", t->id)) < 0 ||
-            (r = json_object_set_string(o, "name", t->name)) < 0 ||
+        if ((r = json_object_set_string(o, "id", t->id)) < 0 || (r = json_object_set_string(o, "name", t->name)) < 0 ||
             (r = json_object_set_string(o, "project", t->project)) < 0 ||
             (r = json_object_set_string(o, "environment", t->environment)) < 0 ||
             (r = json_object_set_string(o, "namespace", t->namespace)) < 0 ||
@@ -299,8 +294,7 @@ int task_from_json(const JsonValue *v, Task **ret) {
             (r = get_str(v, "project", true, &t->project)) < 0 ||
             (r = get_str(v, "environment", true, &t->environment)) < 0 ||
             (r = get_str(v, "namespace", true, &t->namespace)) < 0 ||
-            (r = get_str(v, "service", true, &t->service)) < 0 ||
-            (r = get_str(v, "command", true, &t->command)) < 0 ||
+            (r = get_str(v, "service", true, &t->service)) < 0 || (r = get_str(v, "command", true, &t->command)) < 0 ||
             (r = get_str(v, "reason", false, &t->reason)) < 0 ||
             (r = get_str(v, "containerId", false, &t->container_id)) < 0)
                 return r;
@@ -319,8 +313,7 @@ int task_from_json(const JsonValue *v, Task **ret) {
         if ((r = get_u64(v, "seq", &t->seq)) < 0 || (r = get_u64(v, "createdUsec", &t->created_usec)) < 0 ||
             (r = get_u64(v, "startedUsec", &t->started_usec)) < 0 ||
             (r = get_u64(v, "finishedUsec", &t->finished_usec)) < 0 ||
-            (r = get_u64(v, "timeoutUsec", &t->timeout_usec)) < 0 ||
-            (r = get_u64(v, "killUsec", &t->kill_usec)) < 0 ||
+            (r = get_u64(v, "timeoutUsec", &t->timeout_usec)) < 0 || (r = get_u64(v, "killUsec", &t->kill_usec)) < 0 ||
             (r = get_bool(v, "cancelRequested", &t->cancel_requested)) < 0 ||
             (r = get_bool(v, "timedOut", &t->timed_out)) < 0)
                 return r;

@@ -38,17 +38,18 @@ typedef struct ServiceConfig {
 
 typedef struct Config {
         /* [Daemon] */
-        char *state_dir;   /* StateDirectory=, default /var/lib/lagoon-taskd */
-        char *runtime_dir; /* RuntimeDirectory=, default /run/lagoon-taskd */
+        char *state_dir;     /* StateDirectory=, default /var/lib/lagoon-taskd */
+        char *runtime_dir;   /* RuntimeDirectory=, default /run/lagoon-taskd */
         char *listen_socket; /* ListenSocket=, default <runtime_dir>/api.sock; used without socket activation */
         char *socket_group;  /* SocketGroup=, default "lagoon-task"; members may use the API */
         int log_level;       /* LogLevel=, default LOG_INFO */
 
         /* [Runtime] */
-        char *runtime;        /* Runtime=, default "runc" (PATH lookup) */
-        char **runtime_args;  /* RuntimeArguments=, space-separated, shell-style quotes; repeated keys append, empty resets */
-        char *conmon;         /* Conmon=, default "conmon" (PATH lookup) */
-        char **conmon_args;   /* ConmonArguments=, like RuntimeArguments= */
+        char *runtime;       /* Runtime=, default "runc" (PATH lookup) */
+        char **runtime_args; /* RuntimeArguments=, space-separated, shell-style quotes; repeated keys append, empty
+                                resets */
+        char *conmon;        /* Conmon=, default "conmon" (PATH lookup) */
+        char **conmon_args;  /* ConmonArguments=, like RuntimeArguments= */
 
         /* [Tasks] */
         unsigned max_running;                 /* MaxRunning=, default 4, >= 1 */

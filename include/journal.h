@@ -36,15 +36,13 @@ int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, siz
 /* The highest LAGOON_LINE journald holds for task_id (0 if none), after making sure
  * journald has processed every entry sent before the call, by any process (a daemon
  * killed a moment ago may have left datagrams in journald's socket queue): it sends a
- * marker entry (PRIORITY=6, so MaxLevelStore= rarely hides it, SYSLOG_IDENTIFIER=lagoon-taskd, LAGOON_TASK_ID_RESUME=<id>,
- * LAGOON_RESUME_MARKER=<random>; deliberately without LAGOON_TASK_ID) through the
- * same socket and waits, at most timeout_usec, until it can read it back: journald
- * handles its socket queue in order. Reads the local journal files
- * (SD_JOURNAL_LOCAL_ONLY). Does not log above debug. Errors, for the caller to fall
- * back on: -ENOTCONN journald is not running (no socket), -ETIMEDOUT the marker did
- * not show up in time, other -errno from sd-journal. After one timeout, later calls
- * in the process wait at most 1 s until one succeeds again, so a hung journald does not
- * hold up the daemon's start for every adopted task. */
+ * marker entry (PRIORITY=6, so MaxLevelStore= rarely hides it, SYSLOG_IDENTIFIER=lagoon-taskd,
+ * LAGOON_TASK_ID_RESUME=<id>, LAGOON_RESUME_MARKER=<random>; deliberately without LAGOON_TASK_ID) through the same
+ * socket and waits, at most timeout_usec, until it can read it back: journald handles its socket queue in order. Reads
+ * the local journal files (SD_JOURNAL_LOCAL_ONLY). Does not log above debug. Errors, for the caller to fall back on:
+ * -ENOTCONN journald is not running (no socket), -ETIMEDOUT the marker did not show up in time, other -errno from
+ * sd-journal. After one timeout, later calls in the process wait at most 1 s until one succeeds again, so a hung
+ * journald does not hold up the daemon's start for every adopted task. */
 int journal_last_line(const char *task_id, uint64_t timeout_usec, uint64_t *ret_line);
 
 /* For unit tests only: replace sd_journal_sendv() for task lines and the whole of

@@ -56,7 +56,7 @@ size_t json_length(const JsonValue *v);                       /* array elements 
 JsonValue *json_array_at(const JsonValue *v, size_t i);       /* NULL if out of range / not array */
 const char *json_object_key_at(const JsonValue *v, size_t i); /* NULL if out of range / not object */
 JsonValue *json_object_value_at(const JsonValue *v, size_t i);
-JsonValue *json_get(const JsonValue *obj, const char *key);   /* NULL if absent or obj not an object */
+JsonValue *json_get(const JsonValue *obj, const char *key);         /* NULL if absent or obj not an object */
 const char *json_get_string(const JsonValue *obj, const char *key); /* NULL if absent or not a string */
 /* Walks objects by keys, NULL-terminated: json_get_path(v, "process", "args", NULL). */
 JsonValue *json_get_path(const JsonValue *v, ...) __attribute__((sentinel));

@@ -30,19 +30,19 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* Take ownership of a pointer or fd: the variable is reset so its cleanup does nothing. */
-#define TAKE_PTR(p)                                 \
-        ({                                          \
-                typeof(p) *_pp_ = &(p);             \
-                typeof(p) _p_ = *_pp_;              \
-                *_pp_ = NULL;                       \
-                _p_;                                \
+#define TAKE_PTR(p) \
+        ({ \
+                typeof(p) *_pp_ = &(p); \
+                typeof(p) _p_ = *_pp_; \
+                *_pp_ = NULL; \
+                _p_; \
         })
-#define TAKE_FD(fd)                                 \
-        ({                                          \
-                int *_fdp_ = &(fd);                 \
-                int _fd_ = *_fdp_;                  \
-                *_fdp_ = -EBADF;                    \
-                _fd_;                               \
+#define TAKE_FD(fd) \
+        ({ \
+                int *_fdp_ = &(fd); \
+                int _fd_ = *_fdp_; \
+                *_fdp_ = -EBADF; \
+                _fd_; \
         })
 
 static inline void freep(void *p) {
@@ -86,10 +86,10 @@ int strv_extend(char ***l, const char *value); /* copies value */
 char **strv_copy(char *const *l);
 bool strv_contains(char *const *l, const char *s);
 
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)    \
-        static inline void func##p(type *p) {      \
-                if (*p)                            \
-                        *p = func(*p);             \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
+        static inline void func##p(type *p) { \
+                if (*p) \
+                        *p = func(*p); \
         }
 
 static inline bool streq(const char *a, const char *b) {
@@ -118,8 +118,8 @@ static inline const char *startswith(const char *s, const char *prefix) {
 /* Replace *p with a copy of s (NULL allowed). Returns 0 or -ENOMEM. */
 int free_and_strdup(char **p, const char *s);
 
-#define RET_NERRNO(expr)                            \
-        ({                                          \
-                int _r_ = (expr);                   \
-                _r_ < 0 ? -errno : _r_;             \
+#define RET_NERRNO(expr) \
+        ({ \
+                int _r_ = (expr); \
+                _r_ < 0 ? -errno : _r_; \
         })

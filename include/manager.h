@@ -19,8 +19,8 @@ typedef struct Manager Manager;
 typedef struct TaskRequest {
         const char *id; /* optional: makes submission idempotent */
         const char *name;
-        const char *service; /* NULL → DefaultService= */
-        const char *project; /* NULL → DefaultProject= */
+        const char *service;     /* NULL → DefaultService= */
+        const char *project;     /* NULL → DefaultProject= */
         const char *environment; /* NULL → DefaultEnvironment= */
         const char *command;     /* required */
         uint64_t timeout_usec;   /* 0 → DefaultTimeoutSec= */

@@ -25,6 +25,6 @@ typedef void (*store_corrupt_cb_t)(const char *file_name, int error, const char 
 int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, void *userdata);
 
 /* Paths of per-task files kept under the state dir. */
-int store_task_log_path(Store *s, const char *id, char **ret);   /* <state>/logs/<id>.log */
-int store_container_dir(Store *s, const char *id, char **ret);   /* <state>/containers/<id> */
+int store_task_log_path(Store *s, const char *id, char **ret); /* <state>/logs/<id>.log */
+int store_container_dir(Store *s, const char *id, char **ret); /* <state>/containers/<id> */
 const char *store_state_dir(Store *s);

@@ -30,13 +30,13 @@ typedef enum TaskStatus {
 #define TASK_ID_MAX 128
 
 typedef struct Task {
-        char *id;          /* [A-Za-z0-9_.-]{1,128}, not starting with '.' */
-        char *name;        /* Lagoon task name, e.g. "lagoon-task-abc123"; defaults to id */
+        char *id;   /* [A-Za-z0-9_.-]{1,128}, not starting with '.' */
+        char *name; /* Lagoon task name, e.g. "lagoon-task-abc123"; defaults to id */
         char *project;
         char *environment;
         char *namespace; /* <project>-<environment> by Lagoon's rules */
         char *service;
-        char *command;   /* the shell command */
+        char *command; /* the shell command */
 
         TaskStatus status;
         char *reason;  /* for failed: "exit-code N", "timeout", "service-not-found", "launch-error: …" */
@@ -44,12 +44,12 @@ typedef struct Task {
         bool cancel_requested;
         bool timed_out;
 
-        uint64_t seq;              /* submission order, FIFO */
-        uint64_t created_usec;     /* CLOCK_REALTIME */
-        uint64_t started_usec;     /* 0 = not yet */
-        uint64_t finished_usec;    /* 0 = not yet */
-        uint64_t timeout_usec;     /* from start; USEC_INFINITY = none */
-        uint64_t kill_usec;        /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
+        uint64_t seq;           /* submission order, FIFO */
+        uint64_t created_usec;  /* CLOCK_REALTIME */
+        uint64_t started_usec;  /* 0 = not yet */
+        uint64_t finished_usec; /* 0 = not yet */
+        uint64_t timeout_usec;  /* from start; USEC_INFINITY = none */
+        uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
 
         char *container_id; /* runtime container id while launched */
 } Task;
@@ -69,14 +69,14 @@ bool task_id_is_valid(const char *id);
  * at most 63 characters (long environment names cut and given a 4-hex sha1 suffix). */
 int task_make_namespace(const char *project, const char *environment, char **ret);
 
-#define IN_SET_STATUS(x, ...)                                           \
-        ({                                                              \
-                const TaskStatus _set_[] = {__VA_ARGS__};               \
-                bool _found_ = false;                                   \
-                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++)    \
-                        if (_set_[_i_] == (x))                          \
-                                _found_ = true;                         \
-                _found_;                                                \
+#define IN_SET_STATUS(x, ...) \
+        ({ \
+                const TaskStatus _set_[] = {__VA_ARGS__}; \
+                bool _found_ = false; \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++) \
+                        if (_set_[_i_] == (x)) \
+                                _found_ = true; \
+                _found_; \
         })
 
 /* Whether the state machine allows from → to. */

@@ -65,8 +65,8 @@ TEST(garbage) {
         parse_bad("{\"a\":1} x", 9, -EINVAL);
         parse_bad("nul", 3, -EINVAL);
         parse_bad("/* c */ {}", 10, -EINVAL);
-        parse_bad("\"\xff\xfe\"", 4, -EINVAL);     /* invalid UTF-8 */
-        parse_bad("{\"a\":1\0}", 8, -EINVAL);      /* embedded NUL */
+        parse_bad("\"\xff\xfe\"", 4, -EINVAL);          /* invalid UTF-8 */
+        parse_bad("{\"a\":1\0}", 8, -EINVAL);           /* embedded NUL */
         parse_bad("[[[[[[[[[[1]]]]]]]]]]", 21, -E2BIG); /* deeper than 8 */
 }
 
