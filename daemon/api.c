@@ -160,26 +160,6 @@ int api_route(const char *path, ApiRoute *ret, char **ret_id) {
         return 0;
 }
 
-static int set_error(char **ret_error, const char *format, ...) _printf_(2, 3);
-static int set_error(char **ret_error, const char *format, ...) {
-        va_list ap;
-        char *s = NULL;
-        int r;
-
-        if (!ret_error)
-                return -EINVAL;
-
-        va_start(ap, format);
-        r = vasprintf(&s, format, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-
-        free(*ret_error);
-        *ret_error = s;
-        return -EINVAL;
-}
-
 static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
         static const char *const expected =
                 "member 'timeout' must be a positive integer number of seconds or a duration string like \"5min\"";
@@ -191,22 +171,22 @@ static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
         case JSON_NUMBER:
                 r = json_int64(v, &sec);
                 if (r == -ERANGE || (r >= 0 && sec > (int64_t) ((USEC_INFINITY - 1) / USEC_PER_SEC)))
-                        return set_error(ret_error, "member 'timeout' is too large");
+                        return error_message(ret_error, -EINVAL, "member 'timeout' is too large");
                 if (r < 0 || sec <= 0)
-                        return set_error(ret_error, "%s", expected);
+                        return error_message(ret_error, -EINVAL, "%s", expected);
                 usec = (uint64_t) sec * USEC_PER_SEC;
                 break;
 
         case JSON_STRING:
                 r = parse_duration(json_string(v), &usec);
                 if (r == -ERANGE)
-                        return set_error(ret_error, "member 'timeout' is too large");
+                        return error_message(ret_error, -EINVAL, "member 'timeout' is too large");
                 if (r < 0 || usec == 0)
-                        return set_error(ret_error, "%s, got \"%.64s\"", expected, json_string(v));
+                        return error_message(ret_error, -EINVAL, "%s, got \"%.64s\"", expected, json_string(v));
                 break;
 
         default:
-                return set_error(ret_error, "%s, got %s", expected, json_type_to_string(json_type(v)));
+                return error_message(ret_error, -EINVAL, "%s, got %s", expected, json_type_to_string(json_type(v)));
         }
 
         *ret = usec;
@@ -234,19 +214,19 @@ int api_parse_task_request(const char *body, size_t size, TaskRequest *ret, Json
         assert(ret_json);
 
         if (!body || size == 0)
-                return set_error(ret_error, "request body is empty, expected a JSON object");
+                return error_message(ret_error, -EINVAL, "request body is empty, expected a JSON object");
 
         r = json_parse(body, size, API_JSON_DEPTH_MAX, &v, &parse_error);
         if (r == -ENOMEM)
                 return r;
         if (r == -E2BIG)
-                return set_error(ret_error, "request body is nested too deeply");
+                return error_message(ret_error, -EINVAL, "request body is nested too deeply");
         if (r < 0)
-                return set_error(ret_error, "request body is not valid JSON: %s", strna(parse_error));
+                return error_message(ret_error, -EINVAL, "request body is not valid JSON: %s", strna(parse_error));
 
         if (!json_is_object(v))
-                return set_error(ret_error, "request body must be a JSON object, got %s",
-                                 json_type_to_string(json_type(v)));
+                return error_message(ret_error, -EINVAL, "request body must be a JSON object, got %s",
+                                     json_type_to_string(json_type(v)));
 
         for (size_t i = 0; i < json_length(v); i++) {
                 const char *key = json_object_key_at(v, i);
@@ -266,29 +246,30 @@ int api_parse_task_request(const char *body, size_t size, TaskRequest *ret, Json
                         if (streq(key, fields[f].name))
                                 break;
                 if (f >= ELEMENTSOF(fields))
-                        return set_error(ret_error,
-                                         "unknown member '%.64s' (known: id, name, service, project, "
-                                         "environment, command, timeout)",
-                                         key);
+                        return error_message(ret_error, -EINVAL,
+                                             "unknown member '%.64s' (known: id, name, service, project, "
+                                             "environment, command, timeout)",
+                                             key);
 
                 /* null reads as "not given" for optional members: serializers emit it */
                 if (json_type(value) == JSON_NULL && !streq(key, "command"))
                         continue;
                 if (!json_is_string(value))
-                        return set_error(ret_error, "member '%s' must be a string, got %s", key,
-                                         json_type_to_string(json_type(value)));
+                        return error_message(ret_error, -EINVAL, "member '%s' must be a string, got %s", key,
+                                             json_type_to_string(json_type(value)));
                 if (isempty(json_string(value)))
-                        return set_error(ret_error, "member '%s' must not be empty", key);
+                        return error_message(ret_error, -EINVAL, "member '%s' must not be empty", key);
 
                 *(const char **) ((uint8_t *) &req + fields[f].offset) = json_string(value);
         }
 
         if (!req.command)
-                return set_error(ret_error, "member 'command' is required");
+                return error_message(ret_error, -EINVAL, "member 'command' is required");
         if (req.id && !task_id_is_valid(req.id))
-                return set_error(ret_error,
-                                 "member 'id' must be 1-%u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                                 TASK_ID_MAX);
+                return error_message(
+                        ret_error, -EINVAL,
+                        "member 'id' must be 1-%u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                        TASK_ID_MAX);
 
         *ret = req;
         *ret_json = TAKE_PTR(v);

@@ -21,22 +21,6 @@
 #define BUNDLE_CONFIG_SIZE_MAX (4U * 1024U * 1024U)
 #define SYMLINKS_MAX 40U
 
-static _printf_(2, 3) int fail(char **ret_error, const char *format, ...) {
-        va_list ap;
-        int k;
-
-        if (!ret_error)
-                return -EINVAL;
-        va_start(ap, format);
-        k = vasprintf(ret_error, format, ap);
-        va_end(ap);
-        if (k < 0) {
-                *ret_error = NULL;
-                return -ENOMEM;
-        }
-        return -EINVAL;
-}
-
 /* Optional members: absent and null are the same (Go writes null for a nil map). */
 static const JsonValue *get_optional(const JsonValue *obj, const char *key) {
         const JsonValue *v = json_get(obj, key);
@@ -45,10 +29,10 @@ static const JsonValue *get_optional(const JsonValue *obj, const char *key) {
 
 static int check_string_array(const JsonValue *v, const char *where, char **ret_error) {
         if (!json_is_array(v))
-                return fail(ret_error, "config.json: %s is not an array", where);
+                return error_message(ret_error, -EINVAL, "config.json: %s is not an array", where);
         for (size_t i = 0; i < json_length(v); i++)
                 if (!json_is_string(json_array_at(v, i)))
-                        return fail(ret_error, "config.json: %s[%zu] is not a string", where, i);
+                        return error_message(ret_error, -EINVAL, "config.json: %s[%zu] is not a string", where, i);
         return 0;
 }
 
@@ -60,20 +44,20 @@ static int validate_config(const JsonValue *c, char **ret_error) {
         int r;
 
         if (!json_is_object(c))
-                return fail(ret_error, "config.json: not a JSON object but %s",
-                            c ? json_type_to_string(json_type(c)) : "nothing");
+                return error_message(ret_error, -EINVAL, "config.json: not a JSON object but %s",
+                                     c ? json_type_to_string(json_type(c)) : "nothing");
 
         v = json_get(c, "ociVersion");
         if (!v)
-                return fail(ret_error, "config.json: ociVersion is missing");
+                return error_message(ret_error, -EINVAL, "config.json: ociVersion is missing");
         if (!json_is_string(v))
-                return fail(ret_error, "config.json: ociVersion is not a string");
+                return error_message(ret_error, -EINVAL, "config.json: ociVersion is not a string");
 
         process = json_get(c, "process");
         if (!process)
-                return fail(ret_error, "config.json: process is missing");
+                return error_message(ret_error, -EINVAL, "config.json: process is missing");
         if (!json_is_object(process))
-                return fail(ret_error, "config.json: process is not an object");
+                return error_message(ret_error, -EINVAL, "config.json: process is not an object");
 
         v = get_optional(process, "env");
         if (v) {
@@ -83,66 +67,68 @@ static int validate_config(const JsonValue *c, char **ret_error) {
         }
         v = get_optional(process, "cwd");
         if (v && !json_is_string(v))
-                return fail(ret_error, "config.json: process.cwd is not a string");
+                return error_message(ret_error, -EINVAL, "config.json: process.cwd is not a string");
         v = get_optional(process, "user");
         if (v && !json_is_object(v))
-                return fail(ret_error, "config.json: process.user is not an object");
+                return error_message(ret_error, -EINVAL, "config.json: process.user is not an object");
         v = get_optional(process, "capabilities");
         if (v && !json_is_object(v))
-                return fail(ret_error, "config.json: process.capabilities is not an object");
+                return error_message(ret_error, -EINVAL, "config.json: process.capabilities is not an object");
 
         root = json_get(c, "root");
         if (!root)
-                return fail(ret_error, "config.json: root is missing");
+                return error_message(ret_error, -EINVAL, "config.json: root is missing");
         if (!json_is_object(root))
-                return fail(ret_error, "config.json: root is not an object");
+                return error_message(ret_error, -EINVAL, "config.json: root is not an object");
         v = json_get(root, "path");
         if (!v)
-                return fail(ret_error, "config.json: root.path is missing");
+                return error_message(ret_error, -EINVAL, "config.json: root.path is missing");
         path = json_string(v);
         if (!path)
-                return fail(ret_error, "config.json: root.path is not a string");
+                return error_message(ret_error, -EINVAL, "config.json: root.path is not a string");
         if (isempty(path))
-                return fail(ret_error, "config.json: root.path is empty");
+                return error_message(ret_error, -EINVAL, "config.json: root.path is empty");
 
         v = get_optional(c, "mounts");
         if (v) {
                 if (!json_is_array(v))
-                        return fail(ret_error, "config.json: mounts is not an array");
+                        return error_message(ret_error, -EINVAL, "config.json: mounts is not an array");
                 for (size_t i = 0; i < json_length(v); i++) {
                         const JsonValue *m = json_array_at(v, i);
                         if (!json_is_object(m))
-                                return fail(ret_error, "config.json: mounts[%zu] is not an object", i);
+                                return error_message(ret_error, -EINVAL, "config.json: mounts[%zu] is not an object",
+                                                     i);
                         if (!json_is_string(json_get(m, "destination")))
-                                return fail(ret_error,
-                                            "config.json: mounts[%zu].destination is missing or not a string", i);
+                                return error_message(ret_error, -EINVAL,
+                                                     "config.json: mounts[%zu].destination is missing or not a string",
+                                                     i);
                 }
         }
 
         v = get_optional(c, "annotations");
         if (v) {
                 if (!json_is_object(v))
-                        return fail(ret_error, "config.json: annotations is not an object");
+                        return error_message(ret_error, -EINVAL, "config.json: annotations is not an object");
                 for (size_t i = 0; i < json_length(v); i++)
                         if (!json_is_string(json_object_value_at(v, i)))
-                                return fail(ret_error, "config.json: annotations.%s is not a string",
-                                            json_object_key_at(v, i));
+                                return error_message(ret_error, -EINVAL, "config.json: annotations.%s is not a string",
+                                                     json_object_key_at(v, i));
         }
 
         v = get_optional(c, "hostname");
         if (v && !json_is_string(v))
-                return fail(ret_error, "config.json: hostname is not a string");
+                return error_message(ret_error, -EINVAL, "config.json: hostname is not a string");
 
         linux_obj = get_optional(c, "linux");
         if (linux_obj) {
                 if (!json_is_object(linux_obj))
-                        return fail(ret_error, "config.json: linux is not an object");
+                        return error_message(ret_error, -EINVAL, "config.json: linux is not an object");
                 v = get_optional(linux_obj, "namespaces");
                 if (v && !json_is_array(v))
-                        return fail(ret_error, "config.json: linux.namespaces is not an array");
+                        return error_message(ret_error, -EINVAL, "config.json: linux.namespaces is not an array");
                 v = get_optional(linux_obj, "seccomp");
                 if (v && !json_is_object(v))
-                        return fail(ret_error, "config.json: linux.seccomp is not an object");
+                        return error_message(ret_error, -EINVAL, "config.json: linux.seccomp is not an object");
         }
         return 0;
 }
@@ -158,22 +144,23 @@ static bool env_entry_has_key(const char *entry, const char *key, size_t key_len
 
 static int check_params(const BundleParams *p, char **ret_error) {
         if (strv_length(p->args) == 0)
-                return fail(ret_error, "task has no command (process.args is empty)");
+                return error_message(ret_error, -EINVAL, "task has no command (process.args is empty)");
         if (isempty(p->root_path) || p->root_path[0] != '/')
-                return fail(ret_error, "task root path '%s' is not absolute", strempty(p->root_path));
+                return error_message(ret_error, -EINVAL, "task root path '%s' is not absolute", strempty(p->root_path));
         for (char *const *e = p->env_add; e && *e; e++)
                 if (!strchr(*e, '=') || env_key_length(*e) == 0)
-                        return fail(ret_error, "invalid environment assignment '%s' (expected KEY=VALUE)", *e);
+                        return error_message(ret_error, -EINVAL,
+                                             "invalid environment assignment '%s' (expected KEY=VALUE)", *e);
         for (char *const *e = p->env_remove; e && *e; e++)
                 if (isempty(*e) || strchr(*e, '='))
-                        return fail(ret_error, "invalid environment variable name '%s'", *e);
+                        return error_message(ret_error, -EINVAL, "invalid environment variable name '%s'", *e);
         for (char *const *a = p->annotations; a && *a; a++)
                 if (!strchr(*a, '=') || **a == '=')
-                        return fail(ret_error, "invalid annotation '%s' (expected KEY=VALUE)", *a);
+                        return error_message(ret_error, -EINVAL, "invalid annotation '%s' (expected KEY=VALUE)", *a);
         if (p->seccomp == SECCOMP_MODE_PROFILE && !json_is_object(p->seccomp_profile))
-                return fail(ret_error, "seccomp profile is missing or not a JSON object");
+                return error_message(ret_error, -EINVAL, "seccomp profile is missing or not a JSON object");
         if (p->seccomp < SECCOMP_MODE_AUTO || p->seccomp > SECCOMP_MODE_PROFILE)
-                return fail(ret_error, "unknown seccomp mode %d", (int) p->seccomp);
+                return error_message(ret_error, -EINVAL, "unknown seccomp mode %d", (int) p->seccomp);
         return 0;
 }
 
@@ -618,7 +605,7 @@ int bundle_read_config(const char *bundle_dir, JsonValue **ret, char **ret_error
 
         r = read_full_file(path, BUNDLE_CONFIG_SIZE_MAX, &data, &size);
         if (r == -EFBIG) {
-                (void) fail(ret_error, "%s: larger than %u bytes", path, BUNDLE_CONFIG_SIZE_MAX);
+                (void) error_message(ret_error, -EINVAL, "%s: larger than %u bytes", path, BUNDLE_CONFIG_SIZE_MAX);
                 return r;
         }
         if (r < 0) {
@@ -631,7 +618,10 @@ int bundle_read_config(const char *bundle_dir, JsonValue **ret, char **ret_error
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                int k = fail(ret_error, "%s: %s", path, error ?: r == -E2BIG ? "nested too deeply" : "invalid JSON");
+                int k = error_message(ret_error, -EINVAL, "%s: %s", path,
+                                      error
+                                              ?: r == -E2BIG ? "nested too deeply"
+                                                             : "invalid JSON");
                 return k == -ENOMEM ? k : -EINVAL;
         }
 

@@ -556,19 +556,6 @@ static int generate_id(char **ret) {
         return 0;
 }
 
-static int set_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
-static int set_error(char **ret_error, const char *fmt, ...) {
-        va_list ap;
-
-        if (!ret_error)
-                return 0;
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-                *ret_error = NULL;
-        va_end(ap);
-        return 0;
-}
-
 int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *ret_existing, char **ret_error) {
         _cleanup_(managed_task_freep) ManagedTask *mt = NULL;
         const char *service, *project, *environment;
@@ -577,27 +564,25 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         int r;
 
         if (m->shutting_down)
-                return set_error(ret_error, "lagoon-taskd is stopping"), -ESHUTDOWN;
+                return error_message(ret_error, -ESHUTDOWN, "lagoon-taskd is stopping");
         if (isempty(req->command))
-                return set_error(ret_error, "command is required"), -EINVAL;
+                return error_message(ret_error, -EINVAL, "command is required");
         if (req->id && !task_id_is_valid(req->id))
-                return set_error(ret_error,
-                                 "invalid task id: 1-%d characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                                 TASK_ID_MAX),
-                       -EINVAL;
+                return error_message(ret_error, -EINVAL,
+                                     "invalid task id: 1-%d characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                                     TASK_ID_MAX);
         service = req->service ?: m->config->default_service;
         project = req->project ?: m->config->default_project;
         environment = req->environment ?: m->config->default_environment;
         if (isempty(project) || isempty(environment))
-                return set_error(ret_error, "project and environment must not be empty"), -EINVAL;
+                return error_message(ret_error, -EINVAL, "project and environment must not be empty");
 
         if (req->id) {
                 existing = manager_find(m, req->id);
                 if (existing) {
                         if (!streq(existing->task->command, req->command) || !streq(existing->task->service, service))
-                                return set_error(ret_error, "task %s exists with a different command or service",
-                                                 req->id),
-                                       -EEXIST;
+                                return error_message(ret_error, -EEXIST,
+                                                     "task %s exists with a different command or service", req->id);
                         *ret = existing->task;
                         if (ret_existing)
                                 *ret_existing = true;
@@ -605,9 +590,10 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 }
         }
         if (!config_find_service(m->config, service))
-                return set_error(ret_error, "unknown service '%s'", service), -ENOENT;
+                return error_message(ret_error, -ENOENT, "unknown service '%s'", service);
         if (manager_n_queued(m) >= m->config->max_queued)
-                return set_error(ret_error, "queue full (%u tasks waiting, MaxQueued=)", manager_n_queued(m)), -EBUSY;
+                return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=)",
+                                     manager_n_queued(m));
 
         mt = calloc(1, sizeof(ManagedTask));
         if (!mt)
@@ -631,9 +617,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return -ENOMEM;
         r = task_make_namespace(project, environment, &t->namespace);
         if (r < 0)
-                return set_error(ret_error, "cannot derive a namespace from project '%s' and environment '%s'", project,
-                                 environment),
-                       -EINVAL;
+                return error_message(ret_error, -EINVAL,
+                                     "cannot derive a namespace from project '%s' and environment '%s'", project,
+                                     environment);
         t->created_usec = now_realtime();
         t->timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : m->config->default_timeout_usec;
         t->seq = m->last_seq + 1;

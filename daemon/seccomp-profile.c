@@ -521,22 +521,6 @@ static size_t filter_architectures(uint32_t ret[static 3]) {
         return 1;
 }
 
-static _printf_(2, 3) int fail(char **ret_error, const char *format, ...) {
-        va_list ap;
-        int k;
-
-        if (!ret_error)
-                return -EINVAL;
-        va_start(ap, format);
-        k = vasprintf(ret_error, format, ap);
-        va_end(ap);
-        if (k < 0) {
-                *ret_error = NULL;
-                return -ENOMEM;
-        }
-        return -EINVAL;
-}
-
 static JsonValue *new_rule(const char *name, const char *action) {
         _cleanup_json_ JsonValue *rule = json_new_object();
         const char *names[] = {name, NULL};
@@ -690,7 +674,7 @@ static int check_uint(const JsonValue *obj, const char *key, uint64_t max, const
         if (!v)
                 return 0;
         if (json_uint64(v, &u) < 0 || u > max)
-                return fail(ret_error, "%s%s is not an integer in 0-%" PRIu64, where, key, max);
+                return error_message(ret_error, -EINVAL, "%s%s is not an integer in 0-%" PRIu64, where, key, max);
         return 0;
 }
 
@@ -703,34 +687,34 @@ static int validate_rule(const JsonValue *rule, size_t i, char **ret_error) {
         (void) snprintf(where, sizeof(where), "syscalls[%zu].", i);
 
         if (!json_is_object(rule))
-                return fail(ret_error, "syscalls[%zu] is not an object", i);
+                return error_message(ret_error, -EINVAL, "syscalls[%zu] is not an object", i);
 
         action = json_get_string(rule, "action");
         if (!action)
-                return fail(ret_error, "%saction is missing or not a string", where);
+                return error_message(ret_error, -EINVAL, "%saction is missing or not a string", where);
         if (!strv_has(actions, action))
-                return fail(ret_error, "%saction: unknown action '%s'", where, action);
+                return error_message(ret_error, -EINVAL, "%saction: unknown action '%s'", where, action);
         r = check_uint(rule, "errnoRet", UINT32_MAX, where, ret_error);
         if (r < 0)
                 return r;
 
         names = json_get(rule, "names");
         if (!json_is_array(names))
-                return fail(ret_error, "%snames is missing or not an array", where);
+                return error_message(ret_error, -EINVAL, "%snames is missing or not an array", where);
         for (size_t k = 0; k < json_length(names); k++) {
                 const char *n = json_string(json_array_at(names, k));
                 if (!n)
-                        return fail(ret_error, "%snames[%zu] is not a string", where, k);
+                        return error_message(ret_error, -EINVAL, "%snames[%zu] is not a string", where, k);
                 /* libseccomp's table spans all architectures (names of others resolve to
                  * negative pseudo numbers), so this rejects only names it has never heard of. */
                 if (seccomp_syscall_resolve_name(n) == __NR_SCMP_ERROR)
-                        return fail(ret_error, "unknown syscall '%s' (%snames[%zu])", n, where, k);
+                        return error_message(ret_error, -EINVAL, "unknown syscall '%s' (%snames[%zu])", n, where, k);
         }
 
         args = json_get(rule, "args");
         if (args && json_type(args) != JSON_NULL) {
                 if (!json_is_array(args))
-                        return fail(ret_error, "%sargs is not an array", where);
+                        return error_message(ret_error, -EINVAL, "%sargs is not an array", where);
                 for (size_t k = 0; k < json_length(args); k++) {
                         const JsonValue *a = json_array_at(args, k);
                         const char *op;
@@ -738,9 +722,9 @@ static int validate_rule(const JsonValue *rule, size_t i, char **ret_error) {
 
                         (void) snprintf(awhere, sizeof(awhere), "%sargs[%zu].", where, k);
                         if (!json_is_object(a))
-                                return fail(ret_error, "%sargs[%zu] is not an object", where, k);
+                                return error_message(ret_error, -EINVAL, "%sargs[%zu] is not an object", where, k);
                         if (!json_get(a, "index") || !json_get(a, "value"))
-                                return fail(ret_error, "%sargs[%zu] needs index and value", where, k);
+                                return error_message(ret_error, -EINVAL, "%sargs[%zu] needs index and value", where, k);
                         r = check_uint(a, "index", 5, awhere, ret_error);
                         if (r < 0)
                                 return r;
@@ -752,9 +736,9 @@ static int validate_rule(const JsonValue *rule, size_t i, char **ret_error) {
                                 return r;
                         op = json_get_string(a, "op");
                         if (!op)
-                                return fail(ret_error, "%sop is missing or not a string", awhere);
+                                return error_message(ret_error, -EINVAL, "%sop is missing or not a string", awhere);
                         if (!strv_has(operators, op))
-                                return fail(ret_error, "%sop: unknown operator '%s'", awhere, op);
+                                return error_message(ret_error, -EINVAL, "%sop: unknown operator '%s'", awhere, op);
                 }
         }
         return 0;
@@ -766,13 +750,13 @@ int seccomp_profile_validate(const JsonValue *profile, char **ret_error) {
         int r;
 
         if (!json_is_object(profile))
-                return fail(ret_error, "seccomp profile is not a JSON object");
+                return error_message(ret_error, -EINVAL, "seccomp profile is not a JSON object");
 
         action = json_get_string(profile, "defaultAction");
         if (!action)
-                return fail(ret_error, "defaultAction is missing or not a string");
+                return error_message(ret_error, -EINVAL, "defaultAction is missing or not a string");
         if (!strv_has(actions, action))
-                return fail(ret_error, "defaultAction: unknown action '%s'", action);
+                return error_message(ret_error, -EINVAL, "defaultAction: unknown action '%s'", action);
         r = check_uint(profile, "defaultErrnoRet", UINT32_MAX, "", ret_error);
         if (r < 0)
                 return r;
@@ -780,37 +764,37 @@ int seccomp_profile_validate(const JsonValue *profile, char **ret_error) {
         v = json_get(profile, "architectures");
         if (v && json_type(v) != JSON_NULL) {
                 if (!json_is_array(v))
-                        return fail(ret_error, "architectures is not an array");
+                        return error_message(ret_error, -EINVAL, "architectures is not an array");
                 for (size_t i = 0; i < json_length(v); i++) {
                         const char *a = json_string(json_array_at(v, i));
                         if (!a)
-                                return fail(ret_error, "architectures[%zu] is not a string", i);
+                                return error_message(ret_error, -EINVAL, "architectures[%zu] is not a string", i);
                         if (!arch_known(a))
-                                return fail(ret_error, "unknown architecture '%s'", a);
+                                return error_message(ret_error, -EINVAL, "unknown architecture '%s'", a);
                 }
         }
 
         v = json_get(profile, "flags");
         if (v && json_type(v) != JSON_NULL) {
                 if (!json_is_array(v))
-                        return fail(ret_error, "flags is not an array");
+                        return error_message(ret_error, -EINVAL, "flags is not an array");
                 for (size_t i = 0; i < json_length(v); i++) {
                         const char *f = json_string(json_array_at(v, i));
                         if (!f)
-                                return fail(ret_error, "flags[%zu] is not a string", i);
+                                return error_message(ret_error, -EINVAL, "flags[%zu] is not a string", i);
                         if (!strv_has(filter_flags, f))
-                                return fail(ret_error, "unknown seccomp filter flag '%s'", f);
+                                return error_message(ret_error, -EINVAL, "unknown seccomp filter flag '%s'", f);
                 }
         }
 
         v = json_get(profile, "listenerPath");
         if (v && !json_is_string(v))
-                return fail(ret_error, "listenerPath is not a string");
+                return error_message(ret_error, -EINVAL, "listenerPath is not a string");
 
         v = json_get(profile, "syscalls");
         if (v && json_type(v) != JSON_NULL) {
                 if (!json_is_array(v))
-                        return fail(ret_error, "syscalls is not an array");
+                        return error_message(ret_error, -EINVAL, "syscalls is not an array");
                 for (size_t i = 0; i < json_length(v); i++) {
                         r = validate_rule(json_array_at(v, i), i, ret_error);
                         if (r < 0)
@@ -831,7 +815,7 @@ int seccomp_profile_load(const char *path, JsonValue **ret, char **ret_error) {
 
         r = read_full_file(path, SECCOMP_PROFILE_SIZE_MAX, &data, &size);
         if (r == -EFBIG) {
-                (void) fail(ret_error, "%s: larger than %u bytes", path, SECCOMP_PROFILE_SIZE_MAX);
+                (void) error_message(ret_error, -EINVAL, "%s: larger than %u bytes", path, SECCOMP_PROFILE_SIZE_MAX);
                 return r;
         }
         if (r < 0) {
@@ -843,7 +827,7 @@ int seccomp_profile_load(const char *path, JsonValue **ret, char **ret_error) {
         r = json_parse(data, size, JSON_DEPTH_MAX_DEFAULT, &v, &error);
         if (r < 0) {
                 if (r != -ENOMEM)
-                        (void) fail(ret_error, "%s: %s", path, error ?: "invalid JSON");
+                        (void) error_message(ret_error, -EINVAL, "%s: %s", path, error ?: "invalid JSON");
                 return r == -ENOMEM ? r : -EINVAL;
         }
 
@@ -851,7 +835,7 @@ int seccomp_profile_load(const char *path, JsonValue **ret, char **ret_error) {
         r = seccomp_profile_validate(v, &error);
         if (r < 0) {
                 if (r == -EINVAL)
-                        r = fail(ret_error, "%s: %s", path, strna(error));
+                        r = error_message(ret_error, -EINVAL, "%s: %s", path, strna(error));
                 return r;
         }
 

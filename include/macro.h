@@ -115,6 +115,11 @@ static inline const char *startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, l) == 0 ? s + l : NULL;
 }
 
+/* For functions that explain a failure to their caller: formats a message into
+ * *ret_error (freeing what it held; nothing when ret_error is NULL) and returns
+ * error (a negative errno), or -ENOMEM when the message cannot be made. */
+int error_message(char **ret_error, int error, const char *format, ...) _printf_(3, 4);
+
 /* Replace *p with a copy of s (NULL allowed). Returns 0 or -ENOMEM. */
 int free_and_strdup(char **p, const char *s);
 

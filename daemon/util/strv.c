@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* NULL-terminated string vectors and small string helpers (declared in macro.h). */
 
+#include <stdarg.h>
+
 #include "macro.h"
 
 char **strv_free(char **l) {
@@ -75,4 +77,21 @@ int free_and_strdup(char **p, const char *s) {
         free(*p);
         *p = c;
         return 0;
+}
+
+int error_message(char **ret_error, int error, const char *format, ...) {
+        va_list ap;
+        char *s = NULL;
+        int k;
+
+        if (!ret_error)
+                return error;
+        va_start(ap, format);
+        k = vasprintf(&s, format, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        free(*ret_error);
+        *ret_error = s;
+        return error;
 }
