@@ -498,7 +498,6 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
                 log_error_errno(r, "Task %s: failed to start: %s", t->id, strna(error));
                 (void) runtime_container_remove(m->config, t->id, dir);
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
-                manager_prune_finished(m);
                 return;
         }
         r = start_logtail(m, mt);
@@ -540,6 +539,8 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
                         continue;
                 manager_launch(m, mt);
         }
+        /* Only now: retention drops tasks from the array the loop above walks. */
+        manager_prune_finished(m);
         manager_update_status(m);
         return 0;
 }
