@@ -173,6 +173,9 @@ static void print_value(FILE *f, const char *key, const JsonValue *v, size_t ind
 void ctl_print_task_fields(FILE *f, const JsonValue *task) {
         size_t width = 0;
 
+        /* json_length() counts array elements too, which have no keys. */
+        if (!json_is_object(task))
+                return;
         for (size_t i = 0; i < json_length(task); i++)
                 width = MAX(width, text_width(json_object_key_at(task, i)));
         /* Keys are the API's; one absurdly long key must not push everything away. */
