@@ -567,6 +567,30 @@ static int join_words(char *const *words, char **ret) {
         return 0;
 }
 
+/* For the verbs that take only the common options and then n_args arguments (a
+ * task id when 1): parses them and returns -1 to go on, or the exit status. */
+static int parse_simple_verb(const char *verb, int argc, char *argv[], int n_args, const char **ret_id) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                r = handle_common_option(c, verb, true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (expect_args(verb, argc, argv, n_args, n_args > 0 ? "task id" : "") != 0)
+                return EXIT_USAGE;
+        if (n_args > 0) {
+                if (check_task_id(verb, argv[optind]) != 0)
+                        return EXIT_USAGE;
+                *ret_id = argv[optind];
+        }
+        return -1;
+}
+
 static int verb_run(int argc, char *argv[]) {
         static const struct option options[] = {
                 COMMON_OPTIONS,
@@ -724,24 +748,17 @@ static int verb_ls(int argc, char *argv[]) {
 }
 
 static int verb_show(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
-        int c, r;
+        const char *id = NULL;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
-                r = handle_common_option(c, "show", true);
-                if (r <= 0)
-                        return -r;
-        }
-        if (expect_args("show", argc, argv, 1, "task id") != 0 || check_task_id("show", argv[optind]) != 0)
-                return EXIT_USAGE;
+        r = parse_simple_verb("show", argc, argv, 1, &id);
+        if (r >= 0)
+                return r;
 
-        if (open_api(&h) < 0 || get_task(h, argv[optind], &resp, &task) < 0)
+        if (open_api(&h) < 0 || get_task(h, id, &resp, &task) < 0)
                 return EXIT_API_ERROR;
         if (arg_json) {
                 print_body(&resp);
@@ -803,54 +820,40 @@ static int verb_logs(int argc, char *argv[]) {
 }
 
 static int verb_cancel(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_free_ char *path = NULL;
-        int c, r;
+        const char *id = NULL;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
-                r = handle_common_option(c, "cancel", true);
-                if (r <= 0)
-                        return -r;
-        }
-        if (expect_args("cancel", argc, argv, 1, "task id") != 0 || check_task_id("cancel", argv[optind]) != 0)
-                return EXIT_USAGE;
+        r = parse_simple_verb("cancel", argc, argv, 1, &id);
+        if (r >= 0)
+                return r;
 
-        if (task_path(argv[optind], "/cancel", &path) < 0)
+        if (task_path(id, "/cancel", &path) < 0)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
         if (open_api(&h) < 0 || api_call(h, "POST", path, NULL, &resp) < 0)
                 return EXIT_API_ERROR;
         if (arg_json)
                 print_body(&resp);
         else
-                puts(argv[optind]);
+                puts(id);
         return 0;
 }
 
 static int verb_wait(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
-        int c, r;
+        const char *id = NULL;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
-                r = handle_common_option(c, "wait", true);
-                if (r <= 0)
-                        return -r;
-        }
-        if (expect_args("wait", argc, argv, 1, "task id") != 0 || check_task_id("wait", argv[optind]) != 0)
-                return EXIT_USAGE;
+        r = parse_simple_verb("wait", argc, argv, 1, &id);
+        if (r >= 0)
+                return r;
 
         /* Following the log without showing it wakes us exactly when the task ends. */
-        if (open_api(&h) < 0 || follow_task(h, argv[optind], -EBADF, &resp, &task) < 0)
+        if (open_api(&h) < 0 || follow_task(h, id, -EBADF, &resp, &task) < 0)
                 return EXIT_API_ERROR;
         if (arg_json)
                 print_body(&resp);
@@ -858,23 +861,15 @@ static int verb_wait(int argc, char *argv[]) {
 }
 
 static int verb_health(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
         _cleanup_free_ char *text = NULL;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
-                r = handle_common_option(c, "health", true);
-                if (r <= 0)
-                        return -r;
-        }
-        if (expect_args("health", argc, argv, 0, "") != 0)
-                return EXIT_USAGE;
+        r = parse_simple_verb("health", argc, argv, 0, NULL);
+        if (r >= 0)
+                return r;
 
         if (open_api(&h) < 0)
                 return EXIT_API_ERROR;
