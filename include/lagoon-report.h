@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The messages lagoon-taskd sends back to Lagoon, exactly in Lagoon's shapes (DESIGN.md
+ * "Lagoon wire formats", fixtures/lagoon/amqp-out-controller-*.json, and the machinery
+ * schema: LagoonMessage, LagoonLog, LagoonLogMeta with omitempty members). Pure: no I/O
+ * except lagoon_report_read_log(), no logging above debug. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "task.h"
+
+/* What every report about one task needs. */
+typedef struct LagoonJob {
+        const JsonValue *info; /* LagoonMessage.info as persisted with the task */
+        const char *namespace;
+        const char *job_name;      /* jobName: the task's name (taskName, else name, else id) */
+        const char *remote_id;     /* remoteId: the daemon's UUID for the task */
+        const char *cluster;       /* clusterName: the deploy target name */
+        TaskStatus status;         /* PENDING, RUNNING, COMPLETE, FAILED or CANCELLED */
+        uint64_t start_usec;       /* 0 = omit startTime */
+        uint64_t end_usec;         /* 0 = omit endTime */
+        const char *advanced_data; /* taskData, verbatim; NULL = omit */
+} LagoonJob;
+
+/* jobStatus text: "pending", "running", "complete", "failed", "cancelled"; NULL for
+ * statuses Lagoon has no name for (TASK_NEW). */
+const char *lagoon_job_status(TaskStatus s);
+
+/* "2006-01-02 15:04:05" in UTC. */
+int lagoon_format_time(uint64_t usec, char **ret);
+
+/* Status for exchange "lagoon-tasks", routing key "controller":
+ * {"type":"task","namespace":…,"meta":{"task":{…},"environment","project",
+ *  "environmentId","projectId","jobName","jobStatus","remoteId","clusterName",
+ *  "advancedData"?,"startTime"?,"endTime"?}} — members omitted when unknown, like
+ * Go's omitempty; ids as JSON numbers, task.id as a string. */
+int lagoon_report_status(const LagoonJob *j, char **ret, size_t *ret_size);
+
+/* Status event for exchange "lagoon-logs": {"severity":"info","project":…,
+ * "event":"task:job-kubernetes:<status>","meta":{task, projectName, environment,
+ * environmentId, projectId, jobName, jobStatus, remoteId, clusterName},
+ * "message":"*[<project>]* Task `<task id>` *<task name>* <status>"}. */
+int lagoon_report_event(const LagoonJob *j, char **ret, size_t *ret_size);
+
+/* Log message for exchange "lagoon-logs": {"severity":"info","project":…,
+ * "event":"task-logs:job-kubernetes:<jobName>","meta":{task, environment, jobName,
+ * jobStatus, remoteId, clusterName},"message": header + log}. The header is the
+ * remote-controller's banner: a line of 80 '=', "Logs on task <jobName>, run by
+ * lagoon-taskd on cluster <cluster>", a line of 80 '=', then the log. log may contain
+ * invalid UTF-8: invalid bytes become U+FFFD so the JSON stays valid. */
+int lagoon_report_logs(const LagoonJob *j, const char *log, size_t log_size, char **ret, size_t *ret_size);
+
+/* The body of a GraphQL request for Lagoon's API:
+ * {"query":"mutation updateTask($id: Int!, $patch: UpdateTaskPatchInput!) {…}",
+ *  "variables":{"id":<task id as number>,"patch":{"status":"RUNNING","started":"…",
+ *  "completed":"…","remoteId":"…"}}} — status upper-case (PENDING RUNNING COMPLETE
+ * FAILED CANCELLED), times as lagoon_format_time(), started/completed omitted when 0.
+ * -EINVAL when the task id is not a decimal integer (the API's id is Int!). */
+int lagoon_report_update_task(const LagoonJob *j, char **ret, size_t *ret_size);
+
+/* Reads a task log file capped to cap bytes: when the file is larger, the first and
+ * last (cap - ~100)/2 bytes, cut at line boundaries where one is near, joined by a line
+ * "[… N bytes omitted …]". A missing file gives an empty log. */
+int lagoon_report_read_log(const char *path, size_t cap, char **ret, size_t *ret_size);
