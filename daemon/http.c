@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The HTTP(S) client on the daemon's event loop. One libcurl multi handle per
+ * HttpClient; libcurl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION → one
+ * sd-event io source per socket) and when to wake it up (CURLMOPT_TIMERFUNCTION → one
+ * sd-event time source), and every wake-up is handed back with
+ * curl_multi_socket_action(). Finished transfers are collected with
+ * curl_multi_info_read() and reported to their callbacks from there, so a callback
+ * always runs from the event loop: http_request() only adds the easy handle, and
+ * libcurl's first action comes from the timer it asks for (timeout 0 → next loop
+ * iteration). TLS verification is always on; only http and https are allowed, also for
+ * redirects (which are not followed). The response is collected in memory up to a
+ * limit. A client freed from inside one of its callbacks is torn down when that
+ * callback returns. */
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "http.h"
+#include "log.h"
+
+#define HTTP_TIMEOUT_DEFAULT_USEC (30 * USEC_PER_SEC)
+#define HTTP_MAX_RESPONSE_DEFAULT ((size_t) 16U * 1024U * 1024U)
+
+typedef struct HttpSocket HttpSocket;
+
+struct HttpSocket {
+        HttpClient *client;
+        curl_socket_t fd;
+        sd_event_source *source;
+        HttpSocket *prev, *next;
+};
+
+struct HttpCall {
+        HttpClient *client;
+        CURL *easy;
+        struct curl_slist *headers;
+        char *body; /* owned copy of the request body */
+
+        char *response;
+        size_t response_size;
+        size_t response_allocated;
+        size_t max_response_size;
+        bool too_big;
+
+        char error_buffer[CURL_ERROR_SIZE];
+
+        http_done_cb_t callback;
+        void *userdata;
+        bool in_callback;
+
+        HttpCall *prev, *next;
+};
+
+struct HttpClient {
+        sd_event *event;
+        CURLM *multi;
+        sd_event_source *timer;
+        HttpSocket *sockets;
+        HttpCall *calls;
+        unsigned n_pending;
+
+        unsigned dispatching; /* nesting depth of process_done() */
+        bool freed;           /* http_client_free() was called while dispatching */
+};
+
+static int curl_global_initialized = 0;
+
+#define LIST_PREPEND(head, item) \
+        do { \
+                (item)->prev = NULL; \
+                (item)->next = (head); \
+                if (head) \
+                        (head)->prev = (item); \
+                (head) = (item); \
+        } while (0)
+#define LIST_REMOVE(head, item) \
+        do { \
+                if ((item)->next) \
+                        (item)->next->prev = (item)->prev; \
+                if ((item)->prev) \
+                        (item)->prev->next = (item)->next; \
+                else if ((head) == (item)) \
+                        (head) = (item)->next; \
+                (item)->prev = (item)->next = NULL; \
+        } while (0)
+
+static HttpSocket *http_socket_free(HttpSocket *s) {
+        if (!s)
+                return NULL;
+        if (s->client)
+                LIST_REMOVE(s->client->sockets, s);
+        sd_event_source_disable_unref(s->source);
+        return mfree(s);
+}
+
+/* Detaches the call from curl and the client and frees it; no callback. */
+static HttpCall *http_call_free(HttpCall *call) {
+        if (!call)
+                return NULL;
+
+        if (call->client) {
+                if (call->easy)
+                        (void) curl_multi_remove_handle(call->client->multi, call->easy);
+                LIST_REMOVE(call->client->calls, call);
+                call->client->n_pending--;
+        }
+        if (call->easy)
+                curl_easy_cleanup(call->easy);
+        curl_slist_free_all(call->headers);
+        free(call->body);
+        free(call->response);
+        return mfree(call);
+}
+
+static int curl_global(void) {
+        /* Not thread-safe, but the daemon has one thread; curl_global_init is
+         * reference-counted and never undone here (it is process-wide state). */
+        if (curl_global_initialized)
+                return 0;
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return -EIO;
+        curl_global_initialized = 1;
+        return 0;
+}
+
+static int errno_from_curl(CURLcode code, long os_errno, bool too_big) {
+        switch (code) {
+        case CURLE_OK:
+                return 0;
+        case CURLE_OPERATION_TIMEDOUT:
+                return -ETIMEDOUT;
+        case CURLE_COULDNT_CONNECT:
+                switch (os_errno) {
+                case ECONNREFUSED:
+                case ENOENT: /* unix socket path that nothing listens on */
+                        return -ECONNREFUSED;
+                case EHOSTUNREACH:
+                case ENETUNREACH:
+                case EADDRNOTAVAIL:
+                        return -EHOSTUNREACH;
+                case ETIMEDOUT:
+                        return -ETIMEDOUT;
+                default:
+                        return -EIO;
+                }
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+                return -EHOSTUNREACH;
+        case CURLE_FILESIZE_EXCEEDED:
+                return -E2BIG;
+        case CURLE_WRITE_ERROR:
+                return too_big ? -E2BIG : -EIO;
+        case CURLE_OUT_OF_MEMORY:
+                return -ENOMEM;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CRL_BADFILE:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+        case CURLE_SSL_SHUTDOWN_FAILED:
+        case CURLE_SSL_ENGINE_NOTFOUND:
+        case CURLE_SSL_ENGINE_SETFAILED:
+        case CURLE_SSL_ENGINE_INITFAILED:
+        case CURLE_SSL_CLIENTCERT:
+        case CURLE_USE_SSL_FAILED:
+                return -EPROTO;
+        default:
+                return too_big ? -E2BIG : -EIO;
+        }
+}
+
+static void process_done(HttpClient *c);
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        HttpClient *c = userdata;
+        int mask = 0, running = 0;
+
+        if (revents & EPOLLIN)
+                mask |= CURL_CSELECT_IN;
+        if (revents & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+        if (revents & (EPOLLERR | EPOLLHUP))
+                mask |= CURL_CSELECT_ERR;
+
+        CURLMcode m = curl_multi_socket_action(c->multi, fd, mask, &running);
+        if (m != CURLM_OK)
+                log_debug("curl_multi_socket_action(fd %d) failed: %s", fd, curl_multi_strerror(m));
+        process_done(c);
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        HttpClient *c = userdata;
+        int running = 0;
+
+        CURLMcode m = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        if (m != CURLM_OK)
+                log_debug("curl_multi_socket_action(timeout) failed: %s", curl_multi_strerror(m));
+        process_done(c);
+        return 0;
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+        HttpClient *c = userp;
+        HttpSocket *s = socketp;
+        uint32_t events = 0;
+        int r;
+
+        if (what == CURL_POLL_REMOVE) {
+                if (s) {
+                        (void) curl_multi_assign(c->multi, fd, NULL);
+                        http_socket_free(s);
+                }
+                return 0;
+        }
+
+        if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+                events |= EPOLLIN;
+        if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+                events |= EPOLLOUT;
+
+        if (s) {
+                r = sd_event_source_set_io_events(s->source, events);
+                if (r < 0) {
+                        log_debug_errno(r, "Failed to change events of HTTP socket %d: %m", fd);
+                        return -1;
+                }
+                return 0;
+        }
+
+        s = calloc(1, sizeof(HttpSocket));
+        if (!s)
+                return -1;
+        s->fd = fd;
+        r = sd_event_add_io(c->event, &s->source, fd, events, on_io, c);
+        if (r < 0) {
+                log_debug_errno(r, "Failed to watch HTTP socket %d: %m", fd);
+                free(s);
+                return -1;
+        }
+        (void) sd_event_source_set_description(s->source, "http-socket");
+        s->client = c;
+        LIST_PREPEND(c->sockets, s);
+        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+                http_socket_free(s);
+                return -1;
+        }
+        return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+        HttpClient *c = userp;
+        uint64_t when = 0;
+        int r;
+
+        if (timeout_ms < 0) {
+                if (c->timer)
+                        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+                return 0;
+        }
+
+        /* Never call curl_multi_socket_action() from here (libcurl forbids it): even a
+         * 0 timeout only arms the timer, which also keeps callbacks out of
+         * http_request(). */
+        if (timeout_ms > 0) {
+                r = sd_event_now(c->event, CLOCK_MONOTONIC, &when);
+                if (r < 0)
+                        return -1;
+                when += (uint64_t) timeout_ms * USEC_PER_MSEC;
+        }
+
+        if (!c->timer) {
+                r = sd_event_add_time(c->event, &c->timer, CLOCK_MONOTONIC, when, USEC_PER_MSEC, on_timer, c);
+                if (r < 0) {
+                        log_debug_errno(r, "Failed to add HTTP timer: %m");
+                        return -1;
+                }
+                (void) sd_event_source_set_description(c->timer, "http-timer");
+                return 0;
+        }
+
+        r = sd_event_source_set_time(c->timer, when);
+        if (r < 0)
+                return -1;
+        r = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return -1;
+        return 0;
+}
+
+static void client_destroy(HttpClient *c) {
+        while (c->calls)
+                http_call_free(c->calls);
+
+        /* Cleaning up the multi handle may still report sockets to remove. */
+        if (c->multi)
+                curl_multi_cleanup(c->multi);
+        c->multi = NULL;
+        while (c->sockets)
+                http_socket_free(c->sockets);
+        sd_event_source_disable_unref(c->timer);
+        sd_event_unref(c->event);
+        free(c);
+}
+
+static void finish_call(HttpCall *call, CURLcode code) {
+        HttpClient *c = call->client;
+        long status = 0, os_errno = 0;
+        int error;
+
+        (void) curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
+        error = errno_from_curl(code, os_errno, call->too_big);
+        if (error == 0)
+                (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+
+        /* Out of curl and out of the pending list before the callback runs, so the
+         * callback may start new calls or cancel others freely. */
+        (void) curl_multi_remove_handle(c->multi, call->easy);
+        LIST_REMOVE(c->calls, call);
+        c->n_pending--;
+        call->client = NULL;
+
+        if (call->callback) {
+                char text[CURL_ERROR_SIZE + 64];
+                const char *error_text = NULL;
+
+                if (error == -E2BIG)
+                        (void) snprintf(text, sizeof(text), "Response larger than %zu bytes", call->max_response_size);
+                else if (error < 0)
+                        (void) snprintf(text, sizeof(text), "%s",
+                                        call->error_buffer[0] ? call->error_buffer : curl_easy_strerror(code));
+                if (error < 0)
+                        error_text = text;
+
+                call->in_callback = true;
+                call->callback(call, error, status, error == 0 ? strempty(call->response) : NULL,
+                               error == 0 ? call->response_size : 0, error_text, call->userdata);
+        }
+
+        http_call_free(call);
+}
+
+static void process_done(HttpClient *c) {
+        CURLMsg *msg;
+        int left = 0;
+
+        c->dispatching++;
+        while (!c->freed && (msg = curl_multi_info_read(c->multi, &left))) {
+                HttpCall *call = NULL;
+
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call) != CURLE_OK || !call)
+                        continue;
+                finish_call(call, msg->data.result);
+        }
+        c->dispatching--;
+
+        if (c->freed && c->dispatching == 0)
+                client_destroy(c);
+}
+
+int http_client_new(sd_event *e, HttpClient **ret) {
+        HttpClient *c = NULL;
+        int r;
+
+        if (!e || !ret)
+                return -EINVAL;
+
+        r = curl_global();
+        if (r < 0)
+                return r;
+
+        c = calloc(1, sizeof(HttpClient));
+        if (!c)
+                return -ENOMEM;
+        c->event = sd_event_ref(e);
+
+        c->multi = curl_multi_init();
+        if (!c->multi) {
+                client_destroy(c);
+                return -ENOMEM;
+        }
+        if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
+                client_destroy(c);
+                return -EIO;
+        }
+
+        *ret = c;
+        return 0;
+}
+
+HttpClient *http_client_free(HttpClient *c) {
+        if (!c)
+                return NULL;
+
+        if (c->dispatching > 0) {
+                /* Called from a callback: cancel everything now, tear down once the
+                 * dispatch loop unwinds (it still uses c). */
+                while (c->calls)
+                        http_call_free(c->calls);
+                if (c->timer)
+                        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+                c->freed = true;
+                return NULL;
+        }
+
+        client_destroy(c);
+        return NULL;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
+        HttpCall *call = userdata;
+        size_t n = size * nmemb;
+
+        if (n > call->max_response_size - call->response_size) {
+                call->too_big = true;
+                return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+        }
+
+        if (call->response_size + n + 1 > call->response_allocated) {
+                size_t a = MAX(call->response_allocated * 2, call->response_size + n + 1);
+                a = MAX(a, (size_t) 4096);
+                a = MIN(a, call->max_response_size + 1);
+                char *p = realloc(call->response, a);
+                if (!p)
+                        return 0;
+                call->response = p;
+                call->response_allocated = a;
+        }
+
+        memcpy(call->response + call->response_size, data, n);
+        call->response_size += n;
+        call->response[call->response_size] = 0;
+        return n;
+}
+
+static bool url_is_http(const char *url) {
+        CURLU *u = curl_url();
+        char *scheme = NULL;
+        bool ok = false;
+
+        if (!u)
+                return false;
+        if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK)
+                ok = streq(scheme, "http") || streq(scheme, "https");
+        curl_free(scheme);
+        curl_url_cleanup(u);
+        return ok;
+}
+
+#define SETOPT(easy, opt, val) \
+        do { \
+                if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) \
+                        return -EIO; \
+        } while (0)
+
+static int call_setup(HttpCall *call, const HttpRequest *req) {
+        CURL *e = call->easy;
+        uint64_t timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : HTTP_TIMEOUT_DEFAULT_USEC;
+        long timeout_ms = (long) MIN(MAX(timeout_usec / USEC_PER_MSEC, (uint64_t) 1), (uint64_t) LONG_MAX);
+
+        SETOPT(e, CURLOPT_PRIVATE, call);
+        SETOPT(e, CURLOPT_ERRORBUFFER, call->error_buffer);
+        SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+        SETOPT(e, CURLOPT_URL, req->url);
+        SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        SETOPT(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
+        SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
+        SETOPT(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+        SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+        SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
+        SETOPT(e, CURLOPT_WRITEDATA, call);
+        SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) call->max_response_size);
+
+        if (req->ca_file)
+                SETOPT(e, CURLOPT_CAINFO, req->ca_file);
+        if (req->client_cert) {
+                SETOPT(e, CURLOPT_SSLCERT, req->client_cert);
+                SETOPT(e, CURLOPT_SSLCERTTYPE, "PEM");
+        }
+        if (req->client_key) {
+                SETOPT(e, CURLOPT_SSLKEY, req->client_key);
+                SETOPT(e, CURLOPT_SSLKEYTYPE, "PEM");
+        }
+        if (req->unix_socket)
+                SETOPT(e, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket);
+
+        const char *method = req->method ?: "GET";
+        if (streq(method, "GET"))
+                SETOPT(e, CURLOPT_HTTPGET, 1L);
+        else if (streq(method, "HEAD"))
+                SETOPT(e, CURLOPT_NOBODY, 1L);
+        else {
+                if (!streq(method, "POST"))
+                        SETOPT(e, CURLOPT_CUSTOMREQUEST, method);
+        }
+
+        if (req->body || streq(method, "POST")) {
+                /* Our own copy, so the caller's buffer need not outlive the call. */
+                call->body = malloc(req->body_size + 1);
+                if (!call->body)
+                        return -ENOMEM;
+                if (req->body_size > 0)
+                        memcpy(call->body, req->body, req->body_size);
+                call->body[req->body_size] = 0;
+                SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_size);
+                SETOPT(e, CURLOPT_POSTFIELDS, call->body);
+        }
+
+        for (char *const *h = req->headers; h && *h; h++) {
+                struct curl_slist *l = curl_slist_append(call->headers, *h);
+                if (!l)
+                        return -ENOMEM;
+                call->headers = l;
+        }
+        /* No "Expect: 100-continue" round trip for larger bodies. */
+        struct curl_slist *l = curl_slist_append(call->headers, "Expect:");
+        if (!l)
+                return -ENOMEM;
+        call->headers = l;
+        SETOPT(e, CURLOPT_HTTPHEADER, call->headers);
+
+        return 0;
+}
+
+int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void *userdata, HttpCall **ret) {
+        HttpCall *call = NULL;
+        int r;
+
+        if (!c || !req || !req->url || c->freed)
+                return -EINVAL;
+        if (!url_is_http(req->url))
+                return -EINVAL;
+
+        call = calloc(1, sizeof(HttpCall));
+        if (!call)
+                return -ENOMEM;
+        call->callback = cb;
+        call->userdata = userdata;
+        call->max_response_size = req->max_response_size > 0 ? req->max_response_size : HTTP_MAX_RESPONSE_DEFAULT;
+
+        call->easy = curl_easy_init();
+        if (!call->easy) {
+                http_call_free(call);
+                return -ENOMEM;
+        }
+
+        r = call_setup(call, req);
+        if (r < 0) {
+                http_call_free(call);
+                return r;
+        }
+
+        /* This arms the timer (timeout 0) at the latest; libcurl starts the transfer
+         * from the event loop. */
+        if (curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
+                http_call_free(call);
+                return -EIO;
+        }
+        call->client = c;
+        LIST_PREPEND(c->calls, call);
+        c->n_pending++;
+
+        if (ret)
+                *ret = call;
+        return 0;
+}
+
+HttpCall *http_call_cancel(HttpCall *call) {
+        if (!call)
+                return NULL;
+        /* Inside its own callback the call is already finished and is freed after it. */
+        if (call->in_callback)
+                return NULL;
+        http_call_free(call);
+        return NULL;
+}
+
+unsigned http_client_n_pending(HttpClient *c) {
+        return c ? c->n_pending : 0;
+}
