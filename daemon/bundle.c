@@ -142,9 +142,51 @@ static bool env_entry_has_key(const char *entry, const char *key, size_t key_len
         return strncmp(entry, key, key_length) == 0 && (entry[key_length] == '=' || entry[key_length] == 0);
 }
 
+/* Appends the extra bind mounts (validated by check_params()). */
+static int add_mounts(JsonValue *c, const BundleParams *p) {
+        JsonValue *mounts = json_get(c, "mounts");
+        int r;
+
+        if (p->n_mounts_add == 0)
+                return 0;
+        if (!mounts) {
+                r = json_object_set(c, "mounts", json_new_array());
+                if (r < 0)
+                        return r;
+                mounts = json_get(c, "mounts");
+        }
+        if (!json_is_array(mounts))
+                return -EINVAL;
+        for (size_t i = 0; i < p->n_mounts_add; i++) {
+                _cleanup_json_ JsonValue *m = json_new_object();
+                _cleanup_strv_free_ char **options = NULL;
+
+                if (!m)
+                        return -ENOMEM;
+                if (strv_extend(&options, "rbind") < 0 || strv_extend(&options, "nosuid") < 0 ||
+                    strv_extend(&options, "nodev") < 0 ||
+                    strv_extend(&options, p->mounts_add[i].read_only ? "ro" : "rw") < 0)
+                        return -ENOMEM;
+                if ((r = json_object_set_string(m, "destination", p->mounts_add[i].destination)) < 0 ||
+                    (r = json_object_set_string(m, "type", "bind")) < 0 ||
+                    (r = json_object_set_string(m, "source", p->mounts_add[i].source)) < 0 ||
+                    (r = json_object_set(m, "options", json_new_strv(options))) < 0)
+                        return r;
+                r = json_array_append(mounts, TAKE_PTR(m));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int check_params(const BundleParams *p, char **ret_error) {
-        if (strv_length(p->args) == 0)
+        if (p->args && strv_length(p->args) == 0)
                 return error_message(ret_error, -EINVAL, "task has no command (process.args is empty)");
+        for (size_t i = 0; i < p->n_mounts_add; i++)
+                if (isempty(p->mounts_add[i].source) || p->mounts_add[i].source[0] != '/' ||
+                    isempty(p->mounts_add[i].destination) || p->mounts_add[i].destination[0] != '/')
+                        return error_message(ret_error, -EINVAL, "bind mount %s → %s needs absolute paths",
+                                             strempty(p->mounts_add[i].source), strempty(p->mounts_add[i].destination));
         if (isempty(p->root_path) || p->root_path[0] != '/')
                 return error_message(ret_error, -EINVAL, "task root path '%s' is not absolute", strempty(p->root_path));
         for (char *const *e = p->env_add; e && *e; e++)
@@ -306,7 +348,13 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
                 return -ENOMEM;
 
         process = json_get(c, "process");
-        r = json_object_set(process, "args", json_new_strv(p->args));
+        if (p->args) {
+                r = json_object_set(process, "args", json_new_strv(p->args));
+                if (r < 0)
+                        return r;
+        } else if (!json_is_array(json_get(process, "args")) || json_length(json_get(process, "args")) == 0)
+                return error_message(ret_error, -EINVAL, "config.json: process.args is missing or empty");
+        r = add_mounts(c, p);
         if (r < 0)
                 return r;
         r = json_object_set(process, "env", json_new_strv(env));

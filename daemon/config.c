@@ -39,15 +39,15 @@ typedef enum Section {
         SECTION_DAEMON,
         SECTION_RUNTIME,
         SECTION_TASKS,
-        SECTION_SERVICE,
+        SECTION_LAGOON,
+        SECTION_SERVICE, /* [Service NAME] and [Image REFERENCE] share their keys */
+        SECTION_IMAGE,
         SECTION_INVALID, /* after a bad header: its keys are skipped, the header was reported */
 } Section;
 
 static const char *const section_names[] = {
-        [SECTION_DAEMON] = "Daemon",
-        [SECTION_RUNTIME] = "Runtime",
-        [SECTION_TASKS] = "Tasks",
-        [SECTION_SERVICE] = "Service",
+        [SECTION_DAEMON] = "Daemon", [SECTION_RUNTIME] = "Runtime", [SECTION_TASKS] = "Tasks",
+        [SECTION_LAGOON] = "Lagoon", [SECTION_SERVICE] = "Service", [SECTION_IMAGE] = "Image",
 };
 
 /* A value parser: 0 on success, -EINVAL after logging the problem, -ENOMEM. */
@@ -57,14 +57,14 @@ typedef struct ConfigItem {
         Section section;
         const char *key;
         ConfigParser parse;
-        size_t offset;             /* into Config, or into ServiceConfig for [Service] */
+        size_t offset;             /* into Config, or into ServiceConfig for [Service] and [Image] */
         const char *default_value; /* applied by config_new() and by an empty assignment */
         bool list;                 /* appends; the parser handles the empty (reset) assignment */
 } ConfigItem;
 
 typedef struct ParseState {
         Section section;
-        size_t service; /* index into Config.services while in [Service NAME] */
+        size_t service; /* index into Config.services (or .images) while in [Service NAME] ([Image REF]) */
 } ParseState;
 
 static bool valid_service_name(const char *s) {
@@ -428,6 +428,92 @@ static int config_parse_seccomp(const char *file, unsigned line, const char *key
         return 0;
 }
 
+static int config_parse_url(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        static const char *const schemes[] = {"amqp://", "amqps://", "http://", "https://"};
+        bool ok = false;
+
+        for (size_t i = 0; i < ELEMENTSOF(schemes); i++)
+                if (startswith(value, schemes[i]) && value[strlen(schemes[i])] != '\0')
+                        ok = true;
+        if (!ok || has_control_chars(value) || strpbrk(value, " \t")) {
+                log_syntax(file, line, "%s= needs an amqp://, amqps://, http:// or https:// URL.", key);
+                return -EINVAL;
+        }
+        /* Not echoed: a URL may carry a password. */
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_word(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        if (has_control_chars(value) || strpbrk(value, " \t") || strlen(value) > LABEL_MAX) {
+                log_syntax(file, line, "%s= needs one word of at most %d printable characters, got '%s'.", key,
+                           LABEL_MAX, value);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
+static int config_parse_size(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        uint64_t *size = data, factor = 1, v;
+        unsigned n;
+        size_t len = strlen(value);
+        _cleanup_free_ char *digits = NULL;
+
+        if (len > 0 && strchr("KMG", value[len - 1])) {
+                factor = value[len - 1] == 'K' ? 1024 : value[len - 1] == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
+                len--;
+        }
+        digits = strndup(value, len);
+        if (!digits)
+                return -ENOMEM;
+        if (parse_unsigned(digits, &n) < 0 || n == 0) {
+                log_syntax(file, line,
+                           "%s= needs a positive size in bytes, with an optional K, M or G suffix, got '%s'.", key,
+                           value);
+                return -EINVAL;
+        }
+        v = (uint64_t) n * factor;
+        if (v < 4096) {
+                log_syntax(file, line, "%s= must be at least 4096 bytes, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        *size = v;
+        return 0;
+}
+
+/* A file holding one credential (password, token, key): read now, trailing whitespace
+ * dropped; the value joins the secrets in config_finalize(). */
+static int
+config_parse_credential_file(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char **p = data;
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        int r;
+
+        if (value[0] != '/') {
+                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        r = read_regular_file(value, CONFIG_FILE_MAX, &text, &size);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_syntax_errno(file, line, r, "Failed to read %s=%s: %s", key, value,
+                                 r == -EFBIG    ? "larger than 1 MiB"
+                                 : r == -EBADFD ? "not a regular file"
+                                                : strerror(-r));
+                return -EINVAL;
+        }
+        while (size > 0 && strchr(" \t\r\n", text[size - 1]))
+                text[--size] = '\0';
+        if (size == 0 || memchr(text, '\0', size)) {
+                log_syntax(file, line, "%s=%s is empty or contains a NUL byte.", key, value);
+                return -EINVAL;
+        }
+        free(*p);
+        *p = TAKE_PTR(text);
+        return 0;
+}
+
 static const ConfigItem config_items[] = {
         {SECTION_DAEMON, "StateDirectory", config_parse_path, offsetof(Config, state_dir), "/var/lib/lagoon-taskd"},
         {SECTION_DAEMON, "RuntimeDirectory", config_parse_path, offsetof(Config, runtime_dir), "/run/lagoon-taskd"},
@@ -453,6 +539,33 @@ static const ConfigItem config_items[] = {
         {SECTION_TASKS, "DefaultEnvironment", config_parse_label, offsetof(Config, default_environment), "local"},
         {SECTION_TASKS, "Secret", config_parse_secret, offsetof(Config, secrets), NULL, true},
         {SECTION_TASKS, "SecretFile", config_parse_secret_file, offsetof(Config, secrets), NULL, true},
+
+        {SECTION_LAGOON, "TargetName", config_parse_word, offsetof(Config, target_name), NULL},
+        {SECTION_LAGOON, "BrokerURL", config_parse_url, offsetof(Config, broker_url), NULL},
+        {SECTION_LAGOON, "BrokerUser", config_parse_word, offsetof(Config, broker_user), NULL},
+        {SECTION_LAGOON, "BrokerPasswordFile", config_parse_credential_file, offsetof(Config, broker_password), NULL},
+        {SECTION_LAGOON, "BrokerCAFile", config_parse_path, offsetof(Config, broker_ca_file), NULL},
+        {SECTION_LAGOON, "BrokerCertFile", config_parse_path, offsetof(Config, broker_cert_file), NULL},
+        {SECTION_LAGOON, "BrokerKeyFile", config_parse_path, offsetof(Config, broker_key_file), NULL},
+        {SECTION_LAGOON, "BrokerHeartbeatSec", config_parse_unsigned_positive, offsetof(Config, broker_heartbeat_sec),
+         "30"},
+        {SECTION_LAGOON, "BrokerPrefetch", config_parse_unsigned_positive, offsetof(Config, broker_prefetch), "4"},
+        {SECTION_LAGOON, "APIURL", config_parse_url, offsetof(Config, api_url), NULL},
+        {SECTION_LAGOON, "APITokenFile", config_parse_credential_file, offsetof(Config, api_token), NULL},
+        {SECTION_LAGOON, "JWTSecretFile", config_parse_credential_file, offsetof(Config, jwt_secret), NULL},
+        {SECTION_LAGOON, "JWTAudience", config_parse_word, offsetof(Config, jwt_audience), "api.dev"},
+        {SECTION_LAGOON, "APICAFile", config_parse_path, offsetof(Config, api_ca_file), NULL},
+        {SECTION_LAGOON, "LogUpdateIntervalSec", config_parse_finite_duration, offsetof(Config, log_interval_usec),
+         "5s"},
+        {SECTION_LAGOON, "LogSizeMax", config_parse_size, offsetof(Config, log_size_max), "8M"},
+        {SECTION_LAGOON, "SecretVariables", config_parse_words, offsetof(Config, secret_variables), NULL, true},
+        {SECTION_LAGOON, "APIHost", config_parse_word, offsetof(Config, lagoon_api_host), NULL},
+        {SECTION_LAGOON, "SSHHost", config_parse_word, offsetof(Config, lagoon_ssh_host), NULL},
+        {SECTION_LAGOON, "SSHPort", config_parse_word, offsetof(Config, lagoon_ssh_port), NULL},
+        {SECTION_LAGOON, "TokenHost", config_parse_word, offsetof(Config, lagoon_token_host), NULL},
+        {SECTION_LAGOON, "TokenPort", config_parse_word, offsetof(Config, lagoon_token_port), NULL},
+        {SECTION_LAGOON, "SSHKeyFile", config_parse_path, offsetof(Config, ssh_key_file), NULL},
+        {SECTION_LAGOON, "DeployerTokenFile", config_parse_path, offsetof(Config, deployer_token_file), NULL},
 
         {SECTION_SERVICE, "Bundle", config_parse_path, offsetof(ServiceConfig, bundle), NULL},
         /* offset 0: the parser sets both seccomp and seccomp_profile */
@@ -509,6 +622,30 @@ Config *config_free(Config *c) {
         for (size_t i = 0; i < c->n_services; i++)
                 service_config_done(c->services + i);
         free(c->services);
+        for (size_t i = 0; i < c->n_images; i++)
+                service_config_done(c->images + i);
+        free(c->images);
+
+        free(c->target_name);
+        free(c->broker_url);
+        free(c->broker_user);
+        free(c->broker_password);
+        free(c->broker_ca_file);
+        free(c->broker_cert_file);
+        free(c->broker_key_file);
+        free(c->api_url);
+        free(c->api_token);
+        free(c->jwt_secret);
+        free(c->jwt_audience);
+        free(c->api_ca_file);
+        strv_free(c->secret_variables);
+        free(c->lagoon_api_host);
+        free(c->lagoon_ssh_host);
+        free(c->lagoon_ssh_port);
+        free(c->lagoon_token_host);
+        free(c->lagoon_token_port);
+        free(c->ssh_key_file);
+        free(c->deployer_token_file);
 
         return mfree(c);
 }
@@ -528,6 +665,10 @@ Config *config_new(void) {
                 if (config_item_apply(item, c, "(defaults)", 0, item->default_value) < 0)
                         return NULL; /* only OOM: the defaults are valid */
         }
+        static const char *const secret_globs[] = {"*PASSWORD*", "*SECRET*", "*TOKEN*", "*_KEY"};
+        for (size_t i = 0; i < ELEMENTSOF(secret_globs); i++)
+                if (strv_extend(&c->secret_variables, secret_globs[i]) < 0)
+                        return NULL;
 
         return TAKE_PTR(c);
 }
@@ -542,13 +683,29 @@ const ServiceConfig *config_find_service(const Config *c, const char *name) {
         return NULL;
 }
 
-/* Finds or appends the service; a repeated section (also from a drop-in) merges into it. */
-static int config_get_service(Config *c, const char *name, const char *file, unsigned line, size_t *ret) {
+const ServiceConfig *config_find_image(const Config *c, const char *reference) {
+        if (!c || !reference)
+                return NULL;
+
+        for (size_t i = 0; i < c->n_images; i++)
+                if (streq(c->images[i].name, reference))
+                        return c->images + i;
+        return NULL;
+}
+
+/* Finds or appends the service (or image); a repeated section (also from a drop-in)
+ * merges into it. */
+static int config_get_service(ServiceConfig **array,
+                              size_t *n_array,
+                              const char *name,
+                              const char *file,
+                              unsigned line,
+                              size_t *ret) {
         _cleanup_free_ char *n = NULL, *f = NULL;
         ServiceConfig *services;
 
-        for (size_t i = 0; i < c->n_services; i++)
-                if (streq(c->services[i].name, name)) {
+        for (size_t i = 0; i < *n_array; i++)
+                if (streq((*array)[i].name, name)) {
                         *ret = i;
                         return 0;
                 }
@@ -558,19 +715,26 @@ static int config_get_service(Config *c, const char *name, const char *file, uns
         if (!n || !f)
                 return -ENOMEM;
 
-        services = reallocarray(c->services, c->n_services + 1, sizeof(ServiceConfig));
+        services = reallocarray(*array, *n_array + 1, sizeof(ServiceConfig));
         if (!services)
                 return -ENOMEM;
-        c->services = services;
+        *array = services;
 
-        services[c->n_services] = (ServiceConfig){
+        services[*n_array] = (ServiceConfig){
                 .name = TAKE_PTR(n),
                 .seccomp = SECCOMP_MODE_AUTO,
                 .section_file = TAKE_PTR(f),
                 .section_line = line,
         };
-        *ret = c->n_services++;
+        *ret = (*n_array)++;
         return 0;
+}
+
+static bool valid_image_reference(const char *s) {
+        size_t n = strlen(s);
+
+        return n > 0 && n <= SERVICE_NAME_MAX &&
+               strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-:/@") == n;
 }
 
 static int parse_section_header(Config *c, const char *file, unsigned line, ParseState *st, char *l) {
@@ -594,7 +758,10 @@ static int parse_section_header(Config *c, const char *file, unsigned line, Pars
                 }
 
         name = startswith(l, "Service");
+        if (!name)
+                name = startswith(l, "Image");
         if (name && (*name == '\0' || strchr(" \t", *name))) {
+                bool image = l[0] == 'I';
                 char *e;
 
                 name += strspn(name, " \t");
@@ -602,17 +769,25 @@ static int parse_section_header(Config *c, const char *file, unsigned line, Pars
                 while (e > name && strchr(" \t", e[-1]))
                         *--e = '\0';
 
-                if (!valid_service_name(name)) {
+                if (!image && !valid_service_name(name)) {
                         log_syntax(file, line,
                                    "Section [Service NAME] needs a NAME of 1-%d characters [A-Za-z0-9_.-], got '%s'.",
                                    SERVICE_NAME_MAX, name);
                         return -EINVAL;
                 }
+                if (image && !valid_image_reference(name)) {
+                        log_syntax(file, line,
+                                   "Section [Image REFERENCE] needs an image reference of 1-%d characters "
+                                   "[A-Za-z0-9_.-:/@], got '%s'.",
+                                   SERVICE_NAME_MAX, name);
+                        return -EINVAL;
+                }
 
-                r = config_get_service(c, name, file, line, &st->service);
+                r = image ? config_get_service(&c->images, &c->n_images, name, file, line, &st->service)
+                          : config_get_service(&c->services, &c->n_services, name, file, line, &st->service);
                 if (r < 0)
                         return r;
-                st->section = SECTION_SERVICE;
+                st->section = image ? SECTION_IMAGE : SECTION_SERVICE;
                 return 0;
         }
 
@@ -665,15 +840,19 @@ static int parse_line(Config *c, const char *file, unsigned line, ParseState *st
                 return -EINVAL;
         }
 
-        item = config_item_find(st->section, key);
+        item = config_item_find(st->section == SECTION_IMAGE ? SECTION_SERVICE : st->section, key);
         if (!item) {
                 log_syntax(file, line, "Unknown key %s= in section [%s%s%s], ignoring.", key,
-                           section_names[st->section], st->section == SECTION_SERVICE ? " " : "",
-                           st->section == SECTION_SERVICE ? c->services[st->service].name : "");
+                           section_names[st->section], st->section >= SECTION_SERVICE ? " " : "",
+                           st->section == SECTION_SERVICE ? c->services[st->service].name
+                           : st->section == SECTION_IMAGE ? c->images[st->service].name
+                                                          : "");
                 return -EINVAL;
         }
 
-        base = st->section == SECTION_SERVICE ? (void *) (c->services + st->service) : (void *) c;
+        base = st->section == SECTION_SERVICE ? (void *) (c->services + st->service)
+               : st->section == SECTION_IMAGE ? (void *) (c->images + st->service)
+                                              : (void *) c;
         return config_item_apply(item, base, file, line, value);
 }
 
@@ -804,6 +983,30 @@ int config_finalize(Config *c) {
                         ret = -EINVAL;
                 }
         }
+        for (size_t i = 0; i < c->n_images; i++) {
+                const ServiceConfig *s = c->images + i;
+
+                if (!s->bundle) {
+                        log_syntax(strna(s->section_file), s->section_line, "[Image %s] has no Bundle=.", s->name);
+                        ret = -EINVAL;
+                }
+        }
+
+        if ((c->broker_url || c->api_url) && !c->target_name) {
+                log_error("[Lagoon] BrokerURL= and APIURL= need TargetName= (the deploy target's name).");
+                ret = -EINVAL;
+        }
+        if (c->api_url && !c->api_token && !c->jwt_secret) {
+                log_error("[Lagoon] APIURL= needs APITokenFile= or JWTSecretFile=.");
+                ret = -EINVAL;
+        }
+
+        /* Credentials never show in task output either. */
+        const char *credentials[] = {c->broker_password, c->api_token, c->jwt_secret};
+        for (size_t i = 0; i < ELEMENTSOF(credentials); i++)
+                if (credentials[i] && !strv_contains(c->secrets, credentials[i]) &&
+                    strv_extend(&c->secrets, credentials[i]) < 0)
+                        return log_oom();
 
         return ret;
 }

@@ -1024,7 +1024,7 @@ static int start_steps(sd_event *e,
                 set_error(ret_error, "service %s has no bundle", strna(svc->name));
                 return -EINVAL;
         }
-        if (!t->id || !task_id_is_valid(t->id) || !t->command) {
+        if (!t->id || !task_id_is_valid(t->id) || (!t->command && !t->image)) {
                 set_error(ret_error, "task has no valid id or no command");
                 return -EINVAL;
         }
@@ -1094,14 +1094,38 @@ static int start_steps(sd_event *e,
         r = mount_overlay(lower, c->dir, ret_error);
         if (r < 0)
                 return r;
+
+        _cleanup_free_ BundleMount *mounts = NULL;
+        _cleanup_free_ char *task_data_source = NULL;
+        size_t n_mounts = spec->n_mounts;
+
+        mounts = calloc(spec->n_mounts + 1, sizeof(BundleMount));
+        if (!mounts)
+                return -ENOMEM;
+        if (spec->n_mounts > 0)
+                memcpy(mounts, spec->mounts, spec->n_mounts * sizeof(BundleMount));
+        if (spec->task_data_dir) {
+                task_data_source = path_join(c->dir, "taskdata");
+                if (!task_data_source)
+                        return -ENOMEM;
+                /* Any user of the image may write its result; only this container sees it. */
+                if (mkdir(task_data_source, 0700) < 0 || chmod(task_data_source, 0777) < 0) {
+                        r = -errno;
+                        set_error(ret_error, "creating %s: %s", task_data_source, strerror(-r));
+                        return r;
+                }
+                mounts[n_mounts++] = (BundleMount){task_data_source, spec->task_data_dir, false};
+        }
         rootfs = path_join(c->dir, "rootfs");
         if (!rootfs)
                 return -ENOMEM;
 
-        r = bundle_command_args(rootfs, t->command, &args);
-        if (r < 0) {
-                set_error(ret_error, "building the task's command: %s", strerror(-r));
-                return r;
+        if (t->command) {
+                r = bundle_command_args(rootfs, t->command, &args);
+                if (r < 0) {
+                        set_error(ret_error, "building the task's command: %s", strerror(-r));
+                        return r;
+                }
         }
         r = make_hostname(t, &hostname);
         if (r < 0)
@@ -1125,6 +1149,8 @@ static int start_steps(sd_event *e,
                 .annotations = annotations,
                 .seccomp = svc->seccomp,
                 .seccomp_profile = profile,
+                .mounts_add = mounts,
+                .n_mounts_add = n_mounts,
         };
         error = mfree(error);
         r = bundle_derive(service_config, &p, &task_config, &error);

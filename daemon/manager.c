@@ -12,6 +12,8 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "fs-util.h"
+#include "lagoon-message.h"
 #include "launcher-runtime.h"
 #include "log.h"
 #include "logtail.h"
@@ -39,8 +41,10 @@ struct Manager {
         uint64_t last_seq;
         unsigned n_running;
         sd_event_source *dispatch_source;
-        manager_task_cb_t task_cb;
-        void *task_cb_userdata;
+        struct {
+                manager_task_cb_t cb;
+                void *userdata;
+        } callbacks[4];
         bool shutting_down;
         char *last_status;
 };
@@ -103,9 +107,26 @@ int manager_new(sd_event *e, Config *config, Manager **ret) {
         return 0;
 }
 
-void manager_set_task_callback(Manager *m, manager_task_cb_t cb, void *userdata) {
-        m->task_cb = cb;
-        m->task_cb_userdata = userdata;
+int manager_add_task_callback(Manager *m, manager_task_cb_t cb, void *userdata) {
+        for (size_t i = 0; i < ELEMENTSOF(m->callbacks); i++)
+                if (!m->callbacks[i].cb) {
+                        m->callbacks[i].cb = cb;
+                        m->callbacks[i].userdata = userdata;
+                        return 0;
+                }
+        return -ENOSPC;
+}
+
+void manager_remove_task_callback(Manager *m, manager_task_cb_t cb, void *userdata) {
+        for (size_t i = 0; i < ELEMENTSOF(m->callbacks); i++)
+                if (m->callbacks[i].cb == cb && m->callbacks[i].userdata == userdata)
+                        m->callbacks[i].cb = NULL;
+}
+
+static void manager_call_callbacks(Manager *m, const Task *t) {
+        for (size_t i = 0; i < ELEMENTSOF(m->callbacks); i++)
+                if (m->callbacks[i].cb)
+                        m->callbacks[i].cb(m, t, m->callbacks[i].userdata);
 }
 
 const Config *manager_get_config(Manager *m) {
@@ -147,8 +168,7 @@ static void manager_update_status(Manager *m) {
 
 static void manager_task_changed(Manager *m, ManagedTask *mt) {
         manager_update_status(m);
-        if (m->task_cb)
-                m->task_cb(m, mt->task, m->task_cb_userdata);
+        manager_call_callbacks(m, mt->task);
 }
 
 static ManagedTask *manager_find(Manager *m, const char *id) {
@@ -257,7 +277,7 @@ static void manager_prune_finished(Manager *m) {
 
                 for (size_t i = 0; i < m->n_tasks; i++) {
                         Task *t = m->tasks[i]->task;
-                        if (task_status_is_final(t->status) &&
+                        if (task_status_is_final(t->status) && (!t->lagoon || t->reported == t->status) &&
                             (!oldest || t->finished_usec < oldest->task->finished_usec))
                                 oldest = m->tasks[i];
                 }
@@ -278,6 +298,38 @@ static void manager_schedule_dispatch(Manager *m) {
 }
 
 /* The container ended (or was lost): drain its output, record the result, clean up. */
+/* An advanced task's result: the file it may leave in TASK_DATA_DIR (the local stand-in
+ * for the lagoon.sh/taskData pod annotation), validated; absent is fine. */
+static int read_task_data(Manager *m, Task *t, char **ret_reason) {
+        _cleanup_free_ char *dir = NULL, *path = NULL, *data = NULL, *value = NULL, *error = NULL;
+        size_t size = 0;
+        int r;
+
+        r = store_container_dir(m->store, t->id, &dir);
+        if (r < 0)
+                return 0;
+        path = path_join(dir, "taskdata/taskData");
+        if (!path)
+                return -ENOMEM;
+        r = read_full_file(path, LAGOON_TASK_DATA_MAX + 4096, &data, &size);
+        if (r == -ENOENT)
+                return 0;
+        if (r == -EFBIG)
+                return asprintf(ret_reason, "taskdata: larger than %u bytes", LAGOON_TASK_DATA_MAX) < 0 ? -ENOMEM
+                                                                                                        : -E2BIG;
+        if (r < 0)
+                return asprintf(ret_reason, "taskdata: cannot read %s: %s", path, strerror(-r)) < 0 ? -ENOMEM : r;
+        r = lagoon_task_data_validate(data, size, &value, &error);
+        if (r < 0) {
+                log_warning("Task %s: invalid taskData: %s", t->id, strna(error));
+                return asprintf(ret_reason, "taskdata: %s", error ?: strerror(-r)) < 0 ? -ENOMEM : r;
+        }
+        free(t->task_data);
+        t->task_data = TAKE_PTR(value);
+        log_info("Task %s: returned taskData (%zu bytes).", t->id, strlen(t->task_data));
+        return 0;
+}
+
 static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
         ManagedTask *mt = userdata;
         Manager *m = mt->manager;
@@ -302,6 +354,11 @@ static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
 
         if (status >= 0)
                 t->exit_code = status;
+        /* Like the pod annotation, taskData is passed on whatever the exit code; only a
+         * task that would otherwise be complete fails for an invalid one. */
+        _cleanup_free_ char *task_data_error = NULL;
+        if (status >= 0 && t->image && !t->cancel_requested)
+                (void) read_task_data(m, t, &task_data_error);
         if (status < 0) {
                 to = TASK_FAILED;
                 if (asprintf(&reason, "launch-error: container lost (%s)", strerror(-status)) < 0)
@@ -311,6 +368,9 @@ static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
         else if (t->timed_out) {
                 to = TASK_FAILED;
                 reason = strdup("timeout");
+        } else if (status == 0 && task_data_error) {
+                to = TASK_FAILED;
+                reason = TAKE_PTR(task_data_error);
         } else if (status == 0)
                 to = TASK_COMPLETE;
         else {
@@ -408,10 +468,7 @@ static int arm_deadline(Manager *m, ManagedTask *mt) {
 
 static void on_output(LogTail *lt, void *userdata) {
         ManagedTask *mt = userdata;
-        Manager *m = mt->manager;
-
-        if (m->task_cb)
-                m->task_cb(m, mt->task, m->task_cb_userdata);
+        manager_call_callbacks(mt->manager, mt->task);
 }
 
 static int start_logtail(Manager *m, ManagedTask *mt) {
@@ -444,8 +501,59 @@ static int task_environment(const Task *t, char ***ret) {
         PUSH("LAGOON_ENVIRONMENT=%s", t->environment);
         PUSH("LAGOON_GIT_BRANCH=%s", t->environment);
         PUSH("NAMESPACE=%s", t->namespace);
+        if (t->image) {
+                PUSH("PODNAME=%s", strna(t->container_id));
+                PUSH("LAGOON_TASK_DATA_FILE=%s", TASK_DATA_FILE);
+        }
 #undef PUSH
+        /* Lagoon's own variables come last, so they win over the defaults above. */
+        for (char *const *e = t->env; e && *e; e++) {
+                r = strv_extend(&env, *e);
+                if (r < 0)
+                        return r;
+        }
         *ret = TAKE_PTR(env);
+        return 0;
+}
+
+/* The secrets in force for a task: the configured ones plus its own. */
+static int task_secrets(Manager *m, const Task *t, char ***ret) {
+        _cleanup_strv_free_ char **l = strv_copy(m->config->secrets);
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        for (char *const *s = t->secrets; s && *s; s++) {
+                r = strv_extend(&l, *s);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* The secret files an advanced task asked for. Returns -ENOENT with a reason when one is
+ * not configured: running without it would only fail later, less clearly. */
+static int task_mounts(Manager *m, const Task *t, BundleMount *mounts, size_t *ret_n, char **ret_reason) {
+        size_t n = 0;
+
+        if (t->ssh_key) {
+                if (!m->config->ssh_key_file)
+                        return error_message(ret_reason, -ENOENT,
+                                             "launch-error: sshKey requested but SSHKeyFile= is not set");
+                mounts[n++] =
+                        (BundleMount){m->config->ssh_key_file, "/var/run/secrets/lagoon/ssh/ssh-privatekey", true};
+        }
+        if (t->deployer_token) {
+                if (!m->config->deployer_token_file)
+                        return error_message(ret_reason, -ENOENT,
+                                             "launch-error: deployerToken requested but DeployerTokenFile= is not set");
+                mounts[n++] = (BundleMount){m->config->deployer_token_file,
+                                            "/var/run/secrets/kubernetes.io/serviceaccount/token", true};
+                mounts[n++] =
+                        (BundleMount){m->config->deployer_token_file, "/var/run/secrets/lagoon/deployer/token", true};
+        }
+        *ret_n = n;
         return 0;
 }
 
@@ -453,12 +561,19 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
         _cleanup_free_ char *dir = NULL, *error = NULL, *reason = NULL;
         _cleanup_strv_free_ char **env = NULL;
         const ServiceConfig *svc;
+        BundleMount mounts[3];
+        size_t n_mounts = 0;
         Task *t = mt->task;
         int r;
 
-        svc = config_find_service(m->config, t->service);
+        svc = t->image ? config_find_image(m->config, t->image) : config_find_service(m->config, t->service);
         if (!svc) {
-                (void) manager_transition(m, mt, TASK_FAILED, "service-not-found");
+                (void) manager_transition(m, mt, TASK_FAILED,
+                                          t->image ? "image-pull: no [Image] section for it" : "service-not-found");
+                return;
+        }
+        if (task_mounts(m, t, mounts, &n_mounts, &reason) < 0) {
+                (void) manager_transition(m, mt, TASK_FAILED, reason);
                 return;
         }
         r = runtime_container_id(t->id, &t->container_id);
@@ -470,12 +585,10 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
         r = task_environment(t, &env);
         if (r < 0)
                 goto fail;
-        strv_free(mt->secrets);
-        mt->secrets = strv_copy(m->config->secrets);
-        if (!mt->secrets) {
-                r = -ENOMEM;
+        mt->secrets = strv_free(mt->secrets);
+        r = task_secrets(m, t, &mt->secrets);
+        if (r < 0)
                 goto fail;
-        }
 
         /* Persist "running" before the container exists: should the daemon die in
          * between, the next start finds a running task to adopt and never starts
@@ -489,6 +602,9 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
                 .task = t,
                 .env = env,
                 .container_dir = dir,
+                .mounts = mounts,
+                .n_mounts = n_mounts,
+                .task_data_dir = t->image ? TASK_DATA_DIR : NULL,
         };
         r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
         if (r < 0) {
@@ -545,6 +661,22 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+/* A random (version 4) UUID, Lagoon's remoteId. */
+static int generate_uuid(char **ret) {
+        uint8_t b[16];
+        char *s;
+
+        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
+                return -errno ?: -EIO;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        if (asprintf(&s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+                     b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
 static int generate_id(char **ret) {
         uint8_t b[8];
         char *s;
@@ -566,13 +698,15 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
 
         if (m->shutting_down)
                 return error_message(ret_error, -ESHUTDOWN, "lagoon-taskd is stopping");
-        if (isempty(req->command))
+        if (req->image && (req->command || req->service))
+                return error_message(ret_error, -EINVAL, "a task runs either an image or a command, not both");
+        if (!req->image && isempty(req->command))
                 return error_message(ret_error, -EINVAL, "command is required");
         if (req->id && !task_id_is_valid(req->id))
                 return error_message(ret_error, -EINVAL,
                                      "invalid task id: 1-%d characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
                                      TASK_ID_MAX);
-        service = req->service ?: m->config->default_service;
+        service = req->image ? NULL : req->service ?: m->config->default_service;
         project = req->project ?: m->config->default_project;
         environment = req->environment ?: m->config->default_environment;
         if (isempty(project) || isempty(environment))
@@ -581,17 +715,22 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         if (req->id) {
                 existing = manager_find(m, req->id);
                 if (existing) {
-                        if (!streq(existing->task->command, req->command) || !streq(existing->task->service, service))
+                        if (!streq_ptr(existing->task->command, req->command) ||
+                            !streq_ptr(existing->task->service, service) ||
+                            !streq_ptr(existing->task->image, req->image))
                                 return error_message(ret_error, -EEXIST,
-                                                     "task %s exists with a different command or service", req->id);
+                                                     "task %s exists with a different command, service or image",
+                                                     req->id);
                         *ret = existing->task;
                         if (ret_existing)
                                 *ret_existing = true;
                         return 0;
                 }
         }
-        if (!config_find_service(m->config, service))
+        if (service && !config_find_service(m->config, service))
                 return error_message(ret_error, -ENOENT, "unknown service '%s'", service);
+        if (req->image && !config_find_image(m->config, req->image))
+                return error_message(ret_error, -ENOENT, "no [Image %s] section for this runner image", req->image);
         if (manager_n_queued(m) >= m->config->max_queued)
                 return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=)",
                                      manager_n_queued(m));
@@ -610,12 +749,22 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                         return r;
         }
         t->name = strdup(req->name ?: t->id);
-        t->service = strdup(service);
         t->project = strdup(project);
         t->environment = strdup(environment);
-        t->command = strdup(req->command);
-        if (!t->id || !t->name || !t->service || !t->project || !t->environment || !t->command)
+        if (!t->id || !t->name || !t->project || !t->environment)
                 return -ENOMEM;
+        if ((service && !(t->service = strdup(service))) || (req->command && !(t->command = strdup(req->command))) ||
+            (req->image && !(t->image = strdup(req->image))))
+                return -ENOMEM;
+        t->deployer_token = req->deployer_token;
+        t->ssh_key = req->ssh_key;
+        if ((req->env && !(t->env = strv_copy(req->env))) ||
+            (req->secrets && !(t->secrets = strv_copy(req->secrets))) ||
+            (req->lagoon && !(t->lagoon = json_copy(req->lagoon))))
+                return -ENOMEM;
+        r = generate_uuid(&t->remote_id);
+        if (r < 0)
+                return r;
         r = task_make_namespace(project, environment, &t->namespace);
         if (r < 0)
                 return error_message(ret_error, -EINVAL,
@@ -636,8 +785,10 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 (void) store_remove(m->store, t->id);
                 return r;
         }
-        TAKE_PTR(mt);
-        log_info("Task %s: accepted (service %s, %s/%s).", t->id, t->service, t->project, t->environment);
+        mt = NULL;
+        log_info("Task %s: accepted (%s %s, %s/%s).", t->id, t->image ? "image" : "service", t->image ?: t->service,
+                 t->project, t->environment);
+        manager_call_callbacks(m, t);
         manager_update_status(m);
         manager_schedule_dispatch(m);
         *ret = t;
@@ -672,7 +823,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
         int r;
 
         m->n_running++;
-        mt->secrets = strv_copy(m->config->secrets);
+        (void) task_secrets(m, mt->task, &mt->secrets);
         r = store_container_dir(m->store, mt->task->id, &dir);
         if (r >= 0)
                 r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt, &mt->container);
@@ -757,4 +908,22 @@ void manager_begin_shutdown(Manager *m) {
 
 bool manager_is_shutting_down(Manager *m) {
         return m->shutting_down;
+}
+
+int manager_set_reported(Manager *m, const char *id, TaskStatus reported) {
+        ManagedTask *mt = manager_find(m, id);
+        int r;
+
+        if (!mt)
+                return -ENOENT;
+        if (mt->task->reported == reported)
+                return 0;
+        mt->task->reported = reported;
+        r = store_save(m->store, mt->task);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to persist: %m", id);
+        /* Not pruned here: callers run inside transitions that still use the task. */
+        if (task_status_is_final(reported))
+                manager_schedule_dispatch(m);
+        return 0;
 }

@@ -31,6 +31,7 @@ Task *task_new(void) {
         if (!t)
                 return NULL;
         t->status = TASK_NEW;
+        t->reported = TASK_NEW;
         t->exit_code = -1;
         t->timeout_usec = USEC_INFINITY;
         return t;
@@ -48,6 +49,12 @@ Task *task_free(Task *t) {
         free(t->command);
         free(t->reason);
         free(t->container_id);
+        free(t->image);
+        strv_free(t->env);
+        strv_free(t->secrets);
+        json_free(t->lagoon);
+        free(t->remote_id);
+        free(t->task_data);
         free(t);
         return NULL;
 }
@@ -210,6 +217,10 @@ int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret) {
             (r = json_object_set_string(o, "status", task_status_to_string(t->status))) < 0 ||
             (r = json_object_set_string(o, "reason", t->reason)) < 0)
                 return r;
+        if ((t->image && (r = json_object_set_string(o, "image", t->image)) < 0) ||
+            (t->remote_id && (r = json_object_set_string(o, "remoteId", t->remote_id)) < 0) ||
+            (t->task_data && (r = json_object_set_string(o, "taskData", t->task_data)) < 0))
+                return r;
         r = json_object_set(o, "exitCode", t->exit_code >= 0 ? json_new_int64(t->exit_code) : json_new_null());
         if (r < 0)
                 return r;
@@ -248,6 +259,15 @@ int task_to_record(const Task *t, JsonValue **ret) {
             (r = json_object_set_boolean(o, "timedOut", t->timed_out)) < 0 ||
             (r = json_object_set_string(o, "containerId", t->container_id)) < 0)
                 return r;
+        if (t->image && ((r = json_object_set_boolean(o, "deployerToken", t->deployer_token)) < 0 ||
+                         (r = json_object_set_boolean(o, "sshKey", t->ssh_key)) < 0))
+                return r;
+        if ((t->env && (r = json_object_set(o, "env", json_new_strv(t->env))) < 0) ||
+            (t->secrets && (r = json_object_set(o, "secrets", json_new_strv(t->secrets))) < 0))
+                return r;
+        if (t->lagoon && ((r = json_object_set(o, "lagoon", json_copy(t->lagoon))) < 0 ||
+                          (r = json_object_set_string(o, "reported", task_status_to_string(t->reported))) < 0))
+                return r;
         *ret = TAKE_PTR(o);
         return 0;
 }
@@ -269,6 +289,16 @@ static int get_u64(const JsonValue *o, const char *key, uint64_t *ret) {
         if (!v)
                 return -EBADMSG;
         return json_uint64(v, ret) < 0 ? -EBADMSG : 0;
+}
+
+static int get_strv(const JsonValue *o, const char *key, char ***ret) {
+        JsonValue *v = json_get(o, key);
+        int r;
+
+        if (!v)
+                return 0;
+        r = json_to_strv(v, ret);
+        return r == -ENOMEM ? r : r < 0 ? -EBADMSG : 0;
 }
 
 static int get_bool(const JsonValue *o, const char *key, bool *ret) {
@@ -293,11 +323,30 @@ int task_from_json(const JsonValue *v, Task **ret) {
         if ((r = get_str(v, "id", true, &t->id)) < 0 || (r = get_str(v, "name", false, &t->name)) < 0 ||
             (r = get_str(v, "project", true, &t->project)) < 0 ||
             (r = get_str(v, "environment", true, &t->environment)) < 0 ||
-            (r = get_str(v, "namespace", true, &t->namespace)) < 0 ||
-            (r = get_str(v, "service", true, &t->service)) < 0 || (r = get_str(v, "command", true, &t->command)) < 0 ||
+            (r = get_str(v, "namespace", true, &t->namespace)) < 0 || (r = get_str(v, "image", false, &t->image)) < 0 ||
+            (r = get_str(v, "service", !t->image, &t->service)) < 0 ||
+            (r = get_str(v, "command", !t->image, &t->command)) < 0 ||
             (r = get_str(v, "reason", false, &t->reason)) < 0 ||
-            (r = get_str(v, "containerId", false, &t->container_id)) < 0)
+            (r = get_str(v, "containerId", false, &t->container_id)) < 0 ||
+            (r = get_str(v, "remoteId", false, &t->remote_id)) < 0 ||
+            (r = get_str(v, "taskData", false, &t->task_data)) < 0 || (r = get_strv(v, "env", &t->env)) < 0 ||
+            (r = get_strv(v, "secrets", &t->secrets)) < 0)
                 return r;
+        if (t->image && ((r = get_bool(v, "deployerToken", &t->deployer_token)) < 0 ||
+                         (r = get_bool(v, "sshKey", &t->ssh_key)) < 0))
+                return r;
+        if (json_get(v, "lagoon")) {
+                const char *rep = json_get_string(v, "reported");
+
+                if (!json_is_object(json_get(v, "lagoon")) || !rep)
+                        return -EBADMSG;
+                t->reported = task_status_from_string(rep);
+                if (t->reported < 0)
+                        return -EBADMSG;
+                t->lagoon = json_copy(json_get(v, "lagoon"));
+                if (!t->lagoon)
+                        return -ENOMEM;
+        }
         if (!task_id_is_valid(t->id))
                 return -EBADMSG;
         t->status = task_status_from_string(json_get_string(v, "status"));

@@ -10,8 +10,14 @@
 #include "config.h"
 #include "json.h"
 
+typedef struct BundleMount {
+        const char *source;      /* absolute host path */
+        const char *destination; /* absolute path in the container */
+        bool read_only;
+} BundleMount;
+
 typedef struct BundleParams {
-        char *const *args;        /* new process.args, at least one */
+        char *const *args;        /* new process.args (at least one); NULL keeps the image's own */
         char *const *env_add;     /* "K=V", appended; an existing K is replaced in place (later duplicates dropped) */
         char *const *env_remove;  /* keys removed from process.env, e.g. "CRONJOBS" */
         const char *hostname;     /* new hostname; NULL keeps the service's */
@@ -20,6 +26,8 @@ typedef struct BundleParams {
         char *const *annotations; /* "key=value" pairs added to annotations (replacing the same key) */
         SeccompMode seccomp;
         const JsonValue *seccomp_profile; /* OCI linux.seccomp object for SECCOMP_MODE_PROFILE */
+        const BundleMount *mounts_add;    /* bind mounts appended to mounts (rbind, nosuid, nodev) */
+        size_t n_mounts_add;
 } BundleParams;
 
 /* Returns a new config.json tree: a copy of the service's with process.args/env,

@@ -9,7 +9,14 @@
  *   [Tasks]    MaxRunning=, MaxRunningPerEnvironment=, MaxQueued=, DefaultTimeoutSec=,
  *              KillGraceSec=, KeepFinished=, DefaultService=, DefaultProject=,
  *              DefaultEnvironment=, Secret=, SecretFile=
+ *   [Lagoon]   TargetName=, BrokerURL=, BrokerUser=, BrokerPasswordFile=, BrokerCAFile=,
+ *              BrokerCertFile=, BrokerKeyFile=, BrokerHeartbeatSec=, BrokerPrefetch=,
+ *              APIURL=, APITokenFile=, JWTSecretFile=, JWTAudience=, APICAFile=,
+ *              LogUpdateIntervalSec=, LogSizeMax=, SecretVariables=,
+ *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
+ *              SSHKeyFile=, DeployerTokenFile=
  *   [Service NAME]  Bundle=, Seccomp=
+ *   [Image REFERENCE]  Bundle=, Seccomp=   (local bundles for advanced-task runner images)
  */
 
 #include <stdbool.h>
@@ -65,6 +72,38 @@ typedef struct Config {
 
         ServiceConfig *services; /* [Service NAME] sections, in order of appearance */
         size_t n_services;
+        ServiceConfig *images; /* [Image REFERENCE] sections: name is the image reference */
+        size_t n_images;
+
+        /* [Lagoon] — the bus source is on when TargetName= and BrokerURL= are set, the
+         * API sink when TargetName= and APIURL= are. Credential files are read when the
+         * configuration is loaded; their values join secrets. */
+        char *target_name;             /* TargetName=: deploy target; queues lagoon-tasks:<target>:jobs|misc,
+                                          clusterName in reports */
+        char *broker_url;              /* BrokerURL=: amqp[s]://host[:port][/vhost] */
+        char *broker_user;             /* BrokerUser=, default from the URL, else "guest" */
+        char *broker_password;         /* content of BrokerPasswordFile= (trailing newline stripped) */
+        char *broker_ca_file;          /* BrokerCAFile= */
+        char *broker_cert_file;        /* BrokerCertFile= */
+        char *broker_key_file;         /* BrokerKeyFile= */
+        unsigned broker_heartbeat_sec; /* BrokerHeartbeatSec=, default 30 */
+        unsigned broker_prefetch;      /* BrokerPrefetch=, default 4 */
+        char *api_url;                 /* APIURL=: Lagoon's GraphQL endpoint, e.g. https://api.example/graphql */
+        char *api_token;               /* content of APITokenFile= (a ready bearer token) */
+        char *jwt_secret;              /* content of JWTSecretFile= (Lagoon's JWTSECRET) */
+        char *jwt_audience;            /* JWTAudience=, default "api.dev" */
+        char *api_ca_file;             /* APICAFile= */
+        uint64_t log_interval_usec;    /* LogUpdateIntervalSec=, default 5 s: log messages while running */
+        uint64_t log_size_max;         /* LogSizeMax=, default 8 MiB: cap of a log sent to Lagoon */
+        char **secret_variables;       /* SecretVariables=: globs of Lagoon variable names whose values are
+                                          masked; default *PASSWORD* *SECRET* *TOKEN* *_KEY */
+        char *lagoon_api_host;         /* APIHost=: TASK_API_HOST, LAGOON_CONFIG_API_HOST */
+        char *lagoon_ssh_host;         /* SSHHost=: TASK_SSH_HOST, LAGOON_CONFIG_SSH_HOST */
+        char *lagoon_ssh_port;         /* SSHPort=: TASK_SSH_PORT, LAGOON_CONFIG_SSH_PORT */
+        char *lagoon_token_host;       /* TokenHost=: LAGOON_CONFIG_TOKEN_HOST */
+        char *lagoon_token_port;       /* TokenPort=: LAGOON_CONFIG_TOKEN_PORT */
+        char *ssh_key_file;            /* SSHKeyFile=: mounted for advanced tasks with sshKey (local mode) */
+        char *deployer_token_file;     /* DeployerTokenFile=: mounted for advanced tasks with deployerToken */
 } Config;
 
 /* Load path (default CONFIG_PATH_DEFAULT when NULL) and then "<path>.d/" *.conf files in
@@ -85,3 +124,4 @@ Config *config_free(Config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
 
 const ServiceConfig *config_find_service(const Config *c, const char *name);
+const ServiceConfig *config_find_image(const Config *c, const char *reference);

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "bundle.h"
 #include "config.h"
 #include "macro.h"
 #include "task.h"
@@ -28,12 +29,17 @@ typedef struct RuntimeSpec {
         const Task *task;
         char *const *env;          /* extra "K=V" for the task (TASK_*, LAGOON_*) */
         const char *container_dir; /* created by the launcher */
+        const BundleMount *mounts; /* extra bind mounts (secrets) */
+        size_t n_mounts;
+        const char *task_data_dir; /* when set: <container_dir>/taskdata (mode 0777) is bind-mounted
+                                    * writable there, for an advanced task's taskData */
 } RuntimeSpec;
 
 /* Container id for a task: "lagoon-task-<task id>". */
 int runtime_container_id(const char *task_id, char **ret);
 
-/* Prepares the bundle, spawns conmon (which runs "<runtime> create"), then
+/* Prepares the bundle (process.args from task->command, or the image's own when the
+ * task has no command: an advanced task), spawns conmon (which runs "<runtime> create"), then
  * "<runtime> start". On return the task is running. -errno and *ret_error (a
  * human-readable reason, e.g. the runtime's stderr) on failure, with everything
  * it made cleaned up. */

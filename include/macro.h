@@ -28,6 +28,7 @@
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CLAMP(x, lo, hi) MIN(MAX((x), (lo)), (hi))
 
 /* Take ownership of a pointer or fd: the variable is reset so its cleanup does nothing. */
 #define TAKE_PTR(p) \
@@ -49,6 +50,13 @@ static inline void freep(void *p) {
         free(*(void **) p);
 }
 #define _cleanup_free_ _cleanup_(freep)
+
+static inline void *memdup(const void *p, size_t n) {
+        void *q = malloc(n ?: 1);
+        if (q && n > 0)
+                memcpy(q, p, n);
+        return q;
+}
 
 static inline void *mfree(void *p) {
         free(p);

@@ -24,7 +24,23 @@ typedef struct TaskRequest {
         const char *environment; /* NULL → DefaultEnvironment= */
         const char *command;     /* required */
         uint64_t timeout_usec;   /* 0 → DefaultTimeoutSec= */
+
+        /* Advanced tasks: the runner image (an [Image REFERENCE] section) runs with its own
+         * entrypoint; service and command must then be NULL. */
+        const char *image;
+        bool deployer_token;     /* mount DeployerTokenFile= at /var/run/secrets/lagoon/deployer/token and
+                                    /var/run/secrets/kubernetes.io/serviceaccount/token */
+        bool ssh_key;            /* mount SSHKeyFile= at /var/run/secrets/lagoon/ssh/ssh-privatekey */
+        char *const *env;        /* extra "K=V" for the container */
+        char *const *secrets;    /* extra values to mask in the task's output */
+        const JsonValue *lagoon; /* tasks from Lagoon: what reports need (kept in the record) */
 } TaskRequest;
+
+/* Where an advanced task may leave its result (base64 of JSON, at most 256 KiB), the
+ * local-mode stand-in for the pod annotation lagoon.sh/taskData; its path is in the
+ * task's LAGOON_TASK_DATA_FILE. Read and validated when the task ends. */
+#define TASK_DATA_DIR "/run/lagoon-task"
+#define TASK_DATA_FILE TASK_DATA_DIR "/taskData"
 
 /* Called on every task change (status, new output) so followers can be woken. */
 typedef void (*manager_task_cb_t)(Manager *m, const Task *t, void *userdata);
@@ -35,7 +51,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
 /* Loads the store, adopts running containers, re-queues pending tasks. */
 int manager_start(Manager *m);
-void manager_set_task_callback(Manager *m, manager_task_cb_t cb, void *userdata);
+/* Up to 4 callbacks, called in the order they were added; removed by the same pair. */
+int manager_add_task_callback(Manager *m, manager_task_cb_t cb, void *userdata);
+void manager_remove_task_callback(Manager *m, manager_task_cb_t cb, void *userdata);
+
+/* The Lagoon reporter records the last status it queued for a task (persisted, so a
+ * restart knows what is still owed). A finished task is not removed by retention
+ * before its final status was queued. */
+int manager_set_reported(Manager *m, const char *id, TaskStatus reported);
 
 /* Replaces the configuration (SIGHUP); running tasks keep what they started with. */
 int manager_set_config(Manager *m, Config *config);

@@ -52,6 +52,20 @@ typedef struct Task {
         uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
 
         char *container_id; /* runtime container id while launched */
+
+        /* Advanced tasks: a runner image run with its own entrypoint instead of
+         * service + command (both NULL then). */
+        char *image;
+        bool deployer_token; /* mount DeployerTokenFile= */
+        bool ssh_key;        /* mount SSHKeyFile= */
+        char **env;          /* extra "K=V" for the container (Lagoon's variables); record only */
+        char **secrets;      /* extra values to mask (JSON_PAYLOAD, secret variables); record only */
+
+        /* Tasks from Lagoon's message bus. */
+        JsonValue *lagoon;   /* LagoonMessage.info (what reports need); NULL for control-API tasks */
+        char *remote_id;     /* UUID reported as remoteId */
+        char *task_data;     /* validated taskData, reported as advancedData */
+        TaskStatus reported; /* last status queued for Lagoon; TASK_NEW = none yet */
 } Task;
 
 Task *task_new(void);

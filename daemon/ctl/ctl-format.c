@@ -95,7 +95,7 @@ int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns) {
                 int64_t code;
 
                 row->id = strna(json_get_string(t, "id"));
-                row->service = json_get_string(t, "service") ?: "-";
+                row->service = json_get_string(t, "service") ?: json_get_string(t, "image") ?: "-";
                 row->command = strempty(json_get_string(t, "command"));
                 if (json_uint64(json_get(t, "queuePosition"), &pos) >= 0 && pos > 0)
                         snprintf(row->status, sizeof(row->status), "%.16s #%" PRIu64, status, pos);

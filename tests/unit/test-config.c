@@ -889,6 +889,8 @@ static void test_example_file(void) {
 
                 if (uncomment && startswith(line, "SecretFile=/"))
                         fprintf(f, "SecretFile=%s\n", secrets);
+                else if (uncomment && (startswith(line, "BrokerPasswordFile=/") || startswith(line, "JWTSecretFile=/")))
+                        fprintf(f, "%.*s%s\n", (int) (strchr(line, '=') + 1 - line), line, secrets);
                 else
                         fprintf(f, "%.*s\n", (int) len, line);
                 continued = uncomment && len > 0 && line[len - 1] == '\\';
@@ -909,6 +911,89 @@ static void test_example_file(void) {
         ASSERT(c->n_services == 2);
         ASSERT(config_find_service(c, "cli")->seccomp == SECCOMP_MODE_AUTO);
         ASSERT(config_find_service(c, "nginx")->seccomp == SECCOMP_MODE_PROFILE);
+        ASSERT_STREQ(c->target_name, "my-cluster");
+        ASSERT_STREQ(c->broker_password, "from-file");
+        ASSERT(c->n_images == 1 && config_find_image(c, "uselagoon/task-activestandby:latest"));
+}
+
+static void write_tmp(const char *name, const char *content, char **ret_path) {
+        _cleanup_free_ char *p = path_join(tmp_dir, name);
+
+        ASSERT(p);
+        ASSERT(write_file_atomic(p, content, strlen(content), 0600) >= 0);
+        *ret_path = TAKE_PTR(p);
+}
+
+static void test_lagoon(void) {
+        _cleanup_(config_freep) Config *c = config_new();
+        _cleanup_free_ char *pw = NULL, *jwt = NULL, *text = NULL, *log = NULL;
+
+        ASSERT(c);
+        /* Defaults. */
+        ASSERT(!c->target_name && !c->broker_url && !c->api_url);
+        ASSERT(c->broker_heartbeat_sec == 30 && c->broker_prefetch == 4);
+        ASSERT_STREQ(c->jwt_audience, "api.dev");
+        ASSERT(c->log_interval_usec == 5 * USEC_PER_SEC);
+        ASSERT(c->log_size_max == 8 * 1024 * 1024);
+        strv_expect(c->secret_variables, "*PASSWORD*", "*SECRET*", "*TOKEN*", "*_KEY", NULL);
+
+        write_tmp("broker-pw", "hunter2\n\n", &pw);
+        write_tmp("jwt", "jwt-secret-value \n", &jwt);
+        ASSERT(asprintf(&text,
+                        "[Lagoon]\nTargetName=ci-local-controller-kubernetes\n"
+                        "BrokerURL=amqps://broker.example:5671/lagoon\nBrokerUser=lagoon\n"
+                        "BrokerPasswordFile=%s\nBrokerHeartbeatSec=10\nBrokerPrefetch=8\n"
+                        "APIURL=https://api.example/graphql\nJWTSecretFile=%s\nJWTAudience=api.prod\n"
+                        "LogUpdateIntervalSec=2s\nLogSizeMax=64K\nSecretVariables=\nSecretVariables=*PASS* X\n"
+                        "APIHost=api.example\nSSHHost=ssh.example\nSSHPort=22\nTokenHost=token.example\n"
+                        "TokenPort=2222\nSSHKeyFile=/etc/lagoon/key\nDeployerTokenFile=/etc/lagoon/token\n"
+                        "[Image example.com/test-task-image:v0.0.1]\nBundle=/b/img\nSeccomp=unconfined\n",
+                        pw, jwt) >= 0);
+        parse_ok(c, text);
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->target_name, "ci-local-controller-kubernetes");
+        ASSERT_STREQ(c->broker_url, "amqps://broker.example:5671/lagoon");
+        ASSERT_STREQ(c->broker_user, "lagoon");
+        ASSERT_STREQ(c->broker_password, "hunter2");
+        ASSERT_STREQ(c->jwt_secret, "jwt-secret-value");
+        ASSERT_STREQ(c->jwt_audience, "api.prod");
+        ASSERT(c->broker_heartbeat_sec == 10 && c->broker_prefetch == 8);
+        ASSERT(c->log_interval_usec == 2 * USEC_PER_SEC && c->log_size_max == 64 * 1024);
+        strv_expect(c->secret_variables, "*PASS*", "X", NULL);
+        ASSERT_STREQ(c->lagoon_ssh_port, "22");
+        ASSERT_STREQ(c->deployer_token_file, "/etc/lagoon/token");
+        /* Credentials join the secrets, so they are masked in task output. */
+        ASSERT(strv_contains(c->secrets, "hunter2") && strv_contains(c->secrets, "jwt-secret-value"));
+        ASSERT(c->n_images == 1 && !config_find_service(c, "example.com/test-task-image:v0.0.1"));
+        ASSERT(config_find_image(c, "example.com/test-task-image:v0.0.1"));
+        ASSERT(config_find_image(c, "example.com/test-task-image:v0.0.1")->seccomp == SECCOMP_MODE_UNCONFINED);
+
+        /* Bad values, each reported as FILE:LINE without echoing a URL or secret. */
+        config_free(c);
+        c = config_new();
+        log = parse_expect(c,
+                           "[Lagoon]\nBrokerURL=ftp://user:pw@x\nBrokerPasswordFile=/nonexistent/pw\n"
+                           "LogSizeMax=12\nBrokerPrefetch=0\nTargetName=has space\n[Image bad ref!]\n",
+                           -EINVAL);
+        ASSERT(strstr(log, "test.conf:2: BrokerURL= needs"));
+        ASSERT(!strstr(log, "user:pw"));
+        ASSERT(strstr(log, "test.conf:3: Failed to read BrokerPasswordFile=/nonexistent/pw: No such file"));
+        ASSERT(strstr(log, "test.conf:4: LogSizeMax= must be at least 4096"));
+        ASSERT(strstr(log, "test.conf:5:"));
+        ASSERT(strstr(log, "test.conf:6: TargetName= needs one word"));
+        ASSERT(strstr(log, "test.conf:7: Section [Image REFERENCE]"));
+
+        /* BrokerURL= without TargetName=, APIURL= without credentials. */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nBrokerURL=amqp://127.0.0.1/\nAPIURL=http://127.0.0.1/graphql\n[Image x/y]\n");
+        capture_begin();
+        ASSERT(config_finalize(c) == -EINVAL);
+        log = mfree(log);
+        log = capture_end();
+        ASSERT(strstr(log, "need TargetName="));
+        ASSERT(strstr(log, "APIURL= needs APITokenFile= or JWTSecretFile="));
+        ASSERT(strstr(log, "[Image x/y] has no Bundle="));
 }
 
 int main(void) {
@@ -936,6 +1021,7 @@ int main(void) {
         test_sample_good();
         test_sample_broken();
         test_example_file();
+        test_lagoon();
 
         ASSERT(rm_rf(tmp_dir) >= 0);
         printf("test-config: all tests passed\n");
