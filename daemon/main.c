@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "lagoon.h"
 #include "log.h"
 #include "manager.h"
 
@@ -122,6 +123,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(config_freep) Config *config = NULL;
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(api_freep) Api *api = NULL;
+        _cleanup_(lagoon_freep) Lagoon *lagoon = NULL;
         Context ctx = {};
         bool check_only;
         sigset_t ss;
@@ -176,11 +178,20 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to start the control API: %m");
         ctx.api = api;
-        manager_set_task_callback(m, on_task_changed, &ctx);
+        (void) manager_add_task_callback(m, on_task_changed, &ctx);
+
+        r = lagoon_new(e, m, &lagoon);
+        if (r < 0)
+                return r;
 
         r = manager_start(m);
         if (r < 0)
                 return r;
+        if (lagoon) {
+                r = lagoon_start(lagoon);
+                if (r < 0)
+                        return r;
+        }
 
         (void) sd_notifyf(false, "READY=1\nSTATUS=%u running, %u queued", manager_n_running(m), manager_n_queued(m));
         log_info("lagoon-taskd %s ready.", PACKAGE_VERSION);
@@ -190,7 +201,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Event loop failed: %m");
 
         /* Leave containers to conmon: freeing only stops watching them. */
-        manager_set_task_callback(m, NULL, NULL);
+        manager_remove_task_callback(m, on_task_changed, &ctx);
         return 0;
 }
 

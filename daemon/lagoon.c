@@ -1,0 +1,891 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Lagoon integration: Lagoon's task messages in (AMQP consumer → manager), every
+ * result out (manager → outbox → broker and API). Owns the AMQP client, the outbox and
+ * its two senders, the periodic log updates and the catch-up after a restart. */
+
+#include <inttypes.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "amqp-client.h"
+#include "fs-util.h"
+#include "http.h"
+#include "lagoon-api.h"
+#include "lagoon-message.h"
+#include "lagoon-report.h"
+#include "lagoon.h"
+#include "log.h"
+#include "outbox.h"
+
+#define EXCHANGE_TASKS "lagoon-tasks"
+#define EXCHANGE_LOGS "lagoon-logs"
+#define ROUTING_KEY_STATUS "controller"
+#define BUS_WINDOW 64U /* publishes awaiting a confirm */
+#define RETRY_MIN_USEC (1 * USEC_PER_SEC)
+#define RETRY_MAX_USEC (60 * USEC_PER_SEC)
+
+typedef struct HeldDelivery {
+        uint64_t tag;
+        LagoonQueue queue;
+        char *body;
+        size_t size;
+} HeldDelivery;
+
+typedef struct Publish {
+        uint64_t tag;
+        uint64_t seq;
+} Publish;
+
+typedef struct LogState {
+        char *task_id;
+        uint64_t size; /* task log size when last queued */
+} LogState;
+
+struct Lagoon {
+        sd_event *event;
+        Manager *manager;
+        Outbox *outbox;
+        char *target;
+
+        AmqpClient *amqp;
+        char *queue_jobs, *queue_misc, *key_jobs, *key_misc;
+        Publish *publishes; /* awaiting confirms, in publish order */
+        size_t n_publishes;
+        HeldDelivery *held; /* deliveries waiting for room in the queue (MaxQueued=) */
+        size_t n_held;
+        sd_event_source *bus_flush_source;
+        sd_event_source *held_timer;
+        bool bus_connected, bus_warned;
+
+        HttpClient *http;
+        LagoonApi *api;
+        sd_event_source *api_timer;
+        uint64_t api_backoff_usec;
+        bool api_warned;
+
+        LogState *logs;
+        size_t n_logs;
+        sd_event_source *log_timer;
+};
+
+static uint64_t now_realtime(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static const Config *config(Lagoon *l) {
+        return manager_get_config(l->manager);
+}
+
+static void bus_schedule_flush(Lagoon *l);
+static void api_schedule(Lagoon *l, uint64_t delay_usec);
+
+/* ---- outgoing: building reports into the outbox ---- */
+
+static int job_from_task(Lagoon *l, const Task *t, TaskStatus status, LagoonJob *ret) {
+        const JsonValue *task = json_get(t->lagoon, "task");
+        const char *job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: t->name;
+
+        *ret = (LagoonJob){
+                .info = t->lagoon,
+                .namespace = t->namespace,
+                .job_name = job_name ?: t->id,
+                .remote_id = t->remote_id,
+                .cluster = l->target,
+                .status = status,
+        };
+        if (status == TASK_RUNNING)
+                ret->start_usec = t->started_usec;
+        if (task_status_is_final(status)) {
+                /* A task that never ran reports start = end, as Lagoon expects both. */
+                ret->end_usec = t->finished_usec ?: now_realtime();
+                ret->start_usec = t->started_usec ?: ret->end_usec;
+                ret->advanced_data = t->task_data;
+        }
+        return 0;
+}
+
+static int queue_bus(Lagoon *l,
+                     const char *task_id,
+                     const char *kind,
+                     const char *exchange,
+                     const char *routing_key,
+                     char *body,
+                     size_t size,
+                     bool coalesce) {
+        _cleanup_free_ char *b = body;
+        int r;
+
+        if (!l->amqp)
+                return 0;
+        r = outbox_append(l->outbox, OUTBOX_BUS, task_id, kind, exchange, routing_key, b, size, coalesce, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to queue a %s message for Lagoon: %m", task_id, kind);
+        bus_schedule_flush(l);
+        return 0;
+}
+
+static int queue_logs(Lagoon *l, const char *task_id, const LagoonJob *job, const char *log, size_t log_size) {
+        char *body = NULL;
+        size_t size = 0;
+        int r;
+
+        if (!l->amqp)
+                return 0;
+        r = lagoon_report_logs(job, log, log_size, &body, &size);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to build its log message: %m", task_id);
+        return queue_bus(l, task_id, "logs", EXCHANGE_LOGS, "", body, size, true);
+}
+
+static int queue_task_logs(Lagoon *l, const Task *t, const LagoonJob *job, uint64_t *ret_size) {
+        _cleanup_free_ char *path = NULL, *log = NULL;
+        size_t log_size = 0;
+        struct stat st;
+        int r;
+
+        r = manager_task_log_path(l->manager, t->id, &path);
+        if (r < 0)
+                return r;
+        if (ret_size)
+                *ret_size = stat(path, &st) >= 0 ? (uint64_t) st.st_size : 0;
+        r = lagoon_report_read_log(path, config(l)->log_size_max, &log, &log_size);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to read its log %s: %m", t->id, path);
+        return queue_logs(l, t->id, job, log, log_size);
+}
+
+/* Status message, status event, and the API update for one status of one job. */
+static int queue_status(Lagoon *l, const char *task_id, const LagoonJob *job) {
+        char *body = NULL;
+        size_t size = 0;
+        int r;
+
+        if (l->amqp) {
+                r = lagoon_report_status(job, &body, &size);
+                if (r < 0)
+                        return log_error_errno(r, "Task %s: failed to build its status message: %m", task_id);
+                r = queue_bus(l, task_id, "status", EXCHANGE_TASKS, ROUTING_KEY_STATUS, body, size, false);
+                if (r < 0)
+                        return r;
+                r = lagoon_report_event(job, &body, &size);
+                if (r < 0)
+                        return log_error_errno(r, "Task %s: failed to build its status event: %m", task_id);
+                r = queue_bus(l, task_id, "event", EXCHANGE_LOGS, "", body, size, false);
+                if (r < 0)
+                        return r;
+        }
+        if (l->api) {
+                _cleanup_free_ char *b = NULL;
+
+                r = lagoon_report_update_task(job, &b, &size);
+                if (r == -EINVAL)
+                        log_warning("Task %s: its id is not a number, so Lagoon's API cannot be told about it.",
+                                    task_id);
+                else if (r < 0)
+                        return log_error_errno(r, "Task %s: failed to build its API update: %m", task_id);
+                else {
+                        r = outbox_append(l->outbox, OUTBOX_API, task_id, "update", NULL, NULL, b, size, false, NULL);
+                        if (r < 0)
+                                return log_error_errno(r, "Task %s: failed to queue an API update: %m", task_id);
+                        api_schedule(l, 0);
+                }
+        }
+        return 0;
+}
+
+static int status_rank(TaskStatus s) {
+        return s == TASK_NEW ? 0 : s == TASK_PENDING ? 1 : s == TASK_RUNNING ? 2 : 3;
+}
+
+/* Queues every status Lagoon has not been told yet, in order, then records it. */
+static int report_task(Lagoon *l, const Task *t) {
+        TaskStatus steps[] = {TASK_PENDING, TASK_RUNNING, t->status};
+        int r;
+
+        if (!t->lagoon || t->status == t->reported || t->status == TASK_NEW)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(steps); i++) {
+                TaskStatus s = steps[i];
+                LagoonJob job;
+
+                if (status_rank(s) <= status_rank(t->reported) || status_rank(s) > status_rank(t->status))
+                        continue;
+                if (i == ELEMENTSOF(steps) - 1 && !task_status_is_final(s))
+                        continue; /* pending or running: already the step above */
+                if (s == TASK_RUNNING && t->started_usec == 0)
+                        continue; /* cancelled or failed while queued */
+                (void) job_from_task(l, t, s, &job);
+                if (task_status_is_final(s)) {
+                        /* The whole log first, so Lagoon has it when it sees the result. */
+                        r = queue_task_logs(l, t, &job, NULL);
+                        if (r < 0)
+                                return r;
+                }
+                r = queue_status(l, t->id, &job);
+                if (r < 0)
+                        return r;
+        }
+        return manager_set_reported(l->manager, t->id, t->status);
+}
+
+/* A task that never became one (bad message, unknown service): failed, start = end = now,
+ * with the reason as its log. */
+static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status, const char *reason) {
+        _cleanup_free_ char *remote_id = NULL, *log = NULL;
+        const JsonValue *task = json_get(msg->info, "task");
+        uint64_t now = now_realtime();
+        uint8_t b[16];
+        int r;
+
+        if (!msg->task_id || !msg->info)
+                return 0;
+        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
+                return -errno ?: -EIO;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        if (asprintf(&remote_id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                     b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]) < 0)
+                return -ENOMEM;
+
+        LagoonJob job = {
+                .info = msg->info,
+                .namespace = msg->namespace,
+                .job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: msg->task_id,
+                .remote_id = remote_id,
+                .cluster = l->target,
+                .status = status,
+                .start_usec = now,
+                .end_usec = now,
+        };
+        if (reason) {
+                if (asprintf(&log, "lagoon-taskd: task %s %s: %s\n", msg->task_id, lagoon_job_status(status), reason) <
+                    0)
+                        return -ENOMEM;
+                r = queue_logs(l, msg->task_id, &job, log, strlen(log));
+                if (r < 0)
+                        return r;
+        }
+        return queue_status(l, msg->task_id, &job);
+}
+
+static void on_task_changed(Manager *m, const Task *t, void *userdata) {
+        Lagoon *l = userdata;
+
+        (void) report_task(l, t);
+}
+
+/* ---- periodic log updates of running tasks ---- */
+
+static LogState *log_state(Lagoon *l, const char *task_id, bool create) {
+        LogState *n;
+
+        for (size_t i = 0; i < l->n_logs; i++)
+                if (streq(l->logs[i].task_id, task_id))
+                        return l->logs + i;
+        if (!create)
+                return NULL;
+        n = reallocarray(l->logs, l->n_logs + 1, sizeof(LogState));
+        if (!n)
+                return NULL;
+        l->logs = n;
+        n[l->n_logs] = (LogState){.task_id = strdup(task_id)};
+        if (!n[l->n_logs].task_id)
+                return NULL;
+        return l->logs + l->n_logs++;
+}
+
+static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Lagoon *l = userdata;
+        _cleanup_free_ const Task **tasks = NULL;
+        size_t n = 0, w = 0;
+        int r;
+
+        r = manager_list_tasks(l->manager, &tasks, &n);
+        if (r >= 0)
+                for (size_t i = 0; i < n; i++) {
+                        const Task *t = tasks[i];
+                        _cleanup_free_ char *path = NULL;
+                        struct stat st;
+                        LogState *ls;
+                        LagoonJob job;
+
+                        if (!t->lagoon || t->status != TASK_RUNNING)
+                                continue;
+                        if (manager_task_log_path(l->manager, t->id, &path) < 0 || stat(path, &st) < 0)
+                                continue;
+                        ls = log_state(l, t->id, true);
+                        if (!ls || ls->size == (uint64_t) st.st_size)
+                                continue;
+                        (void) job_from_task(l, t, TASK_RUNNING, &job);
+                        if (queue_task_logs(l, t, &job, &ls->size) < 0)
+                                continue;
+                }
+        /* Forget tasks that are no longer running. */
+        for (size_t i = 0; i < l->n_logs; i++) {
+                const Task *t = manager_get_task(l->manager, l->logs[i].task_id);
+
+                if (t && t->status == TASK_RUNNING)
+                        l->logs[w++] = l->logs[i];
+                else
+                        free(l->logs[i].task_id);
+        }
+        l->n_logs = w;
+
+        (void) sd_event_source_set_time(s, usec + config(l)->log_interval_usec);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        return 0;
+}
+
+/* ---- the bus sender ---- */
+
+static int bus_flush(sd_event_source *s, void *userdata) {
+        Lagoon *l = userdata;
+
+        if (!l->amqp || !amqp_client_is_connected(l->amqp))
+                return 0;
+        for (size_t i = 0; l->n_publishes < BUS_WINDOW; i++) {
+                OutboxEntry *e = outbox_get(l->outbox, OUTBOX_BUS, i);
+                _cleanup_free_ char *message_id = NULL;
+                Publish *p;
+                uint64_t tag;
+                int r;
+
+                if (!e)
+                        break;
+                if (e->in_flight)
+                        continue;
+                if (asprintf(&message_id, "%s-%" PRIu64, e->task_id, e->seq) < 0)
+                        return log_oom();
+                p = reallocarray(l->publishes, l->n_publishes + 1, sizeof(Publish));
+                if (!p)
+                        return log_oom();
+                l->publishes = p;
+                r = amqp_client_publish(l->amqp, e->exchange, e->routing_key, e->body, e->body_size, true, message_id,
+                                        &tag);
+                if (r < 0) {
+                        log_debug_errno(r, "Publishing outbox entry %" PRIu64 " failed, retrying later: %m", e->seq);
+                        break;
+                }
+                e->in_flight = true;
+                l->publishes[l->n_publishes++] = (Publish){tag, e->seq};
+        }
+        return 0;
+}
+
+static void bus_schedule_flush(Lagoon *l) {
+        if (l->bus_flush_source)
+                (void) sd_event_source_set_enabled(l->bus_flush_source, SD_EVENT_ONESHOT);
+}
+
+static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdata) {
+        Lagoon *l = userdata;
+        size_t i;
+
+        for (i = 0; i < l->n_publishes; i++)
+                if (l->publishes[i].tag == tag)
+                        break;
+        if (i >= l->n_publishes)
+                return;
+
+        uint64_t seq = l->publishes[i].seq;
+        memmove(l->publishes + i, l->publishes + i + 1, (l->n_publishes - i - 1) * sizeof(Publish));
+        l->n_publishes--;
+
+        if (ack) {
+                int r = outbox_remove(l->outbox, seq);
+                if (r < 0 && r != -ENOENT)
+                        log_warning_errno(r, "Failed to remove delivered outbox entry %" PRIu64 ": %m", seq);
+        } else {
+                OutboxEntry *e = outbox_find(l->outbox, seq);
+
+                log_warning("The broker refused message %" PRIu64 " (task %s), sending it again.", seq,
+                            e ? e->task_id : "?");
+                if (e)
+                        e->in_flight = false;
+        }
+        bus_schedule_flush(l);
+}
+
+/* ---- incoming: Lagoon's task messages ---- */
+
+static int push_env(char ***env, const char *key, const char *value) {
+        char *s;
+
+        if (!value)
+                return 0;
+        if (asprintf(&s, "%s=%s", key, value) < 0)
+                return -ENOMEM;
+        return strv_push(env, s);
+}
+
+/* The variables DESIGN.md lists for Lagoon tasks (the manager adds TASK_DATA_ID,
+ * NAMESPACE, PODNAME, LAGOON_PROJECT, LAGOON_GIT_BRANCH). */
+static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
+        const Config *c = config(l);
+        _cleanup_strv_free_ char **env = NULL;
+        char id[32];
+        int r = 0;
+
+        if ((r = push_env(&env, "TASK_API_HOST", c->lagoon_api_host)) < 0 ||
+            (r = push_env(&env, "TASK_SSH_HOST", c->lagoon_ssh_host)) < 0 ||
+            (r = push_env(&env, "TASK_SSH_PORT", c->lagoon_ssh_port)) < 0 ||
+            (r = push_env(&env, "LAGOON_CONFIG_API_HOST", c->lagoon_api_host)) < 0 ||
+            (r = push_env(&env, "LAGOON_CONFIG_SSH_HOST", c->lagoon_ssh_host)) < 0 ||
+            (r = push_env(&env, "LAGOON_CONFIG_SSH_PORT", c->lagoon_ssh_port)) < 0 ||
+            (r = push_env(&env, "LAGOON_CONFIG_TOKEN_HOST", c->lagoon_token_host)) < 0 ||
+            (r = push_env(&env, "LAGOON_CONFIG_TOKEN_PORT", c->lagoon_token_port)) < 0)
+                return r;
+        if (msg->kind == LAGOON_MESSAGE_STANDARD) {
+                if (msg->has_project_id) {
+                        snprintf(id, sizeof(id), "%" PRIi64, msg->project_id);
+                        if ((r = push_env(&env, "LAGOON_PROJECT_ID", id)) < 0)
+                                return r;
+                }
+                if (msg->has_environment_id) {
+                        snprintf(id, sizeof(id), "%" PRIi64, msg->environment_id);
+                        if ((r = push_env(&env, "LAGOON_ENVIRONMENT_ID", id)) < 0)
+                                return r;
+                }
+        } else if ((r = push_env(&env, "JSON_PAYLOAD", msg->json_payload)) < 0 ||
+                   (r = push_env(&env, "LAGOON_PROJECT_VARIABLES", msg->project_variables_raw)) < 0 ||
+                   (r = push_env(&env, "LAGOON_ENVIRONMENT_VARIABLES", msg->environment_variables_raw)) < 0)
+                return r;
+        *ret = TAKE_PTR(env);
+        return 0;
+}
+
+static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret) {
+        if (streq(queue, l->queue_jobs))
+                *ret = LAGOON_QUEUE_JOBS;
+        else if (streq(queue, l->queue_misc))
+                *ret = LAGOON_QUEUE_MISC;
+        else
+                return -ENOENT;
+        return 0;
+}
+
+/* Handles one message. Returns 1 when it is settled (ack), 0 when it must wait (room in
+ * the queue), -EBADMSG when it is to be rejected, other errors: leave it unacknowledged. */
+static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t size) {
+        _cleanup_(lagoon_message_freep) LagoonMessage *msg = NULL;
+        _cleanup_strv_free_ char **env = NULL, **secrets = NULL;
+        _cleanup_free_ char *error = NULL;
+        const Task *t = NULL;
+        bool existing = false;
+        int r;
+
+        r = lagoon_message_parse(queue, body, size, &msg, &error);
+        if (r < 0) {
+                log_error("Rejecting a message from the %s queue: %s%s%s", queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc",
+                          strna(error), msg && msg->task_id ? "; task " : "", msg ? strempty(msg->task_id) : "");
+                if (msg) {
+                        r = report_failure(l, msg, TASK_FAILED, error);
+                        if (r < 0)
+                                return r;
+                }
+                return -EBADMSG;
+        }
+
+        if (msg->kind == LAGOON_MESSAGE_CANCEL) {
+                r = task_id_is_valid(msg->task_id) ? manager_cancel(l->manager, msg->task_id) : -ENOENT;
+                if (r >= 0) {
+                        log_info("Task %s: cancel requested by Lagoon.", msg->task_id);
+                        return 1;
+                }
+                /* Lagoon wants an answer even for a task it thinks is stuck. */
+                log_info("Task %s: cancel requested by Lagoon for a task that is %s; answering cancelled.",
+                         msg->task_id, r == -EALREADY ? "finished" : "unknown here");
+                r = report_failure(l, msg, TASK_CANCELLED, NULL);
+                return r < 0 ? r : 1;
+        }
+
+        if (!task_id_is_valid(msg->task_id)) {
+                log_error("Rejecting task message: task id \"%s\" is not usable here.", msg->task_id);
+                r = report_failure(l, msg, TASK_FAILED, "launch-error: invalid task id");
+                return r < 0 ? r : -EBADMSG;
+        }
+        r = task_env(l, msg, &env);
+        if (r < 0)
+                return r;
+        r = lagoon_message_secrets(msg, config(l)->secret_variables, &secrets);
+        if (r < 0)
+                return r;
+
+        const JsonValue *task = json_get(msg->info, "task");
+        TaskRequest req = {
+                .id = msg->task_id,
+                .name = json_get_string(task, "taskName") ?: json_get_string(task, "name"),
+                .project = msg->project,
+                .environment = msg->environment,
+                .env = env,
+                .secrets = secrets,
+                .lagoon = msg->info,
+        };
+        if (msg->kind == LAGOON_MESSAGE_STANDARD) {
+                req.service = msg->service;
+                req.command = msg->command;
+        } else {
+                req.image = msg->image;
+                req.deployer_token = msg->deployer_token;
+                req.ssh_key = msg->ssh_key;
+        }
+
+        error = mfree(error);
+        r = manager_submit(l->manager, &req, &t, &existing, &error);
+        if (r == -EBUSY || r == -ESHUTDOWN)
+                return 0;
+        if (r == -EEXIST) {
+                /* Not reported: Lagoon's record is the other task's. */
+                log_error("Rejecting task message: %s.", strna(error));
+                return -EBADMSG;
+        }
+        if (r == -ENOENT || r == -EINVAL) {
+                _cleanup_free_ char *reason = NULL;
+
+                log_error("Task %s from Lagoon cannot run: %s.", msg->task_id, strna(error));
+                if (asprintf(&reason, "%s: %s",
+                             r == -EINVAL ? "launch-error"
+                             : req.image  ? "image-pull"
+                                          : "service-not-found",
+                             strna(error)) < 0)
+                        return -ENOMEM;
+                r = report_failure(l, msg, TASK_FAILED, reason);
+                return r < 0 ? r : 1;
+        }
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to accept it: %m", msg->task_id);
+        if (existing)
+                log_info("Task %s: delivered again by the broker, already known (%s).", msg->task_id,
+                         task_status_to_string(t->status));
+        else
+                log_info("Task %s: accepted from Lagoon (%s, %s).", msg->task_id,
+                         lagoon_message_kind_to_string(msg->kind), msg->namespace);
+        return 1;
+}
+
+static void settle(Lagoon *l, uint64_t tag, int r) {
+        if (r > 0)
+                (void) amqp_client_ack(l->amqp, tag);
+        else if (r == -EBADMSG)
+                (void) amqp_client_reject(l->amqp, tag, false);
+        /* Otherwise left unacknowledged: the broker redelivers it after a reconnect. */
+}
+
+static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Lagoon *l = userdata;
+        size_t w = 0;
+
+        for (size_t i = 0; i < l->n_held; i++) {
+                HeldDelivery *h = l->held + i;
+                int r = handle_message(l, h->queue, h->body, h->size);
+
+                if (r == 0 && manager_is_shutting_down(l->manager) == false) {
+                        l->held[w++] = *h;
+                        continue;
+                }
+                settle(l, h->tag, r);
+                free(h->body);
+        }
+        l->n_held = w;
+        if (w > 0) {
+                (void) sd_event_source_set_time_relative(s, USEC_PER_SEC);
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        return 0;
+}
+
+static void on_amqp_delivery(AmqpClient *c,
+                             const char *queue,
+                             const char *routing_key,
+                             uint64_t tag,
+                             const void *body,
+                             size_t size,
+                             void *userdata) {
+        Lagoon *l = userdata;
+        LagoonQueue q;
+        int r;
+
+        if (find_delivery_queue(l, queue, &q) < 0) {
+                (void) amqp_client_reject(c, tag, false);
+                return;
+        }
+        r = handle_message(l, q, body, size);
+        if (r != 0 || manager_is_shutting_down(l->manager)) {
+                settle(l, tag, r);
+                return;
+        }
+
+        /* The queue is full: hold it (the prefetch window bounds how many) and retry. */
+        HeldDelivery *n = reallocarray(l->held, l->n_held + 1, sizeof(HeldDelivery));
+        if (!n)
+                return; /* stays unacknowledged */
+        l->held = n;
+        n[l->n_held] = (HeldDelivery){.tag = tag, .queue = q, .body = memdup(body, size), .size = size};
+        if (!n[l->n_held].body)
+                return;
+        l->n_held++;
+        log_notice("Task queue full (MaxQueued=): holding a message from Lagoon until there is room.");
+        if (!l->held_timer) {
+                r = sd_event_add_time_relative(l->event, &l->held_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                               100 * USEC_PER_MSEC, on_held_timer, l);
+                if (r < 0)
+                        return;
+                (void) sd_event_source_set_description(l->held_timer, "lagoon-held");
+        } else {
+                (void) sd_event_source_set_time_relative(l->held_timer, USEC_PER_SEC);
+        }
+        (void) sd_event_source_set_enabled(l->held_timer, SD_EVENT_ONESHOT);
+}
+
+static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, void *userdata) {
+        Lagoon *l = userdata;
+
+        if (connected) {
+                l->bus_connected = true;
+                l->bus_warned = false;
+                log_info("Connected to Lagoon's message bus, consuming %s and %s.", l->queue_jobs, l->queue_misc);
+                bus_schedule_flush(l);
+                return;
+        }
+        /* Called for every failed attempt too: say it once per outage. */
+        if (l->bus_connected)
+                log_warning("Lost Lagoon's message bus (%s); reconnecting. %zu message(s) wait in the outbox.",
+                            strna(reason), outbox_count(l->outbox, OUTBOX_BUS));
+        else if (!l->bus_warned)
+                log_warning("Cannot reach Lagoon's message bus (%s); retrying with backoff.", strna(reason));
+        else
+                log_debug("Lagoon's message bus: still unreachable (%s).", strna(reason));
+        l->bus_warned = true;
+        l->bus_connected = false;
+        /* Unconfirmed publishes are sent again; held deliveries go back to the queue. */
+        outbox_reset_in_flight(l->outbox, OUTBOX_BUS);
+        l->n_publishes = 0;
+        for (size_t i = 0; i < l->n_held; i++)
+                free(l->held[i].body);
+        l->n_held = 0;
+}
+
+/* ---- the API sender ---- */
+
+static void on_api_done(LagoonApi *a, LagoonApiResult result, const char *detail, void *userdata) {
+        Lagoon *l = userdata;
+        OutboxEntry *e = outbox_get(l->outbox, OUTBOX_API, 0);
+
+        if (result == LAGOON_API_RETRY) {
+                if (!l->api_warned)
+                        log_warning("Lagoon's API is not answering (%s); retrying with backoff.", strna(detail));
+                l->api_warned = true;
+                l->api_backoff_usec = CLAMP(l->api_backoff_usec * 2, RETRY_MIN_USEC, RETRY_MAX_USEC);
+                api_schedule(l, l->api_backoff_usec);
+                return;
+        }
+        if (l->api_warned)
+                log_info("Lagoon's API answers again.");
+        l->api_warned = false;
+        l->api_backoff_usec = 0;
+        if (result == LAGOON_API_REJECTED)
+                log_error("Lagoon's API refused an update of task %s, dropping it: %s", e ? e->task_id : "?",
+                          strna(detail));
+        if (e) {
+                int r = outbox_remove(l->outbox, e->seq);
+                if (r < 0 && r != -ENOENT)
+                        log_warning_errno(r, "Failed to remove delivered outbox entry %" PRIu64 ": %m", e->seq);
+        }
+        api_schedule(l, 0);
+}
+
+static int on_api_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Lagoon *l = userdata;
+        OutboxEntry *e;
+        int r;
+
+        if (!l->api || lagoon_api_busy(l->api))
+                return 0;
+        e = outbox_get(l->outbox, OUTBOX_API, 0);
+        if (!e)
+                return 0;
+        r = lagoon_api_send(l->api, e->body, e->body_size, on_api_done, l);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to send an update to Lagoon's API, retrying: %m");
+                api_schedule(l, RETRY_MAX_USEC);
+        }
+        return 0;
+}
+
+static void api_schedule(Lagoon *l, uint64_t delay_usec) {
+        if (!l->api_timer)
+                return;
+        (void) sd_event_source_set_time_relative(l->api_timer, delay_usec);
+        (void) sd_event_source_set_enabled(l->api_timer, SD_EVENT_ONESHOT);
+}
+
+/* ---- lifecycle ---- */
+
+Lagoon *lagoon_free(Lagoon *l) {
+        if (!l)
+                return NULL;
+        manager_remove_task_callback(l->manager, on_task_changed, l);
+        amqp_client_free(l->amqp);
+        lagoon_api_free(l->api);
+        http_client_free(l->http);
+        sd_event_source_disable_unref(l->bus_flush_source);
+        sd_event_source_disable_unref(l->held_timer);
+        sd_event_source_disable_unref(l->api_timer);
+        sd_event_source_disable_unref(l->log_timer);
+        for (size_t i = 0; i < l->n_held; i++)
+                free(l->held[i].body);
+        free(l->held);
+        free(l->publishes);
+        for (size_t i = 0; i < l->n_logs; i++)
+                free(l->logs[i].task_id);
+        free(l->logs);
+        outbox_free(l->outbox);
+        free(l->target);
+        free(l->queue_jobs);
+        free(l->queue_misc);
+        free(l->key_jobs);
+        free(l->key_misc);
+        sd_event_unref(l->event);
+        return mfree(l);
+}
+
+static int lagoon_new_bus(Lagoon *l) {
+        const Config *c = config(l);
+        int r;
+
+        if (asprintf(&l->queue_jobs, "lagoon-tasks:%s:jobs", l->target) < 0 ||
+            asprintf(&l->queue_misc, "lagoon-tasks:%s:misc", l->target) < 0 ||
+            asprintf(&l->key_jobs, "%s:jobs", l->target) < 0 || asprintf(&l->key_misc, "%s:misc", l->target) < 0)
+                return -ENOMEM;
+
+        /* What remote-controller declares, plus the logs exchange it publishes to. */
+        const AmqpExchange exchanges[] = {
+                {EXCHANGE_TASKS, "direct"},
+                {EXCHANGE_LOGS, "direct"},
+        };
+        const AmqpQueue queues[] = {
+                {l->queue_jobs, EXCHANGE_TASKS, l->key_jobs},
+                {l->queue_misc, EXCHANGE_TASKS, l->key_misc},
+        };
+        const AmqpSettings settings = {
+                .url = c->broker_url,
+                .user = c->broker_user,
+                .password = c->broker_password,
+                .heartbeat_sec = c->broker_heartbeat_sec,
+                .prefetch = c->broker_prefetch,
+                .ca_file = c->broker_ca_file,
+                .cert_file = c->broker_cert_file,
+                .key_file = c->broker_key_file,
+        };
+        const AmqpCallbacks callbacks = {
+                .delivery = on_amqp_delivery,
+                .confirm = on_amqp_confirm,
+                .state = on_amqp_state,
+                .userdata = l,
+        };
+        r = amqp_client_new(l->event, &settings, exchanges, ELEMENTSOF(exchanges), queues, ELEMENTSOF(queues),
+                            &callbacks, &l->amqp);
+        if (r < 0)
+                return log_error_errno(r, "Invalid BrokerURL=: %m");
+
+        r = sd_event_add_defer(l->event, &l->bus_flush_source, bus_flush, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->bus_flush_source, "lagoon-bus-flush");
+        return sd_event_source_set_enabled(l->bus_flush_source, SD_EVENT_OFF);
+}
+
+int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
+        _cleanup_(lagoon_freep) Lagoon *l = NULL;
+        const Config *c = manager_get_config(m);
+        _cleanup_free_ char *dir = NULL;
+        unsigned n_corrupt = 0;
+        int r;
+
+        if (!c->broker_url && !c->api_url) {
+                *ret = NULL;
+                return 0;
+        }
+
+        l = calloc(1, sizeof(Lagoon));
+        if (!l)
+                return log_oom();
+        l->event = sd_event_ref(e);
+        l->manager = m;
+        l->target = strdup(c->target_name);
+        dir = path_join(c->state_dir, "outbox");
+        if (!l->target || !dir)
+                return log_oom();
+        r = outbox_open(dir, &l->outbox, &n_corrupt);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the outbox %s: %m", dir);
+        if (n_corrupt > 0)
+                log_warning("Outbox %s: %u unreadable entr%s moved to corrupt/.", dir, n_corrupt,
+                            n_corrupt == 1 ? "y" : "ies");
+        if (outbox_count(l->outbox, OUTBOX_BUS) + outbox_count(l->outbox, OUTBOX_API) > 0)
+                log_info("Outbox: %zu message(s) for the bus and %zu for the API still to deliver.",
+                         outbox_count(l->outbox, OUTBOX_BUS), outbox_count(l->outbox, OUTBOX_API));
+
+        if (c->broker_url) {
+                r = lagoon_new_bus(l);
+                if (r < 0)
+                        return r;
+        }
+        if (c->api_url) {
+                r = http_client_new(e, &l->http);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the HTTP client: %m");
+                r = lagoon_api_new(l->http, c, &l->api);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the Lagoon API client: %m");
+                r = sd_event_add_time_relative(e, &l->api_timer, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC, on_api_timer,
+                                               l);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(l->api_timer, "lagoon-api");
+                (void) sd_event_source_set_enabled(l->api_timer, SD_EVENT_OFF);
+        }
+
+        r = sd_event_add_time_relative(e, &l->log_timer, CLOCK_MONOTONIC, c->log_interval_usec, USEC_PER_SEC / 4,
+                                       on_log_timer, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->log_timer, "lagoon-logs");
+
+        r = manager_add_task_callback(m, on_task_changed, l);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int lagoon_start(Lagoon *l) {
+        _cleanup_free_ const Task **tasks = NULL;
+        size_t n = 0;
+        int r;
+
+        /* What a crash or a full disk left owed. */
+        r = manager_list_tasks(l->manager, &tasks, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                (void) report_task(l, tasks[i]);
+
+        if (l->amqp) {
+                r = amqp_client_start(l->amqp);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the message bus client: %m");
+        }
+        api_schedule(l, 0);
+        return 0;
+}
+
+size_t lagoon_n_outbox(Lagoon *l) {
+        return l ? outbox_count(l->outbox, OUTBOX_BUS) + outbox_count(l->outbox, OUTBOX_API) : 0;
+}
+
+bool lagoon_bus_connected(Lagoon *l) {
+        return l && l->amqp && amqp_client_is_connected(l->amqp);
+}

@@ -1,0 +1,336 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Lagoon's message bus, for real: a rabbitmq-server started here, Lagoon's fixture
+messages published to lagoon-tasks:<target>:jobs|misc, and the daemon's status and log
+messages read back from the broker and checked field by field against the fixtures
+and DESIGN.md. Malformed, duplicate and cancel messages; unknown services; advanced
+tasks with JSON_PAYLOAD masking and taskData."""
+
+import base64
+import copy
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import lagoon_harness as lh  # noqa: E402
+
+BROKER = None
+RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"
+
+
+def setUpModule():
+    global BROKER
+    BROKER = lh.Broker(harness.SESSION_DIR)
+    BROKER.start()
+
+
+def tearDownModule():
+    if BROKER:
+        BROKER.stop()
+
+
+class TestBus(harness.TaskdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.target = f"it-{os.urandom(3).hex()}"
+        self.peer = lh.LagoonPeer(BROKER, self.target)
+        self.addCleanup(self.peer.close)
+
+    def start_daemon(self, tasks=None, lagoon=None, extra=None):
+        self.write_config(tasks=tasks, services={"nginx": {"Bundle": self.bundle}},
+                          extra={"Lagoon": lh.lagoon_config(BROKER, self.target, **(lagoon or {})), **(extra or {})})
+        d = self.daemon()
+        # Consuming: the daemon declared its queues.
+        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
+                           what="the daemon's queues")
+        return d
+
+    def _queue_exists(self, q):
+        try:
+            self.peer.queue_depth(q)
+            return True
+        except Exception:
+            self.peer.close()
+            self.peer = lh.LagoonPeer(BROKER, self.target)
+            return False
+
+    def standard_message(self, task_id="1", command="env", service="nginx"):
+        body, routing_key = lh.fixture_body("amqp-in-task-standard.json")
+        self.assertTrue(routing_key.endswith(":jobs"))
+        body["task"]["id"] = task_id
+        body["task"]["command"] = command
+        body["task"]["service"] = service
+        return body
+
+    def assert_status_shape(self, msg, fixture_name, task_id, status, body):
+        """Field by field against fixtures/lagoon/amqp-out-controller-<fixture>.json."""
+        fixture = lh.fixture_json(fixture_name)
+        self.assertEqual(set(msg), set(fixture), msg)
+        self.assertEqual(msg["type"], "task")
+        self.assertEqual(msg["namespace"], "nginx-example-main")
+        meta = msg["meta"]
+        expected_keys = set(fixture["meta"])
+        # remote-controller also sends the message's key (Go omitempty), and advancedData.
+        self.assertEqual(set(meta) - {"advancedData", "key"}, expected_keys, meta)
+        self.assertEqual(meta.get("key"), body.get("key"))
+        for k in expected_keys:
+            self.assertIsInstance(meta[k], type(fixture["meta"][k]), f"{k}: {meta}")
+        self.assertEqual(meta["jobStatus"], status)
+        self.assertEqual(meta["environment"], "main")
+        self.assertEqual(meta["environmentId"], 1)
+        self.assertEqual(meta["project"], "nginx-example")
+        self.assertEqual(meta["projectId"], 1)
+        self.assertEqual(meta["jobName"], body["task"]["taskName"])
+        self.assertEqual(meta["clusterName"], self.target)
+        self.assertRegex(meta["remoteId"], lh.UUID)
+        self.assertEqual(meta["task"]["id"], task_id)
+        for k in ("name", "taskName", "service", "command"):
+            if k in body["task"]:
+                self.assertEqual(meta["task"][k], body["task"][k], k)
+        for k in ("startTime", "endTime"):
+            if k in meta:
+                self.assertRegex(meta[k], lh.LAGOON_TIME, k)
+
+    def test_standard_task_from_fixture(self):
+        self.start_daemon()
+        body = self.standard_message(command="echo lagoon says hi; env")
+        self.peer.publish(body, "jobs")
+        complete = self.peer.wait_status("1", "complete")
+        self.peer.settle()
+        self.assertEqual(self.peer.status_list("1"), ["pending", "running", "complete"])
+        st = {s["meta"]["jobStatus"]: s for s in self.peer.statuses}
+        self.assert_status_shape(st["pending"], "amqp-out-controller-taskpending.json", "1", "pending", body)
+        self.assert_status_shape(st["running"], "amqp-out-controller-taskrunning.json", "1", "running", body)
+        self.assert_status_shape(complete, "amqp-out-controller-taskcomplete.json", "1", "complete", body)
+        self.assertEqual(len({s["meta"]["remoteId"] for s in self.peer.statuses}), 1)
+        self.assertLessEqual(complete["meta"]["startTime"], complete["meta"]["endTime"])
+        self.assertEqual(st["running"]["meta"]["startTime"], complete["meta"]["startTime"])
+
+        # Status events and the log, on lagoon-logs.
+        events = self.peer.events("1")
+        self.assertEqual([e["event"] for e in events],
+                         ["task:job-kubernetes:pending", "task:job-kubernetes:running", "task:job-kubernetes:complete"])
+        for e in events:
+            self.assertEqual(e["severity"], "info")
+            self.assertEqual(e["project"], "nginx-example")
+        logs = self.peer.task_logs("1")
+        self.assertTrue(logs)
+        last = logs[-1]
+        self.assertEqual(last["event"], "task-logs:job-kubernetes:lagoon-task-7m5zypx")
+        self.assertEqual(last["meta"]["jobStatus"], "complete")
+        self.assertEqual(last["meta"]["clusterName"], self.target)
+        text = last["message"]
+        self.assertIn("lagoon says hi\n", text)
+        for var in ("TASK_DATA_ID=1", "LAGOON_PROJECT=nginx-example", "LAGOON_GIT_BRANCH=main",
+                    "NAMESPACE=nginx-example-main", "LAGOON_PROJECT_ID=1", "LAGOON_ENVIRONMENT_ID=1"):
+            self.assertIn(var + "\n", text)
+        # The daemon's own task record links the two.
+        t = self.client.task("1")
+        self.assertEqual(t["status"], "complete")
+        self.assertEqual(t["remoteId"], complete["meta"]["remoteId"])
+        self.assertEqual(t["name"], "lagoon-task-7m5zypx")
+        self.assertEqual(self.peer.queue_depth("jobs"), 0)
+
+    def test_failed_task_and_log_while_running(self):
+        self.start_daemon()
+        body = self.standard_message("41", "for i in 1 2 3; do echo line $i; sleep 1; done; exit 3")
+        self.peer.publish(body)
+        failed = self.peer.wait_status("41", "failed")
+        self.assertIn("endTime", failed["meta"])
+        logs = self.peer.task_logs("41")
+        # Sent while it ran (LogUpdateIntervalSec=1), then once more at the end.
+        running_logs = [m for m in logs if m["meta"]["jobStatus"] == "running"]
+        self.assertTrue(running_logs, [m["meta"]["jobStatus"] for m in logs])
+        self.assertTrue(all("line 1" in m["message"] for m in running_logs))
+        self.assertEqual(logs[-1]["meta"]["jobStatus"], "failed")
+        self.assertIn("line 1\nline 2\nline 3\n", logs[-1]["message"])
+
+    def test_duplicate_delivery_runs_once(self):
+        self.start_daemon()
+        body = self.standard_message("7", "echo once >> /tmp/count; sleep 1; cat /tmp/count")
+        self.peer.publish(body)
+        self.peer.publish(body)
+        self.peer.wait_status("7", "complete")
+        self.peer.publish(body)  # after it finished, too
+        self.peer.settle(3)
+        self.assertEqual(self.peer.status_list("7"), ["pending", "running", "complete"])
+        self.assertEqual(self.peer.task_logs("7")[-1]["message"].count("once\n"), 1)
+        self.assertEqual(self.peer.queue_depth("jobs"), 0)
+        self.assertEqual(len([t for t in self.client.tasks() if t["id"] == "7"]), 1)
+
+    def test_malformed_messages_rejected_and_reported(self):
+        d = self.start_daemon()
+        self.peer.publish(b"this is not json", "jobs")
+        self.peer.publish(b'{"task": {"name": "no id"}}', "jobs")
+        no_project = self.standard_message("51")
+        del no_project["project"]
+        self.peer.publish(no_project, "jobs")
+        unknown_key = self.standard_message("52")
+        unknown_key["key"] = "deploytarget:task:doesnotexist"
+        self.peer.publish(unknown_key, "misc")
+        bad_vars = self.standard_message("53")
+        bad_vars["project"]["variables"]["project"] = "%%% not base64"
+        self.peer.publish(bad_vars, "jobs")
+
+        for tid in ("51", "52", "53"):
+            failed = self.peer.wait_status(tid, "failed")
+            self.assertEqual(failed["meta"]["startTime"], failed["meta"]["endTime"])
+        self.peer.settle()
+        for tid in ("51", "52", "53"):
+            self.assertEqual(self.peer.status_list(tid), ["failed"], tid)
+        reasons = {tid: self.peer.task_logs(tid)[-1]["message"] for tid in ("51", "52", "53")}
+        self.assertIn("project", reasons["51"])
+        self.assertIn("deploytarget:task:doesnotexist", reasons["52"])
+        self.assertIn("variables", reasons["53"])
+        # Rejected without requeue: the queues are empty, nothing ran.
+        self.assertEqual(self.peer.queue_depth("jobs"), 0)
+        self.assertEqual(self.peer.queue_depth("misc"), 0)
+        self.assertEqual(self.client.tasks(), [])
+        err = d.stderr()
+        self.assertIn("Rejecting a message from the jobs queue", err)
+        self.assertIn("task.id", err)
+        self.assertHealthy()
+
+    def test_unknown_service_reported_failed(self):
+        self.start_daemon()
+        self.peer.publish(self.standard_message("61", "true", service="solr"))
+        self.peer.wait_status("61", "failed")
+        self.assertIn("service-not-found", self.peer.task_logs("61")[-1]["message"])
+        self.assertEqual(self.peer.queue_depth("jobs"), 0)
+
+    def cancel_message(self, task_id):
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        return {"key": "deploytarget:task:cancel", "task": {"id": task_id, "name": "x", "taskName": "x"},
+                "project": body["project"], "environment": body["environment"]}
+
+    def test_cancel_running_queued_unknown(self):
+        self.start_daemon(tasks={"MaxRunning": 1})
+        self.peer.publish(self.standard_message("71", "sleep 60"))
+        self.peer.wait_status("71", "running")
+        self.peer.publish(self.standard_message("72", "echo never"))
+        self.peer.wait_status("72", "pending")
+        self.peer.publish(self.cancel_message("72"), "misc")
+        self.peer.wait_status("72", "cancelled")
+        self.peer.publish(self.cancel_message("71"), "misc")
+        self.peer.wait_status("71", "cancelled", timeout=30)
+        self.peer.publish(self.cancel_message("9999"), "misc")
+        unknown = self.peer.wait_status("9999", "cancelled")
+        self.assertEqual(unknown["meta"]["startTime"], unknown["meta"]["endTime"])
+        self.peer.settle()
+        self.assertEqual(self.peer.status_list("71"), ["pending", "running", "cancelled"])
+        self.assertEqual(self.peer.status_list("72"), ["pending", "cancelled"])
+        self.assertEqual(self.peer.status_list("9999"), ["cancelled"])
+        self.assertNotIn("never", self.peer.task_logs("72")[-1]["message"])
+        self.assertEqual(self.client.task("71")["status"], "cancelled")
+
+    def make_image_bundle(self, script):
+        """A runner image: the demo bundle's rootfs with its own entrypoint."""
+        with open(os.path.join(self.bundle, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["process"]["args"] = ["/bin/sh", "-c", script]
+        root = cfg["root"]["path"]
+        cfg["root"]["path"] = root if root.startswith("/") else os.path.join(self.bundle, root)
+        d = os.path.join(self.tmp, "runner-image")
+        os.makedirs(d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        return d
+
+    def advanced_message(self, task_id, payload):
+        body, routing_key = lh.fixture_body("amqp-in-task-advanced.json")
+        self.assertTrue(routing_key.endswith(":misc"))
+        body["task"]["id"] = task_id
+        body["advancedTask"]["JSONPayload"] = payload
+        body["advancedTask"]["sshKey"] = 1
+        return body
+
+    def test_advanced_task_payload_and_task_data(self):
+        task_data = lh.b64json({"sourceNamespace": "a", "destinationNamespace": "b"})
+        image = self.make_image_bundle(
+            'echo "payload=$JSON_PAYLOAD"; echo "pod=$PODNAME ns=$NAMESPACE"; '
+            'echo "vars=$LAGOON_PROJECT_VARIABLES"; cat /var/run/secrets/lagoon/ssh/ssh-privatekey; '
+            f'printf %s {task_data} > "$LAGOON_TASK_DATA_FILE"')
+        key = os.path.join(self.tmp, "ssh-key")
+        with open(key, "w") as f:
+            f.write("-----BEGIN FAKE KEY-----\n")
+        self.start_daemon(lagoon={"SSHKeyFile": key}, extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        payload = lh.b64json({"secret": "value"})
+        body = self.advanced_message("81", payload)
+        self.peer.publish(body, "misc")
+        complete = self.peer.wait_status("81", "complete")
+        self.assertEqual(complete["meta"]["advancedData"], task_data)
+        self.assertEqual(json.loads(base64.b64decode(complete["meta"]["advancedData"])),
+                         {"sourceNamespace": "a", "destinationNamespace": "b"})
+        log = self.peer.task_logs("81")[-1]["message"]
+        self.assertIn("payload=***\n", log)
+        self.assertNotIn(payload, log)
+        self.assertIn("pod=lagoon-task-81 ns=nginx-example-main\n", log)
+        # Decoded, as remote-controller passes it.
+        self.assertIn("vars=" + base64.b64decode(body["project"]["variables"]["project"]).decode() + "\n", log)
+        self.assertIn("-----BEGIN FAKE KEY-----", log)
+        # And never in journald either.
+        msgs = self.journal.task_messages("81")
+        self.assertIn("payload=***", msgs)  # one message per line
+        self.assertFalse([m for m in msgs if payload in m])
+
+    def test_active_standby_gets_token_and_key(self):
+        image = self.make_image_bundle(
+            "cat /var/run/secrets/kubernetes.io/serviceaccount/token /var/run/secrets/lagoon/deployer/token "
+            "/var/run/secrets/lagoon/ssh/ssh-privatekey; (echo x >> /var/run/secrets/lagoon/ssh/ssh-privatekey) 2>/dev/null "
+            "|| echo read-only")
+        files = {}
+        for name, text in (("key", "KEY-CONTENT"), ("token", "TOKEN-CONTENT")):
+            files[name] = os.path.join(self.tmp, name)
+            with open(files[name], "w") as f:
+                f.write(text + "\n")
+        self.start_daemon(lagoon={"SSHKeyFile": files["key"], "DeployerTokenFile": files["token"]},
+                          extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        body = self.advanced_message("84", lh.b64json({"sourceNamespace": "a", "destinationNamespace": "b"}))
+        body["key"] = "deploytarget:task:activestandby"
+        del body["advancedTask"]["sshKey"]  # forced on for this key
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("84", "complete")
+        log = self.peer.task_logs("84")[-1]["message"]
+        self.assertEqual(log.count("TOKEN-CONTENT\n"), 2, log)
+        self.assertIn("KEY-CONTENT\nread-only\n", log)
+
+    def test_advanced_task_bad_task_data(self):
+        image = self.make_image_bundle('printf "not base64!" > "$LAGOON_TASK_DATA_FILE"')
+        self.start_daemon(extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        body = self.advanced_message("82", lh.b64json({}))
+        body["advancedTask"]["sshKey"] = False
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("82", "failed")
+        t = self.client.task("82")
+        self.assertTrue(t["reason"].startswith("taskdata:"), t)
+
+    def test_advanced_task_unknown_image(self):
+        self.start_daemon()
+        body = self.advanced_message("83", lh.b64json({}))
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("83", "failed")
+        self.assertIn("image-pull", self.peer.task_logs("83")[-1]["message"])
+
+    def test_secret_variables_masked(self):
+        self.start_daemon()
+        body = self.standard_message("91", "echo pw=s3cr3t-value ok")
+        body["project"]["variables"]["environment"] = lh.b64json(
+            [{"name": "DB_PASSWORD", "value": "s3cr3t-value", "scope": "runtime"}])
+        self.peer.publish(body)
+        self.peer.wait_status("91", "complete")
+        # The value of a variable named like a secret is masked wherever it shows.
+        log = self.peer.task_logs("91")[-1]["message"]
+        self.assertIn("pw=*** ok\n", log)
+        self.assertNotIn("s3cr3t-value", log)
+        self.assertIn("pw=*** ok", self.journal.task_messages("91"))
+
+
+if __name__ == "__main__":
+    reason = lh.missing()
+    if reason:
+        print(f"test_bus.py: SKIP: {reason}")
+        sys.exit(77)
+    harness.main()
