@@ -404,7 +404,7 @@ static struct timeval timeval_of(uint64_t usec) {
         };
 }
 
-static uint64_t now_usec(AmqpClient *c) {
+static uint64_t loop_now(AmqpClient *c) {
         uint64_t t = 0;
 
         (void) sd_event_now(c->event, CLOCK_MONOTONIC, &t);
@@ -521,7 +521,7 @@ static int schedule_reconnect(AmqpClient *c, uint64_t delay) {
 static int on_fail(sd_event_source *s, void *userdata) {
         AmqpClient *c = userdata;
         _cleanup_free_ char *reason = NULL;
-        uint64_t now = now_usec(c), delay;
+        uint64_t now = loop_now(c), delay;
 
         if (!c->failing)
                 return 0;
@@ -1061,7 +1061,7 @@ static int client_setup(AmqpClient *c) {
         }
 
         c->connected = true;
-        c->up_since = now_usec(c);
+        c->up_since = loop_now(c);
         log_debug("amqp: connected to %s:%u vhost %s, heartbeat %d s", c->url.host, c->url.port, c->url.vhost, hb);
 
         /* Deliveries that arrived during the RPCs are queued inside librabbitmq. */

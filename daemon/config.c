@@ -673,24 +673,21 @@ Config *config_new(void) {
         return TAKE_PTR(c);
 }
 
-const ServiceConfig *config_find_service(const Config *c, const char *name) {
-        if (!c || !name)
+static const ServiceConfig *find_section(const ServiceConfig *a, size_t n, const char *name) {
+        if (!name)
                 return NULL;
-
-        for (size_t i = 0; i < c->n_services; i++)
-                if (streq(c->services[i].name, name))
-                        return c->services + i;
+        for (size_t i = 0; i < n; i++)
+                if (streq(a[i].name, name))
+                        return a + i;
         return NULL;
 }
 
-const ServiceConfig *config_find_image(const Config *c, const char *reference) {
-        if (!c || !reference)
-                return NULL;
+const ServiceConfig *config_find_service(const Config *c, const char *name) {
+        return c ? find_section(c->services, c->n_services, name) : NULL;
+}
 
-        for (size_t i = 0; i < c->n_images; i++)
-                if (streq(c->images[i].name, reference))
-                        return c->images + i;
-        return NULL;
+const ServiceConfig *config_find_image(const Config *c, const char *reference) {
+        return c ? find_section(c->images, c->n_images, reference) : NULL;
 }
 
 /* Finds or appends the service (or image); a repeated section (also from a drop-in)

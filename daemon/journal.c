@@ -200,13 +200,6 @@ int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, siz
 
 static bool journald_unresponsive;
 
-static uint64_t now_monotonic(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static char *field(const char *name, const char *value) {
         char *s = NULL;
 
@@ -239,7 +232,7 @@ static int send_marker(const char *task_id, const char *marker) {
 /* Waits until the entry with LAGOON_RESUME_MARKER=marker is readable. */
 static int wait_for_marker(sd_journal *j, const char *marker, uint64_t timeout_usec) {
         _cleanup_free_ char *match = NULL;
-        uint64_t deadline = now_monotonic() + timeout_usec;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
         int r;
 
         match = field("LAGOON_RESUME_MARKER", marker);
@@ -260,7 +253,7 @@ static int wait_for_marker(sd_journal *j, const char *marker, uint64_t timeout_u
                 if (r > 0)
                         return 0;
 
-                uint64_t now = now_monotonic();
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
                 if (now >= deadline)
                         return -ETIMEDOUT;
                 r = sd_journal_wait(j, MIN(deadline - now, MARKER_POLL_USEC));

@@ -68,12 +68,6 @@ struct Lagoon {
         sd_event_source *log_timer;
 };
 
-static uint64_t now_realtime(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static const Config *config(Lagoon *l) {
         return manager_get_config(l->manager);
 }
@@ -99,7 +93,7 @@ static int job_from_task(Lagoon *l, const Task *t, TaskStatus status, LagoonJob 
                 ret->start_usec = t->started_usec;
         if (task_status_is_final(status)) {
                 /* A task that never ran reports start = end, as Lagoon expects both. */
-                ret->end_usec = t->finished_usec ?: now_realtime();
+                ret->end_usec = t->finished_usec ?: now_usec(CLOCK_REALTIME);
                 ret->start_usec = t->started_usec ?: ret->end_usec;
                 ret->advanced_data = t->task_data;
         }
@@ -235,19 +229,14 @@ static int report_task(Lagoon *l, const Task *t) {
 static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status, const char *reason) {
         _cleanup_free_ char *remote_id = NULL, *log = NULL;
         const JsonValue *task = json_get(msg->info, "task");
-        uint64_t now = now_realtime();
-        uint8_t b[16];
+        uint64_t now = now_usec(CLOCK_REALTIME);
         int r;
 
         if (!msg->task_id || !msg->info)
                 return 0;
-        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
-                return -errno ?: -EIO;
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        if (asprintf(&remote_id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                     b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]) < 0)
-                return -ENOMEM;
+        r = task_new_remote_id(&remote_id);
+        if (r < 0)
+                return r;
 
         LagoonJob job = {
                 .info = msg->info,

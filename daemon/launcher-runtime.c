@@ -68,13 +68,6 @@ struct RuntimeContainer {
         bool finished;
 };
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static int pidfd_open_pid(pid_t pid) {
         int fd = (int) syscall(SYS_pidfd_open, pid, 0); /* pidfds are always close-on-exec */
         return fd < 0 ? -errno : fd;
@@ -269,7 +262,7 @@ static int child_wait(Child *ch, int sync_fd, uint64_t deadline, char **ret_stde
                 struct pollfd p[3];
                 nfds_t n = 0;
                 int idx_sync = -1, idx_err = -1, idx_pid = -1;
-                uint64_t now = now_usec();
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
                 int timeout_ms;
 
                 if (now >= deadline) {
@@ -464,7 +457,7 @@ runtime_run(const char *runtime, char *const *runtime_args, const char *verb, ch
                 set_error(ret_error, "failed to run %s %s: %s", runtime, verb, strerror(-r));
                 return r;
         }
-        r = child_wait(&ch, -EBADF, now_usec() + RUNTIME_TIMEOUT_USEC, &err, NULL);
+        r = child_wait(&ch, -EBADF, now_usec(CLOCK_MONOTONIC) + RUNTIME_TIMEOUT_USEC, &err, NULL);
         child_done(&ch);
         if (r == -ETIMEDOUT) {
                 set_error(ret_error, "%s %s did not finish within %" PRIu64 " s", runtime, verb,
@@ -959,7 +952,7 @@ static int conmon_spawn(RuntimeContainer *c, const Config *config, const char *c
         /* Only conmon may hold the write end, so its death shows as EOF. */
         sync_w = safe_close(sync_w);
 
-        r = child_wait(&ch, sync_r, now_usec() + RUNTIME_TIMEOUT_USEC, &err, &sync);
+        r = child_wait(&ch, sync_r, now_usec(CLOCK_MONOTONIC) + RUNTIME_TIMEOUT_USEC, &err, &sync);
         child_done(&ch);
         if (r == -ETIMEDOUT) {
                 conmon_stop(c->dir, c->id, 0);
@@ -1177,16 +1170,16 @@ static int start_steps(sd_event *e,
                 return r;
         }
 
-        t0 = now_usec();
+        t0 = now_usec(CLOCK_MONOTONIC);
         r = conmon_spawn(c, config, conmon, ret_error);
         if (r < 0)
                 return r;
-        t1 = now_usec();
+        t1 = now_usec(CLOCK_MONOTONIC);
         r = runtime_run(c->runtime, c->runtime_args, "start", STRV(c->id), ret_error);
         if (r < 0)
                 return r;
         log_debug("Container %s: conmon + create took %" PRIu64 " ms, start %" PRIu64 " ms.", c->id,
-                  (t1 - t0) / USEC_PER_MSEC, (now_usec() - t1) / USEC_PER_MSEC);
+                  (t1 - t0) / USEC_PER_MSEC, (now_usec(CLOCK_MONOTONIC) - t1) / USEC_PER_MSEC);
 
         r = container_watch_conmon(c);
         if (r < 0 && r != -ESRCH) {
@@ -1206,7 +1199,7 @@ int runtime_container_start(sd_event *e,
         _cleanup_(runtime_container_freep) RuntimeContainer *c = NULL;
         _cleanup_free_ char *error = NULL;
         bool made_dir = false;
-        uint64_t t0 = now_usec();
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         int r;
 
         if (!e || !spec || !spec->config || !spec->service || !spec->task || !spec->container_dir || !ret)
@@ -1226,7 +1219,7 @@ int runtime_container_start(sd_event *e,
                 return r;
         }
 
-        log_debug("Container %s started in %" PRIu64 " ms.", c->id, (now_usec() - t0) / USEC_PER_MSEC);
+        log_debug("Container %s started in %" PRIu64 " ms.", c->id, (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -49,12 +49,6 @@ struct Manager {
         char *last_status;
 };
 
-static uint64_t now_realtime(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static ManagedTask *managed_task_free(ManagedTask *mt) {
         if (!mt)
                 return NULL;
@@ -250,7 +244,7 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
         Task *t = mt->task;
         int r;
 
-        r = task_transition(t, to, reason, now_realtime());
+        r = task_transition(t, to, reason, now_usec(CLOCK_REALTIME));
         if (r < 0)
                 return log_error_errno(r, "Task %s: invalid transition %s → %s.", t->id,
                                        task_status_to_string(t->status), task_status_to_string(to));
@@ -427,7 +421,7 @@ static int manager_stop_running(Manager *m, ManagedTask *mt) {
         int r;
 
         if (mt->task->kill_usec == 0)
-                mt->task->kill_usec = now_realtime();
+                mt->task->kill_usec = now_usec(CLOCK_REALTIME);
         r = store_save(m->store, mt->task);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
@@ -661,22 +655,6 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-/* A random (version 4) UUID, Lagoon's remoteId. */
-static int generate_uuid(char **ret) {
-        uint8_t b[16];
-        char *s;
-
-        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
-                return -errno ?: -EIO;
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        if (asprintf(&s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
-                     b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]) < 0)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
-}
-
 static int generate_id(char **ret) {
         uint8_t b[8];
         char *s;
@@ -762,7 +740,7 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
             (req->secrets && !(t->secrets = strv_copy(req->secrets))) ||
             (req->lagoon && !(t->lagoon = json_copy(req->lagoon))))
                 return -ENOMEM;
-        r = generate_uuid(&t->remote_id);
+        r = task_new_remote_id(&t->remote_id);
         if (r < 0)
                 return r;
         r = task_make_namespace(project, environment, &t->namespace);
@@ -770,7 +748,7 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return error_message(ret_error, -EINVAL,
                                      "cannot derive a namespace from project '%s' and environment '%s'", project,
                                      environment);
-        t->created_usec = now_realtime();
+        t->created_usec = now_usec(CLOCK_REALTIME);
         t->timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : m->config->default_timeout_usec;
         t->seq = m->last_seq + 1;
 

@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 #include <time.h>
 
+#include <sys/random.h>
+
 #include "task.h"
 
 static const char *const status_names[_TASK_STATUS_MAX] = {
@@ -130,7 +132,7 @@ bool task_transition_allowed(TaskStatus from, TaskStatus to) {
         }
 }
 
-int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now_usec) {
+int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now) {
         int r;
 
         if (!task_transition_allowed(t->status, to))
@@ -140,9 +142,9 @@ int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now_use
                 return r;
         t->status = to;
         if (to == TASK_RUNNING && t->started_usec == 0)
-                t->started_usec = now_usec;
+                t->started_usec = now;
         if (task_status_is_final(to))
-                t->finished_usec = now_usec;
+                t->finished_usec = now;
         return 0;
 }
 
@@ -367,5 +369,20 @@ int task_from_json(const JsonValue *v, Task **ret) {
             (r = get_bool(v, "timedOut", &t->timed_out)) < 0)
                 return r;
         *ret = TAKE_PTR(t);
+        return 0;
+}
+
+int task_new_remote_id(char **ret) {
+        uint8_t b[16];
+        char *s;
+
+        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
+                return -errno ?: -EIO;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        if (asprintf(&s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+                     b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]) < 0)
+                return -ENOMEM;
+        *ret = s;
         return 0;
 }

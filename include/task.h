@@ -97,7 +97,7 @@ int task_make_namespace(const char *project, const char *environment, char **ret
 bool task_transition_allowed(TaskStatus from, TaskStatus to);
 /* Moves t to status `to` with an optional reason; sets started/finished timestamps
  * (now_usec, CLOCK_REALTIME). -EINVAL if not allowed (t unchanged). */
-int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now_usec);
+int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now);
 
 /* JSON form. queue_position > 0 is included as "queuePosition" (pending tasks). */
 int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);
@@ -106,6 +106,9 @@ int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);
 int task_to_record(const Task *t, JsonValue **ret);
 /* Inverse, for the store: -EBADMSG when a required field is missing or of the wrong type. */
 int task_from_json(const JsonValue *v, Task **ret);
+
+/* A random version 4 UUID: the remoteId Lagoon is told for a task. */
+int task_new_remote_id(char **ret);
 
 /* "2026-11-28T10:00:00.123456Z"-style UTC timestamp for usec (CLOCK_REALTIME). */
 int format_timestamp_rfc3339(uint64_t usec, char **ret);

@@ -333,13 +333,6 @@ static int follow_sink(const void *data, size_t size, void *userdata) {
         return 0;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static void sleep_usec(uint64_t usec) {
         struct timespec ts = {
                 .tv_sec = (time_t) (usec / USEC_PER_SEC),
@@ -428,7 +421,7 @@ static int follow_task(CtlHttp *h, const char *id, int fd, CtlResponse *ret_resp
                 }
 
                 if (transient) {
-                        uint64_t n = now_usec();
+                        uint64_t n = now_usec(CLOCK_MONOTONIC);
 
                         if (retry_until == 0)
                                 retry_until = n + RECONNECT_LIMIT_USEC;

@@ -14,7 +14,7 @@ import time
 
 import harness
 
-FIXTURES = os.path.join(harness.SRCDIR, "..", "shared", "fixtures")
+FIXTURES = os.path.join(harness.SRCDIR, "tests", "fixtures")
 RABBITMQ_SH = os.path.join(harness.SRCDIR, "tests", "harness", "rabbitmq.sh")
 LAGOON_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -148,6 +148,22 @@ class LagoonPeer:
         while time.monotonic() < end:
             self.poll()
             time.sleep(0.1)
+
+
+# One broker for a whole test file: setUpModule = lagoon_harness.start_module_broker, and
+# tearDownModule = lagoon_harness.stop_module_broker; tests read lagoon_harness.BROKER.
+BROKER = None
+
+
+def start_module_broker():
+    global BROKER
+    BROKER = Broker(harness.SESSION_DIR)
+    BROKER.start()
+
+
+def stop_module_broker():
+    if BROKER:
+        BROKER.stop()
 
 
 def lagoon_config(broker, target, **extra):

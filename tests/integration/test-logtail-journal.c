@@ -122,12 +122,6 @@ static Buf slurp(const char *name) {
         return b;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
-}
-
 /* Lines [from, to): every 5th on stderr, every 7th in three P pieces. The CRI log gets
  * the records, expect the text. */
 static void gen(const char *cri_name, unsigned from, unsigned to, Buf *expect) {
@@ -175,10 +169,10 @@ static void expect_file(const char *name, const Buf *expect) {
 }
 
 static void run_until(sd_event *e, LogTail *t, uint64_t lines) {
-        uint64_t deadline = now_usec() + 60 * USEC_PER_SEC;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 60 * USEC_PER_SEC;
 
         while (logtail_lines(t) < lines) {
-                ASSERT(now_usec() < deadline);
+                ASSERT(now_usec(CLOCK_MONOTONIC) < deadline);
                 ASSERT(sd_event_run(e, 100 * USEC_PER_MSEC) >= 0);
         }
         ASSERT(logtail_lines(t) == lines);
@@ -232,12 +226,12 @@ static int start_journald(void) {
         }
 
         /* Up when a marker sent to it can be read back. */
-        uint64_t deadline = now_usec() + 20 * USEC_PER_SEC, n;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 20 * USEC_PER_SEC, n;
         for (;;) {
                 if (access("/run/systemd/journal/socket", F_OK) == 0 &&
                     journal_last_line("startup-probe", 2 * USEC_PER_SEC, &n) == 0)
                         break;
-                if (waitpid(journald_pid, NULL, WNOHANG) == journald_pid || now_usec() > deadline) {
+                if (waitpid(journald_pid, NULL, WNOHANG) == journald_pid || now_usec(CLOCK_MONOTONIC) > deadline) {
                         Buf l = slurp("journald.log");
                         fprintf(stderr, "journald did not start:\n%s\n", l.p);
                         abort();
@@ -386,14 +380,14 @@ static unsigned kill_rounds(sd_event *e,
                         continue;
                 }
                 if (with_journald) {
-                        uint64_t j = 0, n = count_lines(log_name), t0 = now_usec();
+                        uint64_t j = 0, n = count_lines(log_name), t0 = now_usec(CLOCK_MONOTONIC);
                         ASSERT(journal_last_line(task->id, 10 * USEC_PER_SEC, &j) == 0);
                         ASSERT(j >= n);
                         ahead += j > n;
                         fprintf(stderr,
                                 "round %u: killed with task log at %" PRIu64 ", journald at %" PRIu64
                                 " (asked in %.1f ms)\n",
-                                round, n, j, (now_usec() - t0) / 1e3);
+                                round, n, j, (now_usec(CLOCK_MONOTONIC) - t0) / 1e3);
                 }
 
                 if (round % 5 == 4) {
@@ -445,16 +439,16 @@ int main(void) {
                 (void) rm_rf(dir);
                 return r;
         }
-        srand((unsigned) now_usec());
+        srand((unsigned) now_usec(CLOCK_MONOTONIC));
         ASSERT(sd_event_new(&e) >= 0);
 
         /* Heavy output: a real journald takes ~20 µs a line, so a round of 6000 lines keeps
          * the child busy for ~100 ms and the kill lands mid-batch most of the time. */
         make_task(&task1, id1);
-        uint64_t start = now_usec();
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
         unsigned ahead = kill_rounds(e, &task1, "with", 20, 6000, 150, true, &expect);
         fprintf(stderr, "20 kills with journald: journald ahead of the task log after %u (%.1f s)\n", ahead,
-                (now_usec() - start) / 1e6);
+                (now_usec(CLOCK_MONOTONIC) - start) / 1e6);
         expect_journal(task1.id, &expect);
         buf_done(&expect);
 

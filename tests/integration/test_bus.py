@@ -17,31 +17,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
 
-BROKER = None
 RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"
 
 
-def setUpModule():
-    global BROKER
-    BROKER = lh.Broker(harness.SESSION_DIR)
-    BROKER.start()
-
-
-def tearDownModule():
-    if BROKER:
-        BROKER.stop()
+setUpModule = lh.start_module_broker
+tearDownModule = lh.stop_module_broker
 
 
 class TestBus(harness.TaskdTestCase):
     def setUp(self):
         super().setUp()
         self.target = f"it-{os.urandom(3).hex()}"
-        self.peer = lh.LagoonPeer(BROKER, self.target)
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
         self.addCleanup(self.peer.close)
 
     def start_daemon(self, tasks=None, lagoon=None, extra=None):
         self.write_config(tasks=tasks, services={"nginx": {"Bundle": self.bundle}},
-                          extra={"Lagoon": lh.lagoon_config(BROKER, self.target, **(lagoon or {})), **(extra or {})})
+                          extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target, **(lagoon or {})), **(extra or {})})
         d = self.daemon()
         # Consuming: the daemon declared its queues.
         harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
@@ -54,7 +46,7 @@ class TestBus(harness.TaskdTestCase):
             return True
         except Exception:
             self.peer.close()
-            self.peer = lh.LagoonPeer(BROKER, self.target)
+            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
             return False
 
     def standard_message(self, task_id="1", command="env", service="nginx"):

@@ -18,25 +18,17 @@ import harness  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
 
 FAKE_API = os.path.join(harness.SRCDIR, "tests", "harness", "fake-lagoon-api.py")
-BROKER = None
 
 
-def setUpModule():
-    global BROKER
-    BROKER = lh.Broker(harness.SESSION_DIR)
-    BROKER.start()
-
-
-def tearDownModule():
-    if BROKER:
-        BROKER.stop()
+setUpModule = lh.start_module_broker
+tearDownModule = lh.stop_module_broker
 
 
 class TestBusApi(harness.TaskdTestCase):
     def setUp(self):
         super().setUp()
         self.target = f"it-{os.urandom(3).hex()}"
-        self.peer = lh.LagoonPeer(BROKER, self.target)
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
         self.addCleanup(self.peer.close)
         self.secret_file = os.path.join(self.tmp, "jwtsecret")
         with open(self.secret_file, "w") as f:
@@ -66,7 +58,7 @@ class TestBusApi(harness.TaskdTestCase):
 
     def start_daemon(self):
         self.write_config(services={"nginx": {"Bundle": self.bundle}},
-                          extra={"Lagoon": lh.lagoon_config(BROKER, self.target,
+                          extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target,
                                                             APIURL=f"http://127.0.0.1:{self.api_port}/graphql",
                                                             JWTSecretFile=self.secret_file)})
         d = self.daemon()

@@ -470,14 +470,48 @@ static void test_bad_inputs(void) {
                 ASSERT(bundle_derive(NULL, &p, &d, NULL) == -EINVAL && !d);
         }
 
+        /* An advanced task: the image's own args are kept; extra bind mounts appended. */
+        {
+                const char *image =
+                        "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"/run-task\",\"x\"]},"
+                        "\"mounts\":[{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"}]," GOOD_ROOT "}";
+                const BundleMount mounts[] = {
+                        {"/etc/key", "/var/run/secrets/lagoon/ssh/ssh-privatekey", true},
+                        {"/state/taskdata", "/run/lagoon-task", false},
+                };
+                _cleanup_json_ JsonValue *svc = NULL, *d = NULL;
+                _cleanup_free_ char *text = NULL;
+                BundleParams q = p;
+
+                ASSERT(json_parse(image, strlen(image), 64, &svc, NULL) == 0);
+                q.args = NULL;
+                q.mounts_add = mounts;
+                q.n_mounts_add = ELEMENTSOF(mounts);
+                d = derive_ok(svc, &q);
+                ASSERT(json_format(json_get_path(d, "process", "args", NULL), false, &text, NULL) == 0);
+                ASSERT_STREQ(text, "[\"/run-task\",\"x\"]");
+                text = mfree(text);
+                ASSERT(json_format(json_get(d, "mounts"), false, &text, NULL) == 0);
+                ASSERT_STREQ(text,
+                             "[{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
+                             "{\"destination\":\"/var/run/secrets/lagoon/ssh/ssh-privatekey\",\"type\":\"bind\","
+                             "\"source\":\"/etc/key\",\"options\":[\"rbind\",\"nosuid\",\"nodev\",\"ro\"]},"
+                             "{\"destination\":\"/run/lagoon-task\",\"type\":\"bind\",\"source\":\"/state/taskdata\","
+                             "\"options\":[\"rbind\",\"nosuid\",\"nodev\",\"rw\"]}]");
+
+                q.mounts_add = (const BundleMount[]){{"relative", "/x", true}};
+                q.n_mounts_add = 1;
+                assert_derive_fails(image, &q, "needs absolute paths", false);
+        }
+
         /* Bad parameters. */
         {
                 const char *good = "{\"ociVersion\":\"1.0.2\"," GOOD_PROCESS "," GOOD_ROOT "}";
                 BundleParams q;
 
                 q = p;
-                q.args = NULL;
-                assert_derive_fails(good, &q, "no command", false);
+                q.args = NULL; /* keep the image's own: but it has none */
+                assert_derive_fails(good, &q, "process.args is missing or empty", false);
                 q = p;
                 q.args = (char *[]){NULL};
                 assert_derive_fails(good, &q, "no command", false);

@@ -29,17 +29,6 @@ static char *base64(const char *s) {
         return out;
 }
 
-static char *strf(const char *format, ...) _printf_(1, 2);
-static char *strf(const char *format, ...) {
-        va_list ap;
-        char *s = NULL;
-
-        va_start(ap, format);
-        ASSERT(vasprintf(&s, format, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* The message body of a fixture: the "payload" text, unescaped. */
 static char *fixture_body(const char *name) {
         _cleanup_free_ char *path = NULL, *text = NULL;
@@ -51,7 +40,7 @@ static char *fixture_body(const char *name) {
                 printf("TEST_SRCDIR not set: skipping (run through meson test)\n");
                 exit(77);
         }
-        path = strf("%s/../shared/fixtures/lagoon/%s", srcdir, name);
+        path = strf("%s/tests/fixtures/lagoon/%s", srcdir, name);
         ASSERT_OK(read_full_file(path, 1024 * 1024, &text, &size));
         start = strstr(text, "\"payload\":\"");
         ASSERT(start);

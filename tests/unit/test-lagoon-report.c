@@ -18,17 +18,6 @@
 #define END_USEC (1136217845ULL * USEC_PER_SEC)   /* 2006-01-02 16:04:05 UTC */
 #define REMOTE_ID "b1d53406-48d6-4a28-87d2-bada0b602d87"
 
-static char *strf(const char *format, ...) _printf_(1, 2);
-static char *strf(const char *format, ...) {
-        va_list ap;
-        char *s = NULL;
-
-        va_start(ap, format);
-        ASSERT(vasprintf(&s, format, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 static JsonValue *parse(const char *s, size_t n) {
         JsonValue *v = NULL;
         _cleanup_free_ char *error = NULL;
@@ -100,7 +89,7 @@ static JsonValue *fixture(const char *name) {
                 printf("TEST_SRCDIR not set: skipping (run through meson test)\n");
                 exit(77);
         }
-        path = strf("%s/../shared/fixtures/lagoon/%s", srcdir, name);
+        path = strf("%s/tests/fixtures/lagoon/%s", srcdir, name);
         ASSERT_OK(read_full_file(path, 1024 * 1024, &text, &size));
         return parse(text, size);
 }

@@ -165,12 +165,6 @@ static void expect_file(const char *name, const Buf *expect) {
         buf_done(&got);
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
-}
-
 /* The lines of a Buf of '\n'-terminated lines (they may contain NUL bytes). */
 typedef struct Lines {
         const char **p;
@@ -347,10 +341,10 @@ static int fake_last_line(const char *task_id, uint64_t timeout_usec, uint64_t *
 /* Runs the loop until the task log has `lines` lines, then a little longer to see
  * that nothing more comes. */
 static void run_until(sd_event *e, LogTail *t, uint64_t lines) {
-        uint64_t deadline = now_usec() + 20 * USEC_PER_SEC;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 20 * USEC_PER_SEC;
 
         while (logtail_lines(t) < lines) {
-                if (now_usec() >= deadline) {
+                if (now_usec(CLOCK_MONOTONIC) >= deadline) {
                         fprintf(stderr, "timeout: expected %" PRIu64 " lines, have %" PRIu64 "\n", lines,
                                 logtail_lines(t));
                         abort();
@@ -780,7 +774,7 @@ static void test_kill(sd_event *e) {
 
         fake_journal_path = path("kill.journal");
         journal_set_test_hooks(file_sendv, file_last_line);
-        srand((unsigned) now_usec());
+        srand((unsigned) now_usec(CLOCK_MONOTONIC));
 
         for (unsigned round = 0; round < rounds; round++) {
                 gen_to("kill.log", round * per_round, (round + 1) * per_round, &expect);
@@ -853,13 +847,13 @@ static void test_many(sd_event *e) {
         journal_set_test_hooks(capture_count, NULL);
         entries_reset();
 
-        uint64_t start = now_usec();
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
         ASSERT(logtail_new(e, &task, cri, log, secrets, NULL, NULL, &t) == 0);
         run_until(e, t, n);
-        uint64_t followed = now_usec();
+        uint64_t followed = now_usec(CLOCK_MONOTONIC);
         ASSERT(logtail_finish(t) == 0);
         fprintf(stderr, "%u records followed in %.3f s (finish %.3f s)\n", n, (followed - start) / 1e6,
-                (now_usec() - followed) / 1e6);
+                (now_usec(CLOCK_MONOTONIC) - followed) / 1e6);
         expect_file("many.task.log", &expect);
         ASSERT(entries_last_line == n);
 

@@ -39,12 +39,6 @@ static char *new_dir(void) {
         return d;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
 /* CPU time of this process, user and system: the machine may be busy with others. */
 static uint64_t cpu_usec(void) {
         struct rusage ru;
@@ -1051,7 +1045,7 @@ static void crash_rounds(const char *dir, int rounds, unsigned max_delay_usec) {
                 /* Read while it runs, so it never blocks on a full pipe; kill it a
                  * random time after its first operation began (a slow start, as under
                  * sanitizers, must not eat the window). */
-                uint64_t deadline = UINT64_MAX, give_up = now_usec() + 30 * USEC_PER_SEC;
+                uint64_t deadline = UINT64_MAX, give_up = now_usec(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;
                 ASSERT(fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0);
                 for (;;) {
                         l = read(fds[0], (char *) recs + n_recs * sizeof(Record),
@@ -1061,10 +1055,10 @@ static void crash_rounds(const char *dir, int rounds, unsigned max_delay_usec) {
                                 n_recs += (size_t) l / sizeof(Record);
                         }
                         if (n_recs > 0 && deadline == UINT64_MAX)
-                                deadline = now_usec() + (uint64_t) random() % max_delay_usec;
-                        if (now_usec() >= deadline)
+                                deadline = now_usec(CLOCK_MONOTONIC) + (uint64_t) random() % max_delay_usec;
+                        if (now_usec(CLOCK_MONOTONIC) >= deadline)
                                 break;
-                        ASSERT(now_usec() < give_up); /* the child never got going */
+                        ASSERT(now_usec(CLOCK_MONOTONIC) < give_up); /* the child never got going */
                         usleep(200);
                 }
                 ASSERT(kill(pid, SIGKILL) == 0);
@@ -1227,11 +1221,11 @@ TEST(load_20000) {
                 write_raw(dir, name, text, size);
         }
 
-        t0 = now_usec();
+        t0 = now_usec(CLOCK_MONOTONIC);
         c0 = cpu_usec();
         o = open_ok(dir, 0);
         c1 = cpu_usec();
-        t1 = now_usec();
+        t1 = now_usec(CLOCK_MONOTONIC);
         ASSERT_EQ(outbox_count(o, OUTBOX_BUS) + outbox_count(o, OUTBOX_API), n);
         printf("# loading %zu entries took %.3f s (%.3f s of CPU time)\n", n, (double) (t1 - t0) / USEC_PER_SEC,
                (double) (c1 - c0) / USEC_PER_SEC);
@@ -1250,16 +1244,16 @@ TEST(load_20000) {
                 uint64_t t2, t3, t4;
 
                 m = open_ok(shm, 0);
-                t2 = now_usec();
+                t2 = now_usec(CLOCK_MONOTONIC);
                 for (size_t i = 0; i < n; i++) {
                         char task[16];
                         snprintf(task, sizeof(task), "task-%zu", i % 5000);
                         append_ok(m, OUTBOX_BUS, task, i % 2 ? "logs" : "status", "x", i % 2);
                 }
-                t3 = now_usec();
+                t3 = now_usec(CLOCK_MONOTONIC);
                 while (outbox_count(m, OUTBOX_BUS) > 0)
                         ASSERT_OK(outbox_remove(m, outbox_get(m, OUTBOX_BUS, 0)->seq));
-                t4 = now_usec();
+                t4 = now_usec(CLOCK_MONOTONIC);
                 printf("# on tmpfs: %zu appends %.3f s, removing all %.3f s\n", n, (double) (t3 - t2) / USEC_PER_SEC,
                        (double) (t4 - t3) / USEC_PER_SEC);
                 ASSERT(!outbox_has_task(m, "task-1"));
@@ -1269,9 +1263,9 @@ TEST(load_20000) {
 
 #define RUN_TIMED(name) \
         do { \
-                uint64_t _t_ = now_usec(); \
+                uint64_t _t_ = now_usec(CLOCK_MONOTONIC); \
                 test_##name(); \
-                printf("ok - %s (%.2f s)\n", #name, (double) (now_usec() - _t_) / USEC_PER_SEC); \
+                printf("ok - %s (%.2f s)\n", #name, (double) (now_usec(CLOCK_MONOTONIC) - _t_) / USEC_PER_SEC); \
         } while (0)
 
 int main(void) {

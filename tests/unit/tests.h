@@ -3,8 +3,11 @@
 
 /* Minimal test helpers: a failed check prints where and aborts the test binary. */
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "macro.h"
 
 #define ASSERT(expr) \
         do { \
@@ -38,3 +41,15 @@
                 test_##name(); \
                 printf("ok - %s\n", #name); \
         } while (0)
+
+/* asprintf() that cannot fail (the test aborts). */
+static inline char *strf(const char *format, ...) _printf_(1, 2);
+static inline char *strf(const char *format, ...) {
+        va_list ap;
+        char *s = NULL;
+
+        va_start(ap, format);
+        ASSERT(vasprintf(&s, format, ap) >= 0);
+        va_end(ap);
+        return s;
+}
