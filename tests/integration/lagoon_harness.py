@@ -68,8 +68,10 @@ class Broker:
         return self.port
 
     def stop(self):
-        subprocess.run([RABBITMQ_SH, "stop", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=300)
+        r = subprocess.run([RABBITMQ_SH, "stop", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+        if r.returncode != 0:  # a broker left running would outlive the test
+            raise RuntimeError(f"rabbitmq.sh stop failed ({r.returncode}): {r.stderr}")
 
     @property
     def url(self):

@@ -17,10 +17,14 @@ class TestBusOutage(harness.TaskdTestCase):
         super().setUp()
         self.broker = lh.Broker(self.tmp)
         self.broker.start()
-        self.addCleanup(self.broker.stop)
         self.target = f"it-{os.urandom(3).hex()}"
         self.peer = lh.LagoonPeer(self.broker, self.target)
-        self.addCleanup(lambda: self.peer.close())
+
+    def tearDown(self):
+        # Before the base class removes self.tmp, where the broker's state is.
+        self.peer.close()
+        self.broker.stop()
+        super().tearDown()
 
     def config(self):
         self.write_config(services={"nginx": {"Bundle": self.bundle}},
