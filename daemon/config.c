@@ -345,6 +345,29 @@ static int read_regular_file(const char *path, size_t max, char **ret, size_t *r
         return 0;
 }
 
+/* Reads the file a setting names (SecretFile=, BrokerPasswordFile=, …): an absolute
+ * path to a regular file of at most 1 MiB. -EINVAL after logging, -ENOMEM. */
+static int
+read_setting_file(const char *file, unsigned line, const char *key, const char *value, char **ret, size_t *ret_size) {
+        int r;
+
+        if (value[0] != '/') {
+                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        r = read_regular_file(value, CONFIG_FILE_MAX, ret, ret_size);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_syntax_errno(file, line, r, "Failed to read %s=%s: %s", key, value,
+                                 r == -EFBIG    ? "larger than 1 MiB"
+                                 : r == -EBADFD ? "not a regular file"
+                                                : strerror(-r));
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int config_parse_secret_file(const char *file, unsigned line, const char *key, const char *value, void *data) {
         char ***l = data;
         _cleanup_free_ char *text = NULL;
@@ -355,26 +378,9 @@ static int config_parse_secret_file(const char *file, unsigned line, const char 
                 *l = strv_free(*l);
                 return 0;
         }
-        if (value[0] != '/') {
-                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
-                return -EINVAL;
-        }
-
-        r = read_regular_file(value, CONFIG_FILE_MAX, &text, &size);
-        if (r == -ENOMEM)
+        r = read_setting_file(file, line, key, value, &text, &size);
+        if (r < 0)
                 return r;
-        if (r == -EFBIG) {
-                log_syntax(file, line, "Secret file %s is larger than 1 MiB.", value);
-                return -EINVAL;
-        }
-        if (r == -EBADFD) {
-                log_syntax(file, line, "Secret file %s is not a regular file.", value);
-                return -EINVAL;
-        }
-        if (r < 0) {
-                log_syntax_errno(file, line, r, "Failed to read secret file %s: %m", value);
-                return -EINVAL;
-        }
 
         /* One secret per line. Surrounding whitespace is dropped: redacting a slightly
          * shorter string is safe, missing a line that ends in "\r" would not be. */
@@ -489,20 +495,9 @@ config_parse_credential_file(const char *file, unsigned line, const char *key, c
         size_t size = 0;
         int r;
 
-        if (value[0] != '/') {
-                log_syntax(file, line, "%s= needs an absolute path, got '%s'.", key, value);
-                return -EINVAL;
-        }
-        r = read_regular_file(value, CONFIG_FILE_MAX, &text, &size);
-        if (r == -ENOMEM)
+        r = read_setting_file(file, line, key, value, &text, &size);
+        if (r < 0)
                 return r;
-        if (r < 0) {
-                log_syntax_errno(file, line, r, "Failed to read %s=%s: %s", key, value,
-                                 r == -EFBIG    ? "larger than 1 MiB"
-                                 : r == -EBADFD ? "not a regular file"
-                                                : strerror(-r));
-                return -EINVAL;
-        }
         while (size > 0 && strchr(" \t\r\n", text[size - 1]))
                 text[--size] = '\0';
         if (size == 0 || memchr(text, '\0', size)) {
