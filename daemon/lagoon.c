@@ -77,7 +77,7 @@ static void api_schedule(Lagoon *l, uint64_t delay_usec);
 
 /* ---- outgoing: building reports into the outbox ---- */
 
-static int job_from_task(Lagoon *l, const Task *t, TaskStatus status, LagoonJob *ret) {
+static void job_from_task(Lagoon *l, const Task *t, TaskStatus status, LagoonJob *ret) {
         const JsonValue *task = json_get(t->lagoon, "task");
         const char *job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: t->name;
 
@@ -97,7 +97,6 @@ static int job_from_task(Lagoon *l, const Task *t, TaskStatus status, LagoonJob 
                 ret->start_usec = t->started_usec ?: ret->end_usec;
                 ret->advanced_data = t->task_data;
         }
-        return 0;
 }
 
 static int queue_bus(Lagoon *l,
@@ -133,17 +132,17 @@ static int queue_logs(Lagoon *l, const char *task_id, const LagoonJob *job, cons
         return queue_bus(l, task_id, "logs", EXCHANGE_LOGS, "", body, size, true);
 }
 
-static int queue_task_logs(Lagoon *l, const Task *t, const LagoonJob *job, uint64_t *ret_size) {
+/* Logs go only to the bus: without one, the log file is not read at all. */
+static int queue_task_logs(Lagoon *l, const Task *t, const LagoonJob *job) {
         _cleanup_free_ char *path = NULL, *log = NULL;
         size_t log_size = 0;
-        struct stat st;
         int r;
 
+        if (!l->amqp)
+                return 0;
         r = manager_task_log_path(l->manager, t->id, &path);
         if (r < 0)
                 return r;
-        if (ret_size)
-                *ret_size = stat(path, &st) >= 0 ? (uint64_t) st.st_size : 0;
         r = lagoon_report_read_log(path, config(l)->log_size_max, &log, &log_size);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to read its log %s: %m", t->id, path);
@@ -210,10 +209,10 @@ static int report_task(Lagoon *l, const Task *t) {
                         continue; /* pending or running: already the step above */
                 if (s == TASK_RUNNING && t->started_usec == 0)
                         continue; /* cancelled or failed while queued */
-                (void) job_from_task(l, t, s, &job);
+                job_from_task(l, t, s, &job);
                 if (task_status_is_final(s)) {
                         /* The whole log first, so Lagoon has it when it sees the result. */
-                        r = queue_task_logs(l, t, &job, NULL);
+                        r = queue_task_logs(l, t, &job);
                         if (r < 0)
                                 return r;
                 }
@@ -307,9 +306,10 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                         ls = log_state(l, t->id, true);
                         if (!ls || ls->size == (uint64_t) st.st_size)
                                 continue;
-                        (void) job_from_task(l, t, TASK_RUNNING, &job);
-                        if (queue_task_logs(l, t, &job, &ls->size) < 0)
-                                continue;
+                        job_from_task(l, t, TASK_RUNNING, &job);
+                        /* The log may grow meanwhile: then the next tick sends it again. */
+                        if (queue_task_logs(l, t, &job) >= 0)
+                                ls->size = (uint64_t) st.st_size;
                 }
         /* Forget tasks that are no longer running. */
         for (size_t i = 0; i < l->n_logs; i++) {
@@ -837,11 +837,13 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
                 (void) sd_event_source_set_enabled(l->api_timer, SD_EVENT_OFF);
         }
 
-        r = sd_event_add_time_relative(e, &l->log_timer, CLOCK_MONOTONIC, c->log_interval_usec, USEC_PER_SEC / 4,
-                                       on_log_timer, l);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(l->log_timer, "lagoon-logs");
+        if (l->amqp) {
+                r = sd_event_add_time_relative(e, &l->log_timer, CLOCK_MONOTONIC, c->log_interval_usec,
+                                               USEC_PER_SEC / 4, on_log_timer, l);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(l->log_timer, "lagoon-logs");
+        }
 
         r = manager_add_task_callback(m, on_task_changed, l);
         if (r < 0)
