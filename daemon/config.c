@@ -8,6 +8,7 @@
  * then fails with -EINVAL. The key table below is the single source of the keys and
  * their defaults. */
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,14 +41,16 @@ typedef enum Section {
         SECTION_RUNTIME,
         SECTION_TASKS,
         SECTION_LAGOON,
+        SECTION_KUBERNETES,
         SECTION_SERVICE, /* [Service NAME] and [Image REFERENCE] share their keys */
         SECTION_IMAGE,
         SECTION_INVALID, /* after a bad header: its keys are skipped, the header was reported */
 } Section;
 
 static const char *const section_names[] = {
-        [SECTION_DAEMON] = "Daemon", [SECTION_RUNTIME] = "Runtime", [SECTION_TASKS] = "Tasks",
-        [SECTION_LAGOON] = "Lagoon", [SECTION_SERVICE] = "Service", [SECTION_IMAGE] = "Image",
+        [SECTION_DAEMON] = "Daemon", [SECTION_RUNTIME] = "Runtime",       [SECTION_TASKS] = "Tasks",
+        [SECTION_LAGOON] = "Lagoon", [SECTION_KUBERNETES] = "Kubernetes", [SECTION_SERVICE] = "Service",
+        [SECTION_IMAGE] = "Image",
 };
 
 /* A value parser: 0 on success, -EINVAL after logging the problem, -ENOMEM. */
@@ -213,6 +216,19 @@ parse_unsigned_min(const char *file, unsigned line, const char *key, const char 
         }
 
         *u = v;
+        return 0;
+}
+
+static int config_parse_bool(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        bool *b = data;
+        int r;
+
+        r = parse_boolean(value);
+        if (r < 0) {
+                log_syntax(file, line, "%s= needs yes or no, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        *b = r;
         return 0;
 }
 
@@ -562,6 +578,28 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "SSHKeyFile", config_parse_path, offsetof(Config, ssh_key_file), NULL},
         {SECTION_LAGOON, "DeployerTokenFile", config_parse_path, offsetof(Config, deployer_token_file), NULL},
 
+        {SECTION_KUBERNETES, "NodeName", config_parse_word, offsetof(Config, node_name), NULL},
+        {SECTION_KUBERNETES, "Kubeconfig", config_parse_path, offsetof(Config, kubeconfig), NULL},
+        {SECTION_KUBERNETES, "Context", config_parse_word, offsetof(Config, kube_context), NULL},
+        {SECTION_KUBERNETES, "Server", config_parse_url, offsetof(Config, kube_server), NULL},
+        {SECTION_KUBERNETES, "CAFile", config_parse_path, offsetof(Config, kube_ca_file), NULL},
+        {SECTION_KUBERNETES, "TokenFile", config_parse_path, offsetof(Config, kube_token_file), NULL},
+        {SECTION_KUBERNETES, "ClientCertFile", config_parse_path, offsetof(Config, kube_cert_file), NULL},
+        {SECTION_KUBERNETES, "ClientKeyFile", config_parse_path, offsetof(Config, kube_key_file), NULL},
+        {SECTION_KUBERNETES, "InCluster", config_parse_bool, offsetof(Config, kube_in_cluster), "no"},
+        {SECTION_KUBERNETES, "KubeletURL", config_parse_url, offsetof(Config, kubelet_url), NULL},
+        {SECTION_KUBERNETES, "KubeletCAFile", config_parse_path, offsetof(Config, kubelet_ca_file), NULL},
+        {SECTION_KUBERNETES, "KubeletTokenFile", config_parse_path, offsetof(Config, kubelet_token_file), NULL},
+        {SECTION_KUBERNETES, "KubeletCertFile", config_parse_path, offsetof(Config, kubelet_cert_file), NULL},
+        {SECTION_KUBERNETES, "KubeletKeyFile", config_parse_path, offsetof(Config, kubelet_key_file), NULL},
+        {SECTION_KUBERNETES, "ContainerdState", config_parse_path, offsetof(Config, containerd_state),
+         "/run/containerd"},
+        {SECTION_KUBERNETES, "ContainerdNamespace", config_parse_word, offsetof(Config, containerd_namespace),
+         "k8s.io"},
+        {SECTION_KUBERNETES, "CRIORunRoot", config_parse_path, offsetof(Config, crio_run_root),
+         "/run/containers/storage"},
+        {SECTION_KUBERNETES, "KeepTaskPods", config_parse_unsigned, offsetof(Config, keep_task_pods), "1"},
+
         {SECTION_SERVICE, "Bundle", config_parse_path, offsetof(ServiceConfig, bundle), NULL},
         /* offset 0: the parser sets both seccomp and seccomp_profile */
         {SECTION_SERVICE, "Seccomp", config_parse_seccomp, 0, "auto"},
@@ -642,6 +680,23 @@ Config *config_free(Config *c) {
         free(c->ssh_key_file);
         free(c->deployer_token_file);
 
+        free(c->node_name);
+        free(c->kubeconfig);
+        free(c->kube_context);
+        free(c->kube_server);
+        free(c->kube_ca_file);
+        free(c->kube_token_file);
+        free(c->kube_cert_file);
+        free(c->kube_key_file);
+        free(c->kubelet_url);
+        free(c->kubelet_ca_file);
+        free(c->kubelet_token_file);
+        free(c->kubelet_cert_file);
+        free(c->kubelet_key_file);
+        free(c->containerd_state);
+        free(c->containerd_namespace);
+        free(c->crio_run_root);
+
         return mfree(c);
 }
 
@@ -675,6 +730,10 @@ static const ServiceConfig *find_section(const ServiceConfig *a, size_t n, const
                 if (streq(a[i].name, name))
                         return a + i;
         return NULL;
+}
+
+bool config_kube_enabled(const Config *c) {
+        return c && (c->kubelet_url || c->kubeconfig || c->kube_server || c->kube_in_cluster);
 }
 
 const ServiceConfig *config_find_service(const Config *c, const char *name) {
@@ -991,6 +1050,36 @@ int config_finalize(Config *c) {
         if (c->api_url && !c->api_token && !c->jwt_secret) {
                 log_error("[Lagoon] APIURL= needs APITokenFile= or JWTSecretFile=.");
                 ret = -EINVAL;
+        }
+
+        int n_api = !!c->kubeconfig + !!c->kube_server + !!c->kube_in_cluster;
+        if (n_api > 1) {
+                log_error("[Kubernetes] Kubeconfig=, Server= and InCluster=yes exclude each other.");
+                ret = -EINVAL;
+        }
+        if (!c->kube_server && (c->kube_ca_file || c->kube_token_file || c->kube_cert_file || c->kube_key_file)) {
+                log_error("[Kubernetes] CAFile=, TokenFile=, ClientCertFile= and ClientKeyFile= go with Server=.");
+                ret = -EINVAL;
+        }
+        if (!!c->kube_cert_file != !!c->kube_key_file || !!c->kubelet_cert_file != !!c->kubelet_key_file) {
+                log_error("[Kubernetes] a client certificate needs its key and the other way round.");
+                ret = -EINVAL;
+        }
+        if (c->kube_context && !c->kubeconfig) {
+                log_error("[Kubernetes] Context= needs Kubeconfig=.");
+                ret = -EINVAL;
+        }
+        if (config_kube_enabled(c) && !c->node_name) {
+                char host[HOST_NAME_MAX + 1] = {};
+
+                /* The kubelet registers the node under the host name (lower-cased) by default. */
+                if (gethostname(host, sizeof(host) - 1) < 0)
+                        return log_error_errno(errno, "Failed to get the host name for NodeName=: %m");
+                for (char *h = host; *h; h++)
+                        *h = (char) tolower((unsigned char) *h);
+                c->node_name = strdup(host);
+                if (!c->node_name)
+                        return log_oom();
         }
 
         /* Credentials never show in task output either. */

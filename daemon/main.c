@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "cgroup.h"
 #include "config.h"
 #include "lagoon.h"
 #include "log.h"
@@ -141,6 +142,14 @@ static int run(int argc, char *argv[]) {
                 log_info("Configuration is valid.");
                 return 0;
         }
+
+        /* Before anything is forked: conmon processes inherit our cgroup. */
+        r = cgroup_enter_supervisor();
+        if (r < 0)
+                log_warning_errno(r, "Failed to move into the %s sub-cgroup, task cgroups may fail: %m",
+                                  CGROUP_SUPERVISOR);
+        else if (r > 0)
+                log_debug("Running in the %s sub-cgroup of the unit.", CGROUP_SUPERVISOR);
 
         /* Task containers are ours to supervise: a dying conmon must not make us die. */
         (void) signal(SIGPIPE, SIG_IGN);

@@ -15,6 +15,10 @@
  *              LogUpdateIntervalSec=, LogSizeMax=, SecretVariables=,
  *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
  *              SSHKeyFile=, DeployerTokenFile=
+ *   [Kubernetes]  NodeName=, Kubeconfig=, Context=, Server=, CAFile=, TokenFile=,
+ *              ClientCertFile=, ClientKeyFile=, InCluster=, KubeletURL=, KubeletCAFile=,
+ *              KubeletTokenFile=, KubeletCertFile=, KubeletKeyFile=, ContainerdState=,
+ *              ContainerdNamespace=, CRIORunRoot=, KeepTaskPods=
  *   [Service NAME]  Bundle=, Seccomp=
  *   [Image REFERENCE]  Bundle=, Seccomp=   (local bundles for advanced-task runner images)
  */
@@ -104,6 +108,27 @@ typedef struct Config {
         char *lagoon_token_port;       /* TokenPort=: LAGOON_CONFIG_TOKEN_PORT */
         char *ssh_key_file;            /* SSHKeyFile=: mounted for advanced tasks with sshKey (local mode) */
         char *deployer_token_file;     /* DeployerTokenFile=: mounted for advanced tasks with deployerToken */
+
+        /* [Kubernetes] — node mode: services without a [Service] section are found through
+         * the kubelet (KubeletURL=) and the API server (Kubeconfig=, Server= or InCluster=). */
+        char *node_name;            /* NodeName=, default the host name */
+        char *kubeconfig;           /* Kubeconfig=: API server credentials from a kubeconfig file */
+        char *kube_context;         /* Context=: kubeconfig context, default its current-context */
+        char *kube_server;          /* Server=: API server URL (instead of Kubeconfig=) */
+        char *kube_ca_file;         /* CAFile= */
+        char *kube_token_file;      /* TokenFile=: bearer token, re-read for every request */
+        char *kube_cert_file;       /* ClientCertFile= */
+        char *kube_key_file;        /* ClientKeyFile= */
+        bool kube_in_cluster;       /* InCluster=: the service-account token and CA of a pod */
+        char *kubelet_url;          /* KubeletURL=, e.g. https://127.0.0.1:10250 */
+        char *kubelet_ca_file;      /* KubeletCAFile= */
+        char *kubelet_token_file;   /* KubeletTokenFile= */
+        char *kubelet_cert_file;    /* KubeletCertFile= */
+        char *kubelet_key_file;     /* KubeletKeyFile= */
+        char *containerd_state;     /* ContainerdState=, default /run/containerd */
+        char *containerd_namespace; /* ContainerdNamespace=, default k8s.io */
+        char *crio_run_root;        /* CRIORunRoot=, default /run/containers/storage */
+        unsigned keep_task_pods;    /* KeepTaskPods=, default 1 finished task pod per namespace */
 } Config;
 
 /* Load path (default CONFIG_PATH_DEFAULT when NULL) and then "<path>.d/" *.conf files in
@@ -124,4 +149,6 @@ Config *config_free(Config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
 
 const ServiceConfig *config_find_service(const Config *c, const char *name);
+/* Node mode: a [Kubernetes] source of services is configured. */
+bool config_kube_enabled(const Config *c);
 const ServiceConfig *config_find_image(const Config *c, const char *reference);

@@ -130,6 +130,10 @@ static inline const char *startswith(const char *s, const char *prefix) {
         size_t l = strlen(prefix);
         return strncmp(s, prefix, l) == 0 ? s + l : NULL;
 }
+static inline const char *endswith(const char *s, const char *suffix) {
+        size_t sl = strlen(s), l = strlen(suffix);
+        return sl >= l && memcmp(s + sl - l, suffix, l) == 0 ? s + sl - l : NULL;
+}
 
 /* For functions that explain a failure to their caller: formats a message into
  * *ret_error (freeing what it held; nothing when ret_error is NULL) and returns

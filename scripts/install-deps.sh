@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BUILD_DEPS="meson ninja-build pkg-config gcc libsystemd-dev libcurl4-openssl-dev libyajl-dev
-            libseccomp-dev libssl-dev libmicrohttpd-dev librabbitmq-dev"
+            libseccomp-dev libssl-dev libmicrohttpd-dev librabbitmq-dev libyaml-dev"
 RUN_DEPS="conmon runc busybox-static"
 TEST_DEPS="clang-format git crun umoci systemd systemd-container python3 curl jq clang libclang-rt-14-dev util-linux
            openssl rabbitmq-server python3-pika"
