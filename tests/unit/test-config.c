@@ -996,6 +996,60 @@ static void test_lagoon(void) {
         ASSERT(strstr(log, "[Image x/y] has no Bundle="));
 }
 
+static void test_kubernetes(void) {
+        _cleanup_(config_freep) Config *c = config_new();
+        _cleanup_free_ char *log = NULL;
+
+        ASSERT(c);
+        ASSERT(!config_kube_enabled(c));
+        ASSERT(streq(c->containerd_state, "/run/containerd"));
+        ASSERT_STREQ(c->containerd_namespace, "k8s.io");
+        ASSERT_STREQ(c->crio_run_root, "/run/containers/storage");
+        ASSERT(c->keep_task_pods == 1 && !c->kube_in_cluster);
+
+        parse_ok(c, "[Kubernetes]\nKubeconfig=/etc/lagoon-taskd/kubeconfig\nContext=prod\n"
+                    "KubeletURL=https://127.0.0.1:10250\nKubeletCAFile=/etc/kubernetes/pki/ca.crt\n"
+                    "KubeletTokenFile=/etc/lagoon-taskd/kubelet-token\nContainerdState=/run/k3s/containerd//\n"
+                    "KeepTaskPods=3\n");
+        ASSERT(config_finalize(c) >= 0);
+        ASSERT(config_kube_enabled(c));
+        ASSERT_STREQ(c->kubeconfig, "/etc/lagoon-taskd/kubeconfig");
+        ASSERT_STREQ(c->kube_context, "prod");
+        ASSERT_STREQ(c->kubelet_url, "https://127.0.0.1:10250");
+        ASSERT_STREQ(c->containerd_state, "/run/k3s/containerd");
+        ASSERT(c->keep_task_pods == 3);
+        /* NodeName= defaults to the host name once node mode is on. */
+        ASSERT(!isempty(c->node_name));
+
+        /* Conflicting and incomplete credentials are refused after reading everything. */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Kubernetes]\nKubeconfig=/k\nServer=https://10.0.0.1:6443\nInCluster=yes\n"
+                    "KubeletCertFile=/c\nNodeName=node-1\n");
+        capture_begin();
+        ASSERT(config_finalize(c) == -EINVAL);
+        log = capture_end();
+        ASSERT(strstr(log, "exclude each other"));
+        ASSERT(strstr(log, "needs its key"));
+        ASSERT_STREQ(c->node_name, "node-1");
+
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Kubernetes]\nTokenFile=/t\nContext=x\n");
+        capture_begin();
+        ASSERT(config_finalize(c) == -EINVAL);
+        log = mfree(log);
+        log = capture_end();
+        ASSERT(strstr(log, "go with Server="));
+        ASSERT(strstr(log, "Context= needs Kubeconfig="));
+
+        log = mfree(log);
+        log = parse_expect(c, "[Kubernetes]\nInCluster=maybe\nServer=ftp://x\nKubeletURL=\nCAFile=rel\n", -EINVAL);
+        ASSERT(strstr(log, "test.conf:2: InCluster= needs yes or no"));
+        ASSERT(strstr(log, "test.conf:3: Server= needs"));
+        ASSERT(strstr(log, "test.conf:5: CAFile= needs an absolute path"));
+}
+
 int main(void) {
         char t[] = "/tmp/test-config-XXXXXX";
 
@@ -1022,6 +1076,7 @@ int main(void) {
         test_sample_broken();
         test_example_file();
         test_lagoon();
+        test_kubernetes();
 
         ASSERT(rm_rf(tmp_dir) >= 0);
         printf("test-config: all tests passed\n");
