@@ -51,6 +51,7 @@ Task *task_free(Task *t) {
         free(t->command);
         free(t->reason);
         free(t->container_id);
+        free(t->pod);
         free(t->image);
         strv_free(t->env);
         strv_free(t->secrets);
@@ -221,6 +222,7 @@ int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret) {
                 return r;
         if ((t->image && (r = json_object_set_string(o, "image", t->image)) < 0) ||
             (t->remote_id && (r = json_object_set_string(o, "remoteId", t->remote_id)) < 0) ||
+            (t->pod && (r = json_object_set_string(o, "pod", t->pod)) < 0) ||
             (t->task_data && (r = json_object_set_string(o, "taskData", t->task_data)) < 0))
                 return r;
         r = json_object_set(o, "exitCode", t->exit_code >= 0 ? json_new_int64(t->exit_code) : json_new_null());
@@ -330,7 +332,7 @@ int task_from_json(const JsonValue *v, Task **ret) {
             (r = get_str(v, "command", !t->image, &t->command)) < 0 ||
             (r = get_str(v, "reason", false, &t->reason)) < 0 ||
             (r = get_str(v, "containerId", false, &t->container_id)) < 0 ||
-            (r = get_str(v, "remoteId", false, &t->remote_id)) < 0 ||
+            (r = get_str(v, "pod", false, &t->pod)) < 0 || (r = get_str(v, "remoteId", false, &t->remote_id)) < 0 ||
             (r = get_str(v, "taskData", false, &t->task_data)) < 0 || (r = get_strv(v, "env", &t->env)) < 0 ||
             (r = get_strv(v, "secrets", &t->secrets)) < 0)
                 return r;

@@ -52,6 +52,7 @@ typedef struct Task {
         uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
 
         char *container_id; /* runtime container id while launched */
+        char *pod;          /* API-pod tasks: the pod's name (in namespace) */
 
         /* Advanced tasks: a runner image run with its own entrypoint instead of
          * service + command (both NULL then). */

@@ -110,7 +110,10 @@ TEST(json_forms) {
         ASSERT_OK(task_transition(t, TASK_FAILED, "exit-code 3", t->created_usec + 2));
         t->exit_code = 3;
         t->cancel_requested = true;
+        t->pod = strdup("lagoon-task-42");
+        ASSERT(t->pod);
         ASSERT_OK(task_to_record(t, &rec));
+        ASSERT_STREQ(json_get_string(rec, "pod"), "lagoon-task-42");
         ASSERT_OK(task_from_json(rec, &back));
         ASSERT_STREQ(back->id, "42");
         ASSERT_STREQ(back->command, t->command);
@@ -120,6 +123,7 @@ TEST(json_forms) {
         ASSERT_EQ(back->started_usec, t->created_usec + 1);
         ASSERT(back->cancel_requested);
         ASSERT(!back->timed_out);
+        ASSERT_STREQ(back->pod, "lagoon-task-42");
         ASSERT_EQ(back->timeout_usec, t->timeout_usec);
 
         ASSERT_OK(parse_timestamp_rfc3339("2025-11-28T03:20:00.123456Z", &u));
