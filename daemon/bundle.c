@@ -3,7 +3,9 @@
 /* Derivation of a task's OCI bundle config from the service's: this module owns the
  * rules for what a task container inherits from its service (mounts, namespaces, user,
  * capabilities, resources: everything not named below) and what it gets of its own
- * (command, variables, hostname, root, cgroup, annotations, seccomp profile). The input
+ * (command, variables, hostname, root, cgroup, annotations, seccomp profile), and for a
+ * clone of a Kubernetes (CRI) container what must not be shared with the pod (uts
+ * namespace, the termination-message file, the runtime's annotations). The input
  * is outside data (a runtime's config.json), so it is checked shape by shape and every
  * problem is reported with the JSON path it was found at. It also looks into the
  * service's rootfs for Lagoon's entrypoint wrapper, never leaving that rootfs. */
@@ -25,6 +27,11 @@
 static const JsonValue *get_optional(const JsonValue *obj, const char *key) {
         const JsonValue *v = json_get(obj, key);
         return v && json_type(v) != JSON_NULL ? v : NULL;
+}
+
+static int remove_optional(JsonValue *obj, const char *key) {
+        int r = json_object_remove(obj, key);
+        return r == -ENOENT ? 0 : r;
 }
 
 static int check_string_array(const JsonValue *v, const char *where, char **ret_error) {
@@ -126,6 +133,21 @@ static int validate_config(const JsonValue *c, char **ret_error) {
                 v = get_optional(linux_obj, "namespaces");
                 if (v && !json_is_array(v))
                         return error_message(ret_error, -EINVAL, "config.json: linux.namespaces is not an array");
+                for (size_t i = 0; v && i < json_length(v); i++) {
+                        const JsonValue *n = json_array_at(v, i), *ns_path;
+
+                        if (!json_is_object(n) || !json_is_string(json_get(n, "type")))
+                                return error_message(ret_error, -EINVAL,
+                                                     "config.json: linux.namespaces[%zu] is not an object with a type",
+                                                     i);
+                        ns_path = get_optional(n, "path");
+                        if (ns_path && !json_is_string(ns_path))
+                                return error_message(ret_error, -EINVAL,
+                                                     "config.json: linux.namespaces[%zu].path is not a string", i);
+                }
+                v = get_optional(linux_obj, "sysctl");
+                if (v && !json_is_object(v))
+                        return error_message(ret_error, -EINVAL, "config.json: linux.sysctl is not an object");
                 v = get_optional(linux_obj, "seccomp");
                 if (v && !json_is_object(v))
                         return error_message(ret_error, -EINVAL, "config.json: linux.seccomp is not an object");
@@ -179,6 +201,185 @@ static int add_mounts(JsonValue *c, const BundleParams *p) {
         return 0;
 }
 
+/* The kubelet bind-mounts a per-container file for the termination message
+ * (<root>/pods/<uid>/containers/<name>/<random>, at /dev/termination-log unless the pod
+ * says otherwise). It is the service's own: a task writing its message there would become
+ * the service's last words. Not mounted, a task's write lands in its own /dev. */
+static bool is_termination_log_mount(const JsonValue *m) {
+        const char *source = json_get_string(m, "source");
+
+        if (streq_ptr(json_get_string(m, "destination"), "/dev/termination-log"))
+                return true;
+        for (const char *p = source ? strstr(source, "/pods/") : NULL; p; p = strstr(p + 1, "/pods/")) {
+                const char *c = p + strlen("/pods/");
+                size_t len[4];
+                unsigned n = 0;
+
+                /* Exactly four components follow: uid, "containers", name, file. */
+                while (*c && n < 4) {
+                        len[n] = strcspn(c, "/");
+                        if (len[n] == 0)
+                                break;
+                        c += len[n];
+                        n++;
+                        if (*c == '/')
+                                c++;
+                }
+                if (n == 4 && *c == 0 && c[-1] != '/' && len[1] == strlen("containers") &&
+                    strncmp(p + strlen("/pods/") + len[0] + 1, "containers", len[1]) == 0)
+                        return true;
+        }
+        return false;
+}
+
+static int drop_termination_log(JsonValue *c) {
+        JsonValue *mounts = json_get(c, "mounts");
+
+        for (size_t i = 0; json_is_array(mounts) && i < json_length(mounts);) {
+                if (is_termination_log_mount(json_array_at(mounts, i))) {
+                        int r = json_array_remove_at(mounts, i);
+                        if (r < 0)
+                                return r;
+                } else
+                        i++;
+        }
+        return 0;
+}
+
+/* A private uts namespace for our hostname (a CRI container shares its sandbox's by path,
+ * and setting the hostname there would rename the pod; runc refuses a hostname without
+ * one), and the given network namespace. The others (ipc, pid…) stay as the service had
+ * them. Returns whether the ipc namespace is joined by path. */
+static int fix_namespaces(JsonValue *linux_obj, const BundleParams *p, bool *ret_ipc_joined) {
+        JsonValue *namespaces;
+        bool have_uts = false, have_net = false;
+        int r;
+
+        *ret_ipc_joined = false;
+        namespaces = json_get(linux_obj, "namespaces");
+        if (namespaces && json_type(namespaces) == JSON_NULL) {
+                r = json_object_remove(linux_obj, "namespaces");
+                if (r < 0)
+                        return r;
+                namespaces = NULL;
+        }
+        if (!namespaces) {
+                if (!p->hostname && !p->netns_path)
+                        return 0;
+                r = json_object_set(linux_obj, "namespaces", json_new_array());
+                if (r < 0)
+                        return r;
+                namespaces = json_get(linux_obj, "namespaces");
+        }
+
+        for (size_t i = 0; i < json_length(namespaces); i++) {
+                JsonValue *n = json_array_at(namespaces, i);
+                const char *type = json_get_string(n, "type");
+
+                if (streq_ptr(type, "uts") && p->hostname) {
+                        r = remove_optional(n, "path");
+                        if (r < 0)
+                                return r;
+                        have_uts = true;
+                } else if (streq_ptr(type, "network") && p->netns_path) {
+                        r = json_object_set_string(n, "path", p->netns_path);
+                        if (r < 0)
+                                return r;
+                        have_net = true;
+                } else if (streq_ptr(type, "ipc") && !isempty(json_get_string(n, "path")))
+                        *ret_ipc_joined = true;
+        }
+
+        if (p->hostname && !have_uts) {
+                _cleanup_json_ JsonValue *n = json_new_object();
+
+                if (!n)
+                        return -ENOMEM;
+                r = json_object_set_string(n, "type", "uts");
+                if (r < 0)
+                        return r;
+                r = json_array_append(namespaces, TAKE_PTR(n));
+                if (r < 0)
+                        return r;
+        }
+        if (p->netns_path && !have_net) {
+                _cleanup_json_ JsonValue *n = json_new_object();
+
+                if (!n)
+                        return -ENOMEM;
+                r = json_object_set_string(n, "type", "network");
+                if (r >= 0)
+                        r = json_object_set_string(n, "path", p->netns_path);
+                if (r < 0)
+                        return r;
+                r = json_array_append(namespaces, TAKE_PTR(n));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static bool sysctl_of_joined_namespace(const char *key, bool net_joined, bool ipc_joined) {
+        if (net_joined && startswith(key, "net."))
+                return true;
+        return ipc_joined && (startswith(key, "kernel.shm") || startswith(key, "kernel.msg") ||
+                              streq(key, "kernel.sem") || startswith(key, "fs.mqueue."));
+}
+
+/* Sysctls of a namespace we join belong to its owner (the pod sandbox): the runtime
+ * would write them again, into the pod's live namespace. */
+static int drop_joined_sysctls(JsonValue *linux_obj, bool net_joined, bool ipc_joined) {
+        JsonValue *sysctl = json_get(linux_obj, "sysctl");
+
+        if (!json_is_object(sysctl) || (!net_joined && !ipc_joined))
+                return 0;
+        for (size_t i = 0; i < json_length(sysctl);) {
+                const char *key = json_object_key_at(sysctl, i);
+
+                if (key && sysctl_of_joined_namespace(key, net_joined, ipc_joined)) {
+                        _cleanup_free_ char *k = strdup(key);
+                        int r;
+
+                        if (!k)
+                                return -ENOMEM;
+                        r = json_object_remove(sysctl, k);
+                        if (r < 0)
+                                return r;
+                        i = 0; /* removal of a duplicate key may shift anything */
+                } else
+                        i++;
+        }
+        return 0;
+}
+
+/* The CRI runtimes' own annotations (io.kubernetes.cri.container-type, sandbox-id,
+ * io.kubernetes.cri-o.*, io.kubernetes.pod.*, io.container.manager) say "this container
+ * is a CRI container of pod X": tools reading runtime state would take the task for
+ * the runtime's, and the runtime or its shim could act on it. */
+static bool annotation_is_cri(const char *key) {
+        return startswith(key, "io.kubernetes.") || streq(key, "io.container.manager");
+}
+
+static int drop_cri_annotations(JsonValue *annotations) {
+        for (size_t i = 0; i < json_length(annotations);) {
+                const char *key = json_object_key_at(annotations, i);
+
+                if (key && annotation_is_cri(key)) {
+                        _cleanup_free_ char *k = strdup(key);
+                        int r;
+
+                        if (!k)
+                                return -ENOMEM;
+                        r = json_object_remove(annotations, k);
+                        if (r < 0)
+                                return r;
+                        i = 0;
+                } else
+                        i++;
+        }
+        return 0;
+}
+
 static int check_params(const BundleParams *p, char **ret_error) {
         if (p->args && strv_length(p->args) == 0)
                 return error_message(ret_error, -EINVAL, "task has no command (process.args is empty)");
@@ -199,6 +400,8 @@ static int check_params(const BundleParams *p, char **ret_error) {
         for (char *const *a = p->annotations; a && *a; a++)
                 if (!strchr(*a, '=') || **a == '=')
                         return error_message(ret_error, -EINVAL, "invalid annotation '%s' (expected KEY=VALUE)", *a);
+        if (p->netns_path && (p->netns_path[0] != '/'))
+                return error_message(ret_error, -EINVAL, "network namespace path '%s' is not absolute", p->netns_path);
         if (p->seccomp == SECCOMP_MODE_PROFILE && !json_is_object(p->seccomp_profile))
                 return error_message(ret_error, -EINVAL, "seccomp profile is missing or not a JSON object");
         if (p->seccomp < SECCOMP_MODE_AUTO || p->seccomp > SECCOMP_MODE_PROFILE)
@@ -300,11 +503,6 @@ static int pick_seccomp(const JsonValue *service_config, const BundleParams *p, 
         return 0;
 }
 
-static int remove_optional(JsonValue *obj, const char *key) {
-        int r = json_object_remove(obj, key);
-        return r == -ENOENT ? 0 : r;
-}
-
 /* Returns obj[key] as an object, creating it when absent or null. */
 static int ensure_object(JsonValue *obj, const char *key, JsonValue **ret) {
         const JsonValue *v = json_get(obj, key);
@@ -323,6 +521,7 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
         _cleanup_json_ JsonValue *root = NULL;
         _cleanup_strv_free_ char **env = NULL;
         JsonValue *process, *linux_obj, *annotations;
+        bool ipc_joined = false;
         int r;
 
         if (!p || !ret)
@@ -354,6 +553,9 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
                         return r;
         } else if (!json_is_array(json_get(process, "args")) || json_length(json_get(process, "args")) == 0)
                 return error_message(ret_error, -EINVAL, "config.json: process.args is missing or empty");
+        r = drop_termination_log(c);
+        if (r < 0)
+                return r;
         r = add_mounts(c, p);
         if (r < 0)
                 return r;
@@ -395,6 +597,9 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
         r = ensure_object(c, "annotations", &annotations);
         if (r < 0)
                 return r;
+        r = drop_cri_annotations(annotations);
+        if (r < 0)
+                return r;
         for (char *const *a = p->annotations; a && *a; a++) {
                 _cleanup_free_ char *key = strndup(*a, strcspn(*a, "="));
                 if (!key)
@@ -418,6 +623,12 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
                 r = json_object_set(linux_obj, "seccomp", TAKE_PTR(seccomp));
         else
                 r = remove_optional(linux_obj, "seccomp");
+        if (r < 0)
+                return r;
+        r = fix_namespaces(linux_obj, p, &ipc_joined);
+        if (r < 0)
+                return r;
+        r = drop_joined_sysctls(linux_obj, p->netns_path, ipc_joined);
         if (r < 0)
                 return r;
 

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "bundle.h"
+#include "cgroup.h"
 #include "fs-util.h"
 #include "json.h"
 #include "launcher-runtime.h"
@@ -759,45 +760,6 @@ RuntimeContainer *runtime_container_free(RuntimeContainer *c) {
 
 /* ---- start ------------------------------------------------------------------------------ */
 
-/* Where runc puts the task's cgroup. With the cgroupfs driver on cgroup v1 and hybrid
- * hosts (this machine), a relative cgroupsPath is joined by runc to its own cgroup in each
- * hierarchy; runc is forked by conmon, which is forked by the daemon, so the task lands
- * under the daemon's cgroup in every controller (here e.g. memory:/process_api/…/
- * lagoon-taskd/<id>, name=systemd:/lagoon-taskd/<id>), and under systemd under the
- * unit's delegated cgroup. On a pure cgroup v2 host runc would join a relative path to
- * the *parent* of its cgroup, outside the unit, so there we spell out the absolute path
- * below the daemon's own cgroup (read from /proc/self/cgroup). */
-static int task_cgroups_path(const char *container_id, char **ret) {
-        _cleanup_free_ char *data = NULL;
-        const char *own = NULL;
-        bool v1 = false;
-        char *s;
-        int r;
-
-        r = read_full_file("/proc/self/cgroup", CHILD_OUTPUT_MAX, &data, NULL);
-        if (r < 0)
-                return r;
-        for (char *l = data, *next; l && *l; l = next) {
-                next = strchr(l, '\n');
-                if (next)
-                        *next++ = 0;
-                if (startswith(l, "0::"))
-                        own = l + 3;
-                else if (*l)
-                        v1 = true;
-        }
-
-        if (v1 || !own)
-                r = asprintf(&s, "lagoon-taskd/%s", container_id);
-        else
-                r = asprintf(&s, "%s%slagoon-taskd/%s", own, own[0] && own[strlen(own) - 1] == '/' ? "" : "/",
-                             container_id);
-        if (r < 0)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
-}
-
 /* A NULL-terminated vector literal; -Wwrite-strings makes literals const. */
 #define STRV(...) ((char *const *) (const char *const[]){__VA_ARGS__, NULL})
 
@@ -1000,9 +962,11 @@ static int start_steps(sd_event *e,
                        RuntimeContainer **ret_c,
                        bool *made_dir,
                        char **ret_error) {
+        static const ServiceConfig no_service = {.seccomp = SECCOMP_MODE_AUTO};
         const Config *config = spec->config;
-        const ServiceConfig *svc = spec->service;
+        const ServiceConfig *svc = spec->service ?: &no_service;
         const Task *t = spec->task;
+        const char *bundle_dir = spec->service_bundle_dir ?: svc->bundle, *service_name = svc->name ?: t->service;
         _cleanup_(json_freep) JsonValue *service_config = NULL, *task_config = NULL, *profile = NULL;
         _cleanup_free_ char *lower = NULL, *rootfs = NULL, *hostname = NULL, *cgroups_path = NULL, *text = NULL,
                             *config_path = NULL, *conmon = NULL, *runtime = NULL, *error = NULL, *parent = NULL;
@@ -1013,8 +977,14 @@ static int start_steps(sd_event *e,
         bool watched;
         int r;
 
-        if (isempty(svc->bundle)) {
-                set_error(ret_error, "service %s has no bundle", strna(svc->name));
+        if (isempty(bundle_dir)) {
+                set_error(ret_error, "service %s has no bundle", strna(service_name));
+                return -EINVAL;
+        }
+        if ((spec->service_rootfs && spec->service_rootfs[0] != '/') ||
+            (spec->netns_path && spec->netns_path[0] != '/')) {
+                set_error(ret_error, "service %s: rootfs and network namespace must be absolute paths",
+                          strna(service_name));
                 return -EINVAL;
         }
         if (!t->id || !task_id_is_valid(t->id) || (!t->command && !t->image)) {
@@ -1037,21 +1007,25 @@ static int start_steps(sd_event *e,
                 return r;
         }
 
-        r = bundle_read_config(svc->bundle, &service_config, &error);
+        r = bundle_read_config(bundle_dir, &service_config, &error);
         if (r < 0) {
-                set_error(ret_error, "service %s: %s", strna(svc->name), error ?: strerror(-r));
+                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
                 return r;
         }
-        r = bundle_rootfs_path(svc->bundle, service_config, &lower);
+        if (spec->service_rootfs) {
+                lower = strdup(spec->service_rootfs);
+                r = lower ? 0 : -ENOMEM;
+        } else
+                r = bundle_rootfs_path(bundle_dir, service_config, &lower);
         if (r < 0) {
-                set_error(ret_error, "service %s: no usable root.path: %s", strna(svc->name), strerror(-r));
+                set_error(ret_error, "service %s: no usable root.path: %s", strna(service_name), strerror(-r));
                 return r;
         }
         if (svc->seccomp == SECCOMP_MODE_PROFILE) {
                 error = mfree(error);
                 r = seccomp_profile_load(svc->seccomp_profile, &profile, &error);
                 if (r < 0) {
-                        set_error(ret_error, "seccomp profile of service %s: %s", strna(svc->name),
+                        set_error(ret_error, "seccomp profile of service %s: %s", strna(service_name),
                                   error ?: strerror(-r));
                         return r;
                 }
@@ -1123,7 +1097,7 @@ static int start_steps(sd_event *e,
         r = make_hostname(t, &hostname);
         if (r < 0)
                 return r;
-        r = task_cgroups_path(c->id, &cgroups_path);
+        r = cgroup_task_path(c->id, &cgroups_path);
         if (r < 0) {
                 set_error(ret_error, "reading the daemon's cgroup: %s", strerror(-r));
                 return r;
@@ -1144,11 +1118,12 @@ static int start_steps(sd_event *e,
                 .seccomp_profile = profile,
                 .mounts_add = mounts,
                 .n_mounts_add = n_mounts,
+                .netns_path = spec->netns_path,
         };
         error = mfree(error);
         r = bundle_derive(service_config, &p, &task_config, &error);
         if (r < 0) {
-                set_error(ret_error, "service %s: %s", strna(svc->name), error ?: strerror(-r));
+                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
                 return r;
         }
         r = json_format(task_config, false, &text, &size);
@@ -1202,7 +1177,7 @@ int runtime_container_start(sd_event *e,
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         int r;
 
-        if (!e || !spec || !spec->config || !spec->service || !spec->task || !spec->container_dir || !ret)
+        if (!e || !spec || !spec->config || !spec->task || !spec->container_dir || !ret)
                 return -EINVAL;
 
         r = start_steps(e, spec, cb, userdata, &c, &made_dir, &error);

@@ -28,6 +28,8 @@ typedef struct BundleParams {
         const JsonValue *seccomp_profile; /* OCI linux.seccomp object for SECCOMP_MODE_PROFILE */
         const BundleMount *mounts_add;    /* bind mounts appended to mounts (rbind, nosuid, nodev) */
         size_t n_mounts_add;
+        const char *netns_path; /* when set, the network namespace is joined: {"type":"network","path":…}
+                                 * (a node clone joins its pod's), whatever the service's said */
 } BundleParams;
 
 /* Returns a new config.json tree: a copy of the service's with process.args/env,
@@ -35,8 +37,15 @@ typedef struct BundleParams {
  * replaced as above, process.terminal false, process.consoleSize removed,
  * process.noNewPrivileges true, and linux.seccomp chosen by mode (AUTO: the service's
  * own if present, else the default profile; DEFAULT; UNCONFINED: removed; PROFILE: a copy
- * of seccomp_profile). Everything else (mounts, namespaces, user, capabilities,
- * resources…) is kept. -EINVAL with *ret_error set (when ret_error is non-NULL) when the
+ * of seccomp_profile). For a clone of a CRI (Kubernetes) container also: with a hostname
+ * the uts namespace is private (a CRI container shares its sandbox's by path, or the
+ * host's); with netns_path the network namespace is that one and the net.* sysctls
+ * (the namespace owner's business) are dropped, as are the ipc sysctls when the ipc
+ * namespace is joined by path; the kubelet's termination-message file (/dev/termination-log,
+ * or any mount of <kubelet>/pods/<uid>/containers/<name>/<file>) is not mounted; the
+ * runtime's io.kubernetes.* and io.container.manager annotations are dropped. Everything
+ * else (mounts, other namespaces, user, capabilities, resources…) is kept.
+ * -EINVAL with *ret_error set (when ret_error is non-NULL) when the
  * service config is not a usable OCI config ("config.json: process.env[3] is not a
  * string") or a parameter is invalid; -ENOMEM. Never crashes on any JSON shape. */
 int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonValue **ret, char **ret_error);

@@ -25,7 +25,7 @@ typedef void (*runtime_exit_cb_t)(RuntimeContainer *c, int exit_status, void *us
 
 typedef struct RuntimeSpec {
         const Config *config;
-        const ServiceConfig *service;
+        const ServiceConfig *service; /* may be NULL for a node clone (then: seccomp auto) */
         const Task *task;
         char *const *env;          /* extra "K=V" for the task (TASK_*, LAGOON_*) */
         const char *container_dir; /* created by the launcher */
@@ -33,13 +33,21 @@ typedef struct RuntimeSpec {
         size_t n_mounts;
         const char *task_data_dir; /* when set: <container_dir>/taskdata (mode 0777) is bind-mounted
                                     * writable there, for an advanced task's taskData */
+
+        /* Node clone of a Kubernetes service container (runtime_state_find() gives these):
+         * the service's bundle and live rootfs instead of service->bundle, and the pod's
+         * network namespace to join. Local mode leaves them NULL. */
+        const char *service_bundle_dir; /* holds the service's config.json */
+        const char *service_rootfs;     /* absolute; NULL: the bundle's root.path */
+        const char *netns_path;         /* e.g. "/proc/<service pid>/ns/net" */
 } RuntimeSpec;
 
 /* Container id for a task: "lagoon-task-<task id>". */
 int runtime_container_id(const char *task_id, char **ret);
 
 /* Prepares the bundle (process.args from task->command, or the image's own when the
- * task has no command: an advanced task), spawns conmon (which runs "<runtime> create"), then
+ * task has no command: an advanced task; bundle_derive() does the rest, also for a
+ * node clone), spawns conmon (which runs "<runtime> create"), then
  * "<runtime> start". On return the task is running. -errno and *ret_error (a
  * human-readable reason, e.g. the runtime's stderr) on failure, with everything
  * it made cleaned up. */

@@ -1109,6 +1109,149 @@ static void test_runc(void) {
                "mount that unconfined allows\n");
 }
 
+static const char *mount_source_at(const JsonValue *c, const char *destination) {
+        const JsonValue *mounts = json_get(c, "mounts");
+
+        for (size_t i = 0; i < json_length(mounts); i++)
+                if (streq_ptr(json_get_string(json_array_at(mounts, i), "destination"), destination))
+                        return json_get_string(json_array_at(mounts, i), "source");
+        return NULL;
+}
+
+static bool has_mount(const JsonValue *c, const char *destination) {
+        const JsonValue *mounts = json_get(c, "mounts");
+
+        for (size_t i = 0; i < json_length(mounts); i++)
+                if (streq_ptr(json_get_string(json_array_at(mounts, i), "destination"), destination))
+                        return true;
+        return false;
+}
+
+/* A node clone of a containerd CRI container: joined to the pod's network, a private uts
+ * for its hostname, ipc and pid as the service had them, the kubelet's termination-log
+ * file left out, hosts/resolv.conf/hostname/shm and volumes kept, the CRI annotations and
+ * the sysctls of joined namespaces dropped, our cgroup instead of the kubepods slice. */
+static void test_cri_clone(void) {
+        _cleanup_json_ JsonValue *svc = load_data("containerd-cri-spec.json"), *d = NULL, *d2 = NULL, *bare = NULL,
+                                 *d3 = NULL, *d4 = NULL;
+        _cleanup_free_ char *error = NULL;
+        BundleParams p = task_params(SECCOMP_MODE_AUTO);
+        const JsonValue *ann;
+        const char *const kept_mounts[] = {"/proc",
+                                           "/dev",
+                                           "/dev/shm",
+                                           "/etc/hosts",
+                                           "/etc/hostname",
+                                           "/etc/resolv.conf",
+                                           "/var/run/secrets/lagoon/sshkey",
+                                           "/app/docroot/sites/default/files",
+                                           NULL};
+
+        p.netns_path = "/proc/777/ns/net";
+        d = derive_ok(svc, &p);
+
+        assert_json(json_get_path(d, "linux", "namespaces", NULL),
+                    "[{\"type\":\"pid\"},{\"type\":\"ipc\",\"path\":\"/proc/4242/ns/ipc\"},{\"type\":\"uts\"},"
+                    "{\"type\":\"mount\"},{\"type\":\"network\",\"path\":\"/proc/777/ns/net\"}]",
+                    "namespaces of a CRI clone");
+        ASSERT_STREQ(json_get_string(d, "hostname"), "task-42");
+        ASSERT_STREQ(json_string(json_get_path(d, "linux", "cgroupsPath", NULL)), "/lagoon-taskd-test/42");
+        assert_json(json_get_path(d, "linux", "sysctl", NULL), "{\"kernel.domainname\":\"example\"}",
+                    "sysctls of a CRI clone");
+        for (const char *const *m = kept_mounts; *m; m++)
+                if (!has_mount(d, *m)) {
+                        fprintf(stderr, "mount %s lost\n", *m);
+                        abort();
+                }
+        ASSERT(!has_mount(d, "/dev/termination-log"));
+        ASSERT(json_length(json_get(d, "mounts")) == json_length(json_get(svc, "mounts")) - 1);
+        ASSERT_STREQ(mount_source_at(d, "/etc/hosts"),
+                     "/var/lib/kubelet/pods/6c1f0b9e-3a57-4d2c-9e8b-1f2a3b4c5d6e/etc-hosts");
+
+        ann = json_get(d, "annotations");
+        for (size_t i = 0; i < json_length(ann); i++)
+                ASSERT(!startswith(json_object_key_at(ann, i), "io.kubernetes."));
+        ASSERT_STREQ(json_get_string(ann, "sh.lagoon.task.id"), "42");
+        ASSERT(json_length(ann) == 3);
+
+        /* Kept as the service had them. */
+        assert_same(json_get_path(d, "process", "user", NULL), json_get_path(svc, "process", "user", NULL), "user");
+        assert_same(json_get_path(d, "linux", "resources", NULL), json_get_path(svc, "linux", "resources", NULL),
+                    "resources");
+        assert_same(json_get_path(d, "linux", "seccomp", NULL), json_get_path(svc, "linux", "seccomp", NULL),
+                    "seccomp (auto: the service's)");
+        assert_same(json_get_path(d, "linux", "maskedPaths", NULL), json_get_path(svc, "linux", "maskedPaths", NULL),
+                    "maskedPaths");
+
+        /* Deriving twice (an adopted clone's config re-derived) changes nothing more. */
+        d2 = derive_ok(d, &p);
+        assert_same(json_get(d2, "linux"), json_get(d, "linux"), "linux, derived twice");
+        assert_same(json_get(d2, "mounts"), json_get(d, "mounts"), "mounts, derived twice");
+
+        /* Without any namespaces (a host-network pod): uts and network are added. */
+        bare = json_copy(svc);
+        ASSERT(bare);
+        ASSERT_OK(json_object_remove(json_get(bare, "linux"), "namespaces"));
+        d3 = derive_ok(bare, &p);
+        assert_json(json_get_path(d3, "linux", "namespaces", NULL),
+                    "[{\"type\":\"uts\"},{\"type\":\"network\",\"path\":\"/proc/777/ns/net\"}]", "namespaces added");
+        assert_json(json_get_path(d3, "linux", "sysctl", NULL),
+                    "{\"kernel.shmmax\":\"68719476736\",\"kernel.domainname\":\"example\"}",
+                    "ipc sysctls kept when ipc is not joined");
+
+        /* No hostname and no netns (what local mode never asks for): namespaces untouched. */
+        p.hostname = NULL;
+        p.netns_path = NULL;
+        d4 = derive_ok(svc, &p);
+        assert_same(json_get_path(d4, "linux", "namespaces", NULL), json_get_path(svc, "linux", "namespaces", NULL),
+                    "namespaces without hostname and netns");
+
+        p = task_params(SECCOMP_MODE_AUTO);
+        p.netns_path = "proc/1/ns/net";
+        ASSERT(bundle_derive(svc, &p, &d4, &error) == -EINVAL);
+        ASSERT(error && strstr(error, "network namespace path 'proc/1/ns/net' is not absolute"));
+        printf("cri clone: pod network joined, private uts, termination-log, CRI annotations and joined sysctls "
+               "dropped\n");
+}
+
+/* Only the kubelet's per-container file is taken for a termination log. */
+static void test_termination_log_mounts(void) {
+        static const struct {
+                const char *mount;
+                bool dropped;
+        } cases[] = {
+                {"{\"destination\":\"/dev/termination-log\",\"type\":\"bind\",\"source\":\"/x\"}", true},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/containers/cli/0a1b\"}", true},
+                {"{\"destination\":\"/msg\",\"source\":\"/k/pods/pods/u/containers/cli/0a1b\"}", true},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/containers/cli/0a1b/\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/containers/cli/0a1b/x\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/containers/cli\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/volumes/cli/0a1b\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods/u/containersX/cli/0a1b\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":\"/var/lib/kubelet/pods//containers/cli/0a1b\"}", false},
+                {"{\"destination\":\"/msg\"}", false},
+                {"{\"destination\":\"/msg\",\"source\":7}", false},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *text = NULL;
+                _cleanup_json_ JsonValue *svc = NULL, *d = NULL;
+                BundleParams p = task_params(SECCOMP_MODE_UNCONFINED);
+
+                ASSERT(asprintf(&text,
+                                "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"sh\"]},"
+                                "\"root\":{\"path\":\"rootfs\"},\"mounts\":[%s]}",
+                                cases[i].mount) >= 0);
+                svc = parse(text);
+                d = derive_ok(svc, &p);
+                if ((json_length(json_get(d, "mounts")) == 0) != cases[i].dropped) {
+                        fprintf(stderr, "%s: expected %s\n", cases[i].mount, cases[i].dropped ? "dropped" : "kept");
+                        abort();
+                }
+        }
+        printf("termination-log mounts: only the kubelet's per-container file\n");
+}
+
 int main(void) {
         find_data_dir();
         test_real_configs();
@@ -1119,6 +1262,8 @@ int main(void) {
         test_rootfs_path();
         test_read_config();
         test_command_args();
+        test_cri_clone();
+        test_termination_log_mounts();
         test_runc();
         free(data_dir);
         return 0;
