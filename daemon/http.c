@@ -10,10 +10,14 @@
  * libcurl's first action comes from the timer it asks for (timeout 0 → next loop
  * iteration). TLS verification is always on; only http and https are allowed, also for
  * redirects (which are not followed). The response is collected in memory up to a
- * limit. A client freed from inside one of its callbacks is torn down when that
- * callback returns. */
+ * limit, or handed to an on_data callback piece by piece (streaming; that callback runs
+ * inside curl_multi_socket_action(), where libcurl forbids removing handles, so a
+ * cancel from there only marks the call and aborts it from the write callback). A
+ * client freed from inside one of its callbacks is torn down when that callback
+ * returns. */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <string.h>
 #include <curl/curl.h>
@@ -48,8 +52,15 @@ struct HttpCall {
         char error_buffer[CURL_ERROR_SIZE];
 
         http_done_cb_t callback;
+        http_data_cb_t on_data;
         void *userdata;
         bool in_callback;
+        bool cancelled; /* cancelled inside libcurl: freed when libcurl reports it done */
+        /* Our own idle timer: libcurl's low-speed check averages over seconds and cannot
+         * tell "quiet for N s" from "slow". */
+        sd_event_source *idle_timer;
+        uint64_t idle_timeout_usec;
+        int data_error; /* on_data's error */
 
         HttpCall *prev, *next;
 };
@@ -62,7 +73,8 @@ struct HttpClient {
         HttpCall *calls;
         unsigned n_pending;
 
-        unsigned dispatching; /* nesting depth of process_done() */
+        unsigned dispatching; /* nesting depth of process_done() and socket actions */
+        unsigned in_curl;     /* inside curl_multi_socket_action(): no handle removal */
         bool freed;           /* http_client_free() was called while dispatching */
 };
 
@@ -109,6 +121,7 @@ static HttpCall *http_call_free(HttpCall *call) {
         }
         if (call->easy)
                 curl_easy_cleanup(call->easy);
+        sd_event_source_disable_unref(call->idle_timer);
         curl_slist_free_all(call->headers);
         free(call->body);
         free(call->response);
@@ -177,10 +190,34 @@ static int errno_from_curl(CURLcode code, long os_errno, bool too_big) {
 }
 
 static void process_done(HttpClient *c);
+static void client_destroy(HttpClient *c);
+
+static void socket_action(HttpClient *c, curl_socket_t fd, int mask) {
+        int running = 0;
+
+        c->dispatching++;
+        c->in_curl++;
+        CURLMcode m = curl_multi_socket_action(c->multi, fd, mask, &running);
+        c->in_curl--;
+        if (m != CURLM_OK)
+                log_debug("curl_multi_socket_action(%d) failed: %s", (int) fd, curl_multi_strerror(m));
+        if (!c->freed)
+                process_done(c);
+        /* Calls cancelled from inside libcurl that it did not finish yet (no more data
+         * arrived for them): out of libcurl now, they can go. */
+        for (HttpCall *call = c->calls, *next; !c->freed && call; call = next) {
+                next = call->next;
+                if (call->cancelled)
+                        http_call_free(call);
+        }
+        c->dispatching--;
+        if (c->freed && c->dispatching == 0)
+                client_destroy(c);
+}
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         HttpClient *c = userdata;
-        int mask = 0, running = 0;
+        int mask = 0;
 
         if (revents & EPOLLIN)
                 mask |= CURL_CSELECT_IN;
@@ -189,21 +226,12 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         if (revents & (EPOLLERR | EPOLLHUP))
                 mask |= CURL_CSELECT_ERR;
 
-        CURLMcode m = curl_multi_socket_action(c->multi, fd, mask, &running);
-        if (m != CURLM_OK)
-                log_debug("curl_multi_socket_action(fd %d) failed: %s", fd, curl_multi_strerror(m));
-        process_done(c);
+        socket_action(c, fd, mask);
         return 0;
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        HttpClient *c = userdata;
-        int running = 0;
-
-        CURLMcode m = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        if (m != CURLM_OK)
-                log_debug("curl_multi_socket_action(timeout) failed: %s", curl_multi_strerror(m));
-        process_done(c);
+        socket_action(userdata, CURL_SOCKET_TIMEOUT, 0);
         return 0;
 }
 
@@ -296,6 +324,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 }
 
 static void client_destroy(HttpClient *c) {
+        c->freed = true;
         while (c->calls)
                 http_call_free(c->calls);
 
@@ -317,6 +346,8 @@ static void finish_call(HttpCall *call, CURLcode code) {
 
         (void) curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
         error = errno_from_curl(code, os_errno, call->too_big);
+        if (call->data_error < 0)
+                error = call->data_error;
         if (error == 0)
                 (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
 
@@ -327,11 +358,14 @@ static void finish_call(HttpCall *call, CURLcode code) {
         c->n_pending--;
         call->client = NULL;
 
-        if (call->callback) {
+        if (call->callback && !call->cancelled) {
                 char text[CURL_ERROR_SIZE + 64];
                 const char *error_text = NULL;
 
-                if (error == -E2BIG)
+                if (call->data_error < 0)
+                        (void) snprintf(text, sizeof(text), "Aborted while receiving the body: %s",
+                                        strerror(-call->data_error));
+                else if (error == -E2BIG)
                         (void) snprintf(text, sizeof(text), "Response larger than %zu bytes", call->max_response_size);
                 else if (error < 0)
                         (void) snprintf(text, sizeof(text), "%s",
@@ -340,8 +374,11 @@ static void finish_call(HttpCall *call, CURLcode code) {
                         error_text = text;
 
                 call->in_callback = true;
-                call->callback(call, error, status, error == 0 ? strempty(call->response) : NULL,
-                               error == 0 ? call->response_size : 0, error_text, call->userdata);
+                if (call->on_data)
+                        call->callback(call, error, status, NULL, 0, error_text, call->userdata);
+                else
+                        call->callback(call, error, status, error == 0 ? strempty(call->response) : NULL,
+                                       error == 0 ? call->response_size : 0, error_text, call->userdata);
         }
 
         http_call_free(call);
@@ -406,9 +443,14 @@ HttpClient *http_client_free(HttpClient *c) {
 
         if (c->dispatching > 0) {
                 /* Called from a callback: cancel everything now, tear down once the
-                 * dispatch loop unwinds (it still uses c). */
-                while (c->calls)
-                        http_call_free(c->calls);
+                 * dispatch loop unwinds (it still uses c). Inside libcurl the calls can
+                 * only be silenced; they are freed with the client. */
+                if (c->in_curl > 0)
+                        for (HttpCall *call = c->calls; call; call = call->next)
+                                call->cancelled = true;
+                else
+                        while (c->calls)
+                                http_call_free(c->calls);
                 if (c->timer)
                         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
                 c->freed = true;
@@ -422,6 +464,28 @@ HttpClient *http_client_free(HttpClient *c) {
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
         HttpCall *call = userdata;
         size_t n = size * nmemb;
+
+        if (call->cancelled)
+                return 0;
+        if (call->idle_timer && call->client) {
+                uint64_t now = 0;
+                if (sd_event_now(call->client->event, CLOCK_MONOTONIC, &now) >= 0)
+                        (void) sd_event_source_set_time(call->idle_timer, now + call->idle_timeout_usec);
+        }
+        if (call->on_data) {
+                long status = 0;
+                int r;
+
+                (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+                r = call->on_data(call, status, data, n, call->userdata);
+                if (call->cancelled)
+                        return 0;
+                if (r < 0) {
+                        call->data_error = r;
+                        return 0;
+                }
+                return n;
+        }
 
         if (n > call->max_response_size - call->response_size) {
                 call->too_big = true;
@@ -480,12 +544,15 @@ static int call_setup(HttpCall *call, const HttpRequest *req) {
         SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
         SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
         SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
-        SETOPT(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+        SETOPT(e, CURLOPT_TIMEOUT_MS, req->no_timeout ? 0L : timeout_ms);
         SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
         SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        SETOPT(e, CURLOPT_TCP_KEEPIDLE, 30L);
+        SETOPT(e, CURLOPT_TCP_KEEPINTVL, 10L);
         SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
         SETOPT(e, CURLOPT_WRITEDATA, call);
-        SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) call->max_response_size);
+        if (!req->on_data)
+                SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) call->max_response_size);
 
         if (req->ca_file)
                 SETOPT(e, CURLOPT_CAINFO, req->ca_file);
@@ -538,6 +605,22 @@ static int call_setup(HttpCall *call, const HttpRequest *req) {
         return 0;
 }
 
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        HttpCall *call = userdata;
+        HttpClient *c = call->client;
+
+        if (!c)
+                return 0;
+        c->dispatching++;
+        (void) snprintf(call->error_buffer, sizeof(call->error_buffer), "No data received for %" PRIu64 " ms",
+                        call->idle_timeout_usec / USEC_PER_MSEC);
+        finish_call(call, CURLE_OPERATION_TIMEDOUT);
+        c->dispatching--;
+        if (c->freed && c->dispatching == 0)
+                client_destroy(c);
+        return 0;
+}
+
 int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void *userdata, HttpCall **ret) {
         HttpCall *call = NULL;
         int r;
@@ -551,6 +634,7 @@ int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void 
         if (!call)
                 return -ENOMEM;
         call->callback = cb;
+        call->on_data = req->on_data;
         call->userdata = userdata;
         call->max_response_size = req->max_response_size > 0 ? req->max_response_size : HTTP_MAX_RESPONSE_DEFAULT;
 
@@ -576,6 +660,20 @@ int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void 
         LIST_PREPEND(c->calls, call);
         c->n_pending++;
 
+        if (req->idle_timeout_usec > 0) {
+                uint64_t now = 0;
+                call->idle_timeout_usec = req->idle_timeout_usec;
+                r = sd_event_now(c->event, CLOCK_MONOTONIC, &now);
+                if (r >= 0)
+                        r = sd_event_add_time(c->event, &call->idle_timer, CLOCK_MONOTONIC,
+                                              now + req->idle_timeout_usec, USEC_PER_MSEC * 10, on_idle_timer, call);
+                if (r < 0) {
+                        http_call_free(call);
+                        return r;
+                }
+                (void) sd_event_source_set_description(call->idle_timer, "http-idle");
+        }
+
         if (ret)
                 *ret = call;
         return 0;
@@ -587,10 +685,26 @@ HttpCall *http_call_cancel(HttpCall *call) {
         /* Inside its own callback the call is already finished and is freed after it. */
         if (call->in_callback)
                 return NULL;
+        /* Inside libcurl (an on_data callback): the write callback aborts the transfer
+         * and the call is freed, silently, once libcurl reports it done. */
+        if (call->client && call->client->in_curl > 0) {
+                call->cancelled = true;
+                return NULL;
+        }
         http_call_free(call);
         return NULL;
 }
 
 unsigned http_client_n_pending(HttpClient *c) {
         return c ? c->n_pending : 0;
+}
+
+const char *http_call_header(HttpCall *call, const char *name) {
+        struct curl_header *h = NULL;
+
+        if (!call || !call->easy || !name)
+                return NULL;
+        if (curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+                return NULL;
+        return h->value;
 }

@@ -104,6 +104,9 @@ typedef struct ParseState {
         size_t depth, max_depth;
         char *pending_key; /* key for the next value inside an object */
         int error;
+        /* Streaming only: called when a top-level value is complete (s->root holds it);
+         * returns 1 to go on, 0 (with s->error set) to stop. */
+        int (*value_done)(struct ParseState *s);
 } ParseState;
 
 static int parse_add(ParseState *s, JsonValue *v) {
@@ -121,6 +124,9 @@ static int parse_add(ParseState *s, JsonValue *v) {
                         return 0;
                 }
                 s->root = v;
+                /* A scalar is complete at once; a container when it is closed. */
+                if (s->value_done && v->type != JSON_ARRAY && v->type != JSON_OBJECT)
+                        return s->value_done(s);
                 return 1;
         }
         top = s->stack[s->depth - 1];
@@ -179,8 +185,11 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t l) {
 }
 static int cb_end(void *ctx) {
         ParseState *s = ctx;
-        if (s->depth > 0)
+        if (s->depth > 0) {
                 s->depth--;
+                if (s->depth == 0 && s->value_done)
+                        return s->value_done(s);
+        }
         return 1;
 }
 static int cb_start_array(void *ctx) {
@@ -255,6 +264,187 @@ int json_parse(const char *data, size_t size, unsigned max_depth, JsonValue **re
         free(s.pending_key);
         *ret = s.root;
         return 0;
+}
+
+/* ---- streaming ---- */
+
+static bool is_json_space(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+struct JsonStream {
+        ParseState state; /* first member: the yajl callbacks see it as their ParseState */
+        yajl_handle handle;
+        JsonValue **stack;
+        size_t max_value_size;
+        /* Bytes of the current chunk before the end of the last complete value, and the
+         * bytes of the unfinished value carried over from earlier chunks. */
+        size_t chunk_mark, carried;
+        bool dirty; /* non-whitespace seen since the end of the last complete value */
+        /* Values completed during one yajl_parse() call, delivered after it returns. */
+        JsonValue **done;
+        size_t n_done, allocated_done;
+        int error; /* sticky */
+};
+
+static int stream_value_done(ParseState *ps) {
+        JsonStream *s = (JsonStream *) ps;
+        size_t off = yajl_get_bytes_consumed(s->handle);
+
+        /* yajl updates the consumed count token by token, so this is the end of the
+         * value within the current chunk. */
+        if (s->carried + (off - MIN(off, s->chunk_mark)) > s->max_value_size) {
+                ps->error = -E2BIG;
+                return 0;
+        }
+        s->chunk_mark = off;
+        s->carried = 0;
+        s->dirty = false;
+
+        if (s->n_done >= s->allocated_done) {
+                size_t na = MAX(s->allocated_done * 2, (size_t) 8);
+                JsonValue **n = reallocarray(s->done, na, sizeof(JsonValue *));
+                if (!n) {
+                        ps->error = -ENOMEM;
+                        return 0;
+                }
+                s->done = n;
+                s->allocated_done = na;
+        }
+        s->done[s->n_done++] = TAKE_PTR(ps->root);
+        return 1;
+}
+
+JsonStream *json_stream_new(size_t max_value_size, unsigned max_depth) {
+        JsonStream *s = NULL;
+
+        if (max_depth == 0)
+                max_depth = JSON_DEPTH_MAX_DEFAULT;
+        s = calloc(1, sizeof(JsonStream));
+        if (!s)
+                return NULL;
+        s->max_value_size = max_value_size > 0 ? max_value_size : JSON_STREAM_VALUE_MAX_DEFAULT;
+        s->stack = calloc(max_depth, sizeof(JsonValue *));
+        if (!s->stack)
+                return json_stream_free(s);
+        s->state.stack = s->stack;
+        s->state.max_depth = max_depth;
+        s->state.value_done = stream_value_done;
+
+        s->handle = yajl_alloc(&parse_callbacks, NULL, &s->state);
+        if (!s->handle)
+                return json_stream_free(s);
+        yajl_config(s->handle, yajl_allow_comments, 0);
+        yajl_config(s->handle, yajl_dont_validate_strings, 0);
+        yajl_config(s->handle, yajl_allow_multiple_values, 1);
+        return s;
+}
+
+static void stream_drop_done(JsonStream *s) {
+        for (size_t i = 0; i < s->n_done; i++)
+                json_free(s->done[i]);
+        s->n_done = 0;
+}
+
+JsonStream *json_stream_free(JsonStream *s) {
+        if (!s)
+                return NULL;
+        if (s->handle)
+                yajl_free(s->handle);
+        stream_drop_done(s);
+        free(s->done);
+        /* A value under construction hangs off root (the stack only borrows). */
+        json_free(s->state.root);
+        free(s->state.pending_key);
+        free(s->stack);
+        return mfree(s);
+}
+
+static int stream_deliver(JsonStream *s, json_stream_value_cb_t cb, void *userdata) {
+        size_t i;
+        int r = 0;
+
+        for (i = 0; i < s->n_done; i++) {
+                JsonValue *v = TAKE_PTR(s->done[i]);
+                if (cb)
+                        r = cb(v, userdata);
+                else
+                        json_free(v);
+                if (r < 0) {
+                        i++;
+                        break;
+                }
+        }
+        for (; i < s->n_done; i++)
+                s->done[i] = json_free(s->done[i]);
+        s->n_done = 0;
+        return r;
+}
+
+static int stream_fail(JsonStream *s) {
+        int r = s->state.error < 0 ? s->state.error : -EBADMSG;
+
+        /* Depth is a limit like size; everything else yajl refuses is a bad message. */
+        if (r == -EINVAL)
+                r = -EBADMSG;
+        s->error = r;
+        return r;
+}
+
+int json_stream_feed(JsonStream *s, const void *data, size_t size, json_stream_value_cb_t cb, void *userdata) {
+        yajl_status st;
+        int r;
+
+        if (!s || (!data && size > 0))
+                return -EINVAL;
+        if (s->error < 0)
+                return s->error;
+        if (size == 0)
+                return 0;
+
+        s->chunk_mark = 0;
+        st = yajl_parse(s->handle, data, size);
+        if (st == yajl_status_ok && s->state.error >= 0) {
+                s->carried += size - MIN(size, s->chunk_mark);
+                for (size_t i = s->chunk_mark; i < size && !s->dirty; i++)
+                        s->dirty = !is_json_space(((const char *) data)[i]);
+                /* Bounds what yajl buffers for an unfinished token or value. */
+                if (s->carried > s->max_value_size)
+                        s->state.error = -E2BIG;
+        }
+
+        /* Values completed before an error are still delivered. */
+        r = stream_deliver(s, cb, userdata);
+        if (st != yajl_status_ok || s->state.error < 0)
+                return stream_fail(s);
+        if (r < 0)
+                s->error = r;
+        return r;
+}
+
+int json_stream_finish(JsonStream *s, json_stream_value_cb_t cb, void *userdata) {
+        yajl_status st;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        if (s->error < 0)
+                return s->error;
+
+        /* yajl calls an input of only whitespace a premature end; for a stream it is
+         * simply the end. */
+        if (!s->dirty) {
+                s->error = -ESTALE;
+                return 0;
+        }
+        s->chunk_mark = 0;
+        st = yajl_complete_parse(s->handle);
+        r = stream_deliver(s, cb, userdata);
+        if (st != yajl_status_ok || s->state.error < 0)
+                return stream_fail(s);
+        /* Nothing more can be fed after yajl_complete_parse(). */
+        s->error = r < 0 ? r : -ESTALE;
+        return r;
 }
 
 /* ---- accessors ---- */

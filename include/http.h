@@ -4,8 +4,8 @@
 /* HTTP(S) client on the event loop: libcurl's multi interface driven by sd-event io
  * and time sources (curl_multi_socket_action), no threads, no blocking. TLS through
  * libcurl/OpenSSL with peer and host verification always on (a CA file may be given).
- * Used by the Lagoon API sink now and by the Kubernetes client later (which will add
- * streaming bodies). */
+ * Used by the Lagoon API sink and by the Kubernetes client (streaming bodies for
+ * watches and log follow). */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,6 +16,12 @@
 
 typedef struct HttpClient HttpClient;
 typedef struct HttpCall HttpCall;
+
+/* Streaming: called with each piece of the response body as it arrives (status is the
+ * HTTP status, known by then), from the event loop. Returning < 0 aborts the transfer;
+ * the done callback then gets that error. It must not free the client; it may cancel
+ * its own or other calls (a call cancelled from here gets no further callbacks). */
+typedef int (*http_data_cb_t)(HttpCall *call, long status, const void *data, size_t size, void *userdata);
 
 typedef struct HttpRequest {
         const char *method; /* "GET", "POST", … */
@@ -29,13 +35,22 @@ typedef struct HttpRequest {
         const char *client_key;   /* PEM file, may be NULL */
         const char *unix_socket;  /* connect through this socket instead, may be NULL */
         size_t max_response_size; /* 0 → 16 MiB; larger responses fail with -E2BIG */
+        /* Streaming (watches, log follow): when set, the body goes to on_data and is not
+         * collected (no size limit); the done callback still ends the call, with body NULL. */
+        http_data_cb_t on_data;
+        /* No whole-request timeout (timeout_usec then only bounds connecting). Dead peers
+         * are still noticed: TCP keepalive probes after 30 s idle, and idle_timeout_usec. */
+        bool no_timeout;
+        uint64_t idle_timeout_usec; /* > 0: fail with -ETIMEDOUT when no byte arrived for this long */
 } HttpRequest;
 
 /* Called once per call from the event loop (never from inside http_request()).
+ * Any method may carry a body (POST, PUT, PATCH, DELETE).
  * error < 0: no HTTP answer (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -E2BIG,
- * -EPROTO for TLS failures incl. certificate verification, -EIO otherwise), with a
- * readable error_text (curl's message). error == 0: status is the HTTP status and
- * body/size the response body (NUL-terminated). The call is freed after the callback
+ * -EPROTO for TLS failures incl. certificate verification, -EIO otherwise), or the
+ * error a streaming call's on_data returned, with a readable error_text (curl's
+ * message). error == 0: status is the HTTP status and body/size the response body
+ * (NUL-terminated; NULL/0 for streaming calls). The call is freed after the callback
  * returns. */
 typedef void (*http_done_cb_t)(HttpCall *call,
                                int error,
@@ -53,6 +68,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpClient *, http_client_free);
 /* Starts a request; all request strings are copied. *ret (may be NULL) is a handle
  * valid until the callback ran or http_call_cancel(). */
 int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void *userdata, HttpCall **ret);
-/* Aborts a pending call; its callback is not called. Returns NULL. */
+/* Aborts a pending call; its callbacks are not called again. Returns NULL. Allowed from
+ * any callback, also from a streaming call's own on_data. */
 HttpCall *http_call_cancel(HttpCall *call);
 unsigned http_client_n_pending(HttpClient *c);
+/* A response header of the call (the first of that name), only from inside its
+ * callbacks; NULL when absent. E.g. "Retry-After". */
+const char *http_call_header(HttpCall *call, const char *name);

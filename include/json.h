@@ -93,3 +93,32 @@ int json_to_strv(const JsonValue *v, char ***ret);
 
 /* Format to a NUL-terminated string (also returns its length when ret_size != NULL). */
 int json_format(const JsonValue *v, bool pretty, char **ret, size_t *ret_size);
+
+/* Incremental parsing of a stream of JSON values (a Kubernetes watch body: one object
+ * per line, split anywhere by the network). Values are separated by optional
+ * whitespace; each complete top-level value is handed to the callback, which owns it
+ * (free it with json_free() or keep it). A value may be split across any number of
+ * feeds and one feed may complete several values; they are delivered in order, after
+ * the parser has consumed the chunk, so the callback may do anything except free the
+ * stream. A callback returning < 0 stops the feed: the rest of the chunk's values are
+ * dropped and the stream fails with that error.
+ *
+ * Limits: max_value_size counts the bytes of one value as received (including the
+ * whitespace before it), 0 → JSON_STREAM_VALUE_MAX_DEFAULT; max_depth as in json_parse().
+ * Errors are sticky: once a feed failed, every later feed returns the same error.
+ * -EBADMSG invalid JSON (values completed earlier in the same chunk are still
+ * delivered), -E2BIG a value over max_value_size or nested deeper than max_depth,
+ * -ENOMEM. */
+#define JSON_STREAM_VALUE_MAX_DEFAULT ((size_t) 16U * 1024U * 1024U)
+
+typedef struct JsonStream JsonStream;
+typedef int (*json_stream_value_cb_t)(JsonValue *v, void *userdata);
+
+JsonStream *json_stream_new(size_t max_value_size, unsigned max_depth); /* NULL on OOM */
+JsonStream *json_stream_free(JsonStream *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(JsonStream *, json_stream_free);
+/* Returns 0, the callback's error, or the stream's error as above. */
+int json_stream_feed(JsonStream *s, const void *data, size_t size, json_stream_value_cb_t cb, void *userdata);
+/* End of input: delivers a trailing scalar that only the end can complete (a number),
+ * returns -EBADMSG when the input ends inside a value. No feed is accepted afterwards. */
+int json_stream_finish(JsonStream *s, json_stream_value_cb_t cb, void *userdata);

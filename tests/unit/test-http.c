@@ -151,6 +151,24 @@ static void serve_connection(int fd) {
                                 return;
                 }
                 (void) write_all(fd, "0\r\n\r\n", 5);
+        } else if (startswith(path, "/stream/")) {
+                /* Chunked, n pieces 100 ms apart ("piece 0\n" …), then quiet for the
+                 * given seconds (the watch-like idle case), then the end. */
+                unsigned n = 0, quiet = 0;
+                (void) sscanf(path + 8, "%u/%u", &n, &quiet);
+                const char *head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                if (!write_all(fd, head, strlen(head)))
+                        return;
+                for (unsigned i = 0; i < n; i++) {
+                        char piece[64], line[96];
+                        int k = snprintf(piece, sizeof(piece), "piece %u\n", i);
+                        int m = snprintf(line, sizeof(line), "%x\r\n%s\r\n", k, piece);
+                        if (!write_all(fd, line, (size_t) m))
+                                return;
+                        usleep(100 * 1000);
+                }
+                sleep(quiet);
+                (void) write_all(fd, "0\r\n\r\n", 5);
         } else
                 respond(fd, 400, NULL, "unknown path", 12);
 }
@@ -259,8 +277,11 @@ on_done(HttpCall *call, int error, long status, const char *body, size_t size, c
         r->done = true;
         r->error = error;
         r->status = status;
-        if (error == 0) {
-                ASSERT(body);
+        if (error == 0 && !body) {
+                /* Streaming calls: the body went to on_data. */
+                ASSERT_EQ(size, 0u);
+                ASSERT(!error_text);
+        } else if (error == 0) {
                 ASSERT_EQ(body[size], 0);
                 r->body = malloc(size + 1);
                 ASSERT(r->body);
@@ -476,6 +497,123 @@ TEST(cancel) {
         ASSERT_EQ(http_client_n_pending(client), 0u);
         ASSERT(!http_call_cancel(NULL));
         result_clear(&r3);
+}
+
+/* ---- streaming bodies ---------------------------------------------------------- */
+
+typedef struct Stream {
+        char data[4096];
+        size_t size;
+        unsigned pieces;
+        long status;
+        int fail_after; /* on_data returns -EUCLEAN after this many pieces */
+        bool cancel_after;
+        HttpCall *call;
+} Stream;
+
+static Stream stream_state;
+
+static int on_stream_data(HttpCall *call, long status, const void *data, size_t size, void *userdata) {
+        Stream *st = &stream_state;
+
+        ASSERT(!in_request);
+        ASSERT(size > 0);
+        ASSERT(status == 200);
+        st->status = status;
+        ASSERT(st->size + size < sizeof(st->data));
+        memcpy(st->data + st->size, data, size);
+        st->size += size;
+        st->pieces++;
+        if (st->fail_after > 0 && st->pieces >= (unsigned) st->fail_after)
+                return -EUCLEAN;
+        if (st->cancel_after && st->pieces >= 2) {
+                ASSERT(!http_call_cancel(call));
+                /* Only once: there is no further callback anyway. */
+                st->cancel_after = false;
+        }
+        return 0;
+}
+
+TEST(streaming) {
+        _cleanup_free_ char *u = url("/stream/5/0"), *u_ok = url("/ok"), *u_quiet = url("/stream/1/3");
+        Result r = {};
+
+        /* Every piece as it arrives, nothing collected, done with body NULL. */
+        stream_state = (Stream){};
+        result_clear(&r);
+        ASSERT_OK(start(&(HttpRequest){.url = u, .on_data = on_stream_data}, &r, NULL));
+        run_until(&r.done, 10 * USEC_PER_SEC);
+        ASSERT_EQ(r.error, 0);
+        ASSERT_EQ(r.status, 200);
+        ASSERT(!r.body || r.size == 0);
+        ASSERT_EQ(stream_state.size, 5u * 8u);
+        ASSERT(stream_state.pieces >= 2); /* 100 ms apart: not one read */
+        ASSERT(strncmp(stream_state.data, "piece 0\npiece 1\npiece 2\npiece 3\npiece 4\n", 40) == 0);
+
+        /* A plain (Content-Length) body goes through on_data as well. */
+        stream_state = (Stream){};
+        result_clear(&r);
+        ASSERT_OK(start(&(HttpRequest){.url = u_ok, .on_data = on_stream_data}, &r, NULL));
+        run_until(&r.done, 10 * USEC_PER_SEC);
+        ASSERT_EQ(r.error, 0);
+        ASSERT_EQ(stream_state.size, 5u);
+
+        /* on_data fails: the transfer stops, the done callback gets the error. */
+        stream_state = (Stream){.fail_after = 2};
+        result_clear(&r);
+        ASSERT_OK(start(&(HttpRequest){.url = u, .on_data = on_stream_data}, &r, NULL));
+        run_until(&r.done, 10 * USEC_PER_SEC);
+        ASSERT_EQ(r.error, -EUCLEAN);
+        ASSERT(r.error_text);
+        ASSERT_EQ(stream_state.pieces, 2u);
+
+        /* Cancelled from its own on_data: no more callbacks, gone from the client. */
+        stream_state = (Stream){.cancel_after = true};
+        result_clear(&r);
+        ASSERT_OK(start(&(HttpRequest){.url = u, .on_data = on_stream_data}, &r, NULL));
+        run_for(900 * USEC_PER_MSEC);
+        ASSERT(!r.done);
+        ASSERT_EQ(stream_state.pieces, 2u);
+        ASSERT_EQ(http_client_n_pending(client), 0u);
+
+        /* No overall timeout: a stream quiet for 3 s outlives a 1 s timeout... */
+        stream_state = (Stream){};
+        result_clear(&r);
+        ASSERT_OK(start(
+                &(HttpRequest){
+                        .url = u_quiet, .on_data = on_stream_data, .no_timeout = true, .timeout_usec = USEC_PER_SEC},
+                &r, NULL));
+        run_until(&r.done, 10 * USEC_PER_SEC);
+        ASSERT_EQ(r.error, 0);
+        ASSERT_EQ(stream_state.pieces, 1u);
+        /* ...unless it is idle longer than idle_timeout_usec. */
+        stream_state = (Stream){};
+        result_clear(&r);
+        ASSERT_OK(start(&(HttpRequest){.url = u_quiet,
+                                       .on_data = on_stream_data,
+                                       .no_timeout = true,
+                                       .idle_timeout_usec = USEC_PER_SEC},
+                        &r, NULL));
+        run_until(&r.done, 10 * USEC_PER_SEC);
+        ASSERT_EQ(r.error, -ETIMEDOUT);
+
+        result_clear(&r);
+}
+
+TEST(methods_with_body) {
+        _cleanup_free_ char *u = url("/echo");
+        Result r = {};
+
+        do_request(&(HttpRequest){.method = "PATCH", .url = u, .body = "{\"a\":1}", .body_size = 7}, &r);
+        ASSERT_EQ(r.status, 200);
+        ASSERT_STREQ(r.body, "PATCH - {\"a\":1}");
+        do_request(&(HttpRequest){.method = "DELETE", .url = u, .body = "{\"g\":0}", .body_size = 7}, &r);
+        ASSERT_STREQ(r.body, "DELETE - {\"g\":0}");
+        do_request(&(HttpRequest){.method = "DELETE", .url = u}, &r);
+        ASSERT_STREQ(r.body, "DELETE - ");
+        do_request(&(HttpRequest){.method = "PUT", .url = u, .body = "x", .body_size = 1}, &r);
+        ASSERT_STREQ(r.body, "PUT - x");
+        result_clear(&r);
 }
 
 TEST(many_concurrent) {
@@ -1054,6 +1192,8 @@ int main(int argc, char *argv[]) {
         RUN(timeout);
         RUN(too_big);
         RUN(cancel);
+        RUN(streaming);
+        RUN(methods_with_body);
         RUN(many_concurrent);
         RUN(invalid_requests);
         RUN(chain_from_callback);
