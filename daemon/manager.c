@@ -5,6 +5,7 @@
  * and the sd_notify STATUS= line. Every transition is persisted before it is
  * announced (API callback, STATUS=, later the Lagoon outbox). */
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -14,10 +15,13 @@
 
 #include "fs-util.h"
 #include "lagoon-message.h"
+#include "launcher-kube.h"
 #include "launcher-runtime.h"
 #include "log.h"
 #include "logtail.h"
 #include "manager.h"
+#include "node.h"
+#include "task-pod.h"
 #include "store.h"
 
 #define TIMER_ACCURACY_USEC (10 * USEC_PER_MSEC)
@@ -25,7 +29,9 @@
 typedef struct ManagedTask {
         Manager *manager;
         Task *task;
-        RuntimeContainer *container;
+        RuntimeContainer *container; /* a local container (runtime launcher) … */
+        KubePod *pod;                /* … or an API pod (launcher-kube) */
+        NodeLookup *lookup;          /* node mode: finding where the service runs */
         LogTail *logtail;
         char **secrets; /* the secrets in force when the task started */
         sd_event_source *deadline_source;
@@ -36,6 +42,7 @@ struct Manager {
         sd_event *event;
         Config *config;
         Store *store;
+        Node *node;          /* node mode, NULL otherwise */
         ManagedTask **tasks; /* ordered by seq */
         size_t n_tasks, allocated;
         uint64_t last_seq;
@@ -56,6 +63,8 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
         sd_event_source_disable_unref(mt->kill_source);
         logtail_free(mt->logtail);
         runtime_container_free(mt->container);
+        kube_pod_free(mt->pod);
+        node_lookup_cancel(mt->lookup);
         strv_free(mt->secrets);
         task_free(mt->task);
         free(mt);
@@ -69,6 +78,7 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_tasks; i++)
                 managed_task_free(m->tasks[i]);
         free(m->tasks);
+        node_free(m->node); /* after the tasks: their pods use its clients */
         sd_event_source_disable_unref(m->dispatch_source);
         store_free(m->store);
         config_free(m->config);
@@ -291,28 +301,41 @@ static void manager_schedule_dispatch(Manager *m) {
         (void) sd_event_source_set_enabled(m->dispatch_source, SD_EVENT_ONESHOT);
 }
 
-/* The container ended (or was lost): drain its output, record the result, clean up. */
-/* An advanced task's result: the file it may leave in TASK_DATA_DIR (the local stand-in
- * for the lagoon.sh/taskData pod annotation), validated; absent is fine. */
-static int read_task_data(Manager *m, Task *t, char **ret_reason) {
+/* An advanced task's result, validated: taskData from the pod annotation (API pods), or
+ * the file it may leave in TASK_DATA_DIR (local containers: the stand-in for the
+ * annotation). Absent is fine. */
+static int read_task_data(Manager *m, Task *t, const char *annotation, char **ret_reason) {
         _cleanup_free_ char *dir = NULL, *path = NULL, *data = NULL, *value = NULL, *error = NULL;
         size_t size = 0;
         int r;
 
-        r = store_container_dir(m->store, t->id, &dir);
-        if (r < 0)
-                return 0;
-        path = path_join(dir, "taskdata/taskData");
-        if (!path)
-                return -ENOMEM;
-        r = read_full_file(path, LAGOON_TASK_DATA_MAX + 4096, &data, &size);
-        if (r == -ENOENT)
-                return 0;
-        if (r == -EFBIG)
-                return asprintf(ret_reason, "taskdata: larger than %u bytes", LAGOON_TASK_DATA_MAX) < 0 ? -ENOMEM
-                                                                                                        : -E2BIG;
-        if (r < 0)
-                return asprintf(ret_reason, "taskdata: cannot read %s: %s", path, strerror(-r)) < 0 ? -ENOMEM : r;
+        if (annotation) {
+                size = strlen(annotation);
+                if (size > LAGOON_TASK_DATA_MAX)
+                        return asprintf(ret_reason, "taskdata: larger than %u bytes", LAGOON_TASK_DATA_MAX) < 0
+                                       ? -ENOMEM
+                                       : -E2BIG;
+                data = strdup(annotation);
+                if (!data)
+                        return -ENOMEM;
+        } else {
+                r = store_container_dir(m->store, t->id, &dir);
+                if (r < 0)
+                        return 0;
+                path = path_join(dir, "taskdata/taskData");
+                if (!path)
+                        return -ENOMEM;
+                r = read_full_file(path, LAGOON_TASK_DATA_MAX + 4096, &data, &size);
+                if (r == -ENOENT)
+                        return 0;
+                if (r == -EFBIG)
+                        return asprintf(ret_reason, "taskdata: larger than %u bytes", LAGOON_TASK_DATA_MAX) < 0
+                                       ? -ENOMEM
+                                       : -E2BIG;
+                if (r < 0)
+                        return asprintf(ret_reason, "taskdata: cannot read %s: %s", path, strerror(-r)) < 0 ? -ENOMEM
+                                                                                                            : r;
+        }
         r = lagoon_task_data_validate(data, size, &value, &error);
         if (r < 0) {
                 log_warning("Task %s: invalid taskData: %s", t->id, strna(error));
@@ -324,22 +347,23 @@ static int read_task_data(Manager *m, Task *t, char **ret_reason) {
         return 0;
 }
 
-static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
-        ManagedTask *mt = userdata;
-        Manager *m = mt->manager;
+/* The task's container or pod ended (or was lost): drain its output, record the result,
+ * clean up. status >= 0: the exit status; < 0: lost, with lost_reason (a task reason) or
+ * the errno. */
+static void
+manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_reason, const char *task_data) {
         Task *t = mt->task;
-        _cleanup_free_ char *reason = NULL, *dir = NULL;
+        _cleanup_free_ char *reason = NULL, *dir = NULL, *task_data_error = NULL;
+        bool keep_dir = false, was_pod = mt->pod;
         TaskStatus to;
         int r;
-
-        bool keep_dir = false;
 
         if (mt->logtail) {
                 r = logtail_finish(mt->logtail);
                 if (r < 0) {
-                        /* Keep conmon's log so no output is lost; the operator can look. */
-                        log_error_errno(r, "Task %s: failed to drain its output, keeping %s: %m", t->id,
-                                        runtime_container_log_path(mt->container));
+                        /* Keep the CRI log so no output is lost; the operator can look. */
+                        log_error_errno(r, "Task %s: failed to drain its output, keeping its container directory: %m",
+                                        t->id);
                         keep_dir = true;
                 }
         }
@@ -350,18 +374,19 @@ static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
                 t->exit_code = status;
         /* Like the pod annotation, taskData is passed on whatever the exit code; only a
          * task that would otherwise be complete fails for an invalid one. */
-        _cleanup_free_ char *task_data_error = NULL;
         if (status >= 0 && t->image && !t->cancel_requested)
-                (void) read_task_data(m, t, &task_data_error);
-        if (status < 0) {
-                to = TASK_FAILED;
-                if (asprintf(&reason, "launch-error: container lost (%s)", strerror(-status)) < 0)
-                        reason = NULL;
-        } else if (t->cancel_requested)
+                (void) read_task_data(m, t, was_pod ? task_data : NULL, &task_data_error);
+        if (t->cancel_requested)
                 to = TASK_CANCELLED;
         else if (t->timed_out) {
                 to = TASK_FAILED;
                 reason = strdup("timeout");
+        } else if (status < 0) {
+                to = TASK_FAILED;
+                if (lost_reason)
+                        reason = strdup(lost_reason);
+                else if (asprintf(&reason, "launch-error: container lost (%s)", strerror(-status)) < 0)
+                        reason = NULL;
         } else if (status == 0 && task_data_error) {
                 to = TASK_FAILED;
                 reason = TAKE_PTR(task_data_error);
@@ -377,16 +402,29 @@ static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
         (void) manager_transition(m, mt, to, reason);
 
         mt->container = runtime_container_free(mt->container);
+        mt->pod = kube_pod_free(mt->pod);
         mt->logtail = logtail_free(mt->logtail);
         r = keep_dir ? -EBUSY : store_container_dir(m->store, t->id, &dir);
         if (r >= 0) {
-                r = runtime_container_remove(m->config, t->id, dir);
-                if (r < 0)
+                r = was_pod ? rm_rf(dir) : runtime_container_remove(m->config, t->id, dir);
+                if (r < 0 && r != -ENOENT)
                         log_warning_errno(r, "Task %s: failed to remove its container: %m", t->id);
         }
-        (void) c;
+        if (was_pod)
+                node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
+}
+
+static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
+        ManagedTask *mt = userdata;
+        manager_task_ended(mt->manager, mt, status, NULL, NULL);
+}
+
+static void on_pod_exit(KubePod *p, const KubePodResult *result, void *userdata) {
+        ManagedTask *mt = userdata;
+        manager_task_ended(mt->manager, mt, result->exit_code >= 0 ? result->exit_code : -EIO, result->failure,
+                           result->task_data);
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -394,6 +432,14 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int r;
 
         mt->kill_source = sd_event_source_disable_unref(mt->kill_source);
+        if (mt->pod) {
+                log_notice("Task %s: pod still there %s after deleting it, deleting it at once.", mt->task->id,
+                           "KillGraceSec=");
+                r = kube_pod_stop(mt->pod, 0);
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to delete its pod: %m", mt->task->id);
+                return 0;
+        }
         if (!mt->container)
                 return 0;
         log_notice("Task %s: still running %s after SIGTERM, sending SIGKILL.", mt->task->id, "KillGraceSec=");
@@ -429,6 +475,12 @@ static int manager_stop_running(Manager *m, ManagedTask *mt) {
                 r = runtime_container_kill(mt->container, SIGTERM);
                 if (r < 0)
                         log_warning_errno(r, "Task %s: failed to send SIGTERM: %m", mt->task->id);
+        }
+        if (mt->pod) {
+                /* The kubelet sends SIGTERM, then SIGKILL after the grace period. */
+                r = kube_pod_stop(mt->pod, (unsigned) (m->config->kill_grace_usec / USEC_PER_SEC));
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to delete its pod: %m", mt->task->id);
         }
         return arm_kill_timer(m, mt);
 }
@@ -472,8 +524,9 @@ static int start_logtail(Manager *m, ManagedTask *mt) {
         r = store_task_log_path(m->store, mt->task->id, &log_path);
         if (r < 0)
                 return r;
-        return logtail_new(m->event, mt->task, runtime_container_log_path(mt->container), log_path, mt->secrets,
-                           on_output, mt, &mt->logtail);
+        return logtail_new(m->event, mt->task,
+                           mt->pod ? kube_pod_log_path(mt->pod) : runtime_container_log_path(mt->container), log_path,
+                           mt->secrets, on_output, mt, &mt->logtail);
 }
 
 static int task_environment(const Task *t, char ***ret) {
@@ -495,7 +548,9 @@ static int task_environment(const Task *t, char ***ret) {
         PUSH("LAGOON_ENVIRONMENT=%s", t->environment);
         PUSH("LAGOON_GIT_BRANCH=%s", t->environment);
         PUSH("NAMESPACE=%s", t->namespace);
-        if (t->image) {
+        if (t->image && t->pod)
+                PUSH("PODNAME=%s", t->pod);
+        else if (t->image) {
                 PUSH("PODNAME=%s", strna(t->container_id));
                 PUSH("LAGOON_TASK_DATA_FILE=%s", TASK_DATA_FILE);
         }
@@ -551,38 +606,37 @@ static int task_mounts(Manager *m, const Task *t, BundleMount *mounts, size_t *r
         return 0;
 }
 
-static void manager_launch(Manager *m, ManagedTask *mt) {
+static void manager_launch_failed(Manager *m, ManagedTask *mt, int r, const char *what) {
+        _cleanup_free_ char *reason = NULL;
+
+        log_error_errno(r, "Task %s: failed to %s: %m", mt->task->id, what);
+        if (asprintf(&reason, "launch-error: %s", strerror(-r)) < 0)
+                reason = NULL;
+        (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+}
+
+/* A local container: a [Service]/[Image] bundle (local mode) or the bundle of the
+ * service's container on this node (node mode). */
+static void
+manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, const RuntimeServiceBundle *node_bundle) {
         _cleanup_free_ char *dir = NULL, *error = NULL, *reason = NULL;
         _cleanup_strv_free_ char **env = NULL;
-        const ServiceConfig *svc;
         BundleMount mounts[3];
         size_t n_mounts = 0;
         Task *t = mt->task;
         int r;
 
-        svc = t->image ? config_find_image(m->config, t->image) : config_find_service(m->config, t->service);
-        if (!svc) {
-                (void) manager_transition(m, mt, TASK_FAILED,
-                                          t->image ? "image-pull: no [Image] section for it" : "service-not-found");
-                return;
-        }
         if (task_mounts(m, t, mounts, &n_mounts, &reason) < 0) {
                 (void) manager_transition(m, mt, TASK_FAILED, reason);
                 return;
         }
-        r = runtime_container_id(t->id, &t->container_id);
-        if (r < 0)
-                goto fail;
-        r = store_container_dir(m->store, t->id, &dir);
-        if (r < 0)
-                goto fail;
-        r = task_environment(t, &env);
-        if (r < 0)
-                goto fail;
+        if ((r = runtime_container_id(t->id, &t->container_id)) < 0 ||
+            (r = store_container_dir(m->store, t->id, &dir)) < 0 || (r = task_environment(t, &env)) < 0)
+                return manager_launch_failed(m, mt, r, "prepare launch");
         mt->secrets = strv_free(mt->secrets);
         r = task_secrets(m, t, &mt->secrets);
         if (r < 0)
-                goto fail;
+                return manager_launch_failed(m, mt, r, "prepare launch");
 
         /* Persist "running" before the container exists: should the daemon die in
          * between, the next start finds a running task to adopt and never starts
@@ -599,6 +653,9 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
                 .mounts = mounts,
                 .n_mounts = n_mounts,
                 .task_data_dir = t->image ? TASK_DATA_DIR : NULL,
+                .service_bundle_dir = node_bundle ? node_bundle->bundle_dir : NULL,
+                .service_rootfs = node_bundle ? node_bundle->rootfs : NULL,
+                .netns_path = node_bundle ? node_bundle->netns_path : NULL,
         };
         r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
         if (r < 0) {
@@ -614,12 +671,164 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
         (void) arm_deadline(m, mt);
-        return;
-fail:
-        log_error_errno(r, "Task %s: failed to prepare launch: %m", t->id);
-        if (asprintf(&reason, "launch-error: %s", strerror(-r)) < 0)
-                reason = NULL;
-        (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+}
+
+static bool dns_label_ok(const char *s) {
+        size_t n = strlen(s);
+
+        return n > 0 && n <= 63 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n && s[0] != '-' &&
+               s[n - 1] != '-';
+}
+
+/* The pod is named like the task (Lagoon's names are "lagoon-task-<random>"), else
+ * derived from its id. */
+static int task_pod_name(const Task *t, char **ret) {
+        char *s;
+
+        if (t->name && dns_label_ok(t->name))
+                s = strdup(t->name);
+        else {
+                if (asprintf(&s, "lagoon-task-%.50s", t->id) < 0)
+                        return -ENOMEM;
+                for (char *c = s; *c; c++)
+                        *c = strchr("abcdefghijklmnopqrstuvwxyz0123456789-", tolower((unsigned char) *c))
+                                     ? (char) tolower((unsigned char) *c)
+                                     : '-';
+                for (size_t n = strlen(s); n > 0 && s[n - 1] == '-'; n--)
+                        s[n - 1] = 0;
+        }
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* An API pod: advanced tasks in node mode, and standard tasks whose service has no
+ * container on this node (deployment: the service's Deployment). */
+static void manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment) {
+        _cleanup_free_ char *dir = NULL, *error = NULL, *reason = NULL, *name = NULL;
+        _cleanup_(json_freep) JsonValue *pod = NULL;
+        _cleanup_strv_free_ char **env = NULL;
+        const char *container = NULL;
+        Task *t = mt->task;
+        int r;
+
+        if ((r = task_pod_name(t, &name)) < 0 || (r = free_and_strdup(&t->pod, name)) < 0 ||
+            (r = store_container_dir(m->store, t->id, &dir)) < 0 || (r = task_environment(t, &env)) < 0)
+                return manager_launch_failed(m, mt, r, "prepare the pod");
+        mt->secrets = strv_free(mt->secrets);
+        r = task_secrets(m, t, &mt->secrets);
+        if (r < 0)
+                return manager_launch_failed(m, mt, r, "prepare the pod");
+
+        TaskPodParams p = {
+                .name = name,
+                .namespace = t->namespace,
+                .task_id = t->id,
+                .node_name = node_name(m->node),
+                .command = t->command,
+                .image = t->image,
+                .ssh_key = t->ssh_key,
+                .deployer_token = t->deployer_token,
+                .env = env,
+                .env_remove = (char *const *) (const char *const[]){"CRONJOBS", NULL},
+        };
+        if (t->image) {
+                r = task_pod_advanced(&p, &pod, &error);
+                container = TASK_POD_CONTAINER_ADVANCED;
+        } else {
+                r = task_pod_standard(deployment, &p, &pod, &error);
+                container = json_get_string(
+                        json_array_at(json_get_path(deployment, "spec", "template", "spec", "containers", NULL), 0),
+                        "name");
+        }
+        if (r < 0) {
+                if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
+                        reason = NULL;
+                t->pod = mfree(t->pod);
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+                return;
+        }
+
+        /* Persisted with the pod's name before the pod exists: a restarted daemon finds
+         * it again by that name instead of creating a second one. */
+        m->n_running++;
+        (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+
+        KubePodSpec spec = {
+                .namespace = t->namespace,
+                .name = name,
+                .container = container,
+                .container_dir = dir,
+        };
+        r = kube_pod_start(m->event, node_api(m->node), &spec, pod, on_pod_exit, mt, &mt->pod, &error);
+        if (r < 0) {
+                m->n_running--;
+                if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
+                        reason = NULL;
+                log_error_errno(r, "Task %s: failed to start its pod: %s", t->id, strna(error));
+                (void) rm_rf(dir);
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+                return;
+        }
+        log_info("Task %s: running as pod %s/%s.", t->id, t->namespace, name);
+        r = start_logtail(m, mt);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
+        (void) arm_deadline(m, mt);
+}
+
+static void on_node_lookup(NodeLookup *l, int error, const char *reason, NodeService *svc, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+
+        mt->lookup = node_lookup_cancel(mt->lookup);
+        if (m->n_running > 0)
+                m->n_running--; /* the launch counts it again */
+        if (mt->task->status != TASK_PENDING)
+                return; /* cancelled meanwhile */
+        if (error < 0) {
+                log_warning("Task %s: %s", mt->task->id, strna(reason));
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "service-not-found");
+        } else if (svc->bundle.bundle_dir) {
+                log_info("Task %s: cloning %s's container %s of pod %s on this node.", mt->task->id, mt->task->service,
+                         strna(svc->bundle.id), strna(svc->pod));
+                manager_launch_runtime(m, mt, NULL, &svc->bundle);
+        } else
+                manager_launch_pod(m, mt, svc->deployment);
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+}
+
+static void manager_launch(Manager *m, ManagedTask *mt) {
+        const ServiceConfig *svc;
+        Task *t = mt->task;
+        int r;
+
+        if (t->image) {
+                /* Advanced tasks talk to the Kubernetes API as their pod: real pods where there is one. */
+                if (node_api(m->node))
+                        return manager_launch_pod(m, mt, NULL);
+                svc = config_find_image(m->config, t->image);
+                if (!svc) {
+                        (void) manager_transition(m, mt, TASK_FAILED, "image-pull: no [Image] section for it");
+                        return;
+                }
+                return manager_launch_runtime(m, mt, svc, NULL);
+        }
+
+        svc = config_find_service(m->config, t->service);
+        if (svc)
+                return manager_launch_runtime(m, mt, svc, NULL);
+        if (!m->node) {
+                (void) manager_transition(m, mt, TASK_FAILED, "service-not-found");
+                return;
+        }
+        /* Where the service runs is an asynchronous question; the task holds a slot meanwhile. */
+        r = node_lookup_service(m->node, t->namespace, t->service, on_node_lookup, mt, &mt->lookup);
+        if (r < 0)
+                return manager_launch_failed(m, mt, r, "look up its service");
+        m->n_running++;
 }
 
 static bool environment_has_room(Manager *m, const Task *t) {
@@ -645,7 +854,7 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (mt->task->status != TASK_PENDING || !environment_has_room(m, mt->task))
+                if (mt->task->status != TASK_PENDING || mt->lookup || !environment_has_room(m, mt->task))
                         continue;
                 manager_launch(m, mt);
         }
@@ -705,9 +914,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                         return 0;
                 }
         }
-        if (service && !config_find_service(m->config, service))
+        if (service && !m->node && !config_find_service(m->config, service))
                 return error_message(ret_error, -ENOENT, "unknown service '%s'", service);
-        if (req->image && !config_find_image(m->config, req->image))
+        if (req->image && !node_api(m->node) && !config_find_image(m->config, req->image))
                 return error_message(ret_error, -ENOENT, "no [Image %s] section for this runner image", req->image);
         if (manager_n_queued(m) >= m->config->max_queued)
                 return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=)",
@@ -783,6 +992,11 @@ int manager_cancel(Manager *m, const char *id) {
         if (task_status_is_final(mt->task->status))
                 return -EALREADY;
         mt->task->cancel_requested = true;
+        if (mt->lookup) {
+                mt->lookup = node_lookup_cancel(mt->lookup);
+                if (m->n_running > 0)
+                        m->n_running--;
+        }
         if (mt->task->status != TASK_RUNNING) {
                 (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
                 manager_prune_finished(m);
@@ -803,7 +1017,16 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
         m->n_running++;
         (void) task_secrets(m, mt->task, &mt->secrets);
         r = store_container_dir(m->store, mt->task->id, &dir);
-        if (r >= 0)
+        if (r >= 0 && mt->task->pod) {
+                KubePodSpec spec = {
+                        .namespace = mt->task->namespace,
+                        .name = mt->task->pod,
+                        .container = mt->task->image ? TASK_POD_CONTAINER_ADVANCED : NULL,
+                        .container_dir = dir,
+                };
+                r = node_api(m->node) ? kube_pod_adopt(m->event, node_api(m->node), &spec, on_pod_exit, mt, &mt->pod)
+                                      : -EOPNOTSUPP; /* node mode was switched off */
+        } else if (r >= 0)
                 r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt, &mt->container);
         if (r < 0) {
                 _cleanup_free_ char *reason = NULL;
@@ -812,12 +1035,12 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                 log_warning_errno(r, "Task %s: cannot adopt its container: %m", mt->task->id);
                 if (asprintf(&reason, "launch-error: container not found after restart (%s)", strerror(-r)) < 0)
                         reason = NULL;
-                if (dir)
+                if (dir && !mt->task->pod)
                         (void) runtime_container_remove(m->config, mt->task->id, dir);
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
                 return;
         }
-        log_info("Task %s: adopted running container.", mt->task->id);
+        log_info("Task %s: adopted running %s.", mt->task->id, mt->task->pod ? "pod" : "container");
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", mt->task->id);
@@ -853,6 +1076,10 @@ static void on_corrupt(const char *file_name, int error, const char *message, vo
 
 int manager_start(Manager *m) {
         int r;
+
+        r = node_new(m->event, m->config, &m->node);
+        if (r < 0)
+                return r;
 
         r = store_load_all(m->store, load_one, on_corrupt, m);
         if (r < 0)

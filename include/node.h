@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Node mode: the daemon's view of Kubernetes. It owns the clients for the local kubelet
+ * and the API server (from [Kubernetes]) and answers where a task's service runs: a
+ * Running and Ready pod of the service on this node whose container is in this node's
+ * containerd/CRI-O state is cloned locally (runtime launcher); otherwise the service's
+ * Deployment is fetched for an API pod (launcher-kube). It also prunes old task pods. */
+
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "json.h"
+#include "kube.h"
+#include "macro.h"
+#include "runtime-state.h"
+
+typedef struct Node Node;
+typedef struct NodeLookup NodeLookup;
+
+typedef struct NodeService {
+        RuntimeServiceBundle bundle; /* bundle.bundle_dir set: clone this container locally */
+        char *pod;                   /* that container's pod */
+        JsonValue *deployment;       /* otherwise: the service's Deployment, for an API pod */
+} NodeService;
+
+void node_service_done(NodeService *s);
+
+/* error < 0: reason is the task's failure reason ("service-not-found: …", "launch-error:
+ * …"). Else svc is the answer; the callee may take its members (set them NULL). Called once,
+ * from the event loop. */
+typedef void (*node_lookup_cb_t)(NodeLookup *l, int error, const char *reason, NodeService *svc, void *userdata);
+
+/* NULL *ret (and 0) when node mode is off. Logs what is wrong with the credentials. */
+int node_new(sd_event *e, const Config *c, Node **ret);
+Node *node_free(Node *n);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Node *, node_free);
+
+int node_lookup_service(Node *n,
+                        const char *namespace,
+                        const char *service,
+                        node_lookup_cb_t cb,
+                        void *userdata,
+                        NodeLookup **ret);
+NodeLookup *node_lookup_cancel(NodeLookup *l);
+DEFINE_TRIVIAL_CLEANUP_FUNC(NodeLookup *, node_lookup_cancel);
+
+/* The API server's client, NULL when none is configured (kubelet only). */
+KubeClient *node_api(Node *n);
+const char *node_name(Node *n);
+
+/* Deletes all but the newest `keep` finished task pods of this node in namespace. */
+void node_prune_task_pods(Node *n, const char *namespace, unsigned keep);
