@@ -705,7 +705,8 @@ static int task_pod_name(const Task *t, char **ret) {
 
 /* An API pod: advanced tasks in node mode, and standard tasks whose service has no
  * container on this node (deployment: the service's Deployment). */
-static void manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment) {
+static void
+manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, const NodeAdvancedContext *ctx) {
         _cleanup_free_ char *dir = NULL, *error = NULL, *reason = NULL, *name = NULL;
         _cleanup_(json_freep) JsonValue *pod = NULL;
         _cleanup_strv_free_ char **env = NULL;
@@ -732,6 +733,9 @@ static void manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *dep
                 .deployer_token = t->deployer_token,
                 .env = env,
                 .env_remove = (char *const *) (const char *const[]){"CRONJOBS", NULL},
+                .env_from_secrets = ctx ? ctx->env_from_secrets : NULL,
+                .env_from_config_maps = ctx ? ctx->env_from_config_maps : NULL,
+                .deployer_token_secret = ctx ? ctx->deployer_token_secret : NULL,
         };
         if (t->image) {
                 r = task_pod_advanced(&p, &pod, &error);
@@ -795,7 +799,21 @@ static void on_node_lookup(NodeLookup *l, int error, const char *reason, NodeSer
                          strna(svc->bundle.id), strna(svc->pod));
                 manager_launch_runtime(m, mt, NULL, &svc->bundle);
         } else
-                manager_launch_pod(m, mt, svc->deployment);
+                manager_launch_pod(m, mt, svc->deployment, NULL);
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+}
+
+static void on_advanced_context(NodeLookup *l, NodeAdvancedContext *ctx, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+
+        mt->lookup = node_lookup_cancel(mt->lookup);
+        if (m->n_running > 0)
+                m->n_running--; /* the launch counts it again */
+        if (mt->task->status != TASK_PENDING)
+                return; /* cancelled meanwhile */
+        manager_launch_pod(m, mt, NULL, ctx);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
 }
@@ -807,8 +825,14 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
 
         if (t->image) {
                 /* Advanced tasks talk to the Kubernetes API as their pod: real pods where there is one. */
-                if (node_api(m->node))
-                        return manager_launch_pod(m, mt, NULL);
+                if (node_api(m->node)) {
+                        r = node_lookup_advanced_context(m->node, t->namespace, t->deployer_token, on_advanced_context,
+                                                         mt, &mt->lookup);
+                        if (r < 0)
+                                return manager_launch_failed(m, mt, r, "look at its namespace");
+                        m->n_running++;
+                        return;
+                }
                 svc = config_find_image(m->config, t->image);
                 if (!svc) {
                         (void) manager_transition(m, mt, TASK_FAILED, "image-pull: no [Image] section for it");

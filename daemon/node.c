@@ -37,6 +37,14 @@ struct Node {
         PendingOp *pending[PENDING_MAX];
 };
 
+enum {
+        CTX_ENV_SECRET,
+        CTX_PLATFORM_SECRET,
+        CTX_ENV_CONFIG_MAP,
+        CTX_SERVICE_ACCOUNT,
+        _CTX_MAX,
+};
+
 struct NodeLookup {
         Node *node;
         char *namespace, *service;
@@ -44,6 +52,12 @@ struct NodeLookup {
         sd_event_source *defer;
         node_lookup_cb_t cb;
         void *userdata;
+
+        /* advanced-task context: the GETs in flight, the answers */
+        KubeCall *ctx_calls[_CTX_MAX];
+        JsonValue *ctx_answers[_CTX_MAX];
+        unsigned ctx_pending;
+        node_context_cb_t ctx_cb;
 };
 
 void node_service_done(NodeService *s) {
@@ -178,6 +192,10 @@ NodeLookup *node_lookup_cancel(NodeLookup *l) {
         if (!l)
                 return NULL;
         kube_call_cancel(l->call);
+        for (size_t i = 0; i < _CTX_MAX; i++) {
+                kube_call_cancel(l->ctx_calls[i]);
+                json_free(l->ctx_answers[i]);
+        }
         sd_event_source_disable_unref(l->defer);
         free(l->namespace);
         free(l->service);
@@ -353,6 +371,93 @@ int node_lookup_service(Node *n,
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(l->defer, "node-lookup");
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* ---- advanced tasks ---- */
+
+void node_advanced_context_done(NodeAdvancedContext *c) {
+        c->env_from_secrets = strv_free(c->env_from_secrets);
+        c->env_from_config_maps = strv_free(c->env_from_config_maps);
+        c->deployer_token_secret = mfree(c->deployer_token_secret);
+}
+
+static void context_done(NodeLookup *l) {
+        NodeAdvancedContext ctx = {};
+        const JsonValue *secrets = json_get(l->ctx_answers[CTX_SERVICE_ACCOUNT], "secrets");
+
+        /* remote-controller's order: the platform variables first, the environment's win. */
+        if (l->ctx_answers[CTX_ENV_SECRET]) {
+                if (l->ctx_answers[CTX_PLATFORM_SECRET])
+                        (void) strv_extend(&ctx.env_from_secrets, "lagoon-platform-env");
+                (void) strv_extend(&ctx.env_from_secrets, "lagoon-env");
+        } else if (l->ctx_answers[CTX_ENV_CONFIG_MAP])
+                (void) strv_extend(&ctx.env_from_config_maps, "lagoon-env");
+        for (size_t i = 0; i < json_length(secrets); i++) {
+                const char *name = json_get_string(json_array_at(secrets, i), "name");
+                if (name && startswith(name, "lagoon-deployer-token")) {
+                        ctx.deployer_token_secret = strdup(name);
+                        break;
+                }
+        }
+        l->ctx_cb(l, &ctx, l->userdata);
+        node_advanced_context_done(&ctx);
+}
+
+static void on_context_get(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        NodeLookup *l = userdata;
+
+        for (size_t i = 0; i < _CTX_MAX; i++)
+                if (l->ctx_calls[i] == call) {
+                        l->ctx_calls[i] = NULL;
+                        if (error >= 0)
+                                l->ctx_answers[i] = kube_call_take_body(call);
+                        else if (error != -ENOENT)
+                                /* Not fatal: the task runs without it, as remote-controller's would. */
+                                log_warning("Advanced task in %s: %s", l->namespace, strna(text));
+                }
+        if (--l->ctx_pending == 0)
+                context_done(l);
+}
+
+int node_lookup_advanced_context(Node *n,
+                                 const char *namespace,
+                                 bool deployer_token,
+                                 node_context_cb_t cb,
+                                 void *userdata,
+                                 NodeLookup **ret) {
+        static const char *const paths[_CTX_MAX] = {
+                [CTX_ENV_SECRET] = "secrets/lagoon-env",
+                [CTX_PLATFORM_SECRET] = "secrets/lagoon-platform-env",
+                [CTX_ENV_CONFIG_MAP] = "configmaps/lagoon-env",
+                [CTX_SERVICE_ACCOUNT] = "serviceaccounts/lagoon-deployer",
+        };
+        _cleanup_(node_lookup_cancelp) NodeLookup *l = NULL;
+        _cleanup_free_ char *ns = NULL;
+        int r;
+
+        if (!n->api)
+                return -EOPNOTSUPP;
+        l = calloc(1, sizeof(NodeLookup));
+        ns = kube_escape(namespace);
+        if (!l || !ns || !(l->namespace = strdup(namespace)))
+                return -ENOMEM;
+        l->node = n;
+        l->ctx_cb = cb;
+        l->userdata = userdata;
+        for (size_t i = 0; i < _CTX_MAX; i++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (i == CTX_SERVICE_ACCOUNT && !deployer_token)
+                        continue;
+                if (asprintf(&path, "/api/v1/namespaces/%s/%s", ns, paths[i]) < 0)
+                        return -ENOMEM;
+                r = kube_request(n->api, "GET", path, NULL, NULL, on_context_get, l, &l->ctx_calls[i]);
+                if (r < 0)
+                        return r;
+                l->ctx_pending++;
+        }
         *ret = TAKE_PTR(l);
         return 0;
 }

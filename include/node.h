@@ -45,6 +45,27 @@ int node_lookup_service(Node *n,
 NodeLookup *node_lookup_cancel(NodeLookup *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(NodeLookup *, node_lookup_cancel);
 
+/* What an advanced task's pod takes from its namespace, as remote-controller does: the
+ * lagoon-env secret (with lagoon-platform-env) or else the lagoon-env config map as envFrom,
+ * and with deployerToken a legacy lagoon-deployer-token-* secret of the lagoon-deployer
+ * service account. Missing objects are not errors. */
+typedef struct NodeAdvancedContext {
+        char **env_from_secrets;
+        char **env_from_config_maps;
+        char *deployer_token_secret;
+} NodeAdvancedContext;
+
+void node_advanced_context_done(NodeAdvancedContext *c);
+
+typedef void (*node_context_cb_t)(NodeLookup *l, NodeAdvancedContext *ctx, void *userdata);
+
+int node_lookup_advanced_context(Node *n,
+                                 const char *namespace,
+                                 bool deployer_token,
+                                 node_context_cb_t cb,
+                                 void *userdata,
+                                 NodeLookup **ret);
+
 /* The API server's client, NULL when none is configured (kubelet only). */
 KubeClient *node_api(Node *n);
 const char *node_name(Node *n);
