@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -43,6 +45,14 @@ int cgroup_parse_self(const char *text, char **ret_path, bool *ret_v1) {
         return 0;
 }
 
+/* What is mounted decides, not /proc/self/cgroup: a kernel with v1 controllers lists
+ * them there even when systemd mounted only cgroup2 (systemd's cg_all_unified()). */
+static bool cgroup_unified(void) {
+        struct statfs fs;
+
+        return statfs(CGROUP_ROOT, &fs) >= 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
 static int read_self(char **ret_path, bool *ret_v1) {
         _cleanup_free_ char *data = NULL;
         int r;
@@ -50,7 +60,10 @@ static int read_self(char **ret_path, bool *ret_v1) {
         r = read_full_file("/proc/self/cgroup", PROC_CGROUP_MAX, &data, NULL);
         if (r < 0)
                 return r;
-        return cgroup_parse_self(data, ret_path, ret_v1);
+        r = cgroup_parse_self(data, ret_path, ret_v1);
+        if (r >= 0 && *ret_path && cgroup_unified())
+                *ret_v1 = false;
+        return r;
 }
 
 /* "/a/b/supervisor" → "/a/b"; anything else unchanged. */
@@ -92,7 +105,7 @@ int cgroup_enter_supervisor(void) {
         return 1;
 }
 
-int cgroup_task_path_from(const char *proc_self_cgroup, const char *container_id, char **ret) {
+int cgroup_task_path_from(const char *proc_self_cgroup, bool unified, const char *container_id, char **ret) {
         _cleanup_free_ char *own = NULL;
         bool v1;
         char *s;
@@ -101,6 +114,8 @@ int cgroup_task_path_from(const char *proc_self_cgroup, const char *container_id
         r = cgroup_parse_self(proc_self_cgroup, &own, &v1);
         if (r < 0)
                 return r;
+        if (unified && own)
+                v1 = false;
         if (v1 || !own)
                 r = asprintf(&s, "lagoon-taskd/%s", container_id);
         else {
@@ -120,5 +135,5 @@ int cgroup_task_path(const char *container_id, char **ret) {
         r = read_full_file("/proc/self/cgroup", PROC_CGROUP_MAX, &data, NULL);
         if (r < 0)
                 return r;
-        return cgroup_task_path_from(data, container_id, ret);
+        return cgroup_task_path_from(data, cgroup_unified(), container_id, ret);
 }

@@ -6,7 +6,8 @@
  * whose children have controllers enabled: the daemon (and the conmon processes it
  * forks) move into the leaf <unit>/supervisor, and task containers get cgroups at
  * <unit>/lagoon-taskd/<container id>. On cgroup v1 and hybrid hosts nothing moves: runc
- * joins relative paths to its own cgroup in each hierarchy. */
+ * joins relative paths to its own cgroup in each hierarchy. Which layout is in force is
+ * what /sys/fs/cgroup is (cgroup2 or not), as systemd decides it. */
 
 #include <stdbool.h>
 
@@ -24,5 +25,6 @@ int cgroup_enter_supervisor(void);
 /* The linux.cgroupsPath for a task container: "lagoon-taskd/<id>" (relative, cgroup v1 and
  * hybrid) or "<own cgroup without /supervisor>/lagoon-taskd/<id>" (cgroup v2). */
 int cgroup_task_path(const char *container_id, char **ret);
-/* The same from given /proc/self/cgroup text (tests). */
-int cgroup_task_path_from(const char *proc_self_cgroup, const char *container_id, char **ret);
+/* The same from given /proc/self/cgroup text and whether /sys/fs/cgroup is cgroup2 only
+ * (then v1 hierarchies listed in the text are ignored: the kernel lists them anyway). */
+int cgroup_task_path_from(const char *proc_self_cgroup, bool unified, const char *container_id, char **ret);

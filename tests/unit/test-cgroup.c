@@ -7,10 +7,14 @@
 #include "cgroup.h"
 #include "tests.h"
 
-static char *task_path(const char *text) {
+static char *task_path_in(const char *text, bool unified) {
         char *p = NULL;
-        ASSERT_OK(cgroup_task_path_from(text, "lagoon-task-x", &p));
+        ASSERT_OK(cgroup_task_path_from(text, unified, "lagoon-task-x", &p));
         return p;
+}
+
+static char *task_path(const char *text) {
+        return task_path_in(text, false);
 }
 
 TEST(parse) {
@@ -58,8 +62,20 @@ TEST(task_path) {
         ASSERT_STREQ(e, "lagoon-taskd/lagoon-task-x");
 }
 
+TEST(unified_with_v1_listed) {
+        _cleanup_free_ char *a = NULL, *b = NULL;
+
+        /* systemd mounted only cgroup2, but the kernel still lists its v1 controllers */
+        a = task_path_in("9:name=systemd:/\n4:memory:/\n0::/system.slice/lagoon-taskd.service/supervisor\n", true);
+        ASSERT_STREQ(a, "/system.slice/lagoon-taskd.service/lagoon-taskd/lagoon-task-x");
+        /* no unified path at all: v1 even if asked */
+        b = task_path_in("4:memory:/x\n", true);
+        ASSERT_STREQ(b, "lagoon-taskd/lagoon-task-x");
+}
+
 int main(void) {
         RUN(parse);
         RUN(task_path);
+        RUN(unified_with_v1_listed);
         return 0;
 }
