@@ -22,6 +22,7 @@
 #include <string.h>
 #include <curl/curl.h>
 
+#include "list.h"
 #include "http.h"
 #include "log.h"
 
@@ -79,25 +80,6 @@ struct HttpClient {
 };
 
 static int curl_global_initialized = 0;
-
-#define LIST_PREPEND(head, item) \
-        do { \
-                (item)->prev = NULL; \
-                (item)->next = (head); \
-                if (head) \
-                        (head)->prev = (item); \
-                (head) = (item); \
-        } while (0)
-#define LIST_REMOVE(head, item) \
-        do { \
-                if ((item)->next) \
-                        (item)->next->prev = (item)->prev; \
-                if ((item)->prev) \
-                        (item)->prev->next = (item)->next; \
-                else if ((head) == (item)) \
-                        (head) = (item)->next; \
-                (item)->prev = (item)->next = NULL; \
-        } while (0)
 
 static HttpSocket *http_socket_free(HttpSocket *s) {
         if (!s)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "list.h"
 #include "fs-util.h"
 #include "kube.h"
 #include "log.h"
@@ -28,25 +29,6 @@
 #define WATCH_IDLE_GRACE_USEC (60 * USEC_PER_SEC)
 
 #define IS_AUTH_ERROR(e) ((e) == -EACCES || (e) == -EPERM)
-
-#define LIST_PREPEND(head, item) \
-        do { \
-                (item)->prev = NULL; \
-                (item)->next = (head); \
-                if (head) \
-                        (head)->prev = (item); \
-                (head) = (item); \
-        } while (0)
-#define LIST_REMOVE(head, item) \
-        do { \
-                if ((item)->next) \
-                        (item)->next->prev = (item)->prev; \
-                if ((item)->prev) \
-                        (item)->prev->next = (item)->next; \
-                else if ((head) == (item)) \
-                        (head) = (item)->next; \
-                (item)->prev = (item)->next = NULL; \
-        } while (0)
 
 struct KubeClient {
         sd_event *event;
