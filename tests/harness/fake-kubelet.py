@@ -37,6 +37,7 @@ import argparse
 import importlib.util
 import json
 import os
+import socket
 import ssl
 import sys
 import urllib.parse
@@ -75,6 +76,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # Like Go's net/http (the real kubelet and API server): no Nagle delay on answers.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.settimeout(10)
             self.connection.do_handshake()  # a failure ends this connection only
