@@ -38,13 +38,15 @@ struct KubePod {
         KubeCall *call; /* create / get / delete in flight */
         KubeWatch *watch;
         KubeLog *log;
-        sd_event_source *retry_timer; /* follow the log again */
-        sd_event_source *drain_timer; /* the container ended: how long the log may still take */
+        sd_event_source *retry_timer;  /* follow the log again */
+        sd_event_source *drain_timer;  /* the container ended: how long the log may still take */
+        sd_event_source *delete_timer; /* a pod that cannot run: delete it from the loop */
         sd_event_source *finish_source;
 
         bool created; /* the pod exists (created by us or found again) */
         bool seen_since_sync;
         bool started, terminated, log_done, stopping, finished;
+        bool finish_after_delete; /* a pod that cannot run: report once the DELETE answered */
         int exit_code;
         char *failure;
         char *task_data;
@@ -73,6 +75,7 @@ KubePod *kube_pod_free(KubePod *p) {
         kube_log_free(p->log);
         sd_event_source_disable_unref(p->retry_timer);
         sd_event_source_disable_unref(p->drain_timer);
+        sd_event_source_disable_unref(p->delete_timer);
         sd_event_source_disable_unref(p->finish_source);
         safe_close(p->log_fd);
         free(p->namespace);
@@ -137,6 +140,8 @@ static void on_delete_done(KubeCall *call, int error, long status, JsonValue *bo
         p->call = NULL;
         if (error < 0 && error != -ENOENT)
                 log_warning("Pod %s/%s: delete failed: %s", p->namespace, p->name, strna(text));
+        if (p->finish_after_delete)
+                kp_finish(p, NULL);
 }
 
 static int kp_delete(KubePod *p, unsigned grace_sec) {
@@ -237,6 +242,19 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int on_delete_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        KubePod *p = userdata;
+        int r;
+
+        p->delete_timer = sd_event_source_disable_unref(p->delete_timer);
+        r = kp_delete(p, 0);
+        if (r < 0) {
+                log_warning_errno(r, "Pod %s/%s: failed to delete: %m", p->namespace, p->name);
+                kp_finish(p, NULL);
+        }
+        return 0;
+}
+
 static void kp_arm(KubePod *p, sd_event_source **s, uint64_t delay, sd_event_time_handler_t handler, const char *what) {
         *s = sd_event_source_disable_unref(*s);
         if (sd_event_add_time_relative(p->event, s, CLOCK_MONOTONIC, delay, 10 * USEC_PER_MSEC, handler, p) >= 0)
@@ -247,6 +265,8 @@ static void on_log_end(KubeLog *l, int error, const char *text, void *userdata) 
         KubePod *p = userdata;
 
         p->log = kube_log_free(p->log);
+        log_debug("Pod %s/%s: log stream ended (%s).", p->namespace, p->name,
+                  error == 0 ? "by the server" : strna(text));
         if (p->finished)
                 return;
         if (error == 0 && p->terminated) {
@@ -273,6 +293,7 @@ static void kp_start_log(KubePod *p) {
         if (p->log || p->finished || p->log_done)
                 return;
         p->skip_at_last = p->n_at_last;
+        log_debug("Pod %s/%s: following the log.", p->namespace, p->name);
         r = kube_log_follow(p->kube, p->namespace, p->name, p->container, p->last_usec, on_log_line, on_log_end, p,
                             &p->log);
         if (r < 0) {
@@ -291,7 +312,7 @@ static void kp_check_done(KubePod *p) {
                 return;
         }
         if (!p->log && !p->retry_timer)
-                kp_start_log(p);
+                kp_arm(p, &p->retry_timer, 0, on_retry_timer, "kube-pod-log-retry");
         if (!p->drain_timer)
                 kp_arm(p, &p->drain_timer, LOG_DRAIN_TIMEOUT_USEC, on_drain_timer, "kube-pod-log-drain");
 }
@@ -324,14 +345,17 @@ static void kp_handle_pod(KubePod *p, const JsonValue *pod) {
                 log_info("Pod %s/%s: %s", p->namespace, p->name, s.failure);
                 free(p->failure);
                 p->failure = TAKE_PTR(s.failure);
-                (void) kp_delete(p, 0);
-                kp_finish(p, NULL);
+                p->watch = kube_watch_free(p->watch);
+                p->finish_after_delete = true;
+                /* Requests cannot start from inside the watch's transfer: from the loop. */
+                kp_arm(p, &p->delete_timer, 0, on_delete_timer, "kube-pod-delete");
                 task_pod_state_done(&s);
                 return;
         }
         if (s.started && !p->started) {
                 p->started = true;
-                kp_start_log(p);
+                /* From the loop, not from inside the watch's transfer. */
+                kp_arm(p, &p->retry_timer, 0, on_retry_timer, "kube-pod-log-retry");
         }
         if (s.terminated && !p->terminated) {
                 p->terminated = true;

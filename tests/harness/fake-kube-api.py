@@ -1550,7 +1550,7 @@ class Handler(BaseHTTPRequestHandler):
         w = Watch(Conn(self.connection))
         with STORE.cond:
             STORE.watches.add(w)
-            lines = run.logs.get(cname, [])
+            lines = run.logs.setdefault(cname, [])  # the list add_log() appends to, also before the first line
             idx = 0
             if since is not None:
                 idx = next((i for i, ln in enumerate(lines) if ln[0] >= since), len(lines))

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Node mode, API pods: the real daemon against the Kubernetes API test peer
+(tests/harness/fake-kube-api.py, HTTPS, bearer token, seeded with the real Lagoon cli
+Deployment of tests/fixtures). A standard task whose service has no container on this
+node runs as a pod built from the Deployment: every field of that pod is checked, its
+log lines arrive once and in order (logs API and journald), its exit code passes
+through; image pull failures, external deletion, cancel, API 500s, dropped watches with
+a compaction (410), a bad TLS certificate and a kill -9 of the daemon mid-task are each
+handled as DESIGN.md says."""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
+import harness  # noqa: E402
+import kube_harness as kh  # noqa: E402
+
+FIXTURE = os.path.join(harness.SRCDIR, "tests", "fixtures", "kubernetes", "deployment-cli.json")
+NAMESPACE = "proj-main"  # Lagoon's rule for project "proj", environment "main"
+with open(FIXTURE) as f:
+    DEPLOYMENT = json.load(f)
+IMAGE = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+class KubeTest(harness.TaskdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.api = kh.KubeApiPeer(os.path.join(self.tmp, "api"), seeds=[FIXTURE], seed_namespace=NAMESPACE,
+                                  namespaces=[NAMESPACE], node_name="node-1")
+        self.api.start()
+        self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
+        kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.api.stop()
+
+    def start_daemon(self, keep_task_pods=None, kubeconfig=None):
+        kube = {"NodeName": "node-1", "Kubeconfig": kubeconfig or self.kubeconfig}
+        if keep_task_pods is not None:
+            kube["KeepTaskPods"] = str(keep_task_pods)
+        self.write_config(services={"cli": None}, extra={"Kubernetes": kube})
+        return self.daemon()
+
+    def script(self, *steps):
+        self.api.set_script(IMAGE, {"steps": list(steps)})
+
+    def submit(self, command, name, **kw):
+        return self.submit_ok(command, id=name, name=name, service="cli", project="proj", environment="main", **kw)
+
+    def created_pods(self):
+        return [r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")]
+
+    def deletes(self, name):
+        return [r for r in self.api.requests() if r["method"] == "DELETE" and r["path"].endswith("/pods/" + name)]
+
+    # ------------------------------------------------------------------------------
+
+    def test_standard_task_pod_from_the_deployment(self):
+        lines = [f"line {i} of the task" for i in range(20)]
+        self.script({"start": True}, *({"log": l} for l in lines), {"exit": 0})
+        self.start_daemon()
+        self.submit("drush cr && echo 'done'", "lagoon-task-abc1")
+        t = self.client.wait_final("lagoon-task-abc1", 60)
+        self.assertEqual(t["status"], "complete", t)
+        self.assertEqual(t["exitCode"], 0)
+        self.assertEqual(t["pod"], "lagoon-task-abc1")
+        self.assertEqual(self.client.logs("lagoon-task-abc1").splitlines(), lines)
+        self.assertEqual(self.journal.task_messages("lagoon-task-abc1", expect=len(lines)), lines)
+
+        posts = self.created_pods()
+        self.assertEqual(len(posts), 1, posts)
+        pod = posts[0]["json"]
+        tmpl = DEPLOYMENT["spec"]["template"]["spec"]
+        meta = pod["metadata"]
+        self.assertEqual(meta["name"], "lagoon-task-abc1")
+        self.assertEqual(meta["namespace"], NAMESPACE)
+        self.assertEqual(meta["labels"], {
+            "lagoon.sh/jobType": "task", "lagoon.sh/taskName": "lagoon-task-abc1",
+            "app.kubernetes.io/managed-by": "lagoon-taskd", "taskd.lagoon.sh/node": "node-1"})
+        self.assertEqual(meta["annotations"], {
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "taskd.lagoon.sh/task-id": "lagoon-task-abc1"})
+        spec = pod["spec"]
+        self.assertEqual(spec["restartPolicy"], "Never")
+        for key in ("volumes", "imagePullSecrets", "priorityClassName", "enableServiceLinks",
+                    "automountServiceAccountToken"):
+            self.assertEqual(spec[key], tmpl[key], key)
+        c, tc = spec["containers"][0], tmpl["containers"][0]
+        self.assertEqual(c["command"], ["/sbin/tini", "--", "/lagoon/entrypoints.sh", "/bin/sh", "-c",
+                                        "drush cr && echo 'done'"])
+        for key in ("image", "imagePullPolicy", "envFrom", "volumeMounts", "resources"):
+            self.assertEqual(c[key], tc[key], key)
+        self.assertNotIn("readinessProbe", c)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        self.assertNotIn("CRONJOBS", env)
+        self.assertEqual(env["SERVICE_NAME"], "cli")
+        self.assertEqual(env["TASK_DATA_ID"], "lagoon-task-abc1")
+        self.assertEqual(env["LAGOON_PROJECT"], "proj")
+        self.assertEqual(env["LAGOON_GIT_BRANCH"], "main")
+        self.assertEqual(env["NAMESPACE"], NAMESPACE)
+
+    def test_exit_code_and_unknown_service(self):
+        self.script({"start": True}, {"log": "failing"}, {"exit": 3})
+        self.start_daemon()
+        self.submit("exit 3", "lagoon-task-exit3")
+        t = self.client.wait_final("lagoon-task-exit3", 60)
+        self.assertEqual((t["status"], t["reason"], t["exitCode"]), ("failed", "exit-code 3", 3), t)
+
+        t = self.submit_ok("true", id="nosvc", service="nginx", project="proj", environment="main")
+        t = self.client.wait_final("nosvc", 60)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("service-not-found"), t)
+        self.assertIn("no deployment nginx", t["reason"])
+
+    def test_image_pull_failure(self):
+        self.script({"waiting": "ErrImagePull", "message": "pull access denied", "delay": 0.2})
+        self.start_daemon()
+        self.submit("true", "lagoon-task-pull")
+        t = self.client.wait_final("lagoon-task-pull", 60)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("image-pull: ErrImagePull"), t)
+        harness.wait_until(lambda: self.deletes("lagoon-task-pull"), 10,
+                           what=f"the pod deleted: {[(r['method'], r['path']) for r in self.api.requests()]}")
+
+    def test_external_deletion_and_cancel(self):
+        self.script({"start": True}, {"log": "started"}, {"wait": True}, {"exit": 0})
+        self.start_daemon()
+        self.submit("sleep 100", "lagoon-task-del")
+        self.api.wait_pod(NAMESPACE, "lagoon-task-del",
+                          lambda p: p and p.get("status", {}).get("phase") == "Running", timeout=20)
+        self.api.delete_object(f"/api/v1/namespaces/{NAMESPACE}/pods/lagoon-task-del")
+        t = self.client.wait_final("lagoon-task-del", 60)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("pod-deleted"), t)
+
+        self.submit("sleep 100", "lagoon-task-cancel")
+        self.api.wait_pod(NAMESPACE, "lagoon-task-cancel",
+                          lambda p: p and p.get("status", {}).get("phase") == "Running", timeout=20)
+        self.assertEqual(self.client.cancel("lagoon-task-cancel").status, 202)
+        t = self.client.wait_final("lagoon-task-cancel", 60)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertTrue(self.deletes("lagoon-task-cancel"))
+
+    def test_api_errors_dropped_watches_and_compaction(self):
+        lines = [f"n{i}" for i in range(30)]
+        steps = [{"start": True}]
+        for i, l in enumerate(lines):
+            steps.append({"log": l, "delay": 0.05})
+            if i == 10:
+                steps.append({"wait": True})
+        steps.append({"exit": 0})
+        self.script(*steps)
+        self.api.fail(500, path=f"/api/v1/namespaces/{NAMESPACE}/pods", method="POST", count=1)
+        self.api.fail(429, path=f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", method="GET", count=1,
+                      retry_after=1)
+        self.start_daemon()
+        self.submit("seq", "lagoon-task-flaky")
+        harness.wait_until(lambda: "n10" in self.client.logs("lagoon-task-flaky"), 30, what="the first lines")
+        self.api.drop_watches()
+        self.api.compact(notify=True)
+        time.sleep(1.5)
+        self.api.advance(NAMESPACE, "lagoon-task-flaky")
+        t = self.client.wait_final("lagoon-task-flaky", 60)
+        self.assertEqual(t["status"], "complete", t)
+        self.assertEqual(self.client.logs("lagoon-task-flaky").splitlines(), lines)
+        self.assertEqual(self.journal.task_messages("lagoon-task-flaky", expect=len(lines)), lines)
+        # the refused create was retried: two POSTs, one pod
+        self.assertEqual(len(self.created_pods()), 2)
+
+    def test_bad_tls_certificate(self):
+        other_ca, _ = kh.make_ca(os.path.join(self.tmp, "other-ca"))
+        bad = os.path.join(self.tmp, "kubeconfig-bad")
+        kh.write_kubeconfig(bad, self.api.url, ca_file=other_ca, token=self.api.token)
+        self.start_daemon(kubeconfig=bad)
+        self.submit("true", "lagoon-task-tls")
+        t = self.client.wait_final("lagoon-task-tls", 90)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("launch-error"), t)
+        self.assertRegex(t["reason"].lower(), "certificate|ssl|tls")
+        self.assertHealthy()
+        self.assertEqual(self.created_pods(), [])
+
+    def test_kill_9_mid_task_loses_and_doubles_nothing(self):
+        lines = [f"slow {i}" for i in range(40)]
+        self.script({"start": True}, *({"log": l, "delay": 0.1} for l in lines), {"exit": 0})
+        d = self.start_daemon()
+        self.submit("seq", "lagoon-task-restart")
+        harness.wait_until(lambda: "slow 8" in self.client.logs("lagoon-task-restart"), 30, what="some lines")
+        d.kill9()
+        time.sleep(1.0)
+        self.daemon()
+        t = self.client.wait_final("lagoon-task-restart", 60)
+        self.assertEqual(t["status"], "complete", t)
+        self.assertEqual(self.client.logs("lagoon-task-restart").splitlines(), lines)
+        self.assertEqual(self.journal.task_messages("lagoon-task-restart", expect=len(lines)), lines)
+        self.assertEqual(len(self.created_pods()), 1)
+
+    def test_retention_keeps_the_newest_task_pods(self):
+        self.script({"start": True}, {"log": "x"}, {"exit": 0})
+        self.start_daemon(keep_task_pods=1)
+        for i in range(3):
+            self.submit("true", f"lagoon-task-keep{i}")
+            self.client.wait_final(f"lagoon-task-keep{i}", 60)
+            time.sleep(1.1)  # creationTimestamp has whole seconds
+
+        def left():
+            pods = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods").json()["items"]
+            return sorted(p["metadata"]["name"] for p in pods)
+        harness.wait_until(lambda: left() == ["lagoon-task-keep2"], 15, what="only the newest pod left")
+
+
+if __name__ == "__main__":
+    harness.main(needs_bundle=False)
