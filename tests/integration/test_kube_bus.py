@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Node mode, advanced tasks: a Lagoon advanced-task message from a real rabbitmq-server
+(the fixture) runs as a pod created through the Kubernetes API test peer: the pod's
+container, variables, secret mounts, service account and envFrom are checked, the
+variables arrive (the peer's scripted container prints them), JSON_PAYLOAD is masked in
+the log, and the pod's lagoon.sh/taskData annotation reaches Lagoon as advancedData;
+taskData that is not base64 fails the task with a taskdata: reason."""
+
+import base64
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
+import harness  # noqa: E402
+import kube_harness as kh  # noqa: E402
+import lagoon_harness as lh  # noqa: E402
+
+NAMESPACE = "nginx-example-main"  # the advanced fixture's project and environment
+RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"
+
+setUpModule = lh.start_module_broker
+tearDownModule = lh.stop_module_broker
+
+
+class KubeBusTest(harness.TaskdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.target = f"it-{os.urandom(3).hex()}"
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+        self.addCleanup(self.peer.close)
+        self.api = kh.KubeApiPeer(os.path.join(self.tmp, "api"), namespaces=[NAMESPACE], node_name="node-1")
+        self.api.start()
+        self.addCleanup(self.api.stop)
+        self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
+        kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
+
+    def start_daemon(self):
+        self.write_config(services={"cli": None}, extra={
+            "Lagoon": lh.lagoon_config(lh.BROKER, self.target),
+            "Kubernetes": {"NodeName": "node-1", "Kubeconfig": self.kubeconfig}})
+        self.daemon()
+        harness.wait_until(lambda: self.queues_declared(), 30, what="the daemon's queues")
+
+    def queues_declared(self):
+        try:
+            self.peer.queue_depth("misc")
+            return True
+        except Exception:
+            self.peer.close()
+            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+            return False
+
+    def message(self, task_id, name, payload, ssh_key=True, deployer_token=False):
+        body, _ = lh.fixture_body("amqp-in-task-advanced.json")
+        body["task"]["id"] = task_id
+        body["task"]["name"] = body["task"]["taskName"] = name
+        body["advancedTask"]["JSONPayload"] = payload
+        body["advancedTask"]["sshKey"] = 1 if ssh_key else 0
+        body["advancedTask"]["deployerToken"] = deployer_token
+        return body
+
+    def test_advanced_task_pod_variables_and_task_data(self):
+        task_data = lh.b64json({"sourceNamespace": "a", "destinationNamespace": "b"})
+        payload = lh.b64json({"secret": "value"})
+        self.api.set_script(RUNNER_IMAGE, {"steps": [
+            {"start": True},
+            {"log": "payload=${JSON_PAYLOAD}"},
+            {"log": "pod=${PODNAME} ns=${NAMESPACE} id=${TASK_DATA_ID} branch=${LAGOON_GIT_BRANCH}"},
+            {"annotate": {"lagoon.sh/taskData": task_data}},
+            {"exit": 0}]})
+        self.api.put_object(f"/api/v1/namespaces/{NAMESPACE}/secrets/lagoon-env",
+                            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lagoon-env"}, "data": {}})
+        self.start_daemon()
+        self.peer.publish(self.message("91", "lagoon-task-adv91", payload, deployer_token=True), "misc")
+        complete = self.peer.wait_status("91", "complete")
+        self.assertEqual(complete["meta"]["advancedData"], task_data)
+        self.assertEqual(json.loads(base64.b64decode(complete["meta"]["advancedData"])),
+                         {"sourceNamespace": "a", "destinationNamespace": "b"})
+        log = self.peer.task_logs("91")[-1]["message"]
+        self.assertIn("payload=***\n", log)
+        self.assertNotIn(payload, log)
+        self.assertIn(f"pod=lagoon-task-adv91 ns={NAMESPACE} id=91 branch=main\n", log)
+        self.assertFalse([m for m in self.journal.task_messages("91") if payload in m])
+
+        pod = [r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")][0]["json"]
+        spec = pod["spec"]
+        self.assertEqual(pod["metadata"]["name"], "lagoon-task-adv91")
+        self.assertEqual(pod["metadata"]["labels"]["lagoon.sh/jobType"], "task")
+        self.assertEqual(spec["restartPolicy"], "Never")
+        self.assertIs(spec["enableServiceLinks"], False)
+        self.assertEqual(spec["serviceAccountName"], "lagoon-deployer")
+        self.assertEqual(len(spec["containers"]), 1)
+        c = spec["containers"][0]
+        self.assertEqual((c["name"], c["image"], c["imagePullPolicy"]), ("lagoon-task", RUNNER_IMAGE, "Always"))
+        env = {e["name"]: e["value"] for e in c["env"]}
+        for k in ("JSON_PAYLOAD", "NAMESPACE", "PODNAME", "TASK_DATA_ID", "LAGOON_PROJECT", "LAGOON_GIT_BRANCH",
+                  "LAGOON_PROJECT_VARIABLES"):  # the fixture has no environment variables
+            self.assertIn(k, env)
+        self.assertEqual(env["JSON_PAYLOAD"], payload)
+        self.assertEqual(env["PODNAME"], "lagoon-task-adv91")
+        self.assertEqual(c["envFrom"], [{"secretRef": {"name": "lagoon-env"}}])
+        self.assertEqual(c["volumeMounts"], [{"name": "lagoon-sshkey", "readOnly": True,
+                                              "mountPath": "/var/run/secrets/lagoon/ssh"}])
+        self.assertEqual(spec["volumes"][0]["secret"]["secretName"], "lagoon-sshkey")
+
+    def test_bad_task_data_fails(self):
+        self.api.set_script(RUNNER_IMAGE, {"steps": [
+            {"start": True}, {"annotate": {"lagoon.sh/taskData": "not base64!"}}, {"exit": 0}]})
+        self.start_daemon()
+        self.peer.publish(self.message("92", "lagoon-task-adv92", lh.b64json({}), ssh_key=False), "misc")
+        self.peer.wait_status("92", "failed")
+        t = self.client.task("92")
+        self.assertTrue(t["reason"].startswith("taskdata:"), t)
+
+
+if __name__ == "__main__":
+    reason = lh.missing()
+    if reason:
+        print(f"test_kube_bus.py: SKIP: {reason}")
+        sys.exit(77)
+    harness.main(needs_bundle=False)
