@@ -104,8 +104,8 @@ static char *pod_path(const KubePod *p) {
 static int on_finish(sd_event_source *s, void *userdata) {
         KubePod *p = userdata;
         KubePodResult r = {
-                .exit_code = p->terminated ? p->exit_code : -1,
-                .failure = p->terminated ? NULL : p->failure,
+                .exit_code = p->terminated && !p->failure ? p->exit_code : -1,
+                .failure = p->failure,
                 .task_data = p->task_data,
         };
 
@@ -163,7 +163,10 @@ static int kp_delete(KubePod *p, unsigned grace_sec) {
 int kube_pod_stop(KubePod *p, unsigned grace_sec) {
         p->stopping = true;
         if (!p->created) {
-                kp_finish(p, "pod-deleted: stopped before the pod was created");
+                /* The create is still in flight: delete the pod once it exists, then end. */
+                p->finish_after_delete = true;
+                if (!p->call)
+                        kp_finish(p, "pod-deleted: stopped before the pod was created");
                 return 0;
         }
         return kp_delete(p, grace_sec);
@@ -341,7 +344,8 @@ static void kp_handle_pod(KubePod *p, const JsonValue *pod) {
                 free(p->task_data);
                 p->task_data = TAKE_PTR(s.task_data);
         }
-        if (s.failure && !s.terminated && !p->finished) {
+        /* An evicted pod's container was killed too: the eviction is the reason, not 137. */
+        if (s.failure && (!s.terminated || startswith(s.failure, "evicted:")) && !p->finished) {
                 log_info("Pod %s/%s: %s", p->namespace, p->name, s.failure);
                 free(p->failure);
                 p->failure = TAKE_PTR(s.failure);
@@ -411,7 +415,8 @@ static void kp_created(KubePod *p) {
 
         p->created = true;
         if (p->stopping) {
-                (void) kp_delete(p, 0);
+                if (kp_delete(p, 0) < 0)
+                        kp_finish(p, "pod-deleted: stopped before the pod was created");
                 return;
         }
         r = kp_watch(p);

@@ -435,13 +435,15 @@ int task_pod_state(const JsonValue *pod, const char *container, TaskPodState *re
             !(s.failure = reason_text("crash-loop: ", "restarted", NULL)))
                 goto oom;
 
-        if (s.phase == TASK_POD_FAILED && !s.terminated && !s.failure) {
+        if (s.phase == TASK_POD_FAILED && !s.failure) {
                 const char *reason = json_get_string(json_get(pod, "status"), "reason");
                 const char *message = json_get_string(json_get(pod, "status"), "message");
 
-                s.failure = streq_ptr(reason, "Evicted") ? reason_text("evicted: ", NULL, message ?: "Evicted")
-                                                         : reason_text("pod-failed: ", reason ?: "Failed", message);
-                if (!s.failure)
+                /* An eviction kills the containers too (137): the eviction is the reason. */
+                if (streq_ptr(reason, "Evicted")) {
+                        if (!(s.failure = reason_text("evicted: ", NULL, message ?: "Evicted")))
+                                goto oom;
+                } else if (!s.terminated && !(s.failure = reason_text("pod-failed: ", reason ?: "Failed", message)))
                         goto oom;
         }
 

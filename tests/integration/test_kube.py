@@ -215,5 +215,42 @@ class KubeTest(harness.TaskdTestCase):
         harness.wait_until(lambda: left() == ["lagoon-task-keep2"], 15, what="only the newest pod left")
 
 
+    def run_until_running(self, name, command="true", **kw):
+        self.submit(command, name, **kw)
+        self.api.wait_pod(NAMESPACE, name, lambda p: p and p.get("status", {}).get("phase") == "Running",
+                          timeout=20)
+
+    def pod_step(self, name, step):
+        """Runs one script step on the pod now (the peer's /_test/pods/NS/NAME/step)."""
+        self.api.control("POST", f"/pods/{NAMESPACE}/{name}/step", step)
+
+    def test_crash_loop_and_timeout(self):
+        self.script({"start": True}, {"log": "up"}, {"wait": True}, {"exit": 0})
+        self.start_daemon()
+        # CrashLoopBackOff: failed "crash-loop: …", the pod deleted.
+        self.run_until_running("lagoon-task-crash")
+        self.pod_step("lagoon-task-crash", {"waiting": "CrashLoopBackOff",
+                                            "message": "back-off 10s restarting failed container"})
+        t = self.client.wait_final("lagoon-task-crash", 60)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("crash-loop:"), t)
+        harness.wait_until(lambda: self.deletes("lagoon-task-crash"), 10, what="the crash-looping pod deleted")
+        # Timeout (seconds in the submission): the pod deleted, failed "timeout".
+        self.run_until_running("lagoon-task-timeout", "sleep 100", timeout=3)
+        t = self.client.wait_final("lagoon-task-timeout", 60)
+        self.assertEqual((t["status"], t["reason"]), ("failed", "timeout"), t)
+        self.assertTrue(self.deletes("lagoon-task-timeout"), "timeout: no DELETE of the pod")
+
+    def test_eviction(self):
+        # As the kubelet evicts: phase Failed, reason Evicted, the containers killed (137).
+        self.script({"start": True}, {"log": "up"}, {"wait": True}, {"exit": 0})
+        self.start_daemon()
+        self.run_until_running("lagoon-task-evict")
+        self.pod_step("lagoon-task-evict", {"evict": "The node was low on resource: memory."})
+        t = self.client.wait_final("lagoon-task-evict", 60)
+        self.assertEqual(t["status"], "failed", t)
+        self.assertTrue(t["reason"].startswith("evicted:"), t)
+        self.assertIn("low on resource", t["reason"])
+
 if __name__ == "__main__":
     harness.main(needs_bundle=False)

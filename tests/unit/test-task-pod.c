@@ -272,6 +272,15 @@ TEST(states) {
         ASSERT_STREQ(s.failure, "evicted: The node was low on resource: memory.");
         task_pod_state_done(&s);
 
+        /* evicted with the container killed: still the eviction */
+        state_of("{\"metadata\":{\"name\":\"p\"},\"status\":{\"phase\":\"Failed\",\"reason\":\"Evicted\",\"message\":"
+                 "\"low on "
+                 "memory\",\"containerStatuses\":[{\"name\":\"c\",\"state\":{\"terminated\":{\"exitCode\":137}}}]}}",
+                 &s);
+        ASSERT(s.terminated && s.exit_code == 137);
+        ASSERT_STREQ(s.failure, "evicted: low on memory");
+        task_pod_state_done(&s);
+
         state_of("{\"metadata\":{\"name\":\"p\"},\"status\":{\"phase\":\"Failed\",\"reason\":\"NodeLost\"}}", &s);
         ASSERT_STREQ(s.failure, "pod-failed: NodeLost");
         task_pod_state_done(&s);
