@@ -15,6 +15,7 @@
 
 #include "fs-util.h"
 #include "kubeconfig.h"
+#include "parse-util.h"
 
 #define KUBECONFIG_SIZE_MAX ((size_t) 4U * 1024U * 1024U)
 
@@ -54,20 +55,6 @@ KubeCredentials *kube_credentials_copy(const KubeCredentials *c) {
         return TAKE_PTR(n);
 }
 
-static int base64_value(char c) {
-        if (c >= 'A' && c <= 'Z')
-                return c - 'A';
-        if (c >= 'a' && c <= 'z')
-                return c - 'a' + 26;
-        if (c >= '0' && c <= '9')
-                return c - '0' + 52;
-        if (c == '+')
-                return 62;
-        if (c == '/')
-                return 63;
-        return -1;
-}
-
 int kube_base64_decode(const char *s, size_t len, char **ret, size_t *ret_size) {
         _cleanup_free_ char *out = NULL;
         size_t n = 0, pad = 0;
@@ -90,7 +77,7 @@ int kube_base64_decode(const char *s, size_t len, char **ret, size_t *ret_size) 
                 }
                 if (pad > 0) /* data after padding */
                         return -EINVAL;
-                v = base64_value(c);
+                v = base64_char_value(c);
                 if (v < 0)
                         return -EINVAL;
                 bits = (bits << 6) | (unsigned) v;

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 
 #include "lagoon-message.h"
+#include "parse-util.h"
 #include "task.h"
 
 #define LAGOON_MESSAGE_SIZE_MAX (16U * 1024U * 1024U)
@@ -76,20 +77,6 @@ LagoonMessage *lagoon_message_free(LagoonMessage *m) {
 
 /* ---- base64 ---- */
 
-static int base64_value(char c) {
-        if (c >= 'A' && c <= 'Z')
-                return c - 'A';
-        if (c >= 'a' && c <= 'z')
-                return c - 'a' + 26;
-        if (c >= '0' && c <= '9')
-                return c - '0' + 52;
-        if (c == '+')
-                return 62;
-        if (c == '/')
-                return 63;
-        return -1;
-}
-
 /* Standard alphabet, padding required. CR and LF are skipped wherever they are, as
  * Go's base64.StdEncoding does (the remote-controller's decoder), so wrapped output
  * of base64(1) is accepted; anything else outside the alphabet is -EBADMSG. */
@@ -115,7 +102,7 @@ static int base64_decode(const char *s, size_t n, char **ret, size_t *ret_size) 
                 } else {
                         if (pad > 0)
                                 return -EBADMSG;
-                        v = base64_value(s[i]);
+                        v = base64_char_value(s[i]);
                         if (v < 0)
                                 return -EBADMSG;
                         acc = acc << 6 | (unsigned) v;

@@ -11,6 +11,8 @@
 int parse_duration(const char *s, uint64_t *ret_usec);
 int parse_unsigned(const char *s, unsigned *ret); /* decimal, no sign, -EINVAL/-ERANGE */
 int parse_boolean(const char *s);                 /* yes/no/true/false/on/off/1/0 → 1/0, -EINVAL */
+/* The value 0-63 of a character of the standard base64 alphabet (RFC 4648 §4), -1 for others. */
+int base64_char_value(char c);
 /* Split a shell-like word list ("a 'b c' \"d\"") into a strv. -EINVAL on an unterminated quote. */
 int split_words(const char *s, char ***ret);
 /* Format a duration as systemd does ("1h 30min", "infinity"). */
