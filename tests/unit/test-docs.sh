@@ -23,8 +23,8 @@ set -uo pipefail
 SRCDIR=${TEST_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 MANDIR=$SRCDIR/docs/man
 COMPLETION=$SRCDIR/shell-completion/bash/lagoon-taskctl
-CONFIG_H=$SRCDIR/include/config.h
-CONFIG_C=$SRCDIR/daemon/config.c
+CONFIG_H=$SRCDIR/daemon/core/config.h
+CONFIG_C=$SRCDIR/daemon/core/config.c
 TASKCTL_C=$SRCDIR/daemon/ctl/taskctl.c
 MAIN_C=$SRCDIR/daemon/main.c
 PAGES=(lagoon-taskctl.1 lagoon-taskd.conf.5 lagoon-taskd.8)
