@@ -10,11 +10,9 @@
 
 #include <assert.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <poll.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,6 +25,7 @@
 #include "log.h"
 #include "parse-util.h"
 #include "task.h"
+#include "user-util.h"
 
 #define API_BODY_MAX ((size_t) 1024 * 1024)
 /* A chunked upload that passes API_BODY_MAX cannot be answered before it ends
@@ -712,84 +711,6 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
 
 /* ---- access control ------------------------------------------------------------ */
 
-static int lookup_group(const char *name, gid_t *ret) {
-        _cleanup_free_ char *buf = NULL;
-        struct group gr, *result = NULL;
-        size_t size = 4096;
-        int r;
-
-        if (isempty(name))
-                return -ENOENT;
-
-        for (;;) {
-                free(buf);
-                buf = malloc(size);
-                if (!buf)
-                        return -ENOMEM;
-                r = getgrnam_r(name, &gr, buf, size, &result);
-                if (r != ERANGE)
-                        break;
-                if (size > 1024 * 1024)
-                        return -ERANGE;
-                size *= 2;
-        }
-        if (r > 0)
-                return -r;
-        if (!result)
-                return -ENOENT;
-
-        *ret = gr.gr_gid;
-        return 0;
-}
-
-/* Whether the user's account lists gid (primary group or supplementary groups). */
-static int user_in_group(uid_t uid, gid_t gid) {
-        _cleanup_free_ char *buf = NULL;
-        _cleanup_free_ gid_t *groups = NULL;
-        struct passwd pw, *result = NULL;
-        size_t size = 4096;
-        int r, n = 64;
-
-        for (;;) {
-                free(buf);
-                buf = malloc(size);
-                if (!buf)
-                        return -ENOMEM;
-                r = getpwuid_r(uid, &pw, buf, size, &result);
-                if (r != ERANGE)
-                        break;
-                if (size > 1024 * 1024)
-                        return -ERANGE;
-                size *= 2;
-        }
-        if (r > 0)
-                return -r;
-        if (!result)
-                return 0; /* no account: only its process credentials count */
-        if (pw.pw_gid == gid)
-                return 1;
-
-        for (;;) {
-                int m = n;
-
-                free(groups);
-                groups = calloc(n, sizeof(gid_t));
-                if (!groups)
-                        return -ENOMEM;
-                if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &m) >= 0) {
-                        n = m;
-                        break;
-                }
-                if (m <= n || m > 65536)
-                        return -ERANGE;
-                n = m;
-        }
-        for (int i = 0; i < n; i++)
-                if (groups[i] == gid)
-                        return 1;
-        return 0;
-}
-
 /* The peer process's own groups at connect time (Linux ≥ 4.13). */
 static int peer_in_group(int fd, gid_t gid) {
         _cleanup_free_ gid_t *groups = NULL;
@@ -832,7 +753,7 @@ static int peer_check(Api *a, int fd, Peer *ret) {
                 return 0;
         }
 
-        r = lookup_group(c ? c->socket_group : NULL, &gid);
+        r = group_lookup_gid(c ? c->socket_group : NULL, &gid);
         if (r < 0) /* no such group: root only */
                 return 0;
 
@@ -1310,7 +1231,7 @@ static int socket_bind(const char *path, const char *group, int *ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to bind API socket %s: %m", path);
 
-        r = lookup_group(group, &gid);
+        r = group_lookup_gid(group, &gid);
         if (r < 0) {
                 if (!warned_group)
                         log_warning("Group '%s' does not exist: API socket %s is usable by root only.", strna(group),

@@ -881,6 +881,22 @@ static int watch_start_list(KubeWatch *w) {
         return r;
 }
 
+/* Collects the start of an error answer (a Status object, mostly) for the error text:
+ * at most ERROR_BODY_MAX bytes, NUL-terminated. */
+static int error_body_append(char **body, size_t *size, const void *data, size_t n) {
+        char *b;
+
+        n = MIN(n, ERROR_BODY_MAX - *size);
+        b = realloc(*body, *size + n + 1);
+        if (!b)
+                return -ENOMEM;
+        memcpy(b + *size, data, n);
+        *size += n;
+        b[*size] = 0;
+        *body = b;
+        return 0;
+}
+
 static int watch_handle_value(KubeWatch *w, JsonValue *v) {
         KubeWatchEvent e;
 
@@ -914,15 +930,7 @@ static int on_watch_data(HttpCall *hc, long status, const void *data, size_t siz
         w->watch_status = status;
         if (status != 200) {
                 /* An error answer: keep (the start of) its Status for the text. */
-                size_t n = MIN(size, ERROR_BODY_MAX - w->error_size);
-                char *b = realloc(w->error_body, w->error_size + n + 1);
-                if (!b)
-                        return -ENOMEM;
-                memcpy(b + w->error_size, data, n);
-                w->error_size += n;
-                b[w->error_size] = 0;
-                w->error_body = b;
-                return 0;
+                return error_body_append(&w->error_body, &w->error_size, data, size);
         }
 
         watch_enter(w);
@@ -1133,15 +1141,7 @@ static int on_log_data(HttpCall *hc, long status, const void *data, size_t size,
 
         l->status = status;
         if (status != 200) {
-                size_t n = MIN(size, ERROR_BODY_MAX - l->error_size);
-                char *b = realloc(l->error_body, l->error_size + n + 1);
-                if (!b)
-                        return -ENOMEM;
-                memcpy(b + l->error_size, data, n);
-                l->error_size += n;
-                b[l->error_size] = 0;
-                l->error_body = b;
-                return 0;
+                return error_body_append(&l->error_body, &l->error_size, data, size);
         }
 
         if (l->size + size + 1 > l->allocated) {
