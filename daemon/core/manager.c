@@ -99,6 +99,11 @@ int manager_new(sd_event *e, Config *config, Manager **ret) {
                 return -ENOMEM;
         m->event = sd_event_ref(e);
         r = store_open(config->state_dir, &m->store);
+        if (r == -EBUSY)
+                return log_error_errno(r,
+                                       "State directory %s is in use by another lagoon-taskd (PID %d), refusing to "
+                                       "start: two daemons would supervise the same tasks.",
+                                       config->state_dir, (int) store_lock_owner(config->state_dir));
         if (r < 0)
                 return log_error_errno(r, "Failed to open state directory %s: %m", config->state_dir);
         r = sd_event_add_defer(e, &m->dispatch_source, manager_dispatch_handler, m);

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "fs-util.h"
@@ -21,6 +22,7 @@ struct Store {
         char *corrupt_dir;
         char *logs_dir;
         char *containers_dir;
+        int lock_fd; /* <state>/lock, flock'ed exclusively while the store is open */
 };
 
 Store *store_free(Store *s) {
@@ -31,8 +33,55 @@ Store *store_free(Store *s) {
         free(s->corrupt_dir);
         free(s->logs_dir);
         free(s->containers_dir);
+        safe_close(s->lock_fd);
         free(s);
         return NULL;
+}
+
+/* One daemon per state directory: two would adopt and supervise the same tasks. The
+ * lock goes with the process (O_CLOEXEC, so conmon never inherits it); the file holds
+ * the owner's PID for the refusal message. */
+static int store_lock(Store *s) {
+        _cleanup_free_ char *path = path_join(s->state_dir, "lock");
+        char buf[32];
+        int fd, n;
+
+        if (!path)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                safe_close(fd);
+                return r;
+        }
+        n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) n, 0) != n) {
+                int r = -errno;
+                safe_close(fd);
+                return r;
+        }
+        s->lock_fd = fd;
+        return 0;
+}
+
+pid_t store_lock_owner(const char *state_dir) {
+        _cleanup_free_ char *path = path_join(state_dir, "lock");
+        _cleanup_close_ int fd = -EBADF;
+        char buf[32] = "";
+        ssize_t k;
+        int pid;
+
+        if (!path)
+                return 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return 0;
+        k = read(fd, buf, sizeof(buf) - 1);
+        if (k <= 0 || sscanf(buf, "%d", &pid) != 1 || pid <= 0)
+                return 0;
+        return pid;
 }
 
 int store_open(const char *state_dir, Store **ret) {
@@ -42,6 +91,7 @@ int store_open(const char *state_dir, Store **ret) {
         s = calloc(1, sizeof(Store));
         if (!s)
                 return -ENOMEM;
+        s->lock_fd = -EBADF;
         s->state_dir = strdup(state_dir);
         s->tasks_dir = path_join(state_dir, "tasks");
         s->corrupt_dir = path_join(state_dir, "tasks/corrupt");
@@ -56,6 +106,9 @@ int store_open(const char *state_dir, Store **ret) {
                 if (r < 0)
                         return r;
         }
+        r = store_lock(s);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(s);
         return 0;
 }

@@ -6,12 +6,17 @@
  * directory. A record that cannot be read or parsed is moved to
  * <state_dir>/tasks/corrupt/ and reported to the caller, never fatal. */
 
+#include <sys/types.h>
+
 #include "macro.h"
 #include "task.h"
 
 typedef struct Store Store;
 
+/* Takes an exclusive flock on <state_dir>/lock for the Store's lifetime: -EBUSY when
+ * another process holds it (store_lock_owner() then gives its PID, 0 if unknown). */
 int store_open(const char *state_dir, Store **ret);
+pid_t store_lock_owner(const char *state_dir);
 Store *store_free(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
 

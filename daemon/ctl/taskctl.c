@@ -569,7 +569,8 @@ static int parse_simple_verb(const char *verb, int argc, char *argv[], int n_arg
         };
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+        /* No "+": options may follow the task id ("show ID --json"), as in kubectl. */
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 r = handle_common_option(c, verb, true);
                 if (r <= 0)
                         return -r;
@@ -711,7 +712,7 @@ static int verb_ls(int argc, char *argv[]) {
         bool no_trunc = false;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_NO_TRUNC:
                         no_trunc = true;
@@ -781,7 +782,7 @@ static int verb_logs(int argc, char *argv[]) {
         const char *id;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "+hf", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf", options, NULL)) >= 0)
                 switch (c) {
                 case 'f':
                         follow = true;
