@@ -33,6 +33,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(JournalContext *, journal_context_free);
  * stays congested), then returns the error; the caller logs it at debug and goes on. */
 int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, size_t len, bool is_stderr);
 
+/* journal_send_line() collects entries in one datagram (sent when ~64 KiB are pending,
+ * or at once for an entry above 16 KiB, and then its result is what journal_send_line()
+ * returns); journal_flush() sends what is pending. Same returns as journal_send_line(). The
+ * pending entries are dropped on failure, never sent twice. Call it before anything that
+ * relies on journald having the lines (the task log is written after it). */
+int journal_flush(JournalContext *c);
+
 /* The highest LAGOON_LINE journald holds for task_id (0 if none), after making sure
  * journald has processed every entry sent before the call, by any process (a daemon
  * killed a moment ago may have left datagrams in journald's socket queue): it sends a

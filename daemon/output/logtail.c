@@ -174,6 +174,13 @@ static int flush_batch(LogTail *t) {
         size_t n_lines = t->n_batch_lines;
         int r;
 
+        /* journald first (the batch's lines may still sit in the journal's datagram). */
+        r = journal_flush(t->journal);
+        if (r < 0 && !t->journal_failed) {
+                log_debug_errno(r, "Failed to send task output lines to journald: %m");
+                t->journal_failed = true;
+        }
+
         while (t->batch_written < t->batch_len) {
                 ssize_t n = write(t->log_fd, t->batch + t->batch_written, t->batch_len - t->batch_written);
                 if (n < 0) {
