@@ -9,6 +9,7 @@
  * their defaults. */
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -303,6 +304,31 @@ static int config_parse_label(const char *file, unsigned line, const char *key, 
         return free_and_strdup(data, value);
 }
 
+/* remote-controller's --random-prefix: the first 8 hex digits of sha1(controller namespace). */
+static int namespace_random_prefix(const char *controller_namespace, char **ret) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+
+        if (!EVP_Digest(controller_namespace, strlen(controller_namespace), md, &mdlen, EVP_sha1(), NULL))
+                return -EIO;
+        if (asprintf(ret, "%02x%02x%02x%02x", md[0], md[1], md[2], md[3]) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* A namespace name or part of one: what remote-controller puts in front of the names. */
+static int
+config_parse_namespace_prefix(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        size_t n = strlen(value);
+
+        if (n == 0 || n > 63 || value[0] == '-' || value[n - 1] == '-' ||
+            strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789-") != n) {
+                log_syntax(file, line, "%s= must be a DNS label (a-z, 0-9, '-', at most 63 characters).", key);
+                return -EINVAL;
+        }
+        return free_and_strdup(data, value);
+}
+
 static int config_parse_secret(const char *file, unsigned line, const char *key, const char *value, void *data) {
         char ***l = data;
 
@@ -577,6 +603,10 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "TokenPort", config_parse_word, offsetof(Config, lagoon_token_port), NULL},
         {SECTION_LAGOON, "SSHKeyFile", config_parse_path, offsetof(Config, ssh_key_file), NULL},
         {SECTION_LAGOON, "DeployerTokenFile", config_parse_path, offsetof(Config, deployer_token_file), NULL},
+        {SECTION_LAGOON, "NamespacePrefix", config_parse_namespace_prefix, offsetof(Config, namespace_prefix), NULL},
+        {SECTION_LAGOON, "RandomNamespacePrefix", config_parse_bool, offsetof(Config, random_namespace_prefix), "no"},
+        {SECTION_LAGOON, "ControllerNamespace", config_parse_namespace_prefix, offsetof(Config, controller_namespace),
+         NULL},
 
         {SECTION_KUBERNETES, "NodeName", config_parse_word, offsetof(Config, node_name), NULL},
         {SECTION_KUBERNETES, "Kubeconfig", config_parse_path, offsetof(Config, kubeconfig), NULL},
@@ -676,6 +706,8 @@ Config *config_free(Config *c) {
         free(c->lagoon_ssh_host);
         free(c->lagoon_ssh_port);
         free(c->lagoon_token_host);
+        free(c->namespace_prefix);
+        free(c->controller_namespace);
         free(c->lagoon_token_port);
         free(c->ssh_key_file);
         free(c->deployer_token_file);
@@ -1046,6 +1078,19 @@ int config_finalize(Config *c) {
         if ((c->broker_url || c->api_url) && !c->target_name) {
                 log_error("[Lagoon] BrokerURL= and APIURL= need TargetName= (the deploy target's name).");
                 ret = -EINVAL;
+        }
+        if (c->random_namespace_prefix) {
+                char *p = NULL;
+
+                if (!c->controller_namespace) {
+                        log_error("[Lagoon] RandomNamespacePrefix=yes needs ControllerNamespace=.");
+                        ret = -EINVAL;
+                } else if (namespace_random_prefix(c->controller_namespace, &p) < 0)
+                        return log_oom();
+                else {
+                        free(c->namespace_prefix);
+                        c->namespace_prefix = p;
+                }
         }
         if (c->api_url && !c->api_token && !c->jwt_secret) {
                 log_error("[Lagoon] APIURL= needs APITokenFile= or JWTSecretFile=.");

@@ -14,7 +14,8 @@
  *              APIURL=, APITokenFile=, JWTSecretFile=, JWTAudience=, APICAFile=,
  *              LogUpdateIntervalSec=, LogSizeMax=, SecretVariables=,
  *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
- *              SSHKeyFile=, DeployerTokenFile=
+ *              SSHKeyFile=, DeployerTokenFile=, NamespacePrefix=, RandomNamespacePrefix=,
+ *              ControllerNamespace=
  *   [Kubernetes]  NodeName=, Kubeconfig=, Context=, Server=, CAFile=, TokenFile=,
  *              ClientCertFile=, ClientKeyFile=, InCluster=, KubeletURL=, KubeletCAFile=,
  *              KubeletTokenFile=, KubeletCertFile=, KubeletKeyFile=, ContainerdState=,
@@ -108,6 +109,11 @@ typedef struct Config {
         char *lagoon_token_port;       /* TokenPort=: LAGOON_CONFIG_TOKEN_PORT */
         char *ssh_key_file;            /* SSHKeyFile=: mounted for advanced tasks with sshKey (local mode) */
         char *deployer_token_file;     /* DeployerTokenFile=: mounted for advanced tasks with deployerToken */
+        char *namespace_prefix;        /* NamespacePrefix= (remote-controller's --namespace-prefix); with
+                                          RandomNamespacePrefix=yes, the 8 hex digits derived from
+                                          ControllerNamespace= (its --random-prefix) once loaded */
+        bool random_namespace_prefix;  /* RandomNamespacePrefix= */
+        char *controller_namespace;    /* ControllerNamespace= (its --controller-namespace) */
 
         /* [Kubernetes] — node mode: services without a [Service] section are found through
          * the kubelet (KubeletURL=) and the API server (Kubeconfig=, Server= or InCluster=). */

@@ -981,7 +981,13 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         r = task_new_remote_id(&t->remote_id);
         if (r < 0)
                 return r;
-        r = task_make_namespace(project, environment, &t->namespace);
+        if (req->namespace) {
+                t->namespace = strdup(req->namespace);
+                r = t->namespace ? 0 : -ENOMEM;
+        } else
+                r = task_make_namespace(project, environment, NULL, m->config->namespace_prefix, &t->namespace);
+        if (r == -ENOMEM)
+                return r;
         if (r < 0)
                 return error_message(ret_error, -EINVAL,
                                      "cannot derive a namespace from project '%s' and environment '%s'", project,

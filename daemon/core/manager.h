@@ -22,6 +22,7 @@ typedef struct TaskRequest {
         const char *service;     /* NULL → DefaultService= */
         const char *project;     /* NULL → DefaultProject= */
         const char *environment; /* NULL → DefaultEnvironment= */
+        const char *namespace;   /* NULL → derived by Lagoon's rule (NamespacePrefix= included) */
         const char *command;     /* required */
         uint64_t timeout_usec;   /* 0 → DefaultTimeoutSec= */
 

@@ -84,37 +84,101 @@ static void sanitize_dns(char *s) {
         }
 }
 
-int task_make_namespace(const char *project, const char *environment, char **ret) {
-        _cleanup_free_ char *p = NULL, *e = NULL, *ns = NULL;
+static int sha1_hex4(const char *s, char ret[static 5]) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+
+        if (!EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha1(), NULL))
+                return -EIO;
+        snprintf(ret, 5, "%02x%02x", md[0], md[1]);
+        return 0;
+}
+
+static int replace_all(const char *s, const char *what, const char *with, char **ret) {
+        size_t lw = strlen(what), lr = strlen(with), n = 0;
+        const char *p;
+        char *out, *o;
+
+        for (p = s; (p = strstr(p, what)); p += lw)
+                n++;
+        out = malloc(strlen(s) + n * lr + 1);
+        if (!out)
+                return -ENOMEM;
+        for (o = out, p = s;;) {
+                const char *q = strstr(p, what);
+
+                if (!q) {
+                        strcpy(o, p);
+                        break;
+                }
+                memcpy(o, p, (size_t) (q - p));
+                o += q - p;
+                memcpy(o, with, lr);
+                o += lr;
+                p = q + lw;
+        }
+        *ret = out;
+        return 0;
+}
+
+int task_make_namespace(const char *project,
+                        const char *environment,
+                        const char *pattern,
+                        const char *prefix,
+                        char **ret) {
+        _cleanup_free_ char *e = NULL, *with_env = NULL, *ns = NULL;
+        char hash[5];
         size_t lp;
+        int r;
 
         if (isempty(project) || isempty(environment))
                 return -EINVAL;
-        p = strdup(project);
         e = strdup(environment);
-        if (!p || !e)
+        if (!e)
                 return -ENOMEM;
-        sanitize_dns(p);
         sanitize_dns(e);
-        lp = strlen(p);
+        lp = strlen(project);
 
-        if (lp + 1 + strlen(e) > 63) {
-                /* Lagoon shortens the environment: cut it and add the first 4 hex
-                 * digits of the sha1 of the full (original) environment name. */
-                unsigned char md[EVP_MAX_MD_SIZE];
-                unsigned mdlen = 0;
-                size_t keep;
+        /* Lagoon's truncateEnvironmentName (commons tasks.ts) and remote-controller's
+         * ShortenEnvironment: over 58 - len(project), keep 53 - len(project) characters of the
+         * made-safe name, '-', and 4 hex digits of the sha1 of the made-safe name. */
+        if (strlen(e) + lp > 58) {
+                size_t keep = lp < 53 ? 53 - lp : 0;
 
-                if (lp + 1 + 5 >= 63)
-                        return -EINVAL;
-                if (!EVP_Digest(environment, strlen(environment), md, &mdlen, EVP_sha1(), NULL))
-                        return -EIO;
-                keep = 63 - lp - 1 - 5;
+                r = sha1_hex4(e, hash);
+                if (r < 0)
+                        return r;
                 e[keep] = 0;
-                if (asprintf(&ns, "%s-%s-%02x%02x", p, e, md[0], md[1]) < 0)
+                if (asprintf(&with_env, "%s-%s", e, hash) < 0)
                         return -ENOMEM;
-        } else if (asprintf(&ns, "%s-%s", p, e) < 0)
-                return -ENOMEM;
+                free(e);
+                e = TAKE_PTR(with_env);
+        }
+
+        /* The pattern (project.namespacePattern; Lagoon itself never sends one), then the
+         * whole name made safe, as GenerateNamespaceName does. */
+        r = replace_all(isempty(pattern) ? "${project}-${environment}" : pattern, "${environment}", e, &with_env);
+        if (r < 0)
+                return r;
+        r = replace_all(with_env, "${project}", project, &ns);
+        if (r < 0)
+                return r;
+        sanitize_dns(ns);
+        if (!isempty(prefix)) {
+                char *p = NULL;
+
+                if (asprintf(&p, "%s-%s", prefix, ns) < 0)
+                        return -ENOMEM;
+                free(ns);
+                ns = p;
+        }
+        if (strlen(ns) > 63) {
+                r = sha1_hex4(ns, hash);
+                if (r < 0)
+                        return r;
+                memcpy(ns + 58, "-", 1);
+                memcpy(ns + 59, hash, 5);
+        }
 
         *ret = TAKE_PTR(ns);
         return 0;

@@ -80,9 +80,17 @@ static inline bool task_status_is_final(TaskStatus s) {
 }
 
 bool task_id_is_valid(const char *id);
-/* Lagoon's namespace rule: "<project>-<environment>", lower-cased, non-[a-z0-9-] → '-',
- * at most 63 characters (long environment names cut and given a 4-hex sha1 suffix). */
-int task_make_namespace(const char *project, const char *environment, char **ret);
+/* Lagoon's namespace rule (remote-controller's GenerateNamespaceName, Lagoon commons'
+ * truncateEnvironmentName): the environment name lower-cased with non-[a-z0-9-] → '-', cut
+ * to 53 - len(project) characters plus '-' and 4 hex digits of its sha1 when longer than
+ * 58 - len(project); put into pattern (NULL: "${project}-${environment}"), made safe,
+ * prefixed with "<prefix>-" when prefix is set; over 63 characters, cut to 58 plus '-' and
+ * 4 hex digits of the sha1 of the whole name. */
+int task_make_namespace(const char *project,
+                        const char *environment,
+                        const char *pattern,
+                        const char *prefix,
+                        char **ret);
 
 #define IN_SET_STATUS(x, ...) \
         ({ \

@@ -64,6 +64,8 @@ LagoonMessage *lagoon_message_free(LagoonMessage *m) {
         free(m->environment);
         free(m->environment_type);
         free(m->namespace);
+        free(m->openshift_project_name);
+        free(m->namespace_pattern);
         free(m->image);
         free(m->json_payload);
         variables_free(m->project_variables, m->n_project_variables);
@@ -188,6 +190,13 @@ static int one_line(char **ret_error, int r) {
 }
 
 /* ---- members ---- */
+
+static bool dns_label_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        return n > 0 && n <= 63 && s[0] != '-' && s[n - 1] != '-' &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
 
 static bool absent(const JsonValue *v) {
         return !v || json_type(v) == JSON_NULL;
@@ -510,6 +519,9 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                 r = read_string(project, "project", "name", !cancel, e, &m->project);
                 if (r < 0)
                         return r;
+                r = read_string(project, "project", "namespacePattern", false, e, &m->namespace_pattern);
+                if (r < 0)
+                        return r;
         }
 
         environment = read_object(root, "environment", !cancel, e);
@@ -517,8 +529,18 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                 read_id(environment, "environment", e, &m->has_environment_id, &m->environment_id);
                 if ((r = read_string(environment, "environment", "name", !cancel, e, &m->environment)) < 0 ||
                     (r = read_string(environment, "environment", "environmentType", false, e, &m->environment_type)) <
-                            0)
+                            0 ||
+                    (r = read_string(environment, "environment", "openshiftProjectName", false, e,
+                                     &m->openshift_project_name)) < 0)
                         return r;
+                /* It becomes a path in Kubernetes API requests: a DNS label or nothing. */
+                if (m->openshift_project_name && !dns_label_is_valid(m->openshift_project_name)) {
+                        _cleanup_free_ char *q = quote(m->openshift_project_name);
+                        if (!q)
+                                return -ENOMEM;
+                        fail(e, -EBADMSG, "environment.openshiftProjectName \"%s\" is not a namespace name", q);
+                        m->openshift_project_name = mfree(m->openshift_project_name);
+                }
                 /* "should be int, but the api sends it as a string": either is fine */
                 v = json_get(environment, "project");
                 if (!absent(v) && !json_is_string(v) && json_type(v) != JSON_NUMBER)
@@ -561,8 +583,12 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                 }
         }
 
-        if (m->project && m->environment) {
-                r = task_make_namespace(m->project, m->environment, &m->namespace);
+        if (m->openshift_project_name) {
+                m->namespace = strdup(m->openshift_project_name);
+                if (!m->namespace)
+                        return -ENOMEM;
+        } else if (m->project && m->environment) {
+                r = task_make_namespace(m->project, m->environment, m->namespace_pattern, NULL, &m->namespace);
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0 && !cancel) {
@@ -621,6 +647,20 @@ int lagoon_message_parse(LagoonQueue queue, const char *body, size_t size, Lagoo
         }
         *ret = TAKE_PTR(m);
         return e.r;
+}
+
+int lagoon_message_set_namespace_prefix(LagoonMessage *m, const char *prefix) {
+        char *ns = NULL;
+        int r;
+
+        if (isempty(prefix) || m->openshift_project_name || !m->project || !m->environment)
+                return 0;
+        r = task_make_namespace(m->project, m->environment, m->namespace_pattern, prefix, &ns);
+        if (r < 0)
+                return r;
+        free(m->namespace);
+        m->namespace = ns;
+        return 0;
 }
 
 /* ---- secrets ---- */

@@ -58,8 +58,11 @@ typedef struct LagoonMessage {
         char *environment; /* environment.name, required except for cancel */
         bool has_environment_id;
         int64_t environment_id;
-        char *environment_type; /* may be NULL */
-        char *namespace;        /* derived with task_make_namespace() from project and environment */
+        char *environment_type;       /* may be NULL */
+        char *namespace;              /* environment.openshiftProjectName when sent, else derived with
+                                       * task_make_namespace() (see lagoon_message_set_namespace_prefix) */
+        char *openshift_project_name; /* environment.openshiftProjectName (a DNS label), may be NULL */
+        char *namespace_pattern;      /* project.namespacePattern, may be NULL (Lagoon never sends one) */
 
         /* advanced tasks */
         char *image;        /* advancedTask.runnerImage (or RunnerImage); required for advanced */
@@ -96,6 +99,10 @@ typedef struct LagoonMessage {
  * e.g. "task.id is missing", "unknown message key \"deploytarget:foo\"". Bodies over
  * 16 MiB are -E2BIG. Never crashes on any input. */
 int lagoon_message_parse(LagoonQueue queue, const char *body, size_t size, LagoonMessage **ret, char **ret_error);
+
+/* Derives m->namespace again with remote-controller's namespace prefix (NamespacePrefix=),
+ * unless the message named its namespace (openshiftProjectName). */
+int lagoon_message_set_namespace_prefix(LagoonMessage *m, const char *prefix);
 
 LagoonMessage *lagoon_message_free(LagoonMessage *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LagoonMessage *, lagoon_message_free);

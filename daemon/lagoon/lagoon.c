@@ -466,6 +466,11 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
         int r;
 
         r = lagoon_message_parse(queue, body, size, &msg, &error);
+        if (msg) {
+                int k = lagoon_message_set_namespace_prefix(msg, config(l)->namespace_prefix);
+                if (k < 0 && k != -EINVAL)
+                        return k;
+        }
         if (r < 0) {
                 log_error("Rejecting a message from the %s queue: %s%s%s", queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc",
                           strna(error), msg && msg->task_id ? "; task " : "", msg ? strempty(msg->task_id) : "");
@@ -508,6 +513,7 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
                 .name = json_get_string(task, "taskName") ?: json_get_string(task, "name"),
                 .project = msg->project,
                 .environment = msg->environment,
+                .namespace = msg->namespace,
                 .env = env,
                 .secrets = secrets,
                 .lagoon = msg->info,

@@ -306,6 +306,40 @@ class TestBus(harness.TaskdTestCase):
         self.peer.wait_status("83", "failed")
         self.assertIn("image-pull", self.peer.task_logs("83")[-1]["message"])
 
+    def test_lagoon_shaped_standard_task_and_long_namespace(self):
+        """fixtures/lagoon/lagoon-in-task-standard.json is shaped as Lagoon's createTaskTask
+        sends it (no key, full DB rows, only project.variables.environment, a long branch).
+        The namespace is Lagoon's: openshiftProjectName when sent, else the same value by
+        Lagoon's shortening rule (58 - len(project), sha1 of the made-safe name)."""
+        expected_ns = "drupal-example-feature-long-branch-name-for-the-new-se-83df"
+        self.write_config(services={"cli": {"Bundle": self.bundle}},
+                          extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target)})
+        self.daemon()
+        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
+                           what="the daemon's queues")
+        body, routing_key = lh.fixture_body("lagoon-in-task-standard.json")
+        self.assertTrue(routing_key.endswith(":jobs"))
+        self.assertNotIn("key", body)
+        self.assertEqual(body["environment"]["openshiftProjectName"], expected_ns)
+        body["task"]["command"] = 'echo "ns=$NAMESPACE"; echo "vars=$LAGOON_PROJECT_VARIABLES"'
+        self.peer.publish(body)
+        derived = copy.deepcopy(body)
+        derived["task"]["id"] = "420"
+        del derived["environment"]["openshiftProjectName"]
+        self.peer.publish(derived)
+        for tid in ("42", "420"):
+            complete = self.peer.wait_status(tid, "complete")
+            self.assertEqual(complete["namespace"], expected_ns)
+            self.assertEqual(complete["meta"]["environmentId"], 7)
+            self.assertEqual(complete["meta"]["projectId"], 3)
+            self.assertEqual(complete["meta"]["jobName"], "lagoon-task-x7k2pq")
+            self.assertNotIn("key", complete["meta"])
+            log = self.peer.task_logs(tid)[-1]["message"]
+            self.assertIn(f"ns={expected_ns}\n", log)
+            # The project row's privateKey is never kept or shown.
+            self.assertNotIn("FAKE-PROJECT-KEY", log)
+        self.assertNotIn("FAKE-PROJECT-KEY", json.dumps(self.client.task("42")))
+
     def test_secret_variables_masked(self):
         self.start_daemon()
         body = self.standard_message("91", "echo pw=s3cr3t-value ok")

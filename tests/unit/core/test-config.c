@@ -994,6 +994,32 @@ static void test_lagoon(void) {
         ASSERT(strstr(log, "need TargetName="));
         ASSERT(strstr(log, "APIURL= needs APITokenFile= or JWTSecretFile="));
         ASSERT(strstr(log, "[Image x/y] has no Bundle="));
+
+        /* remote-controller's namespace prefixes */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nNamespacePrefix=abc\n");
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->namespace_prefix, "abc");
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nNamespacePrefix=abc\nRandomNamespacePrefix=yes\nControllerNamespace=lagoon\n");
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->namespace_prefix, "a30fb066"); /* sha1("lagoon") = a30fb066… */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nRandomNamespacePrefix=yes\n");
+        capture_begin();
+        ASSERT(config_finalize(c) == -EINVAL);
+        log = mfree(log);
+        log = capture_end();
+        ASSERT(strstr(log, "RandomNamespacePrefix=yes needs ControllerNamespace="));
+        config_free(c);
+        c = config_new();
+        log = mfree(log);
+        log = parse_expect(c, "[Lagoon]\nNamespacePrefix=Ab_c\nControllerNamespace=-x\n", -EINVAL);
+        ASSERT(strstr(log, "test.conf:2: NamespacePrefix= must be a DNS label"));
+        ASSERT(strstr(log, "test.conf:3: ControllerNamespace= must be a DNS label"));
 }
 
 static void test_kubernetes(void) {

@@ -56,20 +56,50 @@ TEST(ids) {
         ASSERT(task_id_is_valid(longid));
 }
 
-TEST(namespace) {
-        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL;
+/* Expected values computed with Lagoon's rule (commons truncateEnvironmentName +
+ * remote-controller's GenerateNamespaceName) in Python, independently of this code. */
+static void assert_namespace(const char *project,
+                             const char *environment,
+                             const char *pattern,
+                             const char *prefix,
+                             const char *expected) {
+        _cleanup_free_ char *ns = NULL;
 
-        ASSERT_OK(task_make_namespace("MyProject", "feature/Foo_bar", &a));
-        ASSERT_STREQ(a, "myproject-feature-foo-bar");
-        /* Long environment names are cut and get a 4-hex sha1 suffix: 63 characters. */
-        ASSERT_OK(task_make_namespace("drupal-example",
-                                      "feature-a-very-long-branch-name-that-goes-on-and-on-and-on-forever", &b));
-        ASSERT_EQ(strlen(b), 63u);
-        ASSERT(strncmp(b, "drupal-example-feature-a-very-long-branch-name-that-goes-on", 58) == 0);
-        ASSERT(b[58] == '-');
-        for (int i = 59; i < 63; i++)
-                ASSERT((b[i] >= '0' && b[i] <= '9') || (b[i] >= 'a' && b[i] <= 'f'));
-        ASSERT_EQ(task_make_namespace("", "x", &c), -EINVAL);
+        ASSERT_OK(task_make_namespace(project, environment, pattern, prefix, &ns));
+        ASSERT_STREQ(ns, expected);
+}
+
+TEST(namespace) {
+        _cleanup_free_ char *c = NULL, *p = NULL;
+        char longp[61];
+
+        assert_namespace("MyProject", "feature/Foo_bar", NULL, NULL, "myproject-feature-foo-bar");
+        /* over 58 - len(project): 53 - len(project) kept, sha1 of the made-safe name */
+        assert_namespace("drupal-example", "feature-a-very-long-branch-name-that-goes-on-and-on-and-on-forever", NULL,
+                         NULL, "drupal-example-feature-a-very-long-branch-name-that-go-9885");
+        assert_namespace("myproject", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL, NULL,
+                         "myproject-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-6c17");
+        /* exactly at the threshold: not shortened */
+        assert_namespace("myproject", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL, NULL,
+                         "myproject-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert_namespace("myproject", "Feature/ABC_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL,
+                         NULL, "myproject-feature-abc-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-2968");
+        /* a project of 55 (threshold under 5): the environment is only "-" + hash */
+        memset(longp, 'p', 55);
+        longp[55] = 0;
+        assert_namespace(longp, "main", NULL, NULL, "ppppppppppppppppppppppppppppppppppppppppppppppppppppppp--b28b");
+        /* 60: then the whole name is capped at 63 */
+        memset(longp, 'p', 60);
+        longp[60] = 0;
+        assert_namespace(longp, "main", NULL, NULL, "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppp-07b9");
+        /* a prefix counts towards the 63 cap */
+        assert_namespace("drupal-example", "feature-a-very-long-branch-name-that-goes-on-and-on-and-on-forever", NULL,
+                         "abcdefgh", "abcdefgh-drupal-example-feature-a-very-long-branch-name-th-080a");
+        assert_namespace("myproject", "main", "${environment}-${project}", NULL, "main-myproject");
+        /* RandomNamespacePrefix=yes with ControllerNamespace=lagoon: test-config checks a30fb066 */
+        assert_namespace("myproject", "main", NULL, "a30fb066", "a30fb066-myproject-main");
+        ASSERT_EQ(task_make_namespace("", "x", NULL, NULL, &c), -EINVAL);
+        ASSERT_EQ(task_make_namespace("x", "", NULL, NULL, &p), -EINVAL);
 }
 
 static Task *make_task(const char *id, uint64_t seq) {

@@ -367,10 +367,13 @@ TEST(required_members) {
                 {LAGOON_QUEUE_MISC, "deploytarget:task:advanced", TASK_ADV, PROJECT, "{}", ADVANCED,
                  "environment.name is missing"},
                 {LAGOON_QUEUE_JOBS, "[]", TASK_STD, PROJECT, ENVIRONMENT, NULL, "key is not a string"},
-                /* no namespace fits 63 characters with this project name */
-                {LAGOON_QUEUE_JOBS, NULL, TASK_STD,
-                 "{\"name\":\"pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp\"}", ENVIRONMENT, NULL,
-                 "no namespace can be made of project*"},
+                /* it would become a path in Kubernetes API requests */
+                {LAGOON_QUEUE_JOBS, NULL, TASK_STD, PROJECT, "{\"name\":\"e\",\"openshiftProjectName\":\"../x\"}", NULL,
+                 "environment.openshiftProjectName \"../x\" is not a namespace name"},
+                {LAGOON_QUEUE_JOBS, NULL, TASK_STD, PROJECT, "{\"name\":\"e\",\"openshiftProjectName\":\"A-b\"}", NULL,
+                 "environment.openshiftProjectName \"A-b\" is not a namespace name"},
+                {LAGOON_QUEUE_JOBS, NULL, TASK_STD, PROJECT, "{\"name\":\"e\",\"openshiftProjectName\":7}", NULL,
+                 "environment.openshiftProjectName is not a string"},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -397,6 +400,33 @@ TEST(required_members) {
                         parse_expect(LAGOON_QUEUE_JOBS, b, -EBADMSG, "task.id \"a b\" is not a valid task id");
                 ASSERT_STREQ(m->task_id, "a b");
         }
+}
+
+TEST(namespace) {
+        _cleanup_free_ char *b1 = NULL, *b2 = NULL, *b3 = NULL;
+        _cleanup_(lagoon_message_freep) LagoonMessage *m1 = NULL, *m2 = NULL, *m3 = NULL;
+
+        /* openshiftProjectName wins, even against a prefix: it is the namespace Lagoon knows */
+        b1 = body("deploytarget:task:advanced", "{\"id\":\"3\"}", "{\"name\":\"p\"}",
+                  "{\"name\":\"e\",\"openshiftProjectName\":\"pfx-p-e\"}", "{\"RunnerImage\":\"i\"}");
+        m1 = parse_expect(LAGOON_QUEUE_MISC, b1, 0, NULL);
+        ASSERT_STREQ(m1->namespace, "pfx-p-e");
+        ASSERT_OK(lagoon_message_set_namespace_prefix(m1, "other"));
+        ASSERT_STREQ(m1->namespace, "pfx-p-e");
+
+        /* otherwise Lagoon's rule, long names shortened as Lagoon does, and the prefix */
+        b2 = body(NULL, TASK_STD, "{\"name\":\"drupal-example\"}",
+                  "{\"name\":\"feature-a-very-long-branch-name-that-goes-on-and-on-and-on-forever\"}", NULL);
+        m2 = parse_expect(LAGOON_QUEUE_JOBS, b2, 0, NULL);
+        ASSERT_STREQ(m2->namespace, "drupal-example-feature-a-very-long-branch-name-that-go-9885");
+        ASSERT_OK(lagoon_message_set_namespace_prefix(m2, "abcdefgh"));
+        ASSERT_STREQ(m2->namespace, "abcdefgh-drupal-example-feature-a-very-long-branch-name-th-080a");
+
+        /* project.namespacePattern, as remote-controller reads it */
+        b3 = body(NULL, TASK_STD, "{\"name\":\"p\",\"namespacePattern\":\"${environment}-${project}\"}",
+                  "{\"name\":\"Main\"}", NULL);
+        m3 = parse_expect(LAGOON_QUEUE_JOBS, b3, 0, NULL);
+        ASSERT_STREQ(m3->namespace, "main-p");
 }
 
 TEST(numbers_and_flags) {
@@ -708,6 +738,7 @@ int main(void) {
         RUN(unknown_keys);
         RUN(cancel);
         RUN(required_members);
+        RUN(namespace);
         RUN(numbers_and_flags);
         RUN(not_json);
         RUN(variables);
