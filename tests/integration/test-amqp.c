@@ -23,24 +23,9 @@
 #include "log.h"
 #include "macro.h"
 
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: %s: assertion failed: %s\n", __FILE__, __LINE__, __func__, #expr); \
-                        fail_cleanup(); \
-                        abort(); \
-                } \
-        } while (0)
-#define ASSERT_OK(expr) \
-        do { \
-                long _r_ = (long) (expr); \
-                if (_r_ < 0) { \
-                        fprintf(stderr, "%s:%d: %s: %s failed: %s\n", __FILE__, __LINE__, __func__, #expr, \
-                                strerror((int) -_r_)); \
-                        fail_cleanup(); \
-                        abort(); \
-                } \
-        } while (0)
+static void fail_cleanup(void);
+#define TEST_FAIL_HOOK() fail_cleanup()
+#include "tests.h"
 
 #define EXCHANGE "taskd-test-x"
 #define HEARTBEAT 2

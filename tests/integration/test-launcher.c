@@ -20,22 +20,7 @@
 #include "launcher-runtime.h"
 #include "log.h"
 #include "task.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
-#define ASSERT_OK(expr) \
-        do { \
-                int _r_ = (expr); \
-                if (_r_ < 0) { \
-                        fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, strerror(-_r_)); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 #define LEAK_FD 100
 

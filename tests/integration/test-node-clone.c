@@ -33,23 +33,8 @@ static char *tmpdir, *ctd_dir, *harness;
 
 static void emergency_stop(void);
 
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #expr); \
-                        emergency_stop(); \
-                        abort(); \
-                } \
-        } while (0)
-#define ASSERT_OK(expr) \
-        do { \
-                int _r_ = (expr); \
-                if (_r_ < 0) { \
-                        fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, strerror(-_r_)); \
-                        emergency_stop(); \
-                        abort(); \
-                } \
-        } while (0)
+#define TEST_FAIL_HOOK() emergency_stop()
+#include "tests.h"
 
 #define NAMESPACE "example-project-main"
 #define NODE "node-1"

@@ -22,24 +22,7 @@
 #include "fs-util.h"
 #include "log.h"
 #include "macro.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: %s: assertion failed: %s\n", __FILE__, __LINE__, __func__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
-
-#define ASSERT_STREQ(a, b) \
-        do { \
-                const char *_a_ = (a), *_b_ = (b); \
-                if (!streq_ptr(_a_, _b_)) { \
-                        fprintf(stderr, "%s:%d: %s: \"%s\" != \"%s\" (%s)\n", __FILE__, __LINE__, __func__, \
-                                strna(_a_), strna(_b_), #a); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 #define SEC USEC_PER_SEC
 

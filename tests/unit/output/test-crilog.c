@@ -10,14 +10,7 @@
 #include <string.h>
 
 #include "crilog.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 #define TS "2026-11-28T00:44:13.123456789+00:00"
 

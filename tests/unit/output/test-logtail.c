@@ -30,14 +30,7 @@
 #include "fs-util.h"
 #include "journal.h"
 #include "logtail.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 #define TS "2026-11-28T00:44:13.123456789+00:00"
 
@@ -52,38 +45,6 @@ static Task task = {
 };
 static char *secrets[] = {(char *) "s3cr3t", (char *) "", NULL};
 
-typedef struct Buf {
-        char *p;
-        size_t len;
-        size_t alloc;
-} Buf;
-
-static void buf_add(Buf *b, const void *data, size_t len) {
-        if (b->len + len + 1 > b->alloc) {
-                b->alloc = (b->len + len + 1) * 2;
-                b->p = realloc(b->p, b->alloc);
-                ASSERT(b->p);
-        }
-        memcpy(b->p + b->len, data, len);
-        b->len += len;
-        b->p[b->len] = 0;
-}
-
-_printf_(2, 3) static void buf_printf(Buf *b, const char *fmt, ...) {
-        char tmp[4096];
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-        va_end(ap);
-        ASSERT(n >= 0 && (size_t) n < sizeof(tmp));
-        buf_add(b, tmp, n);
-}
-
-static void buf_done(Buf *b) {
-        free(b->p);
-        *b = (Buf){};
-}
-
 static char *path(const char *name) {
         char *p = path_join(dir, name);
         ASSERT(p);
@@ -92,10 +53,12 @@ static char *path(const char *name) {
 
 static void append(const char *name, const void *data, size_t len) {
         _cleanup_free_ char *p = path(name);
-        int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        ASSERT(fd >= 0);
-        ASSERT(write(fd, data, len) == (ssize_t) len);
-        close(fd);
+        file_append(p, data, len);
+}
+
+static Buf slurp(const char *name) {
+        _cleanup_free_ char *p = path(name);
+        return file_slurp(p);
 }
 
 static void appends(const char *name, const char *s) {
@@ -108,8 +71,6 @@ static void put(const char *name, const void *data, size_t len) {
         append(name, data, len);
 }
 
-static Buf slurp(const char *name);
-
 /* A child killed before it created the task log leaves none: that is an empty log. */
 static Buf slurp_if_exists(const char *name) {
         _cleanup_free_ char *p = path(name);
@@ -118,25 +79,6 @@ static Buf slurp_if_exists(const char *name) {
         if (access(p, F_OK) < 0 && errno == ENOENT)
                 return b;
         return slurp(name);
-}
-
-static Buf slurp(const char *name) {
-        _cleanup_free_ char *p = path(name);
-        Buf b = {};
-        char tmp[65536];
-        int fd = open(p, O_RDONLY | O_CLOEXEC);
-        ASSERT(fd >= 0);
-        for (;;) {
-                ssize_t n = read(fd, tmp, sizeof(tmp));
-                ASSERT(n >= 0);
-                if (n == 0)
-                        break;
-                buf_add(&b, tmp, n);
-        }
-        close(fd);
-        if (!b.p)
-                buf_add(&b, "", 0);
-        return b;
 }
 
 static bool exists(const char *name) {

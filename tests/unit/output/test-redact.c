@@ -8,14 +8,7 @@
 #include <string.h>
 
 #include "redact.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 static void check_bin(const char *text, size_t len, char *const *secrets, const char *expect, size_t expect_len) {
         size_t out_len = 12345;

@@ -21,34 +21,7 @@
 #include "fs-util.h"
 #include "json.h"
 #include "seccomp-profile.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: %s: assertion failed: %s\n", __FILE__, __LINE__, __func__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
-
-#define ASSERT_OK(expr) \
-        do { \
-                int _r = (expr); \
-                if (_r < 0) { \
-                        fprintf(stderr, "%s:%d: %s: %s failed: %s\n", __FILE__, __LINE__, __func__, #expr, \
-                                strerror(-_r)); \
-                        abort(); \
-                } \
-        } while (0)
-
-#define ASSERT_STREQ(a, b) \
-        do { \
-                const char *_a = (a), *_b = (b); \
-                if (!streq_ptr(_a, _b)) { \
-                        fprintf(stderr, "%s:%d: %s: '%s' != '%s'\n", __FILE__, __LINE__, __func__, strna(_a), \
-                                strna(_b)); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 static const char *const data_files[] = {
         "runc-spec.json",     "runc-spec-rootless.json",     "crun-spec.json",

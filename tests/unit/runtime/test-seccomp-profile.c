@@ -19,24 +19,7 @@
 #include "fs-util.h"
 #include "json.h"
 #include "seccomp-profile.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: %s: assertion failed: %s\n", __FILE__, __LINE__, __func__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
-
-#define ASSERT_OK(expr) \
-        do { \
-                int _r = (expr); \
-                if (_r < 0) { \
-                        fprintf(stderr, "%s:%d: %s: %s failed: %s\n", __FILE__, __LINE__, __func__, #expr, \
-                                strerror(-_r)); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 /* Privileged or host-changing calls no container default may allow. */
 static const char *const forbidden[] = {

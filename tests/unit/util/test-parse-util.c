@@ -14,14 +14,7 @@
 
 #include "macro.h"
 #include "parse-util.h"
-
-#define ASSERT(expr) \
-        do { \
-                if (!(expr)) { \
-                        fprintf(stderr, "%s:%d: %s: assertion failed: %s\n", __FILE__, __LINE__, __func__, #expr); \
-                        abort(); \
-                } \
-        } while (0)
+#include "tests.h"
 
 #define SEC USEC_PER_SEC
 #define MINUTE (60 * SEC)
