@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """A stand-in for lagoon-taskd's control API, for developing and testing lagoon-taskctl.
 
-It serves the contract of include/api.h on a unix socket (HTTP/1.1, keep-alive): the
+It serves the contract of daemon/control/api.h on a unix socket (HTTP/1.1, keep-alive): the
 routes, status codes, {"error","message"} bodies, the task JSON of task_to_json() and
 chunked `logs?follow=1` streams. Tasks really run, but as `/bin/sh -c COMMAND` on this
 host (no containers), with stdout+stderr appended to a log file, a FIFO queue limited

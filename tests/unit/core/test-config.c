@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* Unit tests of daemon/config.c: defaults, every key, drop-in order and overrides,
+/* Unit tests of daemon/core/config.c: defaults, every key, drop-in order and overrides,
  * list append and reset, service sections, continuation lines, SecretFile=, and every
  * kind of broken input. Error messages are captured by pointing stderr at a temporary
  * file, and must name "FILE:LINE:". The sample files are in tests/unit/data/config/:

@@ -26,7 +26,7 @@ static char *datadir(void) {
                 /* Run by hand from the build directory: the source path as compiled. */
                 s = strdup(__FILE__);
                 ASSERT(s && strrchr(s, '/'));
-                strcpy(strrchr(s, '/'), "/data");
+                strcpy(strrchr(s, '/'), "/../data");
         }
         ASSERT(s);
         return s;
