@@ -229,6 +229,88 @@ static void yaml_parser_deletep(yaml_parser_t **p) {
                 yaml_parser_delete(*p);
 }
 
+/* The cluster's server and CA. */
+static int credentials_cluster(Doc *d,
+                               yaml_node_t *cluster,
+                               const char *cluster_name,
+                               const char *dir,
+                               const char *data_dir,
+                               KubeCredentials *c) {
+        const char *server;
+
+        server = scalar(map_get(d, cluster, "server"));
+        if (!server)
+                return error_message(d->ret_error, -EINVAL, "kubeconfig %s: cluster \"%s\" has no server", d->path,
+                                     cluster_name);
+        if (!startswith(server, "https://") && !startswith(server, "http://"))
+                return error_message(d->ret_error, -EINVAL,
+                                     "kubeconfig %s: cluster \"%s\": server \"%s\" is not an http(s) URL", d->path,
+                                     cluster_name, server);
+        c->server = strdup(server);
+        if (!c->server)
+                return -ENOMEM;
+        for (size_t l = strlen(c->server); l > 0 && c->server[l - 1] == '/'; l--)
+                c->server[l - 1] = 0;
+        if (is_true(map_get(d, cluster, "insecure-skip-tls-verify")))
+                return error_message(d->ret_error, -EOPNOTSUPP,
+                                     "kubeconfig %s: cluster \"%s\": insecure-skip-tls-verify is not supported "
+                                     "(give the cluster's CA instead)",
+                                     d->path, cluster_name);
+        return file_or_data(d, cluster, "certificate-authority", dir, data_dir, "ca.crt", &c->ca_file);
+}
+
+/* The user's token, token file or client certificate: plugins and basic authentication
+ * are refused with a text saying what to use instead. */
+static int credentials_user(Doc *d,
+                            yaml_node_t *user,
+                            const char *user_name,
+                            const char *dir,
+                            const char *data_dir,
+                            KubeCredentials *c) {
+        const char *token, *token_file;
+        int r;
+
+        if (map_get(d, user, "exec"))
+                return error_message(d->ret_error, -EOPNOTSUPP,
+                                     "kubeconfig %s: user \"%s\": exec credential plugins are not supported "
+                                     "(use a token, token file or client certificate)",
+                                     d->path, user_name);
+        if (map_get(d, user, "auth-provider"))
+                return error_message(d->ret_error, -EOPNOTSUPP,
+                                     "kubeconfig %s: user \"%s\": auth-provider plugins are not supported "
+                                     "(use a token, token file or client certificate)",
+                                     d->path, user_name);
+        token = scalar(map_get(d, user, "token"));
+        token_file = scalar(map_get(d, user, "tokenFile"));
+        if (token && !(c->token = strdup(token)))
+                return -ENOMEM;
+        if (!token && token_file) {
+                r = file_item(d, dir, token_file, &c->token_file);
+                if (r < 0)
+                        return r;
+        }
+        r = file_or_data(d, user, "client-certificate", dir, data_dir, "client.crt", &c->client_cert_file);
+        if (r < 0)
+                return r;
+        r = file_or_data(d, user, "client-key", dir, data_dir, "client.key", &c->client_key_file);
+        if (r < 0)
+                return r;
+        if (!!c->client_cert_file != !!c->client_key_file)
+                return error_message(d->ret_error, -EINVAL,
+                                     "kubeconfig %s: user \"%s\" has a client %s but no client %s", d->path, user_name,
+                                     c->client_cert_file ? "certificate" : "key",
+                                     c->client_cert_file ? "key" : "certificate");
+        if (!c->token && !c->token_file && !c->client_cert_file) {
+                if (map_get(d, user, "username") || map_get(d, user, "password"))
+                        return error_message(d->ret_error, -EOPNOTSUPP,
+                                             "kubeconfig %s: user \"%s\": basic authentication is not supported",
+                                             d->path, user_name);
+                return error_message(d->ret_error, -ENOENT, "kubeconfig %s: user \"%s\" has no credentials", d->path,
+                                     user_name);
+        }
+        return 0;
+}
+
 int kube_credentials_from_kubeconfig(const char *path,
                                      const char *context,
                                      const char *data_dir,
@@ -240,7 +322,7 @@ int kube_credentials_from_kubeconfig(const char *path,
         _cleanup_(yaml_parser_deletep) yaml_parser_t *parser = NULL;
         Doc d = {.path = path, .ret_error = ret_error};
         yaml_node_t *root, *ctx, *cluster, *user = NULL;
-        const char *ctx_name, *cluster_name, *user_name, *server, *token, *token_file;
+        const char *ctx_name, *cluster_name, *user_name;
         size_t size = 0;
         bool loaded = false;
         int r;
@@ -303,34 +385,7 @@ int kube_credentials_from_kubeconfig(const char *path,
                 goto finish;
         }
 
-        /* The cluster. */
-        server = scalar(map_get(&d, cluster, "server"));
-        if (!server) {
-                r = error_message(ret_error, -EINVAL, "kubeconfig %s: cluster \"%s\" has no server", path,
-                                  cluster_name);
-                goto finish;
-        }
-        if (!startswith(server, "https://") && !startswith(server, "http://")) {
-                r = error_message(ret_error, -EINVAL,
-                                  "kubeconfig %s: cluster \"%s\": server \"%s\" is not an http(s) URL", path,
-                                  cluster_name, server);
-                goto finish;
-        }
-        c->server = strdup(server);
-        if (!c->server) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        for (size_t l = strlen(c->server); l > 0 && c->server[l - 1] == '/'; l--)
-                c->server[l - 1] = 0;
-        if (is_true(map_get(&d, cluster, "insecure-skip-tls-verify"))) {
-                r = error_message(ret_error, -EOPNOTSUPP,
-                                  "kubeconfig %s: cluster \"%s\": insecure-skip-tls-verify is not supported "
-                                  "(give the cluster's CA instead)",
-                                  path, cluster_name);
-                goto finish;
-        }
-        r = file_or_data(&d, cluster, "certificate-authority", dir, data_dir, "ca.crt", &c->ca_file);
+        r = credentials_cluster(&d, cluster, cluster_name, dir, data_dir, c);
         if (r < 0)
                 goto finish;
 
@@ -340,56 +395,10 @@ int kube_credentials_from_kubeconfig(const char *path,
                 goto finish;
         }
 
-        /* The user. */
         if (user) {
-                if (map_get(&d, user, "exec")) {
-                        r = error_message(ret_error, -EOPNOTSUPP,
-                                          "kubeconfig %s: user \"%s\": exec credential plugins are not supported "
-                                          "(use a token, token file or client certificate)",
-                                          path, user_name);
-                        goto finish;
-                }
-                if (map_get(&d, user, "auth-provider")) {
-                        r = error_message(ret_error, -EOPNOTSUPP,
-                                          "kubeconfig %s: user \"%s\": auth-provider plugins are not supported "
-                                          "(use a token, token file or client certificate)",
-                                          path, user_name);
-                        goto finish;
-                }
-                token = scalar(map_get(&d, user, "token"));
-                token_file = scalar(map_get(&d, user, "tokenFile"));
-                if (token && !(c->token = strdup(token))) {
-                        r = -ENOMEM;
-                        goto finish;
-                }
-                if (!token && token_file) {
-                        r = file_item(&d, dir, token_file, &c->token_file);
-                        if (r < 0)
-                                goto finish;
-                }
-                r = file_or_data(&d, user, "client-certificate", dir, data_dir, "client.crt", &c->client_cert_file);
+                r = credentials_user(&d, user, user_name, dir, data_dir, c);
                 if (r < 0)
                         goto finish;
-                r = file_or_data(&d, user, "client-key", dir, data_dir, "client.key", &c->client_key_file);
-                if (r < 0)
-                        goto finish;
-                if (!!c->client_cert_file != !!c->client_key_file) {
-                        r = error_message(ret_error, -EINVAL,
-                                          "kubeconfig %s: user \"%s\" has a client %s but no client %s", path,
-                                          user_name, c->client_cert_file ? "certificate" : "key",
-                                          c->client_cert_file ? "key" : "certificate");
-                        goto finish;
-                }
-                if (!c->token && !c->token_file && !c->client_cert_file) {
-                        if (map_get(&d, user, "username") || map_get(&d, user, "password"))
-                                r = error_message(ret_error, -EOPNOTSUPP,
-                                                  "kubeconfig %s: user \"%s\": basic authentication is not supported",
-                                                  path, user_name);
-                        else
-                                r = error_message(ret_error, -ENOENT, "kubeconfig %s: user \"%s\" has no credentials",
-                                                  path, user_name);
-                        goto finish;
-                }
         }
 
         *ret = TAKE_PTR(c);
