@@ -81,7 +81,7 @@ class TestBusOutage(harness.TaskdTestCase):
         d = self.daemon()
         harness.wait_until(lambda: "Connected to Lagoon's message bus" in d.stderr(), 30, what="connected")
         self.peer.publish(self.message("2", "sleep 2; echo done"))
-        self.peer.publish(self.message("3", "sleep 30"))
+        self.peer.publish(self.message("3", "sleep 300"))  # outlives the reconnect backoff (up to 60 s)
         self.peer.wait_status("2", "running")
         self.peer.wait_status("3", "running")
         self.broker_down()
