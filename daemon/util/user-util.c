@@ -9,6 +9,7 @@
 #include "macro.h"
 #include "user-util.h"
 
+/* The buffer doubles while it is at most this: entries up to 2 MiB fit. */
 #define NSS_BUFFER_MAX ((size_t) 1024U * 1024U)
 
 typedef int (*nss_call_t)(const void *key, void *entry, char *buf, size_t size, void **result);
@@ -29,7 +30,7 @@ static int nss_lookup(nss_call_t call, const void *key, void *entry, char **ret_
                 r = call(key, entry, buf, size, &result);
                 if (r != ERANGE)
                         break;
-                if (size >= NSS_BUFFER_MAX)
+                if (size > NSS_BUFFER_MAX)
                         return -ERANGE;
                 size *= 2;
         }
