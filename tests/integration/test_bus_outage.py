@@ -62,7 +62,8 @@ class TestBusOutage(harness.TaskdTestCase):
         d = self.daemon()
         harness.wait_until(lambda: d.stderr().count("Connected to Lagoon's message bus") >= 1, 30,
                            what="connected")
-        self.peer.publish(self.message("1", "echo before; sleep 5; echo after"))
+        # Outlives the broker's stop (over 2 s under load): the final messages must wait.
+        self.peer.publish(self.message("1", "echo before; sleep 10; echo after"))
         self.peer.wait_status("1", "running")
         self.broker_down()
         self.wait_task("1", "complete")
@@ -80,7 +81,9 @@ class TestBusOutage(harness.TaskdTestCase):
         self.config()
         d = self.daemon()
         harness.wait_until(lambda: "Connected to Lagoon's message bus" in d.stderr(), 30, what="connected")
-        self.peer.publish(self.message("2", "sleep 2; echo done"))
+        # Long enough that the broker is down before task 2 ends (its stop took over 2 s
+        # under load), so the final status must wait in the outbox across the kill -9.
+        self.peer.publish(self.message("2", "sleep 10; echo done"))
         self.peer.publish(self.message("3", "sleep 300"))  # outlives the reconnect backoff (up to 60 s)
         self.peer.wait_status("2", "running")
         self.peer.wait_status("3", "running")
