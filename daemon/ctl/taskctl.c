@@ -741,18 +741,11 @@ static int verb_ls(int argc, char *argv[]) {
         return 0;
 }
 
-static int verb_show(int argc, char *argv[]) {
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int verb_show(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
-        const char *id = NULL;
-        int r;
 
-        r = parse_simple_verb("show", argc, argv, 1, &id);
-        if (r >= 0)
-                return r;
-
-        if (open_api(&h) < 0 || get_task(h, id, &resp, &task) < 0)
+        if (get_task(h, id, &resp, &task) < 0)
                 return EXIT_API_ERROR;
         if (arg_json) {
                 print_body(&resp);
@@ -813,20 +806,13 @@ static int verb_logs(int argc, char *argv[]) {
         return 0;
 }
 
-static int verb_cancel(int argc, char *argv[]) {
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int verb_cancel(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_free_ char *path = NULL;
-        const char *id = NULL;
-        int r;
-
-        r = parse_simple_verb("cancel", argc, argv, 1, &id);
-        if (r >= 0)
-                return r;
 
         if (task_path(id, "/cancel", &path) < 0)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
-        if (open_api(&h) < 0 || api_call(h, "POST", path, NULL, &resp) < 0)
+        if (api_call(h, "POST", path, NULL, &resp) < 0)
                 return EXIT_API_ERROR;
         if (arg_json)
                 print_body(&resp);
@@ -835,38 +821,24 @@ static int verb_cancel(int argc, char *argv[]) {
         return 0;
 }
 
-static int verb_wait(int argc, char *argv[]) {
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int verb_wait(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
-        const char *id = NULL;
-        int r;
-
-        r = parse_simple_verb("wait", argc, argv, 1, &id);
-        if (r >= 0)
-                return r;
 
         /* Following the log without showing it wakes us exactly when the task ends. */
-        if (open_api(&h) < 0 || follow_task(h, id, -EBADF, &resp, &task) < 0)
+        if (follow_task(h, id, -EBADF, &resp, &task) < 0)
                 return EXIT_API_ERROR;
         if (arg_json)
                 print_body(&resp);
         return exit_status_of(task);
 }
 
-static int verb_health(int argc, char *argv[]) {
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int verb_health(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
         _cleanup_free_ char *text = NULL;
         int r;
 
-        r = parse_simple_verb("health", argc, argv, 0, NULL);
-        if (r >= 0)
-                return r;
-
-        if (open_api(&h) < 0)
-                return EXIT_API_ERROR;
         r = ctl_http_request(h, "GET", "/v1/health", NULL, /* stream= */ false, NULL, NULL, &resp);
         if (r < 0)
                 return report_transport_error(h, r), EXIT_API_ERROR;
@@ -887,13 +859,41 @@ static int verb_health(int argc, char *argv[]) {
         return resp.status == 200 ? 0 : EXIT_API_ERROR;
 }
 
-static const struct {
+/* A verb either parses its own options (run), or takes only the common ones and n_args
+ * positional arguments (a task id when 1): then the table parses them and opens the API
+ * for it. */
+typedef struct Verb {
         const char *name;
         int (*run)(int argc, char *argv[]);
-} verbs[] = {
-        {"run", verb_run},   {"ls", verb_ls},         {"list", verb_ls},   {"show", verb_show},
-        {"logs", verb_logs}, {"cancel", verb_cancel}, {"wait", verb_wait}, {"health", verb_health},
+        int (*run_simple)(CtlHttp *h, const char *id);
+        int n_args;
+} Verb;
+
+static const Verb verbs[] = {
+        {"run", .run = verb_run},
+        {"ls", .run = verb_ls},
+        {"list", .run = verb_ls},
+        {"logs", .run = verb_logs},
+        {"show", .run_simple = verb_show, .n_args = 1},
+        {"cancel", .run_simple = verb_cancel, .n_args = 1},
+        {"wait", .run_simple = verb_wait, .n_args = 1},
+        {"health", .run_simple = verb_health, .n_args = 0},
 };
+
+static int run_verb(const Verb *v, int argc, char *argv[]) {
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        const char *id = NULL;
+        int r;
+
+        if (v->run)
+                return v->run(argc, argv);
+        r = parse_simple_verb(v->name, argc, argv, v->n_args, &id);
+        if (r >= 0)
+                return r;
+        if (open_api(&h) < 0)
+                return EXIT_API_ERROR;
+        return v->run_simple(h, id);
+}
 
 int main(int argc, char *argv[]) {
         static const struct option options[] = {
@@ -940,7 +940,7 @@ int main(int argc, char *argv[]) {
                 argc -= optind;
                 argv += optind;
                 optind = 0; /* GNU getopt: start over on the verb's arguments */
-                r = verbs[i].run(argc, argv);
+                r = run_verb(&verbs[i], argc, argv);
                 fflush(stdout);
                 curl_global_cleanup();
                 return r;
