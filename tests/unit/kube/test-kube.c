@@ -34,6 +34,8 @@
 #include "kubeconfig.h"
 #include "log.h"
 #include "macro.h"
+#include "http-peer.h"
+#include "loop.h"
 #include "tests.h"
 
 static sd_event *event = NULL;
@@ -46,43 +48,25 @@ static unsigned skipped = 0;
 
 /* ---- the forked server ---------------------------------------------------------- */
 
-static bool write_all(int fd, const void *data, size_t size) {
-        const char *p = data;
-        while (size > 0) {
-                ssize_t n = write(fd, p, size);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return false;
-                p += n;
-                size -= (size_t) n;
-        }
-        return true;
-}
-
+/* Every answer of this API server is JSON. */
 static void respond(int fd, int status, const char *extra_headers, const char *body) {
-        char head[512];
-        size_t size = strlen(body);
-        int n = snprintf(head, sizeof(head),
-                         "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                         "Connection: close\r\n%s\r\n",
-                         status, size, extra_headers ?: "");
-        if (write_all(fd, head, (size_t) n))
-                (void) write_all(fd, body, size);
+        _cleanup_free_ char *headers = strf("Content-Type: application/json\r\n%s", extra_headers ?: "");
+
+        peer_respond(fd, status, headers, body, strlen(body));
 }
 
 static void chunked_start(int fd) {
         const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                            "Connection: close\r\n\r\n";
-        (void) write_all(fd, head, strlen(head));
+        (void) peer_write_all(fd, head, strlen(head));
 }
 
 static void chunk(int fd, const char *data, size_t size) {
         char line[32];
         int k = snprintf(line, sizeof(line), "%zx\r\n", size);
-        (void) write_all(fd, line, (size_t) k);
-        (void) write_all(fd, data, size);
-        (void) write_all(fd, "\r\n", 2);
+        (void) peer_write_all(fd, line, (size_t) k);
+        (void) peer_write_all(fd, data, size);
+        (void) peer_write_all(fd, "\r\n", 2);
 }
 
 static void chunks(int fd, const char *s) {
@@ -91,7 +75,7 @@ static void chunks(int fd, const char *s) {
 }
 
 static void chunked_end(int fd) {
-        (void) write_all(fd, "0\r\n\r\n", 5);
+        (void) peer_write_all(fd, "0\r\n\r\n", 5);
 }
 
 /* A counter shared by the connection processes: returns how many times name was
@@ -198,42 +182,14 @@ static void serve_log(int fd, const char *pod) {
 }
 
 static void serve_connection(int fd) {
-        static char buf[65536];
-        size_t have = 0;
-        char *end = NULL;
+        static PeerRequest req;
+        char auth[512];
 
-        for (;;) {
-                ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
-                if (n <= 0)
-                        return;
-                have += (size_t) n;
-                buf[have] = 0;
-                end = strstr(buf, "\r\n\r\n");
-                if (end)
-                        break;
-                if (have >= sizeof(buf) - 1)
-                        return;
-        }
-
-        char method[16] = "", target[2048] = "", auth[512] = "-";
-        if (sscanf(buf, "%15s %2047s", method, target) != 2)
+        if (!peer_read_request(fd, &req))
                 return;
-        const char *a = strcasestr(buf, "\r\nAuthorization: ");
-        if (a && a < end)
-                (void) sscanf(a + 17, "%511[^\r]", auth);
-        size_t content_length = 0;
-        const char *cl = strcasestr(buf, "\r\nContent-Length:");
-        if (cl && cl < end)
-                content_length = strtoul(cl + 17, NULL, 10);
-        char *body = end + 4;
-        size_t body_have = have - (size_t) (body - buf);
-        while (body_have < content_length && (size_t) (body - buf) + content_length < sizeof(buf) - 1) {
-                ssize_t n = read(fd, body + body_have, content_length - body_have);
-                if (n <= 0)
-                        return;
-                body_have += (size_t) n;
-        }
-        body[body_have] = 0;
+        peer_header(&req, "Authorization: ", auth, sizeof(auth), "-");
+        char *method = req.method, *target = req.target, *body = req.body;
+        size_t body_have = req.body_size;
 
         /* The request log: "METHOD target auth". */
         char logp[PATH_MAX], line[4096];
@@ -303,56 +259,14 @@ static void serve_connection(int fd) {
                 respond(fd, 404, NULL, STATUS(404, "NotFound", "no such path"));
 }
 
-static _noreturn_ void server_main(int tcp_fd) {
-        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-        signal(SIGCHLD, SIG_IGN);
-
-        for (;;) {
-                int fd = accept4(tcp_fd, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        _exit(1);
-                }
-                pid_t pid = fork();
-                if (pid == 0) {
-                        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                        close(tcp_fd);
-                        serve_connection(fd);
-                        shutdown(fd, SHUT_WR);
-                        close(fd);
-                        _exit(0);
-                }
-                close(fd);
-        }
-}
-
 static void start_server(void) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(a);
-        int one = 1;
-
-        int tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT(tcp_fd >= 0);
-        ASSERT_OK(setsockopt(tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
-        ASSERT_OK(bind(tcp_fd, (struct sockaddr *) &a, sizeof(a)));
-        ASSERT_OK(listen(tcp_fd, 128));
-        ASSERT_OK(getsockname(tcp_fd, (struct sockaddr *) &a, &len));
-        server_port = ntohs(a.sin_port);
+        int tcp_fd = peer_listen_tcp(&server_port);
 
         server_pid = fork();
         ASSERT(server_pid >= 0);
         if (server_pid == 0)
-                server_main(tcp_fd);
+                peer_serve(&tcp_fd, 1, serve_connection);
         close(tcp_fd);
-}
-
-static void stop_process(pid_t *pid, int sig) {
-        if (*pid <= 0)
-                return;
-        (void) kill(*pid, sig);
-        (void) waitpid(*pid, NULL, 0);
-        *pid = 0;
 }
 
 static uint16_t free_port(void) {
@@ -383,17 +297,11 @@ static char *requests_log(void) {
 /* ---- driving the client ---------------------------------------------------------- */
 
 static void run_until(bool *done, uint64_t max_usec) {
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + max_usec;
-        while (!*done) {
-                ASSERT(now_usec(CLOCK_MONOTONIC) < deadline);
-                ASSERT_OK(sd_event_run(event, 100 * USEC_PER_MSEC));
-        }
+        loop_run_until(event, done, max_usec);
 }
 
 static void run_for(uint64_t usec) {
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + usec;
-        while (now_usec(CLOCK_MONOTONIC) < deadline)
-                ASSERT_OK(sd_event_run(event, 20 * USEC_PER_MSEC));
+        loop_run_for(event, usec);
 }
 
 typedef struct Result {
@@ -1015,17 +923,12 @@ TEST(tls) {
         ASSERT(r.error < 0);
 
         result_clear(&r);
-        stop_process(&pid, SIGTERM);
+        peer_stop(&pid, SIGTERM);
 }
 
 int main(int argc, char *argv[]) {
         ASSERT(mkdtemp(tmpdir));
-        unsetenv("http_proxy");
-        unsetenv("https_proxy");
-        unsetenv("HTTPS_PROXY");
-        unsetenv("ALL_PROXY");
-        unsetenv("all_proxy");
-        unsetenv("no_proxy");
+        peer_unset_proxies();
         log_set_max_level(LOG_INFO);
 
         ASSERT_OK(sd_event_new(&event));
@@ -1042,7 +945,7 @@ int main(int argc, char *argv[]) {
         RUN(log_follow);
         RUN(tls);
 
-        stop_process(&server_pid, SIGKILL);
+        peer_stop(&server_pid, SIGKILL);
         http = http_client_free(http);
         event = sd_event_unref(event);
         ASSERT_OK(rm_rf(tmpdir));

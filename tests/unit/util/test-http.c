@@ -31,6 +31,8 @@
 #include "lagoon-api.h"
 #include "log.h"
 #include "macro.h"
+#include "http-peer.h"
+#include "loop.h"
 #include "tests.h"
 
 #define BIG_SIZE ((size_t) 2U * 1024U * 1024U)
@@ -46,178 +48,91 @@ static unsigned skipped = 0;
 
 /* ---- the forked server ---------------------------------------------------------- */
 
-static bool write_all(int fd, const void *data, size_t size) {
-        const char *p = data;
-        while (size > 0) {
-                ssize_t n = write(fd, p, size);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return false;
-                p += n;
-                size -= (size_t) n;
-        }
-        return true;
-}
-
-static void respond(int fd, int status, const char *extra_headers, const char *body, size_t size) {
-        char head[512];
-        int n = snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                         status, size, extra_headers ?: "");
-        if (write_all(fd, head, (size_t) n))
-                (void) write_all(fd, body, size);
-}
-
 static void serve_connection(int fd) {
-        static char buf[65536];
-        size_t have = 0;
-        char *end = NULL;
+        static PeerRequest req;
+        char xtest[64];
 
-        for (;;) {
-                ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
-                if (n <= 0)
-                        return;
-                have += (size_t) n;
-                buf[have] = 0;
-                end = strstr(buf, "\r\n\r\n");
-                if (end)
-                        break;
-                if (have >= sizeof(buf) - 1)
-                        return;
-        }
-
-        char method[16] = "", path[256] = "";
-        if (sscanf(buf, "%15s %255s", method, path) != 2)
+        if (!peer_read_request(fd, &req))
                 return;
-        size_t content_length = 0;
-        const char *cl = strcasestr(buf, "\r\nContent-Length:");
-        if (cl && cl < end)
-                content_length = strtoul(cl + 17, NULL, 10);
-        char xtest[64] = "-";
-        const char *xt = strcasestr(buf, "\r\nX-Test: ");
-        if (xt && xt < end)
-                (void) sscanf(xt + 10, "%63[^\r]", xtest);
-        size_t body_have = have - (size_t) (end + 4 - buf);
-        char *body = end + 4;
-        while (body_have < content_length && (size_t) (body - buf) + content_length < sizeof(buf) - 1) {
-                ssize_t n = read(fd, body + body_have, content_length - body_have);
-                if (n <= 0)
-                        return;
-                body_have += (size_t) n;
-        }
-        body[body_have] = 0;
+        peer_header(&req, "X-Test: ", xtest, sizeof(xtest), "-");
+        const char *method = req.method, *path = req.target, *body = req.body;
+        size_t body_have = req.body_size;
+        char *buf = req.buf;
+        const size_t buf_size = sizeof(req.buf);
 
         if (streq(path, "/ok"))
-                respond(fd, 200, "Content-Type: text/plain\r\n", "hello", 5);
+                peer_respond(fd, 200, "Content-Type: text/plain\r\n", "hello", 5);
         else if (streq(path, "/empty"))
-                respond(fd, 204, NULL, "", 0);
+                peer_respond(fd, 204, NULL, "", 0);
         else if (streq(path, "/404"))
-                respond(fd, 404, NULL, "not found", 9);
+                peer_respond(fd, 404, NULL, "not found", 9);
         else if (streq(path, "/500"))
-                respond(fd, 500, NULL, "boom", 4);
+                peer_respond(fd, 500, NULL, "boom", 4);
         else if (streq(path, "/echo")) {
                 char out[65536 + 128];
                 int k = snprintf(out, sizeof(out), "%s %s %s", method, xtest, body);
-                respond(fd, 200, NULL, out, (size_t) MIN(k, (int) sizeof(out) - 1));
+                peer_respond(fd, 200, NULL, out, (size_t) MIN(k, (int) sizeof(out) - 1));
         } else if (startswith(path, "/slow/")) {
                 usleep(500 * 1000);
-                respond(fd, 200, NULL, path + 6, strlen(path + 6));
+                peer_respond(fd, 200, NULL, path + 6, strlen(path + 6));
         } else if (startswith(path, "/mirror/")) {
                 /* The request body comes back as the answer, with the status in the path. */
-                respond(fd, atoi(path + 8), NULL, body, body_have);
+                peer_respond(fd, atoi(path + 8), NULL, body, body_have);
         } else if (streq(path, "/hang")) {
                 /* Never answer; leave when the client gives up. */
-                while (read(fd, buf, sizeof(buf)) > 0)
+                while (read(fd, buf, buf_size) > 0)
                         ;
         } else if (streq(path, "/big")) {
                 char *big = malloc(BIG_SIZE);
                 if (!big)
                         return;
                 memset(big, 'x', BIG_SIZE);
-                respond(fd, 200, NULL, big, BIG_SIZE);
+                peer_respond(fd, 200, NULL, big, BIG_SIZE);
                 free(big);
         } else if (streq(path, "/big-chunked")) {
                 /* No Content-Length: only the running count can stop it. */
                 static char chunk[65536];
                 const char *head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
                 memset(chunk, 'y', sizeof(chunk));
-                if (!write_all(fd, head, strlen(head)))
+                if (!peer_write_all(fd, head, strlen(head)))
                         return;
                 for (size_t sent = 0; sent < BIG_SIZE; sent += sizeof(chunk)) {
                         char line[32];
                         int k = snprintf(line, sizeof(line), "%zx\r\n", sizeof(chunk));
-                        if (!write_all(fd, line, (size_t) k) || !write_all(fd, chunk, sizeof(chunk)) ||
-                            !write_all(fd, "\r\n", 2))
+                        if (!peer_write_all(fd, line, (size_t) k) || !peer_write_all(fd, chunk, sizeof(chunk)) ||
+                            !peer_write_all(fd, "\r\n", 2))
                                 return;
                 }
-                (void) write_all(fd, "0\r\n\r\n", 5);
+                (void) peer_write_all(fd, "0\r\n\r\n", 5);
         } else if (startswith(path, "/stream/")) {
                 /* Chunked, n pieces 100 ms apart ("piece 0\n" …), then quiet for the
                  * given seconds (the watch-like idle case), then the end. */
                 unsigned n = 0, quiet = 0;
                 (void) sscanf(path + 8, "%u/%u", &n, &quiet);
                 const char *head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-                if (!write_all(fd, head, strlen(head)))
+                if (!peer_write_all(fd, head, strlen(head)))
                         return;
                 for (unsigned i = 0; i < n; i++) {
                         char piece[64], line[96];
                         int k = snprintf(piece, sizeof(piece), "piece %u\n", i);
                         int m = snprintf(line, sizeof(line), "%x\r\n%s\r\n", k, piece);
-                        if (!write_all(fd, line, (size_t) m))
+                        if (!peer_write_all(fd, line, (size_t) m))
                                 return;
                         usleep(100 * 1000);
                 }
                 sleep(quiet);
-                (void) write_all(fd, "0\r\n\r\n", 5);
+                (void) peer_write_all(fd, "0\r\n\r\n", 5);
         } else
-                respond(fd, 400, NULL, "unknown path", 12);
+                peer_respond(fd, 400, NULL, "unknown path", 12);
 }
 
 static _noreturn_ void server_main(int tcp_fd, int unix_fd) {
-        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-        signal(SIGCHLD, SIG_IGN); /* connection handlers reap themselves */
-
-        for (;;) {
-                struct pollfd p[2] = {{.fd = tcp_fd, .events = POLLIN}, {.fd = unix_fd, .events = POLLIN}};
-                if (poll(p, 2, -1) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        _exit(1);
-                }
-                for (int i = 0; i < 2; i++) {
-                        if (!(p[i].revents & POLLIN))
-                                continue;
-                        int fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC);
-                        if (fd < 0)
-                                continue;
-                        pid_t pid = fork();
-                        if (pid == 0) {
-                                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                                close(tcp_fd);
-                                close(unix_fd);
-                                serve_connection(fd);
-                                shutdown(fd, SHUT_WR);
-                                close(fd);
-                                _exit(0);
-                        }
-                        close(fd);
-                }
-        }
+        peer_serve((const int[]){tcp_fd, unix_fd}, 2, serve_connection);
 }
 
 static void start_server(void) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct sockaddr_un u = {.sun_family = AF_UNIX};
-        socklen_t len = sizeof(a);
-        int one = 1;
-
-        int tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT(tcp_fd >= 0);
-        ASSERT_OK(setsockopt(tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
-        ASSERT_OK(bind(tcp_fd, (struct sockaddr *) &a, sizeof(a)));
-        ASSERT_OK(listen(tcp_fd, 128));
-        ASSERT_OK(getsockname(tcp_fd, (struct sockaddr *) &a, &len));
-        server_port = ntohs(a.sin_port);
+        int tcp_fd = peer_listen_tcp(&server_port);
 
         snprintf(unix_path, sizeof(unix_path), "%s/http.sock", tmpdir);
         ASSERT(strlen(unix_path) < sizeof(u.sun_path));
@@ -239,14 +154,6 @@ static void start_server(void) {
         }
         close(tcp_fd);
         close(unix_fd);
-}
-
-static void stop_process(pid_t *pid, int sig) {
-        if (*pid <= 0)
-                return;
-        (void) kill(*pid, sig);
-        (void) waitpid(*pid, NULL, 0);
-        *pid = 0;
 }
 
 /* ---- driving the client ---------------------------------------------------------- */
@@ -295,17 +202,11 @@ on_done(HttpCall *call, int error, long status, const char *body, size_t size, c
 }
 
 static void run_until(bool *done, uint64_t max_usec) {
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + max_usec;
-        while (!*done) {
-                ASSERT(now_usec(CLOCK_MONOTONIC) < deadline);
-                ASSERT_OK(sd_event_run(event, 100 * USEC_PER_MSEC));
-        }
+        loop_run_until(event, done, max_usec);
 }
 
 static void run_for(uint64_t usec) {
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + usec;
-        while (now_usec(CLOCK_MONOTONIC) < deadline)
-                ASSERT_OK(sd_event_run(event, 20 * USEC_PER_MSEC));
+        loop_run_for(event, usec);
 }
 
 static int start(const HttpRequest *req, Result *r, HttpCall **ret) {
@@ -985,7 +886,7 @@ TEST(https) {
         ASSERT(r.error < 0 || r.status >= 400);
 
         result_clear(&r);
-        stop_process(&pid, SIGTERM);
+        peer_stop(&pid, SIGTERM);
 }
 
 static void control(uint16_t port, const char *body) {
@@ -1130,7 +1031,7 @@ TEST(lagoon_api) {
         ASSERT(!r.done);
 
         /* The peer is gone: network errors are retried. */
-        stop_process(&pid, SIGTERM);
+        peer_stop(&pid, SIGTERM);
         ASSERT_OK(lagoon_api_new(client, c, &api));
         api_send(api, complete, &r);
         ASSERT_EQ(r.result, LAGOON_API_RETRY);
@@ -1173,12 +1074,7 @@ int main(int argc, char *argv[]) {
                 server_main(3, 4);
 
         ASSERT(mkdtemp(tmpdir));
-        /* The peers are on loopback: keep any proxy of the environment out of it. */
-        unsetenv("http_proxy");
-        unsetenv("https_proxy");
-        unsetenv("HTTPS_PROXY");
-        unsetenv("ALL_PROXY");
-        unsetenv("all_proxy");
+        peer_unset_proxies();
         log_set_max_level(LOG_DEBUG);
 
         ASSERT_OK(sd_event_new(&event));
@@ -1204,7 +1100,7 @@ int main(int argc, char *argv[]) {
 
         client = http_client_free(client);
         event = sd_event_unref(event);
-        stop_process(&server_pid, SIGKILL);
+        peer_stop(&server_pid, SIGKILL);
         (void) rm_rf(tmpdir);
 
         if (skipped > 0) {
