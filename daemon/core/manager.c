@@ -6,6 +6,7 @@
  * announced (API callback, STATUS=, later the Lagoon outbox). */
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -324,22 +325,30 @@ static int read_task_data(Manager *m, Task *t, const char *annotation, char **re
                 if (!data)
                         return -ENOMEM;
         } else {
+                _cleanup_close_ int dir_fd = -EBADF;
+
                 r = store_container_dir(m->store, t->id, &dir);
                 if (r < 0)
                         return 0;
-                path = path_join(dir, "taskdata/taskData");
+                path = path_join(dir, "taskdata");
                 if (!path)
                         return -ENOMEM;
-                r = read_full_file(path, LAGOON_TASK_DATA_MAX + 4096, &data, &size);
+                /* The task owns this directory: read its file as hostile (no symlink, no
+                 * FIFO, nothing but a regular file, bounded). */
+                dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (dir_fd < 0)
+                        return 0;
+                r = read_regular_file_at(dir_fd, "taskData", LAGOON_TASK_DATA_MAX, &data, &size);
                 if (r == -ENOENT)
                         return 0;
                 if (r == -EFBIG)
                         return asprintf(ret_reason, "taskdata: larger than %u bytes", LAGOON_TASK_DATA_MAX) < 0
                                        ? -ENOMEM
                                        : -E2BIG;
+                if (r == -ELOOP || r == -EBADFD)
+                        return asprintf(ret_reason, "taskdata: not a regular file") < 0 ? -ENOMEM : r;
                 if (r < 0)
-                        return asprintf(ret_reason, "taskdata: cannot read %s: %s", path, strerror(-r)) < 0 ? -ENOMEM
-                                                                                                            : r;
+                        return asprintf(ret_reason, "taskdata: cannot read it: %s", strerror(-r)) < 0 ? -ENOMEM : r;
         }
         r = lagoon_task_data_validate(data, size, &value, &error);
         if (r < 0) {

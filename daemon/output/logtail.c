@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 
 #include "crilog.h"
+#include "fs-util.h"
 #include "journal.h"
 #include "log.h"
 #include "logtail.h"
@@ -348,11 +349,13 @@ static int try_open(LogTail *t) {
         if (t->cri_fd >= 0)
                 return 1;
 
-        fd = open(t->cri_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* The log's directory is the daemon's, but take nothing for granted about what
+         * sits at its name: a regular file only, never a FIFO or a symlink. */
+        fd = open_regular_at(AT_FDCWD, t->cri_path);
         if (fd < 0) {
-                if (errno == ENOENT)
+                if (fd == -ENOENT)
                         return 0;
-                return log_debug_errno(errno, "Failed to open CRI log %s: %m", t->cri_path);
+                return log_debug_errno(fd, "Failed to open CRI log %s: %m", t->cri_path);
         }
         t->cri_fd = TAKE_FD(fd);
 

@@ -488,7 +488,9 @@ static int read_int_file(const char *path, int64_t *ret) {
         long long v;
         int r;
 
-        r = read_full_file(path, SMALL_FILE_MAX, &s, NULL);
+        /* Written by conmon and runc, in a directory the task cannot reach; still read
+         * as a regular file only. */
+        r = read_regular_file_at(AT_FDCWD, path, SMALL_FILE_MAX, &s, NULL);
         if (r < 0)
                 return r;
         s[strcspn(s, "\n")] = 0;

@@ -8,6 +8,13 @@
 
 /* Reads a whole file, NUL-terminated. -EFBIG when it holds more than max_size bytes. */
 int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
+/* For paths a task can write: opens name relative to dir_fd (AT_FDCWD for a path whose
+ * directories only the daemon controls) without following a final symlink (-ELOOP) or
+ * blocking on a FIFO, and only when it is a regular file (-EBADFD otherwise). Returns the
+ * fd, O_RDONLY|O_NONBLOCK. */
+int open_regular_at(int dir_fd, const char *name);
+/* The same, read whole (NUL-terminated); -EFBIG past max_size, checked before reading. */
+int read_regular_file_at(int dir_fd, const char *name, size_t max_size, char **ret, size_t *ret_size);
 /* Durable replace: temporary file in the same directory, fsync, rename, fsync dir. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);

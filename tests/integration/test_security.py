@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Attacks against the real daemon (issue 15): a task's taskData as a symlink to a host
+file or as a FIFO."""
+
+import json
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import lagoon_harness as lh  # noqa: E402
+
+RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"
+
+
+class BusTestCase(harness.TaskdTestCase):
+    """A daemon connected to the file's broker (started on first use)."""
+
+    @classmethod
+    def setUpClass(cls):
+        if lh.missing():
+            raise unittest.SkipTest(lh.missing())
+        if lh.BROKER is None:
+            lh.start_module_broker()
+
+    def setUp(self):
+        super().setUp()
+        self.target = f"it-{os.urandom(3).hex()}"
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+        self.addCleanup(self.peer.close)
+
+    def start_daemon(self, tasks=None, lagoon=None, extra=None, daemon=None):
+        self.write_config(tasks=tasks, daemon=daemon, services={"nginx": {"Bundle": self.bundle}},
+                          extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target, **(lagoon or {})),
+                                 **(extra or {})})
+        d = self.daemon()
+        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
+                           what="the daemon's queues")
+        return d
+
+    def _queue_exists(self, q):
+        try:
+            self.peer.queue_depth(q)
+            return True
+        except Exception:
+            self.peer.close()
+            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+            return False
+
+    def make_image_bundle(self, script, name="runner-image"):
+        with open(os.path.join(self.bundle, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["process"]["args"] = ["/bin/sh", "-c", script]
+        root = cfg["root"]["path"]
+        cfg["root"]["path"] = root if root.startswith("/") else os.path.join(self.bundle, root)
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        return d
+
+    def advanced_message(self, task_id):
+        body, _ = lh.fixture_body("amqp-in-task-advanced.json")
+        body["task"]["id"] = task_id
+        body["advancedTask"]["JSONPayload"] = lh.b64json({})
+        body["advancedTask"]["sshKey"] = False
+        return body
+
+
+class TestTaskData(BusTestCase):
+    """taskData is a file the task controls: the daemon reads it as root, so a symlink
+    must not reach a host file and a FIFO must not block the loop."""
+
+    def test_symlink_to_host_file_is_refused(self):
+        secret = os.path.join(self.tmp, "host-secret.b64")
+        stolen = lh.b64json({"stolen": "host-only"})
+        with open(secret, "w") as f:
+            f.write(stolen)
+        os.chmod(secret, 0o600)
+        # The same path exists only on the host: the symlink resolves there when root
+        # follows it outside the container.
+        image = self.make_image_bundle(f'ln -s {secret} "$LAGOON_TASK_DATA_FILE"; echo linked')
+        self.start_daemon(extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        self.peer.publish(self.advanced_message("s1"), "misc")
+        failed = self.peer.wait_status("s1", "failed")
+        self.assertNotIn("advancedData", failed["meta"])
+        t = self.client.task("s1")
+        self.assertEqual(t["reason"], "taskdata: not a regular file", t)
+        self.assertNotIn("taskData", t)
+        self.assertNotIn(stolen, json.dumps(t))
+        self.assertIn("linked", self.peer.task_logs("s1")[-1]["message"])
+
+    def test_fifo_does_not_block_the_loop(self):
+        # The task leaves a FIFO and ends; with a blocking open() the daemon would wait
+        # for a writer forever (and again after every restart).
+        image = self.make_image_bundle('mkfifo "$LAGOON_TASK_DATA_FILE" && echo made-fifo')
+        d = self.start_daemon(extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        self.peer.publish(self.advanced_message("f1"), "misc")
+        self.peer.wait_status("f1", "failed", timeout=60)
+        self.assertEqual(self.client.task("f1")["reason"], "taskdata: not a regular file")
+        t0 = time.monotonic()
+        self.assertHealthy()
+        self.assertLess(time.monotonic() - t0, 2)
+        # Still answering signals: a clean stop.
+        d.stop()
+
+
+tearDownModule = lh.stop_module_broker
+
+if __name__ == "__main__":
+    harness.main()
