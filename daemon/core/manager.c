@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "debug-stop.h"
 #include "fs-util.h"
 #include "lagoon-message.h"
 #include "launcher-kube.h"
@@ -413,6 +414,7 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         }
         if (m->n_running > 0)
                 m->n_running--;
+        t->launch_step = TASK_LAUNCH_NONE;
         (void) manager_transition(m, mt, to, reason);
 
         mt->container = runtime_container_free(mt->container);
@@ -430,9 +432,36 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         manager_schedule_dispatch(m);
 }
 
-static void on_container_exit(RuntimeContainer *c, int status, void *userdata) {
+static void on_container_exit(RuntimeContainer *c, int status, const char *error, void *userdata) {
         ManagedTask *mt = userdata;
-        manager_task_ended(mt->manager, mt, status, NULL, NULL);
+        _cleanup_free_ char *reason = NULL;
+
+        if (error) {
+                log_error("Task %s: failed to start: %s", mt->task->id, error);
+                if (asprintf(&reason, "launch-error: %s", error) < 0)
+                        reason = NULL;
+        }
+        manager_task_ended(mt->manager, mt, status, error ? reason ?: "launch-error" : NULL, NULL);
+}
+
+/* Recorded before the launcher relies on the step: a restart resumes from it. */
+static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+        int r;
+
+        mt->task->launch_step = step;
+        r = store_save(m->store, mt->task);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to persist launch step %s: %m", mt->task->id,
+                                task_launch_step_to_string(step));
+        log_debug("Task %s: launch step %s.", mt->task->id, task_launch_step_to_string(step));
+        /* A stop asked for while the launch was in flight reached no process. */
+        if (step == TASK_LAUNCH_STARTED && mt->task->kill_usec > 0) {
+                r = runtime_container_kill(mt->container, SIGTERM);
+                if (r < 0 && r != -ESRCH)
+                        log_warning_errno(r, "Task %s: failed to send SIGTERM: %m", mt->task->id);
+        }
 }
 
 static void on_pod_exit(KubePod *p, const KubePodResult *result, void *userdata) {
@@ -656,7 +685,9 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
          * between, the next start finds a running task to adopt and never starts
          * it a second time. */
         m->n_running++;
+        t->launch_step = TASK_LAUNCH_PREPARED;
         (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+        debug_stop_at("prepared");
 
         RuntimeSpec spec = {
                 .config = m->config,
@@ -674,6 +705,7 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
         r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
         if (r < 0) {
                 m->n_running--;
+                t->launch_step = TASK_LAUNCH_NONE;
                 if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
                         reason = NULL;
                 log_error_errno(r, "Task %s: failed to start: %s", t->id, strna(error));
@@ -681,6 +713,7 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
                 return;
         }
+        runtime_container_set_step_callback(mt->container, on_container_step);
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
@@ -1072,6 +1105,24 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                                       : -EOPNOTSUPP; /* node mode was switched off */
         } else if (r >= 0)
                 r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt, &mt->container);
+        if (r == -EAGAIN) {
+                /* Nothing of it ever ran: back to the queue, launched again like any other. */
+                m->n_running--;
+                log_info("Task %s: its launch was interrupted (at step %s) before anything ran; launching it again.",
+                         mt->task->id, task_launch_step_to_string(mt->task->launch_step));
+                r = runtime_container_remove(m->config, mt->task->id, dir);
+                if (r < 0)
+                        log_warning_errno(r, "Task %s: failed to remove what its launch left: %m", mt->task->id);
+                (void) task_requeue(mt->task);
+                if (mt->task->cancel_requested) {
+                        (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
+                        return;
+                }
+                r = store_save(m->store, mt->task);
+                if (r < 0)
+                        log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
+                return;
+        }
         if (r < 0) {
                 _cleanup_free_ char *reason = NULL;
 
@@ -1085,6 +1136,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                 return;
         }
         log_info("Task %s: adopted running %s.", mt->task->id, mt->task->pod ? "pod" : "container");
+        runtime_container_set_step_callback(mt->container, on_container_step);
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", mt->task->id);

@@ -197,6 +197,35 @@ bool task_transition_allowed(TaskStatus from, TaskStatus to) {
         }
 }
 
+static const char *const launch_step_table[_TASK_LAUNCH_STEP_MAX] = {
+        [TASK_LAUNCH_NONE] = "none",
+        [TASK_LAUNCH_PREPARED] = "prepared",
+        [TASK_LAUNCH_CREATED] = "created",
+        [TASK_LAUNCH_STARTED] = "started",
+};
+
+const char *task_launch_step_to_string(TaskLaunchStep s) {
+        return s >= 0 && s < _TASK_LAUNCH_STEP_MAX ? launch_step_table[s] : NULL;
+}
+
+TaskLaunchStep task_launch_step_from_string(const char *s) {
+        for (int i = 0; s && i < _TASK_LAUNCH_STEP_MAX; i++)
+                if (streq(launch_step_table[i], s))
+                        return (TaskLaunchStep) i;
+        return _TASK_LAUNCH_STEP_INVALID;
+}
+
+int task_requeue(Task *t) {
+        if (t->status != TASK_RUNNING)
+                return -EINVAL;
+        t->status = TASK_PENDING;
+        t->started_usec = 0;
+        t->launch_step = TASK_LAUNCH_NONE;
+        t->container_id = mfree(t->container_id);
+        t->reason = mfree(t->reason);
+        return 0;
+}
+
 int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now) {
         int r;
 
@@ -327,6 +356,9 @@ int task_to_record(const Task *t, JsonValue **ret) {
             (r = json_object_set_boolean(o, "timedOut", t->timed_out)) < 0 ||
             (r = json_object_set_string(o, "containerId", t->container_id)) < 0)
                 return r;
+        if (t->launch_step != TASK_LAUNCH_NONE &&
+            (r = json_object_set_string(o, "launchStep", task_launch_step_to_string(t->launch_step))) < 0)
+                return r;
         if (t->image && ((r = json_object_set_boolean(o, "deployerToken", t->deployer_token)) < 0 ||
                          (r = json_object_set_boolean(o, "sshKey", t->ssh_key)) < 0))
                 return r;
@@ -403,6 +435,11 @@ int task_from_json(const JsonValue *v, Task **ret) {
         if (t->image && ((r = get_bool(v, "deployerToken", &t->deployer_token)) < 0 ||
                          (r = get_bool(v, "sshKey", &t->ssh_key)) < 0))
                 return r;
+        if (json_get(v, "launchStep")) {
+                t->launch_step = task_launch_step_from_string(json_get_string(v, "launchStep"));
+                if (t->launch_step < 0)
+                        return -EBADMSG;
+        }
         if (json_get(v, "lagoon")) {
                 const char *rep = json_get_string(v, "reported");
 

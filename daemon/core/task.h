@@ -29,6 +29,20 @@ typedef enum TaskStatus {
 
 #define TASK_ID_MAX 128
 
+/* How far the launch of a running task got, recorded before the launcher relies on the
+ * step's effect, so a restarted daemon resumes from it (README, "Launch"). */
+typedef enum TaskLaunchStep {
+        TASK_LAUNCH_NONE,     /* not launched, or a record from before steps were recorded */
+        TASK_LAUNCH_PREPARED, /* slot taken; the container dir and conmon may exist */
+        TASK_LAUNCH_CREATED,  /* conmon reported the container created; start may have run */
+        TASK_LAUNCH_STARTED,  /* the runtime started it: it runs (or ran) */
+        _TASK_LAUNCH_STEP_MAX,
+        _TASK_LAUNCH_STEP_INVALID = -EINVAL,
+} TaskLaunchStep;
+
+const char *task_launch_step_to_string(TaskLaunchStep s);
+TaskLaunchStep task_launch_step_from_string(const char *s);
+
 typedef struct Task {
         char *id;   /* [A-Za-z0-9_.-]{1,128}, not starting with '.' */
         char *name; /* Lagoon task name, e.g. "lagoon-task-abc123"; defaults to id */
@@ -51,8 +65,9 @@ typedef struct Task {
         uint64_t timeout_usec;  /* from start; USEC_INFINITY = none */
         uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
 
-        char *container_id; /* runtime container id while launched */
-        char *pod;          /* API-pod tasks: the pod's name (in namespace) */
+        TaskLaunchStep launch_step; /* while running (record only) */
+        char *container_id;         /* runtime container id while launched */
+        char *pod;                  /* API-pod tasks: the pod's name (in namespace) */
 
         /* Advanced tasks: a runner image run with its own entrypoint instead of
          * service + command (both NULL then). */
@@ -107,6 +122,10 @@ bool task_transition_allowed(TaskStatus from, TaskStatus to);
 /* Moves t to status `to` with an optional reason; sets started/finished timestamps
  * (now_usec, CLOCK_REALTIME). -EINVAL if not allowed (t unchanged). */
 int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now);
+/* A running task whose launch never got as far as running anything goes back to the
+ * queue (a restart found nothing of its container): pending, launch step and start time
+ * cleared. -EINVAL when not running. */
+int task_requeue(Task *t);
 
 /* JSON form. queue_position > 0 is included as "queuePosition" (pending tasks). */
 int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);

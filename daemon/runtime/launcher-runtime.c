@@ -32,6 +32,7 @@
 
 #include "bundle.h"
 #include "cgroup.h"
+#include "debug-stop.h"
 #include "fs-util.h"
 #include "json.h"
 #include "launcher-runtime.h"
@@ -54,8 +55,23 @@ struct RuntimeContainer {
         char *exit_dir;
         char *exit_path;
         char *log_path;
-        char *runtime; /* absolute path */
+        char *sync_path;  /* conmon's report on create: a file, so it outlives the daemon */
+        char *err_path;   /* conmon's stderr, also a file */
+        char *spawn_path; /* the PID of conmon's first process, written before its exec */
+        char *runtime;    /* absolute path */
         char **runtime_args;
+
+        /* The launch, one event source per step (README, "Launch"). */
+        TaskLaunchStep step;
+        bool adopting;                  /* resumed by a restarted daemon: a refused start is fine */
+        sd_event_source *spawn_source;  /* conmon's first process (our child) */
+        sd_event_source *sync_source;   /* inotify on sync_path */
+        sd_event_source *start_source;  /* "<runtime> start" (our child) */
+        sd_event_source *resume_source; /* a restart's next step, from the loop */
+        sd_event_source *timeout_source;
+        int start_err_fd;
+        bool exit_pending; /* the exit file came before start was reaped */
+        int pending_status;
 
         pid_t conmon_pid;
         int conmon_pidfd;
@@ -63,8 +79,10 @@ struct RuntimeContainer {
         sd_event_source *conmon_source; /* io on conmon_pidfd */
         sd_event_source *defer_source;  /* a result known before the loop runs */
         int deferred_status;
+        char *deferred_error;
 
         runtime_exit_cb_t cb;
+        runtime_step_cb_t step_cb;
         void *userdata;
         bool finished;
 };
@@ -132,9 +150,25 @@ static int fd_move_above_stdio(int fd) {
         return nfd < 0 ? -errno : nfd;
 }
 
-static _noreturn_ void
-child_exec(const char *path, char *const *argv, char *const *envp, int null_fd, int stderr_fd, int pass_fd) {
+/* How a child is set up besides argv and environment. */
+typedef struct ChildSetup {
+        int pass_fd;          /* becomes fd 3 when >= 0 */
+        int stderr_fd;        /* its stderr when >= 0; else a pipe the caller reads */
+        const char *pid_file; /* the child writes its PID there (O_EXCL) before exec */
+        bool stdout_to_stderr;
+        bool new_session; /* setsid(): no signal to the daemon's process group reaches it */
+} ChildSetup;
+
+#define CHILD_SETUP_NULL ((ChildSetup){.pass_fd = -EBADF, .stderr_fd = -EBADF})
+
+static _noreturn_ void child_exec(const char *path,
+                                  char *const *argv,
+                                  char *const *envp,
+                                  int null_fd,
+                                  int stderr_fd,
+                                  const ChildSetup *setup) {
         struct sigaction sa = {.sa_handler = SIG_DFL};
+        int pass_fd = setup->pass_fd;
         sigset_t ss;
 
         /* An sd-event daemon blocks the signals it handles and may ignore SIGPIPE; both
@@ -145,7 +179,19 @@ child_exec(const char *path, char *const *argv, char *const *envp, int null_fd, 
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) sigaction(sig, &sa, NULL);
 
-        if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 || dup2(stderr_fd, STDERR_FILENO) < 0)
+        if (setup->new_session && setsid() < 0)
+                _exit(127);
+        if (setup->pid_file) {
+                char buf[32];
+                int fd = open(setup->pid_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                int n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
+
+                if (fd < 0 || write(fd, buf, (size_t) n) != n)
+                        _exit(127);
+                (void) close(fd);
+        }
+        if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(setup->stdout_to_stderr ? stderr_fd : null_fd, STDOUT_FILENO) < 0 ||
+            dup2(stderr_fd, STDERR_FILENO) < 0)
                 _exit(127);
         if (pass_fd >= 0) {
                 if (pass_fd == 3) {
@@ -162,9 +208,9 @@ child_exec(const char *path, char *const *argv, char *const *envp, int null_fd, 
 }
 
 typedef struct Child {
-        pid_t pid;  /* 0 once reaped */
+        pid_t pid;  /* 0 once reaped (or handed to an event source) */
         int pidfd;  /* of the forked child */
-        int err_fd; /* read end of its stderr */
+        int err_fd; /* read end of its stderr, unless it was given one */
         int status; /* exit status, 128+N when killed by signal N */
 } Child;
 
@@ -181,9 +227,10 @@ static void child_done(Child *ch) {
         ch->err_fd = safe_close(ch->err_fd);
 }
 
-/* Forks path with argv; stdin and stdout are /dev/null, stderr a pipe kept in ch->err_fd,
- * pass_fd (when >= 0) becomes fd 3. The environment is PATH plus extra_env only. */
-static int child_spawn(const char *path, char *const *argv, char *const *extra_env, int pass_fd, Child *ret) {
+/* Forks path with argv; stdin and stdout are /dev/null, stderr setup->stderr_fd or a pipe
+ * kept in ch->err_fd. The environment is PATH plus extra_env only. */
+static int
+child_spawn(const char *path, char *const *argv, char *const *extra_env, const ChildSetup *setup, Child *ret) {
         _cleanup_strv_free_ char **env = NULL;
         _cleanup_close_ int null_fd = -EBADF, err_r = -EBADF, err_w = -EBADF;
         _cleanup_free_ char *path_env = NULL;
@@ -206,20 +253,26 @@ static int child_spawn(const char *path, char *const *argv, char *const *extra_e
         null_fd = fd_move_above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC | O_NOCTTY));
         if (null_fd < 0)
                 return null_fd == -1 ? -errno : null_fd;
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        err_r = pipefd[0];
-        err_w = fd_move_above_stdio(pipefd[1]);
-        if (err_w < 0)
-                return err_w;
-        if (fcntl(err_r, F_SETFL, O_NONBLOCK) < 0)
-                return -errno;
+        if (setup->stderr_fd >= 0) {
+                err_w = fd_move_above_stdio(fcntl(setup->stderr_fd, F_DUPFD_CLOEXEC, 3));
+                if (err_w < 0)
+                        return err_w == -1 ? -errno : err_w;
+        } else {
+                if (pipe2(pipefd, O_CLOEXEC) < 0)
+                        return -errno;
+                err_r = pipefd[0];
+                err_w = fd_move_above_stdio(pipefd[1]);
+                if (err_w < 0)
+                        return err_w;
+                if (fcntl(err_r, F_SETFL, O_NONBLOCK) < 0)
+                        return -errno;
+        }
 
         pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0)
-                child_exec(path, argv, env, null_fd, err_w, pass_fd);
+                child_exec(path, argv, env, null_fd, err_w, setup);
 
         pidfd = pidfd_open_pid(pid); /* our unreaped child: the pid cannot be reused */
         *ret = (Child){
@@ -233,6 +286,29 @@ static int child_spawn(const char *path, char *const *argv, char *const *extra_e
                 child_done(ret);
                 return r;
         }
+        return 0;
+}
+
+static int child_status(const siginfo_t *si) {
+        return si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
+}
+
+/* Hands the child to an event source, which reaps it (and kills it when dropped first). */
+static int child_watch(RuntimeContainer *c,
+                       Child *ch,
+                       sd_event_child_handler_t handler,
+                       const char *description,
+                       sd_event_source **ret) {
+        int r;
+
+        r = sd_event_add_child_pidfd(c->event, ret, ch->pidfd, WEXITED, handler, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_child_pidfd_own(*ret, true);
+        (void) sd_event_source_set_child_process_own(*ret, true);
+        (void) sd_event_source_set_description(*ret, description);
+        ch->pidfd = -EBADF;
+        ch->pid = 0;
         return 0;
 }
 
@@ -453,7 +529,7 @@ runtime_run(const char *runtime, char *const *runtime_args, const char *verb, ch
         if (r < 0)
                 return r;
 
-        r = child_spawn(runtime, argv, NULL, -EBADF, &ch);
+        r = child_spawn(runtime, argv, NULL, &CHILD_SETUP_NULL, &ch);
         if (r < 0) {
                 set_error(ret_error, "failed to run %s %s: %s", runtime, verb, strerror(-r));
                 return r;
@@ -592,34 +668,61 @@ static void conmon_stop(const char *dir, const char *id, uint64_t timeout) {
 
 /* ---- the watch on a container's end --------------------------------------------------- */
 
-static void container_finish(RuntimeContainer *c, int status) {
-        if (c->finished)
-                return;
-        c->finished = true;
+static void container_drop_sources(RuntimeContainer *c) {
         c->exit_source = sd_event_source_disable_unref(c->exit_source);
         c->conmon_source = sd_event_source_disable_unref(c->conmon_source);
         c->defer_source = sd_event_source_disable_unref(c->defer_source);
+        /* Children still running are killed and reaped with their sources. */
+        c->spawn_source = sd_event_source_disable_unref(c->spawn_source);
+        c->sync_source = sd_event_source_disable_unref(c->sync_source);
+        c->start_source = sd_event_source_disable_unref(c->start_source);
+        c->resume_source = sd_event_source_disable_unref(c->resume_source);
+        c->timeout_source = sd_event_source_disable_unref(c->timeout_source);
+        c->start_err_fd = safe_close(c->start_err_fd);
         c->conmon_pidfd = safe_close(c->conmon_pidfd);
-        log_debug("Container %s ended with %s %d.", c->id, status >= 0 ? "status" : "error", status);
+}
+
+/* status >= 0: the container's exit status; < 0: lost, or (error set) the launch failed. */
+static void container_finish(RuntimeContainer *c, int status, const char *error) {
+        if (c->finished)
+                return;
+        c->finished = true;
+        container_drop_sources(c);
+        log_debug("Container %s ended with %s %d%s%s.", c->id, status >= 0 ? "status" : "error", status,
+                  error ? ": " : "", strempty(error));
         /* Last: the callback may free c. */
         if (c->cb)
-                c->cb(c, status, c->userdata);
+                c->cb(c, status, error, c->userdata);
+}
+
+static _printf_(3, 4) void launch_fail(RuntimeContainer *c, int r, const char *format, ...) {
+        _cleanup_free_ char *error = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        if (vasprintf(&error, format, ap) < 0)
+                error = NULL;
+        va_end(ap);
+        container_finish(c, r, error ?: strerror(-r));
 }
 
 static int on_deferred(sd_event_source *s, void *userdata) {
         RuntimeContainer *c = userdata;
+        _cleanup_free_ char *error = TAKE_PTR(c->deferred_error);
 
-        container_finish(c, c->deferred_status);
+        container_finish(c, c->deferred_status, error);
         return 0;
 }
 
 /* Delivers a result already known from the event loop, never from inside start/adopt. */
-static int container_defer(RuntimeContainer *c, int status) {
+static int container_defer(RuntimeContainer *c, int status, const char *error) {
         int r;
 
         if (c->defer_source)
                 return 0;
         c->deferred_status = status;
+        if (error && !(c->deferred_error = strdup(error)))
+                return -ENOMEM;
         r = sd_event_add_defer(c->event, &c->defer_source, on_deferred, c);
         if (r < 0)
                 return r;
@@ -627,26 +730,50 @@ static int container_defer(RuntimeContainer *c, int status) {
         return 0;
 }
 
+static void container_ended(RuntimeContainer *c, int status) {
+        /* A quick container may end before "<runtime> start" is reaped: its step first. */
+        if (c->start_source) {
+                c->exit_pending = true;
+                c->pending_status = status;
+                return;
+        }
+        container_finish(c, status, NULL);
+}
+
 static int on_exit_dir(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
         RuntimeContainer *c = userdata;
         int status;
 
-        if (c->finished || c->defer_source)
+        if (c->finished || c->defer_source || c->exit_pending)
                 return 0;
         if (!(ev->mask & IN_Q_OVERFLOW) && ev->len > 0 && !streq(ev->name, c->id))
                 return 0; /* conmon's temporary file before the rename */
         if (read_exit_file(c->exit_path, &status) < 0)
                 return 0;
-        container_finish(c, status);
+        container_ended(c, status);
         return 0;
 }
+
+/* conmon's stderr, for a failure without a report. */
+static char *conmon_error_text(RuntimeContainer *c) {
+        _cleanup_free_ char *err = NULL;
+
+        if (read_full_file(c->err_path, CHILD_OUTPUT_MAX, &err, NULL) < 0)
+                return NULL;
+        return runtime_error_text(err);
+}
+
+static void launch_advance(RuntimeContainer *c);
 
 static int on_conmon_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         RuntimeContainer *c = userdata;
         int status, r;
 
-        if (c->finished || c->defer_source)
+        if (c->finished || c->defer_source || c->exit_pending)
                 return 0;
+        c->conmon_source = sd_event_source_disable_unref(c->conmon_source);
+        if (c->step == TASK_LAUNCH_PREPARED)
+                return launch_advance(c), 0; /* a report it left, or none */
         /* conmon writes the exit file before it exits, so it is there if it ever will be. */
         r = read_exit_file(c->exit_path, &status);
         if (r < 0) {
@@ -654,7 +781,7 @@ static int on_conmon_exit(sd_event_source *s, int fd, uint32_t revents, void *us
                             (int) c->conmon_pid);
                 status = -ESRCH;
         }
-        container_finish(c, status);
+        container_ended(c, status);
         return 0;
 }
 
@@ -673,6 +800,7 @@ static int container_new(sd_event *e,
         if (!c)
                 return -ENOMEM;
         c->conmon_pidfd = -EBADF;
+        c->start_err_fd = -EBADF;
         c->event = sd_event_ref(e);
         c->cb = cb;
         c->userdata = userdata;
@@ -683,7 +811,10 @@ static int container_new(sd_event *e,
         c->dir = strdup(dir);
         c->exit_dir = path_join(dir, "exit");
         c->log_path = path_join(dir, "ctr.log");
-        if (!c->dir || !c->exit_dir || !c->log_path)
+        c->sync_path = path_join(dir, "sync");
+        c->err_path = path_join(dir, "conmon.err");
+        c->spawn_path = path_join(dir, "conmon-spawn.pid");
+        if (!c->dir || !c->exit_dir || !c->log_path || !c->sync_path || !c->err_path || !c->spawn_path)
                 return -ENOMEM;
         c->exit_path = path_join(c->exit_dir, c->id);
         if (!c->exit_path)
@@ -713,7 +844,7 @@ static int container_watch_exit_dir(RuntimeContainer *c) {
         return 0;
 }
 
-/* -ESRCH when conmon is not (any longer) running. */
+/* -ESRCH when conmon is not (any longer) running, -ENOENT when it never said its PID. */
 static int container_watch_conmon(RuntimeContainer *c) {
         int r;
 
@@ -734,10 +865,10 @@ static int container_check_now(RuntimeContainer *c, bool conmon_watched) {
         int status;
 
         if (read_exit_file(c->exit_path, &status) >= 0)
-                return container_defer(c, status);
+                return container_defer(c, status, NULL);
         if (!conmon_watched) {
                 log_warning("Container %s: conmon is gone and left no exit file; the container is lost.", c->id);
-                return container_defer(c, -ESRCH);
+                return container_defer(c, -ESRCH, NULL);
         }
         return 0;
 }
@@ -745,19 +876,232 @@ static int container_check_now(RuntimeContainer *c, bool conmon_watched) {
 RuntimeContainer *runtime_container_free(RuntimeContainer *c) {
         if (!c)
                 return NULL;
-        sd_event_source_disable_unref(c->exit_source);
-        sd_event_source_disable_unref(c->conmon_source);
-        sd_event_source_disable_unref(c->defer_source);
-        safe_close(c->conmon_pidfd);
+        container_drop_sources(c);
         sd_event_unref(c->event);
         free(c->id);
         free(c->dir);
         free(c->exit_dir);
         free(c->exit_path);
         free(c->log_path);
+        free(c->sync_path);
+        free(c->err_path);
+        free(c->spawn_path);
         free(c->runtime);
+        free(c->deferred_error);
         strv_free(c->runtime_args);
         return mfree(c);
+}
+
+void runtime_container_set_step_callback(RuntimeContainer *c, runtime_step_cb_t cb) {
+        if (c)
+                c->step_cb = cb;
+}
+
+/* ---- the launch, step by step on the event loop ------------------------------------------ */
+
+/* conmon's report in the sync file: 1 and *ret_error NULL when the container was created,
+ * 1 and *ret_error set when the create failed, 0 when there is no (whole) report yet. */
+static int launch_read_sync(RuntimeContainer *c, char **ret_error) {
+        _cleanup_free_ char *s = NULL, *text = NULL;
+        size_t size = 0;
+        int64_t pid;
+        int r;
+
+        *ret_error = NULL;
+        r = read_full_file(c->sync_path, CHILD_OUTPUT_MAX, &s, &size);
+        if (r < 0 || !memchr(s, '\n', size))
+                return 0; /* conmon writes one line at once */
+        r = runtime_parse_sync_message(s, size, &pid, &text);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -EIO) {
+                if (asprintf(ret_error, "%s create: %s", c->runtime,
+                             text ?: "failed without error output (see conmon's messages in the system log)") < 0)
+                        return -ENOMEM;
+                return 1;
+        }
+        if (r < 0) {
+                if (asprintf(ret_error, "unexpected message from conmon: %.*s", 256, s) < 0)
+                        return -ENOMEM;
+                return 1;
+        }
+        log_debug("Container %s created, init PID %" PRIi64 ".", c->id, pid);
+        return 1;
+}
+
+static void launch_step(RuntimeContainer *c, TaskLaunchStep step, const char *debug_point) {
+        c->step = step;
+        /* The manager records the step before anything relies on it. */
+        if (c->step_cb)
+                c->step_cb(c, step, c->userdata);
+        debug_stop_at(debug_point);
+}
+
+static int on_start_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        RuntimeContainer *c = userdata;
+        _cleanup_free_ char *err = NULL, *text = NULL;
+        size_t size = 0;
+        int status = child_status(si);
+
+        c->start_source = sd_event_source_disable_unref(c->start_source);
+        if (c->start_err_fd >= 0)
+                drain_fd(c->start_err_fd, &err, &size);
+        c->start_err_fd = safe_close(c->start_err_fd);
+        if (status != 0) {
+                text = runtime_error_text(err);
+                if (!c->adopting && !c->exit_pending)
+                        return launch_fail(c, -EIO, "%s start failed (exit status %d): %s", c->runtime, status,
+                                           text ?: "no error output"),
+                               0;
+                /* Resumed: the earlier daemon's start may well have run; its end is watched. */
+                log_debug("Container %s: not in created state: %s", c->id, strna(text));
+        } else if (c->adopting)
+                log_info("Container %s: started it (its start was interrupted).", c->id);
+        c->timeout_source = sd_event_source_disable_unref(c->timeout_source);
+        launch_step(c, TASK_LAUNCH_STARTED, "started");
+        if (c->exit_pending)
+                container_finish(c, c->pending_status, NULL);
+        return 0;
+}
+
+static void launch_start(RuntimeContainer *c) {
+        _cleanup_strv_free_ char **argv = NULL;
+        Child ch = CHILD_NULL;
+        int r;
+
+        r = strv_extend(&argv, c->runtime);
+        for (char *const *a = c->runtime_args; r >= 0 && a && *a; a++)
+                r = strv_extend(&argv, *a);
+        if (r >= 0)
+                r = strv_extend(&argv, "start");
+        if (r >= 0)
+                r = strv_extend(&argv, c->id);
+        if (r >= 0)
+                r = child_spawn(c->runtime, argv, NULL, &CHILD_SETUP_NULL, &ch);
+        if (r >= 0) {
+                c->start_err_fd = TAKE_FD(ch.err_fd);
+                r = child_watch(c, &ch, on_start_exit, "container-start", &c->start_source);
+        }
+        child_done(&ch);
+        if (r < 0)
+                launch_fail(c, r, "failed to run %s start: %s", c->runtime, strerror(-r));
+}
+
+/* After conmon's first process or the monitor moved: created, failed, or still waiting. */
+static void launch_advance(RuntimeContainer *c) {
+        _cleanup_free_ char *error = NULL, *text = NULL;
+        int r;
+
+        if (c->finished || c->step != TASK_LAUNCH_PREPARED)
+                return;
+        r = launch_read_sync(c, &error);
+        if (r < 0)
+                return launch_fail(c, r, "reading conmon's report: %s", strerror(-r));
+        if (r > 0 && error)
+                return launch_fail(c, -EIO, "%s", error);
+        if (r > 0) {
+                if (c->spawn_source)
+                        return; /* conmon.pid comes with the first process's exit */
+                c->sync_source = sd_event_source_disable_unref(c->sync_source);
+                if (!c->conmon_source)
+                        return launch_fail(c, -ESRCH, "conmon exited right after creating the container");
+                launch_step(c, TASK_LAUNCH_CREATED, "created");
+                return launch_start(c);
+        }
+        if (c->spawn_source || c->conmon_source)
+                return; /* the report is still to come */
+        text = conmon_error_text(c);
+        launch_fail(c, -EIO, "%s create failed: %s", c->runtime, text ?: "conmon left without a report");
+}
+
+static int on_sync(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        launch_advance(userdata);
+        return 0;
+}
+
+/* conmon's first process forked the monitor (and wrote its PID) or failed. */
+static void launch_spawned(RuntimeContainer *c, int status) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (status != 0) {
+                text = conmon_error_text(c);
+                if (status == 127 && !text)
+                        return launch_fail(c, -EIO, "failed to execute conmon");
+                return launch_fail(c, -EIO, "conmon failed (exit status %d): %s", status, text ?: "no error output");
+        }
+        r = container_watch_conmon(c);
+        if (r < 0 && r != -ESRCH && r != -ENOENT)
+                return launch_fail(c, r, "watching conmon: %s", strerror(-r));
+        launch_advance(c);
+}
+
+static int on_spawn_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        RuntimeContainer *c = userdata;
+
+        c->spawn_source = sd_event_source_disable_unref(c->spawn_source);
+        launch_spawned(c, child_status(si));
+        return 0;
+}
+
+/* A restarted daemon found conmon's first process still running: not its child. */
+static int on_foreign_spawn_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        RuntimeContainer *c = userdata;
+
+        c->spawn_source = sd_event_source_disable_unref(c->spawn_source);
+        /* Its status is not ours to read; conmon.pid says whether it got as far. */
+        launch_spawned(c, 0);
+        return 0;
+}
+
+static int on_launch_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        RuntimeContainer *c = userdata;
+
+        c->timeout_source = sd_event_source_disable_unref(c->timeout_source);
+        if (c->step >= TASK_LAUNCH_STARTED)
+                return 0;
+        launch_fail(c, -ETIMEDOUT, "the container was not %s within %" PRIu64 " s",
+                    c->step == TASK_LAUNCH_PREPARED ? "created" : "started", RUNTIME_TIMEOUT_USEC / USEC_PER_SEC);
+        return 0;
+}
+
+static int launch_arm(RuntimeContainer *c) {
+        int r;
+
+        r = sd_event_add_time_relative(c->event, &c->timeout_source, CLOCK_MONOTONIC, RUNTIME_TIMEOUT_USEC,
+                                       100 * USEC_PER_MSEC, on_launch_timeout, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(c->timeout_source, "container-launch-timeout");
+        if (c->step == TASK_LAUNCH_PREPARED) {
+                r = sd_event_add_inotify(c->event, &c->sync_source, c->sync_path, IN_MODIFY | IN_CLOSE_WRITE, on_sync,
+                                         c);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(c->sync_source, "container-sync");
+        }
+        return 0;
+}
+
+static int on_resume(sd_event_source *s, void *userdata) {
+        RuntimeContainer *c = userdata;
+
+        c->resume_source = sd_event_source_disable_unref(c->resume_source);
+        if (c->step == TASK_LAUNCH_PREPARED)
+                launch_advance(c);
+        else if (c->step == TASK_LAUNCH_CREATED)
+                launch_start(c);
+        return 0;
+}
+
+static int launch_resume_soon(RuntimeContainer *c) {
+        int r;
+
+        r = sd_event_add_defer(c->event, &c->resume_source, on_resume, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(c->resume_source, "container-resume");
+        return 0;
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
@@ -856,18 +1200,17 @@ static int make_annotations(const Task *t, char ***ret) {
         return 0;
 }
 
-/* Spawns conmon, which runs "<runtime> create", and waits for its report. Synchronous
- * (bounded by RUNTIME_TIMEOUT_USEC): create is quick and this keeps the start a single
- * step for the manager. conmon's first process exits right after forking the monitor;
- * it is reaped here, the monitor is reparented to init. */
+/* Spawns conmon, which runs "<runtime> create" and reports on the sync fd; the report is
+ * watched from the loop. Nothing of conmon is tied to the daemon: its report and stderr go
+ * to files and it has its own session. With pipes, a daemon killed during the create
+ * took conmon with it (conmon 2.1.6 dies of SIGPIPE writing its report to a pipe nobody
+ * reads), leaving a created container that nobody watched and that a restart started
+ * into the void. */
 static int conmon_spawn(RuntimeContainer *c, const Config *config, const char *conmon, char **ret_error) {
         _cleanup_strv_free_ char **argv = NULL;
-        _cleanup_free_ char *socket_dir = NULL, *pidfile = NULL, *conmon_pidfile = NULL, *log_arg = NULL, *err = NULL,
-                            *sync = NULL, *text = NULL;
-        _cleanup_close_ int sync_r = -EBADF, sync_w = -EBADF;
+        _cleanup_free_ char *socket_dir = NULL, *pidfile = NULL, *conmon_pidfile = NULL, *log_arg = NULL;
+        _cleanup_close_ int sync_fd = -EBADF, err_fd = -EBADF;
         Child ch = CHILD_NULL;
-        int pipefd[2];
-        int64_t data;
         int r;
 
         socket_dir = path_join(config->runtime_dir ?: "/run/lagoon-taskd", "conmon");
@@ -901,83 +1244,45 @@ static int conmon_spawn(RuntimeContainer *c, const Config *config, const char *c
                         return r;
         }
 
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        sync_r = pipefd[0];
-        sync_w = fd_move_above_stdio(pipefd[1]);
-        if (sync_w < 0)
-                return sync_w;
+        sync_fd = fd_move_above_stdio(open(c->sync_path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+        if (sync_fd < 0)
+                r = sync_fd == -1 ? -errno : sync_fd;
+        else {
+                err_fd = open(c->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+                r = err_fd < 0 ? -errno : 0;
+        }
+        if (r < 0) {
+                set_error(ret_error, "creating conmon's report files in %s: %s", c->dir, strerror(-r));
+                return r;
+        }
+        /* Armed before conmon runs, so no report is missed. */
+        r = launch_arm(c);
+        if (r < 0) {
+                set_error(ret_error, "watching %s: %s", c->sync_path, strerror(-r));
+                return r;
+        }
 
-        r = child_spawn(conmon, argv, STRV("_OCI_SYNCPIPE=3"), sync_w, &ch);
+        ChildSetup setup = {
+                .pass_fd = sync_fd,
+                .stderr_fd = err_fd,
+                .pid_file = c->spawn_path, /* a restart looks for it before conmon.pid exists */
+                .new_session = true,
+        };
+        r = child_spawn(conmon, argv, STRV("_OCI_SYNCPIPE=3"), &setup, &ch);
+        if (r >= 0)
+                r = child_watch(c, &ch, on_spawn_exit, "conmon-spawn", &c->spawn_source);
+        child_done(&ch);
         if (r < 0) {
                 set_error(ret_error, "failed to spawn %s: %s", conmon, strerror(-r));
                 return r;
         }
-        /* Only conmon may hold the write end, so its death shows as EOF. */
-        sync_w = safe_close(sync_w);
-
-        r = child_wait(&ch, sync_r, now_usec(CLOCK_MONOTONIC) + RUNTIME_TIMEOUT_USEC, &err, &sync);
-        child_done(&ch);
-        if (r == -ETIMEDOUT) {
-                conmon_stop(c->dir, c->id, 0);
-                set_error(ret_error, "conmon did not report the container created within %" PRIu64 " s",
-                          RUNTIME_TIMEOUT_USEC / USEC_PER_SEC);
-                return r;
-        }
-        if (r < 0)
-                return r;
-
-        if (isempty(sync)) {
-                text = runtime_error_text(err);
-
-                /* conmon's first process failed (bad arguments…), or the runtime failed
-                 * without a word and conmon left without a report. */
-                if (ch.status == 127 && !text)
-                        set_error(ret_error, "failed to execute %s", conmon);
-                else if (ch.status != 0)
-                        set_error(ret_error, "%s failed (exit status %d): %s", conmon, ch.status,
-                                  text ?: "no error output");
-                else
-                        set_error(ret_error, "%s create failed: no error output (conmon left without a report)",
-                                  c->runtime);
-                return -EIO;
-        }
-
-        r = runtime_parse_sync_message(sync, strlen(sync), &data, &text);
-        if (r == -EIO) {
-                set_error(ret_error, "%s create: %s", c->runtime,
-                          text ?: "failed without error output (see conmon's messages in the system log)");
-                return r;
-        }
-        if (r < 0) {
-                set_error(ret_error, "unexpected message from conmon: %.*s", 256, sync);
-                return r;
-        }
-        log_debug("Container %s created, init PID %" PRIi64 ".", c->id, data);
+        debug_stop_at("spawned");
         return 0;
 }
 
-static int start_steps(sd_event *e,
-                       const RuntimeSpec *spec,
-                       runtime_exit_cb_t cb,
-                       void *userdata,
-                       RuntimeContainer **ret_c,
-                       bool *made_dir,
-                       char **ret_error) {
-        static const ServiceConfig no_service = {.seccomp = SECCOMP_MODE_AUTO};
-        const Config *config = spec->config;
-        const ServiceConfig *svc = spec->service ?: &no_service;
+/* What a launch needs that is not in the service's bundle; the reason when it is wrong. */
+static int start_check(const RuntimeSpec *spec, const char *bundle_dir, const char *service_name, char **ret_error) {
         const Task *t = spec->task;
-        const char *bundle_dir = spec->service_bundle_dir ?: svc->bundle, *service_name = svc->name ?: t->service;
-        _cleanup_(json_freep) JsonValue *service_config = NULL, *task_config = NULL, *profile = NULL;
-        _cleanup_free_ char *lower = NULL, *rootfs = NULL, *hostname = NULL, *cgroups_path = NULL, *text = NULL,
-                            *config_path = NULL, *conmon = NULL, *runtime = NULL, *error = NULL, *parent = NULL;
-        _cleanup_strv_free_ char **args = NULL, **annotations = NULL;
-        RuntimeContainer *c;
-        uint64_t t0, t1;
-        size_t size = 0;
-        bool watched;
-        int r;
 
         if (isempty(bundle_dir)) {
                 set_error(ret_error, "service %s has no bundle", strna(service_name));
@@ -993,47 +1298,14 @@ static int start_steps(sd_event *e,
                 set_error(ret_error, "task has no valid id or no command");
                 return -EINVAL;
         }
+        return 0;
+}
 
-        r = find_executable(config->runtime ?: "runc", &runtime);
-        if (r < 0) {
-                set_error(ret_error, "runtime %s: %s", strna(config->runtime), strerror(-r));
-                return r;
-        }
-        r = container_new(e, config, runtime, t->id, spec->container_dir, cb, userdata, ret_c);
-        if (r < 0)
-                return r;
-        c = *ret_c;
-        r = find_executable(config->conmon ?: "conmon", &conmon);
-        if (r < 0) {
-                set_error(ret_error, "conmon %s: %s", strna(config->conmon), strerror(-r));
-                return r;
-        }
+/* The container dir and its exit/: made here, so a failed start may remove it, and only then. */
+static int container_dir_make(RuntimeContainer *c, bool *made_dir, char **ret_error) {
+        _cleanup_free_ char *parent = NULL;
+        int r;
 
-        r = bundle_read_config(bundle_dir, &service_config, &error);
-        if (r < 0) {
-                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
-                return r;
-        }
-        if (spec->service_rootfs) {
-                lower = strdup(spec->service_rootfs);
-                r = lower ? 0 : -ENOMEM;
-        } else
-                r = bundle_rootfs_path(bundle_dir, service_config, &lower);
-        if (r < 0) {
-                set_error(ret_error, "service %s: no usable root.path: %s", strna(service_name), strerror(-r));
-                return r;
-        }
-        if (svc->seccomp == SECCOMP_MODE_PROFILE) {
-                error = mfree(error);
-                r = seccomp_profile_load(svc->seccomp_profile, &profile, &error);
-                if (r < 0) {
-                        set_error(ret_error, "seccomp profile of service %s: %s", strna(service_name),
-                                  error ?: strerror(-r));
-                        return r;
-                }
-        }
-
-        /* The container dir: made here, so a failed start may remove it, and only then. */
         parent = strdup(c->dir);
         if (!parent)
                 return -ENOMEM;
@@ -1059,14 +1331,43 @@ static int start_steps(sd_event *e,
                 set_error(ret_error, "creating %s: %s", c->exit_dir, strerror(-r));
                 return r;
         }
+        return 0;
+}
 
-        r = mount_overlay(lower, c->dir, ret_error);
-        if (r < 0)
-                return r;
+/* Not fsync'd: a launch that dies before conmon was spawned is prepared again from
+ * scratch by the restart, and a container does not outlive a power loss either. */
+static int write_config_file(const char *path, const char *text, size_t size) {
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
+        if (fd < 0)
+                return -errno;
+        for (size_t done = 0; done < size;) {
+                ssize_t n = write(fd, text + done, size - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+/* The task's config.json, derived from the service's (see bundle_derive()). */
+static int bundle_make(RuntimeContainer *c,
+                       const RuntimeSpec *spec,
+                       const ServiceConfig *svc,
+                       const char *service_name,
+                       const JsonValue *service_config,
+                       const JsonValue *profile,
+                       char **ret_error) {
+        const Task *t = spec->task;
+        _cleanup_(json_freep) JsonValue *task_config = NULL;
+        _cleanup_free_ char *rootfs = NULL, *hostname = NULL, *cgroups_path = NULL, *text = NULL, *config_path = NULL,
+                            *error = NULL, *task_data_source = NULL;
+        _cleanup_strv_free_ char **args = NULL, **annotations = NULL;
         _cleanup_free_ BundleMount *mounts = NULL;
-        _cleanup_free_ char *task_data_source = NULL;
-        size_t n_mounts = spec->n_mounts;
+        size_t n_mounts = spec->n_mounts, size = 0;
+        int r;
 
         mounts = calloc(spec->n_mounts + 1, sizeof(BundleMount));
         if (!mounts)
@@ -1122,7 +1423,6 @@ static int start_steps(sd_event *e,
                 .n_mounts_add = n_mounts,
                 .netns_path = spec->netns_path,
         };
-        error = mfree(error);
         r = bundle_derive(service_config, &p, &task_config, &error);
         if (r < 0) {
                 set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
@@ -1134,11 +1434,85 @@ static int start_steps(sd_event *e,
         config_path = path_join(c->dir, "config.json");
         if (!config_path)
                 return -ENOMEM;
-        r = write_file_atomic(config_path, text, size, 0600);
+        r = write_config_file(config_path, text, size);
         if (r < 0) {
                 set_error(ret_error, "writing %s: %s", config_path, strerror(-r));
                 return r;
         }
+        return 0;
+}
+
+/* The synchronous part of a launch (all of it file system work): the container dir, the
+ * overlay, config.json, then conmon spawned. The rest follows from the loop. */
+static int start_steps(sd_event *e,
+                       const RuntimeSpec *spec,
+                       runtime_exit_cb_t cb,
+                       void *userdata,
+                       RuntimeContainer **ret_c,
+                       bool *made_dir,
+                       char **ret_error) {
+        static const ServiceConfig no_service = {.seccomp = SECCOMP_MODE_AUTO};
+        const Config *config = spec->config;
+        const ServiceConfig *svc = spec->service ?: &no_service;
+        const Task *t = spec->task;
+        const char *bundle_dir = spec->service_bundle_dir ?: svc->bundle, *service_name = svc->name ?: t->service;
+        _cleanup_(json_freep) JsonValue *service_config = NULL, *profile = NULL;
+        _cleanup_free_ char *lower = NULL, *conmon = NULL, *runtime = NULL, *error = NULL;
+        RuntimeContainer *c;
+        int r;
+
+        r = start_check(spec, bundle_dir, service_name, ret_error);
+        if (r < 0)
+                return r;
+        r = find_executable(config->runtime ?: "runc", &runtime);
+        if (r < 0) {
+                set_error(ret_error, "runtime %s: %s", strna(config->runtime), strerror(-r));
+                return r;
+        }
+        r = container_new(e, config, runtime, t->id, spec->container_dir, cb, userdata, ret_c);
+        if (r < 0)
+                return r;
+        c = *ret_c;
+        c->step = TASK_LAUNCH_PREPARED;
+        r = find_executable(config->conmon ?: "conmon", &conmon);
+        if (r < 0) {
+                set_error(ret_error, "conmon %s: %s", strna(config->conmon), strerror(-r));
+                return r;
+        }
+
+        r = bundle_read_config(bundle_dir, &service_config, &error);
+        if (r < 0) {
+                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
+                return r;
+        }
+        if (spec->service_rootfs) {
+                lower = strdup(spec->service_rootfs);
+                r = lower ? 0 : -ENOMEM;
+        } else
+                r = bundle_rootfs_path(bundle_dir, service_config, &lower);
+        if (r < 0) {
+                set_error(ret_error, "service %s: no usable root.path: %s", strna(service_name), strerror(-r));
+                return r;
+        }
+        if (svc->seccomp == SECCOMP_MODE_PROFILE) {
+                error = mfree(error);
+                r = seccomp_profile_load(svc->seccomp_profile, &profile, &error);
+                if (r < 0) {
+                        set_error(ret_error, "seccomp profile of service %s: %s", strna(service_name),
+                                  error ?: strerror(-r));
+                        return r;
+                }
+        }
+
+        r = container_dir_make(c, made_dir, ret_error);
+        if (r < 0)
+                return r;
+        r = mount_overlay(lower, c->dir, ret_error);
+        if (r < 0)
+                return r;
+        r = bundle_make(c, spec, svc, service_name, service_config, profile, ret_error);
+        if (r < 0)
+                return r;
 
         /* Armed before the container can run, so a quick exit is not missed. */
         r = container_watch_exit_dir(c);
@@ -1146,25 +1520,7 @@ static int start_steps(sd_event *e,
                 set_error(ret_error, "watching %s: %s", c->exit_dir, strerror(-r));
                 return r;
         }
-
-        t0 = now_usec(CLOCK_MONOTONIC);
-        r = conmon_spawn(c, config, conmon, ret_error);
-        if (r < 0)
-                return r;
-        t1 = now_usec(CLOCK_MONOTONIC);
-        r = runtime_run(c->runtime, c->runtime_args, "start", STRV(c->id), ret_error);
-        if (r < 0)
-                return r;
-        log_debug("Container %s: conmon + create took %" PRIu64 " ms, start %" PRIu64 " ms.", c->id,
-                  (t1 - t0) / USEC_PER_MSEC, (now_usec(CLOCK_MONOTONIC) - t1) / USEC_PER_MSEC);
-
-        r = container_watch_conmon(c);
-        if (r < 0 && r != -ESRCH) {
-                set_error(ret_error, "watching conmon: %s", strerror(-r));
-                return r;
-        }
-        watched = r >= 0;
-        return container_check_now(c, watched);
+        return conmon_spawn(c, config, conmon, ret_error);
 }
 
 int runtime_container_start(sd_event *e,
@@ -1184,7 +1540,7 @@ int runtime_container_start(sd_event *e,
 
         r = start_steps(e, spec, cb, userdata, &c, &made_dir, &error);
         if (r < 0) {
-                c = runtime_container_free(c); /* no callback after a failed start */
+                c = runtime_container_free(c); /* no callback after a failed start; kills conmon */
                 if (made_dir) {
                         int k = runtime_container_remove(spec->config, spec->task->id, spec->container_dir);
                         if (k < 0)
@@ -1196,12 +1552,110 @@ int runtime_container_start(sd_event *e,
                 return r;
         }
 
-        log_debug("Container %s started in %" PRIu64 " ms.", c->id, (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
+        log_debug("Container %s: prepared and conmon spawned in %" PRIu64 " ms.", c->id,
+                  (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
         *ret = TAKE_PTR(c);
         return 0;
 }
 
 /* ---- adopt, kill, remove ------------------------------------------------------------------ */
+
+/* Whether the runtime knows the container and it is still "created" (never started): 1,
+ * 0 when it is in another state, -ENOENT when it does not know it. Synchronous: only a
+ * restart asks, once per interrupted launch. */
+static int runtime_is_created(RuntimeContainer *c) {
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *out = NULL;
+        ChildSetup setup = CHILD_SETUP_NULL;
+        Child ch = CHILD_NULL;
+        int r;
+
+        r = strv_extend(&argv, c->runtime);
+        for (char *const *a = c->runtime_args; r >= 0 && a && *a; a++)
+                r = strv_extend(&argv, *a);
+        if (r >= 0)
+                r = strv_extend(&argv, "state");
+        if (r >= 0)
+                r = strv_extend(&argv, c->id);
+        if (r < 0)
+                return r;
+        setup.stdout_to_stderr = true; /* the state JSON and any error, in one pipe */
+        r = child_spawn(c->runtime, argv, NULL, &setup, &ch);
+        if (r < 0)
+                return r;
+        r = child_wait(&ch, -EBADF, now_usec(CLOCK_MONOTONIC) + RUNTIME_TIMEOUT_USEC, &out, NULL);
+        child_done(&ch);
+        if (r < 0)
+                return r;
+        if (ch.status != 0)
+                return out && strstr(out, "not exist") ? -ENOENT : -EIO;
+        return out && strstr(out, "\"status\": \"created\"");
+}
+
+/* Restart, recorded step "prepared": conmon may never have been spawned, may still be
+ * starting, may be creating, or may have reported. -EAGAIN: nothing of it ever ran. */
+static int adopt_prepared(RuntimeContainer *c) {
+        _cleanup_free_ char *error = NULL;
+        _cleanup_close_ int pidfd = -EBADF;
+        pid_t pid;
+        int r;
+
+        if (access(c->spawn_path, F_OK) < 0)
+                return -EAGAIN; /* conmon was never spawned */
+        r = container_watch_conmon(c);
+        if (r == -ENOENT) {
+                /* Its first process has not forked the monitor yet, or died before. */
+                if (read_pid_file(c->spawn_path, &pid) < 0 || (pidfd = pidfd_open_pid(pid)) < 0 || pidfd_exited(pidfd))
+                        return -EAGAIN;
+                r = sd_event_add_io(c->event, &c->spawn_source, pidfd, EPOLLIN, on_foreign_spawn_exit, c);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_io_fd_own(c->spawn_source, true);
+                TAKE_FD(pidfd);
+                return launch_arm(c);
+        }
+        if (r == -ESRCH) {
+                /* conmon is gone: a report it left decides. */
+                r = launch_read_sync(c, &error);
+                if (r < 0)
+                        return r;
+                if (r > 0 && error)
+                        return container_defer(c, -EIO, error);
+                /* Created without a monitor (or never): it never ran; delete and do it again. */
+                return -EAGAIN;
+        }
+        if (r < 0)
+                return r;
+        r = launch_arm(c);
+        if (r < 0)
+                return r;
+        return launch_resume_soon(c);
+}
+
+/* Restart, recorded step "created" (or a record from before steps): start it unless it ran. */
+static int adopt_created(RuntimeContainer *c) {
+        int status_code, r;
+
+        r = container_watch_conmon(c);
+        if (r < 0 && r != -ESRCH && r != -ENOENT && r != -EBADMSG)
+                return r;
+        if (read_exit_file(c->exit_path, &status_code) >= 0)
+                return container_defer(c, status_code, NULL);
+        if (r < 0) {
+                /* No monitor and no exit file: a container that never started may be made
+                 * again; one that ran is lost. */
+                r = runtime_is_created(c);
+                if (r == -ENOENT || r > 0)
+                        return -EAGAIN;
+                log_warning("Container %s: conmon is gone and left no exit file; the container is lost.", c->id);
+                return container_defer(c, -ESRCH, NULL);
+        }
+        c->adopting = true;
+        r = launch_arm(c);
+        if (r < 0)
+                return r;
+        return launch_resume_soon(c);
+}
 
 int runtime_container_adopt(sd_event *e,
                             const Config *config,
@@ -1211,19 +1665,17 @@ int runtime_container_adopt(sd_event *e,
                             void *userdata,
                             RuntimeContainer **ret) {
         _cleanup_(runtime_container_freep) RuntimeContainer *c = NULL;
-        _cleanup_free_ char *pidfile = NULL, *runtime = NULL;
+        _cleanup_free_ char *runtime = NULL;
+        TaskLaunchStep step;
         struct stat st;
         int r;
 
         if (!e || !config || !task || !task->id || !container_dir || !ret)
                 return -EINVAL;
+        step = task->launch_step;
 
-        /* No conmon.pid: conmon never got as far as forking its monitor. */
-        pidfile = path_join(container_dir, "conmon.pid");
-        if (!pidfile)
-                return -ENOMEM;
-        if (stat(container_dir, &st) < 0 || stat(pidfile, &st) < 0)
-                return -errno;
+        if (stat(container_dir, &st) < 0)
+                return step == TASK_LAUNCH_PREPARED ? -EAGAIN : -errno;
 
         /* A runtime missing now only matters for kill, which then reports it; the
          * container may well end by itself. */
@@ -1235,29 +1687,38 @@ int runtime_container_adopt(sd_event *e,
         r = container_new(e, config, runtime, task->id, container_dir, cb, userdata, &c);
         if (r < 0)
                 return r;
+        c->step = step == TASK_LAUNCH_NONE ? TASK_LAUNCH_CREATED : step;
         r = container_watch_exit_dir(c);
         if (r < 0)
-                return r;
-        r = container_watch_conmon(c);
-        if (r < 0 && r != -ESRCH && r != -EBADMSG)
-                return r;
-        r = container_check_now(c, r >= 0);
+                return step == TASK_LAUNCH_PREPARED ? -EAGAIN : r;
+
+        switch (c->step) {
+        case TASK_LAUNCH_PREPARED:
+                r = adopt_prepared(c);
+                break;
+        case TASK_LAUNCH_CREATED:
+                /* A record from before launch steps has no conmon.pid when conmon never
+                 * got as far as forking its monitor: nothing to adopt. */
+                if (step == TASK_LAUNCH_NONE && access(c->dir, F_OK) == 0) {
+                        _cleanup_free_ char *pidfile = path_join(c->dir, "conmon.pid");
+                        if (!pidfile)
+                                return -ENOMEM;
+                        if (access(pidfile, F_OK) < 0)
+                                return -ENOENT;
+                }
+                r = adopt_created(c);
+                break;
+        default:
+                r = container_watch_conmon(c);
+                if (r < 0 && r != -ESRCH && r != -EBADMSG && r != -ENOENT)
+                        return r;
+                r = container_check_now(c, r >= 0);
+        }
         if (r < 0)
                 return r;
 
-        /* The earlier daemon may have died between create and start: the container then
-         * waits in "created" forever. Finish the start; for a running or stopped
-         * container the runtime refuses, which is fine. */
-        if (!c->defer_source) {
-                _cleanup_free_ char *error = NULL;
-
-                if (runtime_run(c->runtime, c->runtime_args, "start", STRV(c->id), &error) >= 0)
-                        log_info("Container %s: started it (its start was interrupted).", c->id);
-                else
-                        log_debug("Container %s: not in created state: %s", c->id, strna(error));
-        }
-
-        log_debug("Container %s adopted%s.", c->id, c->defer_source ? " (already ended)" : "");
+        log_debug("Container %s adopted at step %s%s.", c->id, task_launch_step_to_string(c->step),
+                  c->defer_source ? " (already ended)" : "");
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -19,9 +19,13 @@
 typedef struct RuntimeContainer RuntimeContainer;
 
 /* exit_status >= 0: the container's exit status (128+N when killed by signal N).
- * exit_status < 0: negative errno, the container was lost (conmon gone without an
- * exit file, runtime state missing). Called once, from the event loop. */
-typedef void (*runtime_exit_cb_t)(RuntimeContainer *c, int exit_status, void *userdata);
+ * exit_status < 0: negative errno; with error set the launch failed (the runtime's
+ * reason, e.g. its stderr), without it the container was lost (conmon gone without an
+ * exit file). Called once, from the event loop. */
+typedef void (*runtime_exit_cb_t)(RuntimeContainer *c, int exit_status, const char *error, void *userdata);
+/* The launch reached a step (TASK_LAUNCH_CREATED, TASK_LAUNCH_STARTED): called before
+ * the launcher relies on it, so the caller records it first. From the event loop. */
+typedef void (*runtime_step_cb_t)(RuntimeContainer *c, TaskLaunchStep step, void *userdata);
 
 typedef struct RuntimeSpec {
         const Config *config;
@@ -47,10 +51,12 @@ int runtime_container_id(const char *task_id, char **ret);
 
 /* Prepares the bundle (process.args from task->command, or the image's own when the
  * task has no command: an advanced task; bundle_derive() does the rest, also for a
- * node clone), spawns conmon (which runs "<runtime> create"), then
- * "<runtime> start". On return the task is running. -errno and *ret_error (a
- * human-readable reason, e.g. the runtime's stderr) on failure, with everything
- * it made cleaned up. */
+ * node clone) and spawns conmon (which runs "<runtime> create"); the rest of the launch
+ * runs on the event loop: conmon's report, "<runtime> start", each step announced to
+ * the step callback, a failure to the exit callback with its reason. The caller
+ * recorded the launch as TASK_LAUNCH_PREPARED before. -errno and *ret_error (a
+ * human-readable reason) when the preparation fails, with everything it made cleaned
+ * up (no callback then). */
 int runtime_container_start(sd_event *e,
                             const RuntimeSpec *spec,
                             runtime_exit_cb_t cb,
@@ -58,9 +64,12 @@ int runtime_container_start(sd_event *e,
                             RuntimeContainer **ret,
                             char **ret_error);
 
-/* Re-attaches to a container started by an earlier daemon. If it already exited
- * the callback runs soon from the event loop with the real exit status.
- * -ENOENT when container_dir holds no container. */
+/* Re-attaches to a container launched by an earlier daemon, resuming its launch from
+ * task->launch_step: waits for the report of a conmon still creating, starts a created
+ * container. If it already exited the callback runs soon from the event loop with the
+ * real exit status. -EAGAIN when nothing of the launch ever ran (conmon never spawned,
+ * or the container never started and has no monitor): remove the container dir and
+ * launch again; -ENOENT when container_dir holds no container. */
 int runtime_container_adopt(sd_event *e,
                             const Config *config,
                             const Task *task,
@@ -68,6 +77,8 @@ int runtime_container_adopt(sd_event *e,
                             runtime_exit_cb_t cb,
                             void *userdata,
                             RuntimeContainer **ret);
+
+void runtime_container_set_step_callback(RuntimeContainer *c, runtime_step_cb_t cb);
 
 int runtime_container_kill(RuntimeContainer *c, int sig); /* "<runtime> kill <id> SIG" */
 const char *runtime_container_log_path(RuntimeContainer *c);

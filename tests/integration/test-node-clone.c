@@ -49,6 +49,7 @@ typedef struct Result {
         bool called;
         unsigned count;
         int status;
+        bool started;
 } Result;
 
 static uint64_t now_ms(void) {
@@ -110,12 +111,19 @@ static void emergency_stop(void) {
                           tmpdir);
 }
 
-static void on_exit_cb(RuntimeContainer *c, int status, void *userdata) {
+static void on_exit_cb(RuntimeContainer *c, int status, const char *error, void *userdata) {
         Result *res = userdata;
 
+        if (error)
+                fprintf(stderr, "launch failed: %s\n", error);
         res->called = true;
         res->count++;
         res->status = status;
+}
+
+static void on_step_cb(RuntimeContainer *c, TaskLaunchStep step, void *userdata) {
+        Result *res = userdata;
+        res->started = step >= TASK_LAUNCH_STARTED;
 }
 
 static void run_until(Result *res, unsigned timeout_s) {
@@ -278,9 +286,15 @@ static int start_clone(const Clone *clone, Task *t, Result *res, RuntimeContaine
         *res = (Result){};
         t0 = now_ms();
         r = runtime_container_start(event, &spec, on_exit_cb, res, ret, ret_error);
-        if (r >= 0)
-                printf("  start of %s took %" PRIu64 " ms\n", t->id, now_ms() - t0);
-        return r;
+        if (r < 0)
+                return r;
+        runtime_container_set_step_callback(*ret, on_step_cb);
+        for (uint64_t end = now_ms() + 30000; !res->started && !res->called;) {
+                ASSERT(now_ms() < end);
+                ASSERT_OK(sd_event_run(event, 100 * USEC_PER_MSEC));
+        }
+        printf("  start of %s took %" PRIu64 " ms\n", t->id, now_ms() - t0);
+        return 0;
 }
 
 static void remove_and_check(Task *t) {
@@ -470,6 +484,7 @@ int main(void) {
                 sigemptyset(&ss);
                 sigaddset(&ss, SIGTERM);
                 sigaddset(&ss, SIGINT);
+                sigaddset(&ss, SIGCHLD);
                 ASSERT(sigprocmask(SIG_BLOCK, &ss, NULL) == 0);
                 signal(SIGPIPE, SIG_IGN);
         }

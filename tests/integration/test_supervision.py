@@ -103,6 +103,8 @@ class TestSupervision(harness.TaskdTestCase):
                               HANDLES_TERM], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.track_process(p)
         self.client.wait_status(tid, "running", 30)
+        # "running" covers the launch too (asynchronous now): the trap must be set first.
+        harness.wait_until(lambda: "started" in self.client.logs(tid), 30, what="the task's trap")
         self.assertEqual(self.client.cancel(tid).status, 202)
         out, err = p.communicate(timeout=30)
         self.assertEqual(p.returncode, 130, (out, err))

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""kill -9 of the daemon at each step of a launch, deterministically: the daemon stops
+itself at a named step (LAGOON_TASKD_DEBUG_STOP_AT), the test SIGKILLs it there and
+starts it again. Every task runs exactly once with its real exit code, and every line is
+once in the task log and in journald. Then a short random SIGKILL loop over launches
+(LAGOON_TEST_LONG=1: the issue's full one, 40 kills and five 20 000-line tasks)."""
+
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+# prepared: recorded, nothing made yet; spawned: conmon forked, its create in flight;
+# created: conmon reported the container created, recorded, not started; started:
+# runc start done, recorded.
+STEPS = ("prepared", "spawned", "created", "started")
+LONG = os.environ.get("LAGOON_TEST_LONG") == "1"
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+class TestLaunchCrash(harness.TaskdTestCase):
+    def check_output(self, tid, expected, timeout=60):
+        logs = self.client.logs(tid).splitlines()
+        self.assertEqual(logs, expected, f"{tid}: task log")
+        msgs = [e["MESSAGE"] for e in self.journal.task_entries(tid, expect=len(expected), timeout=timeout)]
+        self.assertEqual(msgs, expected, f"{tid}: journald")
+
+    def test_kill9_at_each_step(self):
+        self.write_config(tasks={"MaxRunning": 2})
+        d = self.daemon(start=False)
+        for step in STEPS:
+            with self.subTest(step=step):
+                tid = self.new_id(step)
+                d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": step})
+                self.submit_ok(f"echo ran {step}; echo two; exit 3", id=tid)
+                harness.wait_until(lambda: proc_state(d.pid) == "T", 30, what=f"the daemon to stop at {step}")
+                self.assertIn(f"stopping at {step}", d.stderr())
+                d.kill9()
+                d.start()
+                t = self.client.wait_final(tid, 60)
+                self.assertEqual((t["status"], t["exitCode"], t["reason"]), ("failed", 3, "exit-code 3"), t)
+                self.check_output(tid, [f"ran {step}", "two"])
+                d.stop()
+
+    def test_random_kill9_during_launches(self):
+        n_tasks, n_lines, n_kills = (5, 20000, 40) if LONG else (5, 2000, 8)
+        self.write_config(tasks={"MaxRunning": 2})
+        d = self.daemon()
+        ids = [self.new_id(f"r{i}") for i in range(n_tasks)]
+        for i, tid in enumerate(ids):
+            self.submit_ok(f"seq 1 {n_lines}; exit {i + 1}", id=tid)
+        rng = random.Random(ids[0])
+        for _ in range(n_kills):
+            time.sleep(rng.uniform(0.05, 0.5))
+            d.kill9()
+            d.start()
+        for i, tid in enumerate(ids):
+            t = self.client.wait_final(tid, 120)
+            self.assertEqual((t["status"], t["exitCode"]), ("failed", i + 1), t)
+        for tid in ids:
+            self.check_output(tid, [str(k) for k in range(1, n_lines + 1)], timeout=90)
+
+
+if __name__ == "__main__":
+    harness.main()
