@@ -92,11 +92,13 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         log_info("Reloading configuration.");
 
         r = config_load(arg_config, &c);
-        if (r < 0)
+        if (r < 0) {
                 log_error_errno(r, "New configuration is invalid, keeping the old one: %m");
-        else {
+                manager_note_reload(ctx->manager, r, NULL);
+        } else {
                 apply_log_level(c);
                 (void) manager_set_config(ctx->manager, TAKE_PTR(c));
+                manager_note_reload(ctx->manager, 0, NULL);
                 log_info("Configuration reloaded.");
         }
         (void) sd_notify(false, "READY=1");
@@ -192,6 +194,7 @@ static int run(int argc, char *argv[]) {
         r = lagoon_new(e, m, &lagoon);
         if (r < 0)
                 return r;
+        api_set_lagoon(api, lagoon);
 
         r = manager_start(m);
         if (r < 0)

@@ -7,7 +7,8 @@ BUILD_DEPS="meson ninja-build pkg-config gcc libsystemd-dev libcurl4-openssl-dev
             libseccomp-dev libssl-dev libmicrohttpd-dev librabbitmq-dev libyaml-dev"
 RUN_DEPS="conmon runc busybox-static"
 TEST_DEPS="clang-format git crun umoci systemd systemd-container python3 curl jq clang libclang-rt-14-dev util-linux
-           openssl rabbitmq-server python3-pika scdoc groff-base man-db bash-completion containerd
+           openssl rabbitmq-server python3-pika python3-prometheus-client prometheus scdoc groff-base man-db
+           bash-completion containerd
            debhelper dpkg-dev fakeroot lintian rpm debootstrap build-essential zstd"
 
 if [ "$(id -u)" != 0 ]; then

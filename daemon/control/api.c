@@ -23,6 +23,7 @@
 #include "fs-util.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "parse-util.h"
 #include "task.h"
 #include "user-util.h"
@@ -46,6 +47,7 @@ typedef struct Follower Follower;
 struct Api {
         sd_event *event;
         Manager *manager;
+        Lagoon *lagoon; /* for /metrics, NULL without [Lagoon] */
         struct MHD_Daemon *daemon;
 
         sd_event_source *io_source;    /* MHD's epoll fd */
@@ -106,6 +108,7 @@ static const char *const route_allow[] = {
         [API_ROUTE_TASK_LOGS]   = "GET, HEAD",
         [API_ROUTE_TASK_CANCEL] = "POST",
         [API_ROUTE_HEALTH]      = "GET, HEAD",
+        [API_ROUTE_METRICS]     = "GET, HEAD",
 };
 /* clang-format on */
 
@@ -121,8 +124,10 @@ int api_route(const char *path, ApiRoute *ret, char **ret_id) {
         if (!path)
                 return -ENOENT;
 
-        if (streq(path, "/v1/health") || streq(path, "/v1/tasks")) {
-                *ret = streq(path, "/v1/health") ? API_ROUTE_HEALTH : API_ROUTE_TASKS;
+        if (streq(path, "/v1/health") || streq(path, "/v1/tasks") || streq(path, "/metrics")) {
+                *ret = streq(path, "/v1/health") ? API_ROUTE_HEALTH
+                       : streq(path, "/metrics") ? API_ROUTE_METRICS
+                                                 : API_ROUTE_TASKS;
                 if (ret_id)
                         *ret_id = NULL;
                 return 0;
@@ -401,6 +406,16 @@ static enum MHD_Result handle_health(Api *a, struct MHD_Connection *connection) 
                 return respond_oom(connection);
 
         return respond_json(connection, stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, v);
+}
+
+static enum MHD_Result handle_metrics(Api *a, struct MHD_Connection *connection) {
+        _cleanup_free_ char *text = NULL;
+        size_t n = 0;
+
+        if (metrics_render(a->manager, a->lagoon, &text, &n) < 0)
+                return respond_oom(connection);
+        return queue_and_destroy(connection, MHD_HTTP_OK,
+                                 response_from_string(TAKE_PTR(text), n, METRICS_CONTENT_TYPE));
 }
 
 static enum MHD_Result handle_list(Api *a, struct MHD_Connection *connection) {
@@ -896,6 +911,10 @@ static enum MHD_Result request_dispatch(Api *a, struct MHD_Connection *connectio
                 if (method_is(method, MHD_HTTP_METHOD_GET))
                         return handle_health(a, connection);
                 break;
+        case API_ROUTE_METRICS:
+                if (method_is(method, MHD_HTTP_METHOD_GET))
+                        return handle_metrics(a, connection);
+                break;
         case API_ROUTE_TASK:
                 if (method_is(method, MHD_HTTP_METHOD_GET))
                         return handle_get(a, connection, req->id);
@@ -1102,6 +1121,10 @@ static void follower_check_arm(Api *a) {
                 return;
         (void) sd_event_source_set_time(a->check_source, now + API_FOLLOWER_CHECK_USEC);
         (void) sd_event_source_set_enabled(a->check_source, SD_EVENT_ONESHOT);
+}
+
+void api_set_lagoon(Api *a, Lagoon *l) {
+        a->lagoon = l;
 }
 
 void api_task_changed(Api *a, const Task *t) {

@@ -12,6 +12,7 @@
  *   GET  /v1/tasks/{id}/logs       text/plain     200 (?follow=1 streams until the task ends)
  *   POST /v1/tasks/{id}/cancel     cancel         202
  *   GET  /v1/health                health         200 / 503 while stopping
+ *   GET  /metrics                  Prometheus     200 text/plain; version=0.0.4 (metrics.h)
  * Errors: {"error": CODE, "message": TEXT} with 400, 403, 404, 405 (with Allow:), 409,
  * 413 (body over 1 MiB), 415 (Content-Type other than application/json; curl's
  * default application/x-www-form-urlencoded is accepted too), 500, 503.
@@ -20,6 +21,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "lagoon.h"
 #include "manager.h"
 
 typedef struct Api Api;
@@ -27,6 +29,9 @@ typedef struct Api Api;
 int api_new(sd_event *e, Manager *m, Api **ret);
 Api *api_free(Api *a);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Api *, api_free);
+
+/* The Lagoon integration whose state /metrics shows (main.c, once it exists). */
+void api_set_lagoon(Api *a, Lagoon *l);
 
 /* Wakes streaming log followers of this task (new output or status change). */
 void api_task_changed(Api *a, const Task *t);
@@ -38,6 +43,7 @@ typedef enum ApiRoute {
         API_ROUTE_TASK_LOGS,   /* /v1/tasks/{id}/logs */
         API_ROUTE_TASK_CANCEL, /* /v1/tasks/{id}/cancel */
         API_ROUTE_HEALTH,      /* /v1/health */
+        API_ROUTE_METRICS,     /* /metrics */
         _API_ROUTE_INVALID = -EINVAL,
 } ApiRoute;
 /* Splits a URL path (already percent-decoded, without the query); *ret_id is set

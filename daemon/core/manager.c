@@ -38,6 +38,7 @@ typedef struct ManagedTask {
         char **secrets; /* the secrets in force when the task started */
         sd_event_source *deadline_source;
         sd_event_source *kill_source;
+        uint64_t launch_begin_usec; /* CLOCK_MONOTONIC, for the launch latency metric */
 } ManagedTask;
 
 struct Manager {
@@ -56,7 +57,10 @@ struct Manager {
         } callbacks[4];
         bool shutting_down;
         char *last_status;
+        ManagerStats stats;
 };
+
+const double manager_launch_bucket_seconds[MANAGER_LAUNCH_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
 static ManagedTask *managed_task_free(ManagedTask *mt) {
         if (!mt)
@@ -86,8 +90,46 @@ Manager *manager_free(Manager *m) {
         config_free(m->config);
         sd_event_unref(m->event);
         free(m->last_status);
+        free(m->stats.last_reload_error);
+        free(m->stats.last_reload_changes);
         free(m);
         return NULL;
+}
+
+const ManagerStats *manager_get_stats(Manager *m) {
+        return &m->stats;
+}
+
+void manager_note_reload(Manager *m, int error, const char *text) {
+        ManagerStats *st = &m->stats;
+
+        st->reloads++;
+        st->last_reload_usec = now_usec(CLOCK_REALTIME);
+        st->last_reload_ok = error >= 0;
+        if (error < 0) {
+                st->reload_failures++;
+                (void) free_and_strdup(&st->last_reload_error, text ?: strerror(-error));
+        } else {
+                st->last_reload_error = mfree(st->last_reload_error);
+                (void) free_and_strdup(&st->last_reload_changes, text ?: "");
+        }
+}
+
+/* The container or pod exists: the end of a launch, for the histogram. */
+static void manager_launch_done(Manager *m, ManagedTask *mt) {
+        uint64_t d;
+
+        if (mt->launch_begin_usec == 0)
+                return;
+        d = now_usec(CLOCK_MONOTONIC) - mt->launch_begin_usec;
+        mt->launch_begin_usec = 0;
+        m->stats.launch_count++;
+        m->stats.launch_sum_usec += d;
+        for (size_t i = 0; i < MANAGER_LAUNCH_BUCKETS; i++)
+                if ((double) d <= manager_launch_bucket_seconds[i] * USEC_PER_SEC) {
+                        m->stats.launch_buckets[i]++;
+                        break;
+                }
 }
 
 static int manager_dispatch_handler(sd_event_source *s, void *userdata);
@@ -100,6 +142,8 @@ int manager_new(sd_event *e, Config *config, Manager **ret) {
         if (!m)
                 return -ENOMEM;
         m->event = sd_event_ref(e);
+        m->stats.last_reload_ok = true;
+        m->stats.start_usec = now_usec(CLOCK_REALTIME);
         r = store_open(config->state_dir, &m->store);
         if (r == -EBUSY)
                 return log_error_errno(r,
@@ -268,6 +312,13 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
         r = store_save(m->store, t);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to persist status %s: %m", t->id, task_status_to_string(to));
+        if (task_status_is_final(to)) {
+                m->stats.finished[to]++;
+                if (to == TASK_FAILED && reason &&
+                    (startswith(reason, "launch-error") || startswith(reason, "service-not-found") ||
+                     startswith(reason, "image-pull")))
+                        m->stats.launch_failures++;
+        }
         if (reason)
                 log_info("Task %s: %s (%s).", t->id, task_status_to_string(to), reason);
         else
@@ -456,6 +507,8 @@ static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *us
                 log_error_errno(r, "Task %s: failed to persist launch step %s: %m", mt->task->id,
                                 task_launch_step_to_string(step));
         log_debug("Task %s: launch step %s.", mt->task->id, task_launch_step_to_string(step));
+        if (step == TASK_LAUNCH_STARTED)
+                manager_launch_done(m, mt); /* the create and start happen after runtime_container_start() */
         /* A stop asked for while the launch was in flight reached no process. */
         if (step == TASK_LAUNCH_STARTED && mt->task->kill_usec > 0) {
                 r = runtime_container_kill(mt->container, SIGTERM);
@@ -823,6 +876,7 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
                 return;
         }
         log_info("Task %s: running as pod %s/%s.", t->id, t->namespace, name);
+        manager_launch_done(m, mt);
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
@@ -869,6 +923,9 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
         const ServiceConfig *svc;
         Task *t = mt->task;
         int r;
+
+        m->stats.launches++;
+        mt->launch_begin_usec = now_usec(CLOCK_MONOTONIC);
 
         if (t->image) {
                 /* Advanced tasks talk to the Kubernetes API as their pod: real pods where there is one. */
@@ -1137,6 +1194,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
         }
         log_info("Task %s: adopted running %s.", mt->task->id, mt->task->pod ? "pod" : "container");
         runtime_container_set_step_callback(mt->container, on_container_step);
+        m->stats.adopted++;
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", mt->task->id);

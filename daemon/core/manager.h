@@ -87,6 +87,28 @@ int manager_cancel(Manager *m, const char *id);
 /* Path of the task's log file (may not exist yet). */
 int manager_task_log_path(Manager *m, const char *id, char **ret);
 
+/* What the daemon did since it started, for GET /metrics. */
+#define MANAGER_LAUNCH_BUCKETS 11
+extern const double manager_launch_bucket_seconds[MANAGER_LAUNCH_BUCKETS]; /* upper bounds */
+typedef struct ManagerStats {
+        uint64_t launches;                               /* launches begun */
+        uint64_t launch_failures;                        /* ended launch-error, service-not-found, image-pull */
+        uint64_t launch_buckets[MANAGER_LAUNCH_BUCKETS]; /* launches started within each bound (not cumulative) */
+        uint64_t launch_count;                           /* launches that started: the histogram's count */
+        uint64_t launch_sum_usec;                        /* and its sum */
+        uint64_t finished[_TASK_STATUS_MAX];             /* tasks that reached each final status */
+        uint64_t adopted;                                /* running tasks adopted at start */
+        uint64_t start_usec;                             /* CLOCK_REALTIME of manager_new() */
+        uint64_t reloads, reload_failures;
+        bool last_reload_ok;       /* true also before any reload */
+        uint64_t last_reload_usec; /* CLOCK_REALTIME of the last reload, 0 = none yet */
+        char *last_reload_error;   /* why the last reload was refused */
+        char *last_reload_changes; /* what the last successful reload changed, "" = nothing */
+} ManagerStats;
+const ManagerStats *manager_get_stats(Manager *m);
+/* main.c tells the outcome of a SIGHUP: error < 0 with a message, or the changes made. */
+void manager_note_reload(Manager *m, int error, const char *text);
+
 unsigned manager_n_running(Manager *m);
 unsigned manager_n_queued(Manager *m);
 /* Stop accepting tasks; running containers are left to conmon. */

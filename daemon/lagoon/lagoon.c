@@ -56,6 +56,7 @@ struct Lagoon {
         sd_event_source *bus_flush_source;
         sd_event_source *held_timer;
         bool bus_connected, bus_warned;
+        uint64_t bus_disconnects;
 
         HttpClient *http;
         LagoonApi *api;
@@ -645,10 +646,11 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
                 return;
         }
         /* Called for every failed attempt too: say it once per outage. */
-        if (l->bus_connected)
+        if (l->bus_connected) {
+                l->bus_disconnects++;
                 log_warning("Lost Lagoon's message bus (%s); reconnecting. %zu message(s) wait in the outbox.",
                             strna(reason), outbox_count(l->outbox, OUTBOX_BUS));
-        else if (!l->bus_warned)
+        } else if (!l->bus_warned)
                 log_warning("Cannot reach Lagoon's message bus (%s); retrying with backoff.", strna(reason));
         else
                 log_debug("Lagoon's message bus: still unreachable (%s).", strna(reason));
@@ -885,4 +887,19 @@ size_t lagoon_n_outbox(Lagoon *l) {
 
 bool lagoon_bus_connected(Lagoon *l) {
         return l && l->amqp && amqp_client_is_connected(l->amqp);
+}
+
+void lagoon_get_stats(Lagoon *l, LagoonStats *ret) {
+        *ret = (LagoonStats){};
+        if (!l)
+                return;
+        ret->bus_configured = l->amqp;
+        ret->bus_connected = lagoon_bus_connected(l);
+        ret->bus_disconnects = l->bus_disconnects;
+        ret->api_configured = l->api;
+        ret->api_ok = !l->api_warned;
+        for (OutboxSink s = 0; s < _OUTBOX_SINK_MAX; s++) {
+                ret->outbox[s] = outbox_count(l->outbox, s);
+                ret->outbox_oldest_usec[s] = outbox_oldest_usec(l->outbox, s);
+        }
 }

@@ -16,6 +16,7 @@
 
 #include "macro.h"
 #include "manager.h"
+#include "outbox.h"
 
 typedef struct Lagoon Lagoon;
 
@@ -29,3 +30,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Lagoon *, lagoon_free);
 /* For the STATUS= line and the API: entries waiting in the outbox, broker state. */
 size_t lagoon_n_outbox(Lagoon *l);
 bool lagoon_bus_connected(Lagoon *l);
+
+/* For GET /metrics. */
+typedef struct LagoonStats {
+        bool bus_configured, bus_connected;
+        bool api_configured, api_ok; /* api_ok: the last attempt got an answer (or none yet) */
+        uint64_t bus_disconnects;    /* connections to the broker lost since the start */
+        size_t outbox[_OUTBOX_SINK_MAX];
+        uint64_t outbox_oldest_usec[_OUTBOX_SINK_MAX]; /* CLOCK_REALTIME, 0 when empty */
+} LagoonStats;
+void lagoon_get_stats(Lagoon *l, LagoonStats *ret);

@@ -771,6 +771,11 @@ static int outbox_load(Outbox *o, unsigned *ret_n_corrupt) {
                         q = -EBADMSG;
                         goto corrupt;
                 }
+                if (fstatat(dirfd(d), de->d_name, &st, 0) >= 0)
+                        e->queued_usec = (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC +
+                                         (uint64_t) st.st_mtim.tv_nsec / NSEC_PER_USEC;
+                else
+                        e->queued_usec = now_usec(CLOCK_REALTIME);
                 max_seq = MAX(max_seq, seq);
                 r = entry_list_push(&list, TAKE_PTR(e));
                 if (r < 0)
@@ -921,6 +926,7 @@ int outbox_append(Outbox *o,
                 return -ENOMEM;
         e->seq = o->next_seq;
         e->sink = sink;
+        e->queued_usec = now_usec(CLOCK_REALTIME);
         e->task_id = strdup(task_id);
         e->kind = strdup(kind);
         e->exchange = exchange ? strdup(exchange) : NULL;
@@ -969,6 +975,12 @@ size_t outbox_count(Outbox *o, OutboxSink sink) {
         if (!o || (unsigned) sink >= _OUTBOX_SINK_MAX)
                 return 0;
         return o->queues[sink].n;
+}
+
+uint64_t outbox_oldest_usec(Outbox *o, OutboxSink sink) {
+        OutboxEntry *e = outbox_get(o, sink, 0);
+
+        return e ? e->queued_usec : 0;
 }
 
 static bool outbox_locate(Outbox *o, uint64_t seq, OutboxSink *ret_sink, size_t *ret_index) {

@@ -36,7 +36,9 @@ typedef struct OutboxEntry {
         char *routing_key; /* bus only, may be "" */
         char *body;
         size_t body_size;
-        bool in_flight; /* set by the sender; in memory only */
+        bool in_flight;       /* set by the sender; in memory only */
+        uint64_t queued_usec; /* CLOCK_REALTIME it was appended (kept by coalescing), after a
+                               * restart its file's mtime; in memory only, for the metrics */
 } OutboxEntry;
 
 typedef struct Outbox Outbox;
@@ -67,6 +69,8 @@ int outbox_append(Outbox *o,
  * stay valid until the entry is removed or replaced by a coalescing append. */
 OutboxEntry *outbox_get(Outbox *o, OutboxSink sink, size_t i);
 size_t outbox_count(Outbox *o, OutboxSink sink);
+/* queued_usec of the sink's oldest pending entry, 0 when there is none. */
+uint64_t outbox_oldest_usec(Outbox *o, OutboxSink sink);
 /* Entry by seq, NULL when not pending. */
 OutboxEntry *outbox_find(Outbox *o, uint64_t seq);
 /* Whether any entry for task_id is pending (in any sink). */

@@ -171,6 +171,12 @@ static size_t format_line_field(JournalContext *c, uint64_t n) {
         return sizeof(prefix) - 1 + k;
 }
 
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+/* Sends journald refused (after retries; an entry or a batch of them), for the metrics;
+ * one loop, no lock. */
+static uint64_t n_send_failures = 0;
+
 int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, size_t len, bool is_stderr) {
         int r;
 
@@ -265,7 +271,7 @@ static int journal_socket(void) {
 static int send_dgram(const char *p, size_t len) {
         static const struct sockaddr_un sa = {
                 .sun_family = AF_UNIX,
-                .sun_path = "/run/systemd/journal/socket",
+                .sun_path = JOURNAL_SOCKET,
         };
         int fd = journal_socket();
 
@@ -307,6 +313,7 @@ static int send_retrying(JournalContext *c, const char *p, size_t len, int prev)
 
         if (IN_SET_PUSHBACK(r))
                 c->congested = true;
+        n_send_failures++;
         return r;
 }
 
@@ -321,7 +328,20 @@ int journal_flush(JournalContext *c) {
         return send_retrying(c, c->dgram, len, 0);
 }
 
-#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+uint64_t journal_send_failures(void) {
+        return n_send_failures;
+}
+
+bool journal_reachable(void) {
+        static const struct sockaddr_un sa = {
+                .sun_family = AF_UNIX,
+                .sun_path = JOURNAL_SOCKET,
+        };
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        return fd >= 0 && connect(fd, (const struct sockaddr *) &sa, sizeof(sa)) >= 0;
+}
+
 /* sd_journal_wait() wakes on inotify, but journald signals appends only every few
  * hundred ms: poll in between. */
 #define MARKER_POLL_USEC (20 * USEC_PER_MSEC)

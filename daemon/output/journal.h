@@ -40,6 +40,10 @@ int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, siz
  * relies on journald having the lines (the task log is written after it). */
 int journal_flush(JournalContext *c);
 
+/* Sends (an entry or a datagram of several) given up on since the start (metrics). */
+uint64_t journal_send_failures(void);
+/* Whether journald's socket accepts a connection now (health, the start-up notice). */
+bool journal_reachable(void);
 /* The highest LAGOON_LINE journald holds for task_id (0 if none), after making sure
  * journald has processed every entry sent before the call, by any process (a daemon
  * killed a moment ago may have left datagrams in journald's socket queue): it sends a

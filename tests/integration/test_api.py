@@ -26,7 +26,8 @@ try:
     s.connect(sys.argv[1])
 except OSError as e:
     print("DENIED", errno.errorcode.get(e.errno, e.errno)); sys.exit(0)
-s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+path = sys.argv[2] if len(sys.argv) > 2 else "/v1/health"
+s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
 data = b""
 while True:
     b = s.recv(65536)
@@ -153,11 +154,11 @@ class TestApi(harness.TaskdTestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.json.get("status"), "ok", r)
 
-    def run_as(self, uid, gid, groups=None):
-        """GET /v1/health as another user; returns the client script's output line."""
+    def run_as(self, uid, gid, groups=None, path="/v1/health"):
+        """GET path as another user; returns the client script's output line."""
         argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
         argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-        argv += [harness.SYSTEM_PYTHON, "-c", CLIENT_SCRIPT, self.socket_path]
+        argv += [harness.SYSTEM_PYTHON, "-c", CLIENT_SCRIPT, self.socket_path, path]
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r)
         return r.stdout.strip()
@@ -177,11 +178,16 @@ class TestApi(harness.TaskdTestCase):
             out = self.run_as(NOBODY, NOBODY)
             self.assertTrue(out.startswith("STATUS 403"), out)
             self.assertIn("error", out)
+            out = self.run_as(NOBODY, NOBODY, path="/metrics")
+            self.assertTrue(out.startswith("STATUS 403"), out)
         finally:
             os.chmod(self.socket_path, 0o660)
         # A member of SocketGroup= is let in.
         out = self.run_as(NOBODY, NOBODY, groups=[gid])
         self.assertTrue(out.startswith("STATUS 200"), out)
+        out = self.run_as(NOBODY, NOBODY, groups=[gid], path="/metrics")
+        self.assertTrue(out.startswith("STATUS 200"), out)
+        self.assertIn("lagoon_taskd_build_info", out)
         self.assertHealthy()
 
     def test_many_connections(self):

@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
+import promcheck  # noqa: E402
 
 
 class TestBusOutage(harness.TaskdTestCase):
@@ -70,9 +71,21 @@ class TestBusOutage(harness.TaskdTestCase):
         harness.wait_until(lambda: "Lost Lagoon's message bus" in d.stderr(), 30, what="loss noticed")
         self.assertTrue(self.outbox_files(), "the final messages wait in the outbox")
         self.assertHealthy()
+        m = promcheck.scrape(self, self.client)
+        self.assertEqual(m.value("broker_up"), 0)
+        self.assertGreaterEqual(m.value("broker_disconnects_total"), 1)
+        self.assertGreaterEqual(m.value("outbox_messages", sink="bus"), 1)
+        self.assertGreater(m.value("outbox_oldest_age_seconds", sink="bus"), 0)
+        self.assertEqual(m.value("outbox_messages", sink="api"), 0)
+        self.assertFalse(m.has("lagoon_api_up"), "no APIURL=")
         self.broker_up()
         self.peer.wait_status("1", "complete", timeout=90)
         harness.wait_until(lambda: not self.outbox_files(), 30, what="outbox drained")
+        m = promcheck.scrape(self, self.client)
+        self.assertEqual(m.value("broker_up"), 1)
+        self.assertEqual(m.value("outbox_messages", sink="bus"), 0)
+        self.assertEqual(m.value("outbox_oldest_age_seconds", sink="bus"), 0)
+        self.assertEqual(m.value("tasks_finished_total", status="complete"), 1)
         self.peer.settle(2)
         self.assertEqual(self.peer.status_list("1"), ["pending", "running", "complete"])
         self.assertIn("before\nafter\n", self.peer.task_logs("1")[-1]["message"])

@@ -1,14 +1,25 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The operator's view: lagoon-taskctl (the real binary) against the real daemon, the
 state-directory lock, and GET /metrics read by the Prometheus client's parser."""
 
 import json
 import os
+import re
+import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import promcheck  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DASHBOARD = os.path.join(harness.SRCDIR, "docs", "grafana-dashboard.json")
+ALERTS = os.path.join(harness.SRCDIR, "docs", "prometheus-alerts.yml")
+# Series only a daemon with [Lagoon] exports.
+LAGOON_ONLY = {promcheck.PREFIX + n for n in ("outbox_messages", "outbox_oldest_age_seconds", "broker_up",
+                                               "broker_disconnects_total", "lagoon_api_up")}
 
 
 class TestTaskctl(harness.TaskdTestCase):
@@ -59,6 +70,95 @@ class TestTaskctl(harness.TaskdTestCase):
         self.d.kill9()
         d2.start()
         self.assertEqual(harness.ApiClient(os.path.join(self.tmp, "other.sock")).health().status, 200)
+
+    def test_metrics(self):
+        before = promcheck.scrape(self, self.client)
+        self.assertEqual(before.value("launches_total"), 0)
+        self.assertFalse(before.has("broker_up"), "no [Lagoon]: no broker families")
+        ok, bad, long = self.new_id("ok"), self.new_id("bad"), self.new_id("long")
+        self.submit_ok("echo fine", id=ok)
+        self.submit_ok("exit 3", id=bad)
+        self.submit_ok("sleep 300", id=long)
+        self.client.wait_final(ok)
+        self.client.wait_final(bad)
+        self.client.wait_status(long, "running")
+        self.assertEqual(self.client.cancel(long).status, 202)
+        self.client.wait_final(long)
+
+        m = promcheck.scrape(self, self.client)
+        for status, n in (("complete", 1), ("failed", 1), ("cancelled", 1)):
+            self.assertEqual(m.value("tasks_finished_total", status=status), n, status)
+            self.assertEqual(m.value("tasks", status=status), n, status)
+        for status in ("new", "pending", "running"):
+            self.assertEqual(m.value("tasks", status=status), 0, status)
+        self.assertEqual(m.value("queue_length"), 0)
+        self.assertEqual(m.value("running_limit"), 4)
+        self.assertEqual(m.value("launches_total"), 3)
+        self.assertEqual(m.value("launch_failures_total"), 0)
+        count, total = promcheck.check_histogram(self, m, "launch_duration_seconds")
+        self.assertEqual(count, 3, "every launch succeeded, so each is in the histogram")
+        self.assertGreater(total, 0)
+        self.assertEqual(m.value("journal_up"), 1)
+        self.assertEqual(m.value("journal_send_failures_total"), 0)
+        self.assertEqual(m.value("build_info", version=self.taskctl("--version").stdout.split()[-1]), 1)
+        self.assertEqual(m.value("reloads_total"), 0)
+        self.assertEqual(m.value("last_reload_success"), 1)
+        self.assertLessEqual(m.value("start_time_seconds"), time.time())
+        self.assertGreater(m.value("start_time_seconds"), time.time() - 300)
+
+        # A refused reload, then a good one.
+        good = open(self.config_path).read()
+        with open(self.config_path, "w") as f:
+            f.write(good + "\n[Tasks]\nMaxRunning=many\n")
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: promcheck.scrape(self, self.client).value("reloads_total") == 1, 30,
+                           what="reload counted")
+        m = promcheck.scrape(self, self.client)
+        self.assertEqual(m.value("reload_failures_total"), 1)
+        self.assertEqual(m.value("last_reload_success"), 0)
+        self.assertAlmostEqual(m.value("last_reload_timestamp_seconds"), time.time(), delta=60)
+        with open(self.config_path, "w") as f:
+            f.write(good)
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: promcheck.scrape(self, self.client).value("reloads_total") == 2, 30,
+                           what="reload counted")
+        self.assertEqual(promcheck.scrape(self, self.client).value("last_reload_success"), 1)
+
+        # Every series the shipped dashboard and alerts query exists (those of [Lagoon] are
+        # checked by test_bus_outage).
+        for doc in (DASHBOARD, ALERTS):
+            missing = promcheck.referenced_names(doc) - m.sample_names() - LAGOON_ONLY
+            self.assertFalse(missing, f"{doc} queries series the daemon does not export")
+
+        self.assertEqual(self.client.request("HEAD", "/metrics").status, 200)
+        r = self.client.post("/metrics", {})
+        self.assertEqual(r.status, 405, r)
+        self.assertEqual(r.headers.get("allow"), "GET, HEAD")
+
+    def test_alert_rules_and_dashboard(self):
+        p = promcheck.promtool("check", "rules", ALERTS)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = promcheck.promtool("test", "rules", os.path.join(HERE, "prometheus-alerts.test.yml"))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # The dashboard's queries, parsed by promtool as recording rules (YAML takes JSON).
+        with open(DASHBOARD) as f:
+            dash = json.load(f)
+        exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+        self.assertGreater(len(exprs), 10)
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query{i}", "expr": e.replace("$instance", ".*")} for i, e in enumerate(exprs)]}]}
+        path = os.path.join(self.tmp, "dashboard-rules.yml")
+        with open(path, "w") as f:
+            json.dump(rules, f)
+        p = promcheck.promtool("check", "rules", path)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # README documents every series they use.
+        with open(os.path.join(harness.SRCDIR, "README.md")) as f:
+            readme = f.read()
+        for doc in (DASHBOARD, ALERTS):
+            for name in promcheck.referenced_names(doc):
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                self.assertRegex(readme, f"`{base}[`{{]", f"{name} ({doc}) is not in README's metrics table")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ TEST(routes) {
 
         route_ok("/v1/tasks", API_ROUTE_TASKS, NULL);
         route_ok("/v1/health", API_ROUTE_HEALTH, NULL);
+        route_ok("/metrics", API_ROUTE_METRICS, NULL);
         route_ok("/v1/tasks/abc", API_ROUTE_TASK, "abc");
         route_ok("/v1/tasks/lagoon-task-1.x_Y", API_ROUTE_TASK, "lagoon-task-1.x_Y");
         route_ok("/v1/tasks/abc/logs", API_ROUTE_TASK_LOGS, "abc");
@@ -94,6 +95,9 @@ TEST(routes_unknown) {
                 "/v1/tasksx",
                 "/v1/tasks?x=1", /* MHD strips the query; a literal '?' is no route */
                 "/v1/health/x",
+                "/metrics/",
+                "/v1/metrics",
+                "/metricsx",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(paths); i++)
