@@ -104,7 +104,7 @@ typedef struct FileReader {
 /* clang-format off */
 static const char *const route_allow[] = {
         [API_ROUTE_TASKS]       = "GET, HEAD, POST",
-        [API_ROUTE_TASK]        = "GET, HEAD",
+        [API_ROUTE_TASK]        = "GET, HEAD, DELETE",
         [API_ROUTE_TASK_LOGS]   = "GET, HEAD",
         [API_ROUTE_TASK_CANCEL] = "POST",
         [API_ROUTE_HEALTH]      = "GET, HEAD",
@@ -482,6 +482,33 @@ static enum MHD_Result handle_cancel(Api *a, struct MHD_Connection *connection, 
         if (!t) /* removed right away by retention: still accepted */
                 return respond_not_found(connection, id);
         return respond_task(a, connection, MHD_HTTP_ACCEPTED, t);
+}
+
+static enum MHD_Result handle_delete(Api *a, struct MHD_Connection *connection, const char *id) {
+        _cleanup_(json_freep) JsonValue *v = NULL;
+        const Task *t = manager_get_task(a->manager, id);
+        int r;
+
+        if (!t)
+                return respond_not_found(connection, id);
+        /* The answer is the task as it was: formatted before it goes. */
+        r = task_to_json(t, 0, &v);
+        if (r < 0)
+                return respond_oom(connection);
+        r = manager_remove_task(a->manager, id);
+        if (r == -EBUSY)
+                return respond_error(connection, MHD_HTTP_CONFLICT, "conflict",
+                                     "task '%s' is %s: cancel it first, only finished tasks can be removed", id,
+                                     task_status_to_string(t->status));
+        if (r == -EAGAIN)
+                return respond_error(connection, MHD_HTTP_CONFLICT, "conflict",
+                                     "task '%s': its final status is not yet queued for Lagoon, try again", id);
+        if (r == -ENOENT)
+                return respond_not_found(connection, id);
+        if (r < 0)
+                return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
+                                     "failed to remove task '%s': %s", id, strerror(-r));
+        return respond_json(connection, MHD_HTTP_OK, v);
 }
 
 static enum MHD_Result handle_submit(Api *a, struct MHD_Connection *connection, Request *req) {
@@ -918,6 +945,8 @@ static enum MHD_Result request_dispatch(Api *a, struct MHD_Connection *connectio
         case API_ROUTE_TASK:
                 if (method_is(method, MHD_HTTP_METHOD_GET))
                         return handle_get(a, connection, req->id);
+                if (method_is(method, MHD_HTTP_METHOD_DELETE))
+                        return handle_delete(a, connection, req->id);
                 break;
         case API_ROUTE_TASK_LOGS:
                 if (method_is(method, MHD_HTTP_METHOD_GET))

@@ -9,6 +9,7 @@
  *   POST /v1/tasks                 submit         201 (new) / 200 (same id again)
  *   GET  /v1/tasks                 list           200 {"tasks":[…]}
  *   GET  /v1/tasks/{id}            one task       200
+ *   DELETE /v1/tasks/{id}          remove         200 with the task as it was (finished tasks only, else 409)
  *   GET  /v1/tasks/{id}/logs       text/plain     200 (?follow=1 streams until the task ends)
  *   POST /v1/tasks/{id}/cancel     cancel         202
  *   GET  /v1/health                health         200 / 503 while stopping

@@ -1118,6 +1118,25 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         return 0;
 }
 
+int manager_remove_task(Manager *m, const char *id) {
+        ManagedTask *mt = manager_find(m, id);
+        int r;
+
+        if (!mt)
+                return -ENOENT;
+        if (!task_status_is_final(mt->task->status))
+                return -EBUSY;
+        /* As retention: Lagoon is told the end before the record goes. */
+        if (mt->task->lagoon && mt->task->reported != mt->task->status)
+                return -EAGAIN;
+        r = store_remove(m->store, id);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to remove its record: %m", id);
+        log_info("Task %s: removed.", id);
+        manager_drop(m, mt);
+        return 0;
+}
+
 int manager_cancel(Manager *m, const char *id) {
         ManagedTask *mt = manager_find(m, id);
 

@@ -84,6 +84,11 @@ unsigned manager_queue_position(Manager *m, const Task *t); /* 1-based, 0 when n
  * running one gets SIGTERM, then SIGKILL after KillGraceSec=, and ends "cancelled". */
 int manager_cancel(Manager *m, const char *id);
 
+/* Removes a finished task's record and log now, as KeepFinished= would later. -ENOENT
+ * unknown, -EBUSY not finished yet, -EAGAIN its final status is not yet queued for
+ * Lagoon. The task pointer is invalid afterwards. */
+int manager_remove_task(Manager *m, const char *id);
+
 /* Path of the task's log file (may not exist yet). */
 int manager_task_log_path(Manager *m, const char *id, char **ret);
 

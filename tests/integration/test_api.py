@@ -129,7 +129,7 @@ class TestApi(harness.TaskdTestCase):
 
     def test_wrong_method(self):
         tid = self.run_task("true")["id"]
-        for method, path in (("DELETE", "/v1/tasks"), ("PUT", f"/v1/tasks/{tid}"), ("DELETE", f"/v1/tasks/{tid}"),
+        for method, path in (("DELETE", "/v1/tasks"), ("PUT", f"/v1/tasks/{tid}"), ("POST", f"/v1/tasks/{tid}"),
                              ("GET", f"/v1/tasks/{tid}/cancel"), ("POST", "/v1/health"),
                              ("POST", f"/v1/tasks/{tid}/logs"), ("PATCH", "/v1/tasks")):
             r = self.client.request(method, path)
@@ -147,7 +147,30 @@ class TestApi(harness.TaskdTestCase):
         self.assertErrorResponse(self.client.get("/v1/tasks/no-such-task"), 404)
         self.assertErrorResponse(self.client.get("/v1/tasks/no-such-task/logs"), 404)
         self.assertErrorResponse(self.client.cancel("no-such-task"), 404)
+        self.assertErrorResponse(self.client.request("DELETE", "/v1/tasks/no-such-task"), 404)
         self.assertHealthy()
+
+    def test_delete(self):
+        done = self.run_task("echo bye")
+        self.assertTrue(os.path.exists(self.task_log_path(done["id"])))
+        r = self.client.request("DELETE", f"/v1/tasks/{done['id']}")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((r.json["id"], r.json["status"]), (done["id"], "complete"))
+        self.assertErrorResponse(self.client.get(f"/v1/tasks/{done['id']}"), 404)
+        self.assertFalse(os.path.exists(self.task_log_path(done["id"])))
+        self.assertNotIn(done["id"], [t["id"] for t in self.client.tasks()])
+        self.assertErrorResponse(self.client.request("DELETE", f"/v1/tasks/{done['id']}"), 404)
+        # Not finished: refused, the task goes on.
+        busy = self.submit_ok("sleep 300")
+        self.client.wait_status(busy["id"], "running")
+        r = self.client.request("DELETE", f"/v1/tasks/{busy['id']}")
+        self.assertErrorResponse(r, 409)
+        self.assertIn("cancel it first", r.json["message"])
+        self.assertEqual(self.client.task(busy["id"])["status"], "running")
+        # Gone for good: a restart does not bring it back.
+        self.d.restart()
+        self.assertErrorResponse(self.client.get(f"/v1/tasks/{done['id']}"), 404)
+        self.assertEqual(self.client.task(busy["id"])["status"], "running")
 
     def test_health(self):
         r = self.client.health()
