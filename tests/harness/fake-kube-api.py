@@ -48,6 +48,14 @@ Modelled on kube-apiserver (k8s.io/apiserver + pkg/registry, v1.27-1.30):
     termDelay, or 137 when the grace period ends if the script sets ignoreTerm), then
     DELETED; a pod not running, or grace 0, goes at once. Namespaces get a "default"
     ServiceAccount, as the controller makes.
+  * Leases (coordination.k8s.io/v1), as claims and leader election use them: create is
+    create-if-absent (409 AlreadyExists), PUT must carry the resourceVersion it replaces
+    (422 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update'
+    without one, as leaseStrategy allows no unconditional update; 409 Conflict when
+    stale), spec validation (leaseDurationSeconds > 0, leaseTransitions >= 0, MicroTime
+    strings; wrong JSON types are 400 decode errors). DELETE honours
+    DeleteOptions.preconditions {uid, resourceVersion}: 409 Conflict 'Precondition
+    failed: UID in precondition: x, UID in object meta: y'.
   * PATCH with application/merge-patch+json (RFC 7386 on the whole object; metadata.
     name/namespace/uid kept); json-patch and strategic-merge also answered 415 here.
     PUT replaces (409 Conflict on a stale metadata.resourceVersion).
@@ -187,6 +195,7 @@ RESOURCES = {
     ("/apis/apps/v1", "statefulsets"): ("StatefulSet", True),
     ("/apis/apps/v1", "replicasets"): ("ReplicaSet", True),
     ("/apis/batch/v1", "jobs"): ("Job", True),
+    ("/apis/coordination.k8s.io/v1", "leases"): ("Lease", True),
 }
 CLUSTER_KINDS = {"Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding",
                  "StorageClass", "CustomResourceDefinition", "PriorityClass"}
@@ -289,6 +298,40 @@ def invalid(kind, name, causes, group=""):
     qual = f"{kind}.{group}" if group else kind
     return ApiError(status(422, "Invalid", f'{qual} "{name}" is invalid: {text}', name=name, kind=kind, group=group,
                            causes=[{"reason": t, "message": m, "field": f} for f, t, m in causes]))
+
+
+MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
+
+
+def validate_lease(obj):
+    """coordination/v1 Lease validation (pkg/apis/coordination/validation): the spec
+    fields' types and ranges; acquireTime/renewTime are MicroTime strings (a bad one is
+    a decode error, 400, in the real server)."""
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise bad_request("json: cannot unmarshal into Go struct field Lease.spec of type v1.LeaseSpec")
+    causes = []
+    for f in ("holderIdentity", "leaseTransitions", "leaseDurationSeconds", "acquireTime", "renewTime"):
+        v = spec.get(f)
+        if v is None:
+            continue
+        if f == "holderIdentity" and not isinstance(v, str):
+            raise bad_request(f"json: cannot unmarshal {type(v).__name__} into Go struct field "
+                              f"LeaseSpec.spec.{f} of type string")
+        if f in ("leaseTransitions", "leaseDurationSeconds") and (not isinstance(v, int) or isinstance(v, bool)):
+            raise bad_request(f"json: cannot unmarshal {type(v).__name__} into Go struct field "
+                              f"LeaseSpec.spec.{f} of type int32")
+        if f in ("acquireTime", "renewTime") and (not isinstance(v, str) or not MICROTIME.match(v)):
+            raise bad_request(f'parsing time "{v}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
+    d = spec.get("leaseDurationSeconds")
+    if d is not None and d <= 0:
+        causes.append(("spec.leaseDurationSeconds", "FieldValueInvalid", f"Invalid value: {d}: must be greater "
+                       "than 0"))
+    t = spec.get("leaseTransitions")
+    if t is not None and t < 0:
+        causes.append(("spec.leaseTransitions", "FieldValueInvalid", f"Invalid value: {t}: must be greater than "
+                       "or equal to 0"))
+    return causes
 
 
 def bad_request(msg):
@@ -1243,6 +1286,8 @@ class Handler(BaseHTTPRequestHandler):
                 causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {SUBDOMAIN_MSG}'))
             if res.kind == "Pod":
                 causes += self.validate_pod(obj)
+            elif res.kind == "Lease":
+                causes += validate_lease(obj)
             if causes:
                 raise invalid(res.kind, name, causes, res.group)
             if res.namespaced and not STORE.namespace_exists(ns):
@@ -1335,13 +1380,34 @@ class Handler(BaseHTTPRequestHandler):
         except (TypeError, ValueError):
             raise bad_request(f'strconv.ParseInt: parsing "{g}": invalid syntax')
 
+    def preconditions(self):
+        if not self.body:
+            return {}
+        try:
+            opts = json.loads(self.body)
+        except ValueError as e:
+            raise bad_request(f"couldn't get version/kind; json parse error: {e}")
+        pre = opts.get("preconditions") if isinstance(opts, dict) else None
+        return pre if isinstance(pre, dict) else {}
+
     def obj_delete(self, res, ns, name):
         grace = self.grace()
+        pre = self.preconditions()
         with STORE.cond:
             key = self.key(res, ns, name)
             o = STORE.objects.get(key)
             if o is None:
                 raise not_found(res, name)
+            # DeleteOptions.preconditions (uid, resourceVersion): 409 Conflict with the
+            # registry's message when the object is not the one the client means.
+            for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                want = pre.get(field)
+                if want is not None and want != o["metadata"].get(field):
+                    raise ApiError(status(409, "Conflict", f"Operation cannot be fulfilled on {res.plural}"
+                                          f'{"." + res.group if res.group else ""} "{name}": Precondition failed: '
+                                          f"{label} in precondition: {want}, {label} in object meta: "
+                                          f'{o["metadata"].get(field)}', name=name, kind=res.plural,
+                                          group=res.group))
             if res.kind == "Pod":
                 if grace is None:
                     grace = int(o["spec"].get("terminationGracePeriodSeconds", 30))
@@ -1411,8 +1477,17 @@ class Handler(BaseHTTPRequestHandler):
             o = STORE.objects.get(key)
             if o is None:
                 raise not_found(res, name)
+            if not md.get("resourceVersion") and res.kind == "Lease":
+                # leaseStrategy.AllowUnconditionalUpdate() is false: an update must say
+                # which version it replaces.
+                raise invalid(res.kind, name, [("metadata.resourceVersion", "FieldValueInvalid",
+                                                "Invalid value: 0x0: must be specified for an update")], res.group)
             if md.get("resourceVersion") and md["resourceVersion"] != o["metadata"]["resourceVersion"]:
                 raise self.conflict(res, name)
+            if res.kind == "Lease":
+                causes = validate_lease(obj)
+                if causes:
+                    raise invalid(res.kind, name, causes, res.group)
             md = dict(md)
             for k in ("name", "namespace", "uid", "creationTimestamp"):
                 if k in o["metadata"]:

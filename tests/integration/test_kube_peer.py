@@ -525,6 +525,79 @@ class KubePeerTest(unittest.TestCase):
         self.assertStatus(self.api.patch(self.pods_path() + "/nope", {}), 404, "NotFound")
         self.api.delete(path + "?gracePeriodSeconds=0")
 
+    def test_leases(self):
+        """coordination.k8s.io/v1 Leases as claims use them: create-if-absent (409
+        AlreadyExists), updates that must name the version they replace (422 without
+        one, 409 Conflict on a stale one), validation, delete preconditions (409 on a
+        wrong uid or resourceVersion), watch events."""
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "task-1", "labels": {"lagoon.sh/taskd": "claim"}},
+                 "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 30,
+                          "acquireTime": "2026-12-03T10:00:00.000000Z", "renewTime": "2026-12-03T10:00:00.000000Z"}}
+        rv0 = self.api.get(base).json()["metadata"]["resourceVersion"]
+        w = self.api.stream(base + f"?watch=1&resourceVersion={rv0}&labelSelector=lagoon.sh%2Ftaskd%3Dclaim")
+        r = self.api.post(base, lease)
+        self.assertEqual(r.status, 201, r)
+        first = r.json()
+        self.assertEqual(first["kind"], "Lease")
+        self.assertEqual(first["apiVersion"], "coordination.k8s.io/v1")
+        self.assertEqual(first["spec"]["holderIdentity"], "node-1")
+        # The second create loses, whoever sends it.
+        other = json.loads(json.dumps(lease))
+        other["spec"]["holderIdentity"] = "node-2"
+        self.assertStatus(self.api.post(base, other), 409, "AlreadyExists",
+                          'leases.coordination.k8s.io "task-1" already exists')
+        self.assertEqual(self.api.get(base + "/task-1").json()["spec"]["holderIdentity"], "node-1")
+        # Renewal: a PUT with the current resourceVersion; the old one is then stale.
+        renewed = json.loads(json.dumps(first))
+        renewed["spec"]["renewTime"] = "2026-12-03T10:00:10.123456Z"
+        r = self.api.request("PUT", base + "/task-1", renewed)
+        self.assertEqual(r.status, 200, r)
+        second = r.json()
+        self.assertGreater(int(second["metadata"]["resourceVersion"]), int(first["metadata"]["resourceVersion"]))
+        self.assertEqual(second["metadata"]["uid"], first["metadata"]["uid"])
+        stale = json.loads(json.dumps(first))
+        stale["spec"]["holderIdentity"] = "node-2"
+        st = self.assertStatus(self.api.request("PUT", base + "/task-1", stale), 409, "Conflict")
+        self.assertIn("the object has been modified", st["message"])
+        unconditional = json.loads(json.dumps(second))
+        del unconditional["metadata"]["resourceVersion"]
+        st = self.assertStatus(self.api.request("PUT", base + "/task-1", unconditional), 422, "Invalid")
+        self.assertIn("metadata.resourceVersion: Invalid value: 0x0: must be specified for an update", st["message"])
+        # Validation, as pkg/apis/coordination/validation and the decoder answer.
+        bad = json.loads(json.dumps(lease))
+        bad["metadata"]["name"] = "task-bad"
+        bad["spec"]["leaseDurationSeconds"] = 0
+        st = self.assertStatus(self.api.post(base, bad), 422, "Invalid")
+        self.assertEqual(st["details"]["causes"][0]["field"], "spec.leaseDurationSeconds")
+        bad["spec"]["leaseDurationSeconds"] = "30"
+        self.assertStatus(self.api.post(base, bad), 400, "BadRequest")
+        bad["spec"]["leaseDurationSeconds"] = 30
+        bad["spec"]["renewTime"] = "yesterday"
+        self.assertStatus(self.api.post(base, bad), 400, "BadRequest")
+        self.assertStatus(self.api.get(base + "/task-bad"), 404, "NotFound")
+        # Delete preconditions: only the claim one means goes.
+        st = self.assertStatus(self.api.request("DELETE", base + "/task-1", {"preconditions": {"uid": "not-it"}}),
+                               409, "Conflict")
+        self.assertIn("Precondition failed: UID in precondition: not-it", st["message"])
+        self.assertStatus(self.api.request("DELETE", base + "/task-1",
+                                           {"preconditions": {"resourceVersion": first["metadata"]["resourceVersion"]}}),
+                          409, "Conflict")
+        r = self.api.request("DELETE", base + "/task-1", {"preconditions": {
+            "uid": second["metadata"]["uid"], "resourceVersion": second["metadata"]["resourceVersion"]}})
+        self.assertEqual(r.status, 200, r)
+        self.assertStatus(self.api.get(base + "/task-1"), 404, "NotFound")
+        # Once gone, the name can be claimed again.
+        r = self.api.post(base, other)
+        self.assertEqual(r.status, 201, r)
+        self.assertNotEqual(r.json()["metadata"]["uid"], first["metadata"]["uid"])
+        evs = w.events(count=4)
+        w.close()
+        self.assertEqual([e["type"] for e in evs], ["ADDED", "MODIFIED", "DELETED", "ADDED"])
+        self.assertEqual(evs[3]["object"]["spec"]["holderIdentity"], "node-2")
+        self.api.delete(base + "/task-1")
+
     def test_delete_graceful(self):
         self.api.set_script("slowterm:1", SLOW_TERM_SCRIPT)
         self.create(pod("del1", image="slowterm:1"))
