@@ -413,6 +413,20 @@ static int read_task_data(Manager *m, Task *t, const char *annotation, char **re
         return 0;
 }
 
+/* Retention must not take a pod whose task is still being followed to its end (its
+ * phase can read Succeeded before this daemon saw the container's exit). */
+static bool pod_in_use(const char *namespace, const char *name, void *userdata) {
+        Manager *m = userdata;
+
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                const Task *t = m->tasks[i]->task;
+
+                if (m->tasks[i]->pod && streq_ptr(t->pod, name) && streq_ptr(t->namespace, namespace))
+                        return true;
+        }
+        return false;
+}
+
 /* The task's container or pod ended (or was lost): drain its output, record the result,
  * clean up. status >= 0: the exit status; < 0: lost, with lost_reason (a task reason) or
  * the errno. */
@@ -478,7 +492,7 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
                         log_warning_errno(r, "Task %s: failed to remove its container: %m", t->id);
         }
         if (was_pod)
-                node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods);
+                node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods, pod_in_use, m);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
 }

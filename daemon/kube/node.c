@@ -24,6 +24,8 @@ typedef struct PendingOp {
         KubeCall *call;
         char *namespace;
         unsigned keep;
+        node_pod_in_use_t in_use;
+        void *userdata;
 } PendingOp;
 
 struct Node {
@@ -540,7 +542,7 @@ static void on_prune_list(KubeCall *call, int error, long status, JsonValue *bod
         qsort(finished, count, sizeof(JsonValue *), compare_created_desc);
         for (size_t i = op->keep; i < count; i++) {
                 const char *name = json_get_string(json_get(finished[i], "metadata"), "name");
-                if (!name)
+                if (!name || (op->in_use && op->in_use(op->namespace, name, op->userdata)))
                         continue;
                 log_debug("Pod %s/%s: removed by retention (KeepTaskPods=%u).", op->namespace, name, op->keep);
                 delete_pod(n, op->namespace, name);
@@ -549,7 +551,7 @@ out:
         pending_free(op);
 }
 
-void node_prune_task_pods(Node *n, const char *namespace, unsigned keep) {
+void node_prune_task_pods(Node *n, const char *namespace, unsigned keep, node_pod_in_use_t in_use, void *userdata) {
         _cleanup_free_ char *ns = NULL, *path = NULL, *selector = NULL;
         PendingOp *op;
 
@@ -564,6 +566,8 @@ void node_prune_task_pods(Node *n, const char *namespace, unsigned keep) {
         op = pending_new(n, namespace, keep);
         if (!op)
                 return;
+        op->in_use = in_use;
+        op->userdata = userdata;
         if (kube_request(n->api, "GET", path, NULL, NULL, on_prune_list, op, &op->call) < 0)
                 pending_free(op);
 }

@@ -70,5 +70,7 @@ int node_lookup_advanced_context(Node *n,
 KubeClient *node_api(Node *n);
 const char *node_name(Node *n);
 
-/* Deletes all but the newest `keep` finished task pods of this node in namespace. */
-void node_prune_task_pods(Node *n, const char *namespace, unsigned keep);
+/* Deletes all but the newest `keep` finished task pods of this node in namespace, never
+ * one for which in_use() says its task is still followed. */
+typedef bool (*node_pod_in_use_t)(const char *namespace, const char *name, void *userdata);
+void node_prune_task_pods(Node *n, const char *namespace, unsigned keep, node_pod_in_use_t in_use, void *userdata);
