@@ -629,6 +629,11 @@ static const ConfigItem config_items[] = {
         {SECTION_KUBERNETES, "CRIORunRoot", config_parse_path, offsetof(Config, crio_run_root),
          "/run/containers/storage"},
         {SECTION_KUBERNETES, "KeepTaskPods", config_parse_unsigned, offsetof(Config, keep_task_pods), "1"},
+        {SECTION_KUBERNETES, "ClaimNamespace", config_parse_namespace_prefix, offsetof(Config, claim_namespace), NULL},
+        {SECTION_KUBERNETES, "ClaimDurationSec", config_parse_finite_duration, offsetof(Config, claim_duration_usec),
+         "60s"},
+        {SECTION_KUBERNETES, "ClaimRetentionSec", config_parse_finite_duration, offsetof(Config, claim_retention_usec),
+         "1h"},
 
         {SECTION_SERVICE, "Bundle", config_parse_path, offsetof(ServiceConfig, bundle), NULL},
         /* offset 0: the parser sets both seccomp and seccomp_profile */
@@ -725,6 +730,7 @@ Config *config_free(Config *c) {
         free(c->kubelet_token_file);
         free(c->kubelet_cert_file);
         free(c->kubelet_key_file);
+        free(c->claim_namespace);
         free(c->containerd_state);
         free(c->containerd_namespace);
         free(c->crio_run_root);
@@ -1108,6 +1114,14 @@ int config_finalize(Config *c) {
         }
         if (!!c->kube_cert_file != !!c->kube_key_file || !!c->kubelet_cert_file != !!c->kubelet_key_file) {
                 log_error("[Kubernetes] a client certificate needs its key and the other way round.");
+                ret = -EINVAL;
+        }
+        if (c->claim_namespace && !c->kubeconfig && !c->kube_server && !c->kube_in_cluster) {
+                log_error("[Kubernetes] ClaimNamespace= needs the API server (Kubeconfig=, Server= or InCluster=).");
+                ret = -EINVAL;
+        }
+        if (c->claim_duration_usec < 3 * USEC_PER_SEC) {
+                log_error("[Kubernetes] ClaimDurationSec= must be at least 3s (claims are renewed every third of it).");
                 ret = -EINVAL;
         }
         if (c->kube_context && !c->kubeconfig) {

@@ -19,7 +19,8 @@
  *   [Kubernetes]  NodeName=, Kubeconfig=, Context=, Server=, CAFile=, TokenFile=,
  *              ClientCertFile=, ClientKeyFile=, InCluster=, KubeletURL=, KubeletCAFile=,
  *              KubeletTokenFile=, KubeletCertFile=, KubeletKeyFile=, ContainerdState=,
- *              ContainerdNamespace=, CRIORunRoot=, KeepTaskPods=
+ *              ContainerdNamespace=, CRIORunRoot=, KeepTaskPods=, ClaimNamespace=,
+ *              ClaimDurationSec=, ClaimRetentionSec=
  *   [Service NAME]  Bundle=, Seccomp=
  *   [Image REFERENCE]  Bundle=, Seccomp=   (local bundles for advanced-task runner images)
  */
@@ -117,24 +118,27 @@ typedef struct Config {
 
         /* [Kubernetes] — node mode: services without a [Service] section are found through
          * the kubelet (KubeletURL=) and the API server (Kubeconfig=, Server= or InCluster=). */
-        char *node_name;            /* NodeName=, default the host name */
-        char *kubeconfig;           /* Kubeconfig=: API server credentials from a kubeconfig file */
-        char *kube_context;         /* Context=: kubeconfig context, default its current-context */
-        char *kube_server;          /* Server=: API server URL (instead of Kubeconfig=) */
-        char *kube_ca_file;         /* CAFile= */
-        char *kube_token_file;      /* TokenFile=: bearer token, re-read for every request */
-        char *kube_cert_file;       /* ClientCertFile= */
-        char *kube_key_file;        /* ClientKeyFile= */
-        bool kube_in_cluster;       /* InCluster=: the service-account token and CA of a pod */
-        char *kubelet_url;          /* KubeletURL=, e.g. https://127.0.0.1:10250 */
-        char *kubelet_ca_file;      /* KubeletCAFile= */
-        char *kubelet_token_file;   /* KubeletTokenFile= */
-        char *kubelet_cert_file;    /* KubeletCertFile= */
-        char *kubelet_key_file;     /* KubeletKeyFile= */
-        char *containerd_state;     /* ContainerdState=, default /run/containerd */
-        char *containerd_namespace; /* ContainerdNamespace=, default k8s.io */
-        char *crio_run_root;        /* CRIORunRoot=, default /run/containers/storage */
-        unsigned keep_task_pods;    /* KeepTaskPods=, default 1 finished task pod per namespace */
+        char *node_name;               /* NodeName=, default the host name */
+        char *kubeconfig;              /* Kubeconfig=: API server credentials from a kubeconfig file */
+        char *kube_context;            /* Context=: kubeconfig context, default its current-context */
+        char *kube_server;             /* Server=: API server URL (instead of Kubeconfig=) */
+        char *kube_ca_file;            /* CAFile= */
+        char *kube_token_file;         /* TokenFile=: bearer token, re-read for every request */
+        char *kube_cert_file;          /* ClientCertFile= */
+        char *kube_key_file;           /* ClientKeyFile= */
+        bool kube_in_cluster;          /* InCluster=: the service-account token and CA of a pod */
+        char *kubelet_url;             /* KubeletURL=, e.g. https://127.0.0.1:10250 */
+        char *kubelet_ca_file;         /* KubeletCAFile= */
+        char *kubelet_token_file;      /* KubeletTokenFile= */
+        char *kubelet_cert_file;       /* KubeletCertFile= */
+        char *kubelet_key_file;        /* KubeletKeyFile= */
+        char *containerd_state;        /* ContainerdState=, default /run/containerd */
+        char *containerd_namespace;    /* ContainerdNamespace=, default k8s.io */
+        char *crio_run_root;           /* CRIORunRoot=, default /run/containers/storage */
+        unsigned keep_task_pods;       /* KeepTaskPods=, default 1 finished task pod per namespace */
+        char *claim_namespace;         /* ClaimNamespace=: cluster mode, tasks claimed as Leases there */
+        uint64_t claim_duration_usec;  /* ClaimDurationSec=, default 60 s */
+        uint64_t claim_retention_usec; /* ClaimRetentionSec=, default 1 h */
 } Config;
 
 /* Load path (default CONFIG_PATH_DEFAULT when NULL) and then "<path>.d/" *.conf files in

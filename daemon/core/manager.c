@@ -184,6 +184,10 @@ static void manager_call_callbacks(Manager *m, const Task *t) {
                         m->callbacks[i].cb(m, t, m->callbacks[i].userdata);
 }
 
+Node *manager_get_node(Manager *m) {
+        return m->node;
+}
+
 const Config *manager_get_config(Manager *m) {
         return m->config;
 }

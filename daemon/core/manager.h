@@ -15,6 +15,7 @@
 #include "task.h"
 
 typedef struct Manager Manager;
+typedef struct Node Node;
 
 typedef struct TaskRequest {
         const char *id; /* optional: makes submission idempotent */
@@ -64,6 +65,8 @@ int manager_set_reported(Manager *m, const char *id, TaskStatus reported);
 /* Replaces the configuration (SIGHUP); running tasks keep what they started with. */
 int manager_set_config(Manager *m, Config *config);
 const Config *manager_get_config(Manager *m);
+/* Node mode: the Kubernetes side (NULL in local mode). */
+Node *manager_get_node(Manager *m);
 
 /* Submission. Returns 0 (new task, *ret_existing = false) or 0 with *ret_existing =
  * true when a task with req->id exists with the same command/service (nothing

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "amqp-client.h"
+#include "claim.h"
 #include "fs-util.h"
 #include "http.h"
 #include "lagoon-api.h"
@@ -15,6 +16,7 @@
 #include "lagoon-report.h"
 #include "lagoon.h"
 #include "log.h"
+#include "node.h"
 #include "outbox.h"
 
 #define EXCHANGE_TASKS "lagoon-tasks"
@@ -51,7 +53,7 @@ struct Lagoon {
         char *queue_jobs, *queue_misc, *key_jobs, *key_misc;
         Publish *publishes; /* awaiting confirms, in publish order */
         size_t n_publishes;
-        HeldDelivery *held; /* deliveries waiting for room in the queue (MaxQueued=) */
+        HeldDelivery *held; /* deliveries waiting for room in the queue (MaxQueued=) or a claim */
         size_t n_held;
         sd_event_source *bus_flush_source;
         sd_event_source *held_timer;
@@ -67,6 +69,8 @@ struct Lagoon {
         LogState *logs;
         size_t n_logs;
         sd_event_source *log_timer;
+
+        ClaimSet *claims; /* cluster mode: ClaimNamespace= */
 };
 
 static const Config *config(Lagoon *l) {
@@ -263,6 +267,8 @@ static void on_task_changed(Manager *m, const Task *t, void *userdata) {
         Lagoon *l = userdata;
 
         (void) report_task(l, t);
+        if (l->claims && task_status_is_final(t->status))
+                (void) claim_finish(l->claims, t->id);
 }
 
 /* ---- periodic log updates of running tasks ---- */
@@ -456,8 +462,29 @@ static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret) {
         return 0;
 }
 
+/* Cluster mode: may this daemon store the task? 1 yes (the claim is ours), 0 no (another
+ * daemon accepted it: drop the message), -EAGAIN not yet (the claim is being made, or
+ * another daemon claimed it without storing it yet, or the API server failed: hold the
+ * message and ask again). */
+static int claim_for(Lagoon *l, const char *task_id) {
+        const char *holder = NULL;
+        int r;
+
+        if (!l->claims || manager_get_task(l->manager, task_id))
+                return 1;
+        r = claim_check(l->claims, task_id, &holder);
+        if (r == CLAIM_OURS)
+                return 1;
+        if (r == CLAIM_THEIRS) {
+                log_info("Task %s: claimed by %s; acknowledged and left to it.", task_id, strna(holder));
+                return 0;
+        }
+        return -EAGAIN;
+}
+
 /* Handles one message. Returns 1 when it is settled (ack), 0 when it must wait (room in
- * the queue), -EBADMSG when it is to be rejected, other errors: leave it unacknowledged. */
+ * the queue), -EAGAIN when it waits for its claim, -EBADMSG when it is to be rejected,
+ * other errors: leave it unacknowledged. */
 static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t size) {
         _cleanup_(lagoon_message_freep) LagoonMessage *msg = NULL;
         _cleanup_strv_free_ char **env = NULL, **secrets = NULL;
@@ -501,6 +528,9 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
                 r = report_failure(l, msg, TASK_FAILED, "launch-error: invalid task id");
                 return r < 0 ? r : -EBADMSG;
         }
+        r = claim_for(l, msg->task_id);
+        if (r <= 0)
+                return r < 0 ? r : 1;
         r = task_env(l, msg, &env);
         if (r < 0)
                 return r;
@@ -552,6 +582,8 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
         }
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to accept it: %m", msg->task_id);
+        if (l->claims)
+                (void) claim_accept(l->claims, msg->task_id); /* stored: others may drop it now */
         if (existing)
                 log_info("Task %s: delivered again by the broker, already known (%s).", msg->task_id,
                          task_status_to_string(t->status));
@@ -569,6 +601,25 @@ static void settle(Lagoon *l, uint64_t tag, int r) {
         /* Otherwise left unacknowledged: the broker redelivers it after a reconnect. */
 }
 
+static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static int held_timer_arm(Lagoon *l, uint64_t delay_usec) {
+        int r;
+
+        if (!l->held_timer) {
+                r = sd_event_add_time_relative(l->event, &l->held_timer, CLOCK_MONOTONIC, delay_usec,
+                                               10 * USEC_PER_MSEC, on_held_timer, l);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(l->held_timer, "lagoon-held");
+        } else {
+                r = sd_event_source_set_time_relative(l->held_timer, delay_usec);
+                if (r < 0)
+                        return r;
+        }
+        return sd_event_source_set_enabled(l->held_timer, SD_EVENT_ONESHOT);
+}
+
 static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Lagoon *l = userdata;
         size_t w = 0;
@@ -577,7 +628,7 @@ static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 HeldDelivery *h = l->held + i;
                 int r = handle_message(l, h->queue, h->body, h->size);
 
-                if (r == 0 && manager_is_shutting_down(l->manager) == false) {
+                if ((r == 0 || r == -EAGAIN) && manager_is_shutting_down(l->manager) == false) {
                         l->held[w++] = *h;
                         continue;
                 }
@@ -608,12 +659,13 @@ static void on_amqp_delivery(AmqpClient *c,
                 return;
         }
         r = handle_message(l, q, body, size);
-        if (r != 0 || manager_is_shutting_down(l->manager)) {
+        if (!(r == 0 || r == -EAGAIN) || manager_is_shutting_down(l->manager)) {
                 settle(l, tag, r);
                 return;
         }
 
-        /* The queue is full: hold it (the prefetch window bounds how many) and retry. */
+        /* The queue is full or the claim not settled: hold it (the prefetch window bounds
+         * how many) and retry. */
         HeldDelivery *n = reallocarray(l->held, l->n_held + 1, sizeof(HeldDelivery));
         if (!n)
                 return; /* stays unacknowledged */
@@ -622,17 +674,17 @@ static void on_amqp_delivery(AmqpClient *c,
         if (!n[l->n_held].body)
                 return;
         l->n_held++;
-        log_notice("Task queue full (MaxQueued=): holding a message from Lagoon until there is room.");
-        if (!l->held_timer) {
-                r = sd_event_add_time_relative(l->event, &l->held_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
-                                               100 * USEC_PER_MSEC, on_held_timer, l);
-                if (r < 0)
-                        return;
-                (void) sd_event_source_set_description(l->held_timer, "lagoon-held");
-        } else {
-                (void) sd_event_source_set_time_relative(l->held_timer, USEC_PER_SEC);
-        }
-        (void) sd_event_source_set_enabled(l->held_timer, SD_EVENT_ONESHOT);
+        if (r == 0)
+                log_notice("Task queue full (MaxQueued=): holding a message from Lagoon until there is room.");
+        (void) held_timer_arm(l, USEC_PER_SEC);
+}
+
+/* A claim was answered: look at the held messages again now. */
+static void on_claim_changed(ClaimSet *s, const char *task_id, void *userdata) {
+        Lagoon *l = userdata;
+
+        if (l->n_held > 0)
+                (void) held_timer_arm(l, 0);
 }
 
 static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, void *userdata) {
@@ -725,6 +777,7 @@ Lagoon *lagoon_free(Lagoon *l) {
                 return NULL;
         manager_remove_task_callback(l->manager, on_task_changed, l);
         amqp_client_free(l->amqp);
+        claim_set_free(l->claims);
         lagoon_api_free(l->api);
         http_client_free(l->http);
         sd_event_source_disable_unref(l->bus_flush_source);
@@ -860,17 +913,58 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
         return 0;
 }
 
+/* Cluster mode: the claims need the API server client, which exists once the manager
+ * started. */
+static int lagoon_start_claims(Lagoon *l) {
+        const Config *c = config(l);
+        Node *node = manager_get_node(l->manager);
+        int r;
+
+        if (!c->claim_namespace || !l->amqp)
+                return 0;
+        if (!node || !node_api(node))
+                return log_error_errno(EINVAL, "ClaimNamespace= needs the Kubernetes API server ([Kubernetes]).");
+
+        const ClaimSettings settings = {
+                .namespace = c->claim_namespace,
+                .holder = node_name(node),
+                .target = l->target,
+                .duration_usec = c->claim_duration_usec,
+                .retention_usec = c->claim_retention_usec,
+        };
+        r = claim_set_new(l->event, node_api(node), &settings, on_claim_changed, l, &l->claims);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the cluster claims: %m");
+        log_info("Cluster mode: tasks are claimed as Leases in namespace %s, as node %s.", c->claim_namespace,
+                 settings.holder);
+        return 0;
+}
+
 int lagoon_start(Lagoon *l) {
         _cleanup_free_ const Task **tasks = NULL;
         size_t n = 0;
         int r;
 
+        r = lagoon_start_claims(l);
+        if (r < 0)
+                return r;
+
         /* What a crash or a full disk left owed. */
         r = manager_list_tasks(l->manager, &tasks, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 (void) report_task(l, tasks[i]);
+                /* Our claims from before the restart: renew the live ones, mark the
+                 * recently ended ones done (the deletion after the retention is ours). */
+                if (!l->claims)
+                        continue;
+                if (!task_status_is_final(tasks[i]->status))
+                        (void) claim_adopt(l->claims, tasks[i]->id);
+                else if (tasks[i]->finished_usec + manager_get_config(l->manager)->claim_retention_usec >
+                         now_usec(CLOCK_REALTIME))
+                        (void) claim_finish(l->claims, tasks[i]->id);
+        }
 
         if (l->amqp) {
                 r = amqp_client_start(l->amqp);

@@ -1,0 +1,641 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Cluster claims as Kubernetes Leases (see claim.h). Each claim has at most one request
+ * in flight; one timer renews, retries and deletes. */
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "claim.h"
+#include "list.h"
+#include "log.h"
+
+#define CLAIM_ANNOTATION "lagoon.sh/taskd-claim"
+#define CLAIM_TASK_ANNOTATION "lagoon.sh/task-id"
+#define CLAIM_TARGET_LABEL "lagoon.sh/taskd-target"
+#define CLAIM_RETRY_USEC USEC_PER_SEC
+#define CLAIM_TICK_USEC USEC_PER_SEC
+#define CLAIM_FOREIGN_KEEP_USEC (60 * USEC_PER_SEC) /* how long another daemon's answer is cached */
+#define CLAIM_NAME_PREFIX "lagoon-task-"
+
+typedef enum Mark {
+        MARK_CLAIMED,
+        MARK_ACCEPTED,
+        MARK_DONE,
+        _MARK_MAX,
+} Mark;
+
+static const char *const mark_table[_MARK_MAX] = {
+        [MARK_CLAIMED] = "claimed",
+        [MARK_ACCEPTED] = "accepted",
+        [MARK_DONE] = "done",
+};
+
+static const char *const state_table[_CLAIM_STATE_MAX] = {
+        [CLAIM_PENDING] = "pending",
+        [CLAIM_OURS] = "ours",
+        [CLAIM_THEIRS] = "theirs",
+        [CLAIM_WAIT] = "wait",
+};
+
+const char *claim_state_to_string(ClaimState s) {
+        return s >= 0 && s < _CLAIM_STATE_MAX ? state_table[s] : NULL;
+}
+
+typedef struct Claim Claim;
+
+struct Claim {
+        ClaimSet *set;
+        char *task_id, *name;
+        ClaimState state;
+        Mark want;           /* the mark the Lease should carry (ours) */
+        Mark sent;           /* the mark it carries, as far as we know */
+        bool synced;         /* the Lease is as we want it */
+        JsonValue *lease;    /* ours: the Lease as last written or read */
+        char *holder;        /* theirs */
+        uint64_t renew_usec; /* CLOCK_MONOTONIC: next renewal of ours */
+        uint64_t retry_usec; /* CLOCK_MONOTONIC: no new attempt before this */
+        uint64_t forget_usec;
+        uint64_t delete_usec; /* CLOCK_REALTIME: done, delete then */
+        int error;            /* of the last attempt */
+        KubeCall *call;
+        Claim *prev, *next;
+};
+
+struct ClaimSet {
+        sd_event *event;
+        KubeClient *api;
+        char *namespace, *holder, *target;
+        uint64_t duration_usec, retention_usec;
+        claim_changed_cb_t cb;
+        void *userdata;
+        Claim *claims;
+        sd_event_source *timer;
+};
+
+static Claim *claim_free(Claim *c) {
+        if (!c)
+                return NULL;
+        if (c->set)
+                LIST_REMOVE(c->set->claims, c);
+        kube_call_cancel(c->call);
+        json_free(c->lease);
+        free(c->task_id);
+        free(c->name);
+        free(c->holder);
+        return mfree(c);
+}
+
+ClaimSet *claim_set_free(ClaimSet *s) {
+        if (!s)
+                return NULL;
+        while (s->claims)
+                claim_free(s->claims);
+        sd_event_source_disable_unref(s->timer);
+        sd_event_unref(s->event);
+        free(s->namespace);
+        free(s->holder);
+        free(s->target);
+        return mfree(s);
+}
+
+static bool is_dns_label(const char *s, size_t max) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > max || s[0] == '-' || s[n - 1] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+                        return false;
+        return true;
+}
+
+int claim_lease_name(const char *task_id, char **ret) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+        char part[41], *p;
+        size_t n = 0;
+
+        if (isempty(task_id))
+                return -EINVAL;
+        /* 253 is the Lease name limit (a DNS subdomain); a label keeps it simple. */
+        if (is_dns_label(task_id, 63 - strlen(CLAIM_NAME_PREFIX)))
+                return asprintf(ret, CLAIM_NAME_PREFIX "%s", task_id) < 0 ? -ENOMEM : 0;
+
+        /* Two ids that differ only in case or in '_' against '-' must not share a claim:
+         * the exact id's hash tells them apart. */
+        if (!EVP_Digest(task_id, strlen(task_id), md, &mdlen, EVP_sha256(), NULL) || mdlen < 5)
+                return -EIO;
+        for (const char *c = task_id; *c && n < sizeof(part) - 1; c++) {
+                char x = (char) ((*c >= 'A' && *c <= 'Z') ? *c - 'A' + 'a' : *c);
+                part[n++] = (x >= 'a' && x <= 'z') || (x >= '0' && x <= '9') ? x : '-';
+        }
+        part[n] = 0;
+        for (p = part; *p == '-'; p++)
+                ;
+        if (asprintf(ret, CLAIM_NAME_PREFIX "%s%s%02x%02x%02x%02x%02x", p, *p ? "-" : "", md[0], md[1], md[2], md[3],
+                     md[4]) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int format_microtime(uint64_t usec, char ret[static 32]) {
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
+        struct tm tm;
+
+        if (!gmtime_r(&sec, &tm))
+                return -EINVAL;
+        /* MicroTime: RFC 3339 with exactly six fraction digits. */
+        if (strftime(ret, 32, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+                return -EINVAL;
+        snprintf(ret + strlen(ret), 32 - strlen(ret), ".%06uZ", (unsigned) (usec % USEC_PER_SEC));
+        return 0;
+}
+
+static Claim *claim_find(ClaimSet *s, const char *task_id) {
+        for (Claim *c = s->claims; c; c = c->next)
+                if (streq(c->task_id, task_id))
+                        return c;
+        return NULL;
+}
+
+static int claim_new(ClaimSet *s, const char *task_id, Claim **ret) {
+        _cleanup_free_ Claim *c = NULL;
+        int r;
+
+        c = calloc(1, sizeof(Claim));
+        if (!c)
+                return -ENOMEM;
+        c->task_id = strdup(task_id);
+        if (!c->task_id)
+                return -ENOMEM;
+        r = claim_lease_name(task_id, &c->name);
+        if (r < 0) {
+                free(c->task_id);
+                return r;
+        }
+        c->set = s;
+        c->state = CLAIM_PENDING;
+        LIST_PREPEND(s->claims, c);
+        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_ON);
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static void claim_changed(Claim *c) {
+        if (c->set->cb)
+                c->set->cb(c->set, c->task_id, c->set->userdata);
+}
+
+static char *lease_path(Claim *c) {
+        _cleanup_free_ char *ns = kube_escape(c->set->namespace), *name = kube_escape(c->name);
+        char *p = NULL;
+
+        if (!ns || !name)
+                return NULL;
+        if (asprintf(&p, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", ns, name) < 0)
+                return NULL;
+        return p;
+}
+
+static char *leases_path(ClaimSet *s) {
+        _cleanup_free_ char *ns = kube_escape(s->namespace);
+        char *p = NULL;
+
+        if (!ns || asprintf(&p, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", ns) < 0)
+                return NULL;
+        return p;
+}
+
+/* Sets holder, times and mark on a Lease (new or read); acquire: a new holder. */
+static int lease_set(Claim *c, JsonValue *lease, Mark mark, bool acquire) {
+        JsonValue *md, *spec, *annotations, *labels;
+        char now[32];
+        int64_t transitions = 0;
+        int r;
+
+        r = format_microtime(now_usec(CLOCK_REALTIME), now);
+        if (r < 0)
+                return r;
+        if ((r = json_object_set_string(lease, "apiVersion", "coordination.k8s.io/v1")) < 0 ||
+            (r = json_object_set_string(lease, "kind", "Lease")) < 0 ||
+            (r = json_object_ensure_object(lease, "metadata", &md)) < 0 ||
+            (r = json_object_set_string(md, "name", c->name)) < 0 ||
+            (r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
+            (r = json_object_set_string(annotations, CLAIM_ANNOTATION, mark_table[mark])) < 0 ||
+            (r = json_object_set_string(annotations, CLAIM_TASK_ANNOTATION, c->task_id)) < 0 ||
+            (r = json_object_ensure_object(md, "labels", &labels)) < 0 ||
+            (r = json_object_set_string(labels, "app.kubernetes.io/managed-by", "lagoon-taskd")) < 0 ||
+            (c->set->target && (r = json_object_set_string(labels, CLAIM_TARGET_LABEL, c->set->target)) < 0) ||
+            (r = json_object_ensure_object(lease, "spec", &spec)) < 0)
+                return r;
+        if (acquire) {
+                const JsonValue *t = json_get(spec, "leaseTransitions");
+
+                if (t && json_int64(t, &transitions) < 0)
+                        transitions = 0;
+                if (json_get(spec, "holderIdentity"))
+                        transitions++;
+                if ((r = json_object_set_string(spec, "holderIdentity", c->set->holder)) < 0 ||
+                    (r = json_object_set_string(spec, "acquireTime", now)) < 0 ||
+                    (r = json_object_set_int64(spec, "leaseTransitions", transitions)) < 0)
+                        return r;
+        }
+        if ((r = json_object_set_int64(spec, "leaseDurationSeconds",
+                                       (int64_t) MAX(c->set->duration_usec / USEC_PER_SEC, 1U))) < 0 ||
+            (r = json_object_set_string(spec, "renewTime", now)) < 0)
+                return r;
+        return 0;
+}
+
+static Mark lease_mark(const JsonValue *lease) {
+        const char *m = json_get_string(json_get_path(lease, "metadata", "annotations", NULL), CLAIM_ANNOTATION);
+
+        for (Mark i = 0; i < _MARK_MAX; i++)
+                if (streq_ptr(m, mark_table[i]))
+                        return i;
+        /* A Lease of this name without our mark is somebody's: treat it as accepted. */
+        return MARK_ACCEPTED;
+}
+
+static bool lease_expired(const ClaimSet *s, const JsonValue *lease) {
+        const JsonValue *spec = json_get(lease, "spec");
+        const char *renew = json_get_string(spec, "renewTime") ?: json_get_string(spec, "acquireTime");
+        int64_t duration = 0;
+        uint64_t t;
+
+        if (!renew || kube_parse_timestamp(renew, strlen(renew), &t) < 0)
+                return true;
+        if (json_int64(json_get(spec, "leaseDurationSeconds"), &duration) < 0 || duration <= 0)
+                duration = (int64_t) (s->duration_usec / USEC_PER_SEC);
+        return t + (uint64_t) duration * USEC_PER_SEC < now_usec(CLOCK_REALTIME);
+}
+
+static void claim_fail(Claim *c, int error, const char *what, const char *text) {
+        c->error = error;
+        c->retry_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
+        log_warning_errno(error, "Task %s: claim %s/%s: %s failed: %s", c->task_id, c->set->namespace, c->name, what,
+                          text ?: strerror(-error));
+}
+
+static void claim_take_lease(Claim *c, KubeCall *call) {
+        json_free(c->lease);
+        c->lease = kube_call_take_body(call);
+}
+
+static int claim_get(Claim *c);
+static int claim_create(Claim *c);
+static int claim_write(Claim *c, bool acquire);
+
+/* A Lease of this name was read: whose is it, and what may we do? */
+static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
+        const char *holder = json_get_string(json_get(lease, "spec"), "holderIdentity");
+        Mark mark = lease_mark(lease);
+        ClaimState before = c->state;
+
+        if (streq_ptr(holder, c->set->holder)) {
+                /* Ours from before a restart (or a redelivery to us): carry on with it. */
+                claim_take_lease(c, call);
+                c->state = CLAIM_OURS;
+                c->sent = mark;
+                if (c->want < mark)
+                        c->want = mark;
+                c->synced = c->want == c->sent;
+        } else if (mark == MARK_CLAIMED && lease_expired(c->set, lease)) {
+                /* Its holder died before it stored the task: take it over, guarded by the
+                 * resourceVersion read (a third daemon racing us gets 409). */
+                claim_take_lease(c, call);
+                log_info("Task %s: claim %s held by %s expired before it was accepted; taking it over.", c->task_id,
+                         c->name, strna(holder));
+                (void) claim_write(c, /* acquire= */ true);
+                return;
+        } else {
+                c->state = mark == MARK_CLAIMED ? CLAIM_WAIT : CLAIM_THEIRS;
+                (void) free_and_strdup(&c->holder, holder);
+                c->forget_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_FOREIGN_KEEP_USEC;
+                c->retry_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
+        }
+        if (before == CLAIM_OURS && c->state != CLAIM_OURS)
+                log_error("Task %s: claim %s was taken by %s while this daemon held it.", c->task_id, c->name,
+                          strna(holder));
+        c->error = 0;
+        claim_changed(c);
+}
+
+static void on_get(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        Claim *c = userdata;
+
+        c->call = NULL;
+        if (error == -ENOENT) {
+                if (c->want == MARK_DONE) {
+                        /* A finished task's claim that is gone already: nothing left to do. */
+                        claim_free(c);
+                        return;
+                }
+                /* Gone between our create and this read, or an adopted claim that
+                 * vanished: (re)create it with the mark we want. */
+                (void) claim_create(c);
+                return;
+        }
+        if (error < 0) {
+                claim_fail(c, error, "reading it", text);
+                claim_changed(c);
+                return;
+        }
+        claim_judge(c, call, body);
+}
+
+static int claim_get(Claim *c) {
+        _cleanup_free_ char *path = lease_path(c);
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = kube_request(c->set->api, "GET", path, NULL, NULL, on_get, c, &c->call);
+        if (r < 0)
+                claim_fail(c, r, "reading it", NULL);
+        return r;
+}
+
+static void on_created(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        Claim *c = userdata;
+
+        c->call = NULL;
+        if (error == -EEXIST) {
+                (void) claim_get(c);
+                return;
+        }
+        if (error < 0) {
+                claim_fail(c, error, "creating it", text);
+                claim_changed(c);
+                return;
+        }
+        claim_take_lease(c, call);
+        c->state = CLAIM_OURS;
+        c->sent = lease_mark(c->lease);
+        c->synced = c->sent == c->want;
+        c->error = 0;
+        log_debug("Task %s: claimed as Lease %s/%s.", c->task_id, c->set->namespace, c->name);
+        claim_changed(c);
+}
+
+static int claim_create(Claim *c) {
+        _cleanup_json_ JsonValue *lease = json_new_object();
+        _cleanup_free_ char *path = leases_path(c->set), *body = NULL;
+        int r;
+
+        if (!lease || !path)
+                return -ENOMEM;
+        r = lease_set(c, lease, c->want, /* acquire= */ true);
+        if (r < 0)
+                return r;
+        /* A fresh create never carries leaseTransitions or a resourceVersion. */
+        (void) json_object_remove(json_get(lease, "spec"), "leaseTransitions");
+        r = json_format(lease, false, &body, NULL);
+        if (r < 0)
+                return r;
+        r = kube_request(c->set->api, "POST", path, NULL, body, on_created, c, &c->call);
+        if (r < 0)
+                claim_fail(c, r, "creating it", NULL);
+        return r;
+}
+
+static void on_written(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        Claim *c = userdata;
+
+        c->call = NULL;
+        if (error == -EEXIST || error == -ENOENT) {
+                /* 409: somebody changed it since we read it; 404: it went away. Look again:
+                 * still ours (a stale resourceVersion of our own) → write again; another
+                 * holder → lost. */
+                if (c->state == CLAIM_OURS && error == -ENOENT) {
+                        log_warning("Task %s: claim %s vanished; creating it again.", c->task_id, c->name);
+                        (void) claim_create(c);
+                } else
+                        (void) claim_get(c);
+                return;
+        }
+        if (error < 0) {
+                claim_fail(c, error, c->state == CLAIM_OURS ? "renewing it" : "taking it over", text);
+                if (c->state != CLAIM_OURS)
+                        claim_changed(c);
+                return;
+        }
+        claim_take_lease(c, call);
+        if (c->state != CLAIM_OURS) {
+                c->state = CLAIM_OURS;
+                claim_changed(c);
+        }
+        c->sent = lease_mark(c->lease);
+        c->synced = c->sent == c->want;
+        c->error = 0;
+        c->renew_usec = now_usec(CLOCK_MONOTONIC) + c->set->duration_usec / 3;
+        if (c->sent == MARK_DONE && c->delete_usec == 0)
+                c->delete_usec = now_usec(CLOCK_REALTIME) + c->set->retention_usec;
+}
+
+/* PUT of the Lease we hold (or read, to take over), with its resourceVersion. */
+static int claim_write(Claim *c, bool acquire) {
+        _cleanup_free_ char *path = lease_path(c), *body = NULL;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        if (!c->lease)
+                return claim_get(c);
+        r = lease_set(c, c->lease, c->want, acquire);
+        if (r < 0)
+                return r;
+        r = json_format(c->lease, false, &body, NULL);
+        if (r < 0)
+                return r;
+        r = kube_request(c->set->api, "PUT", path, NULL, body, on_written, c, &c->call);
+        if (r < 0)
+                claim_fail(c, r, "writing it", NULL);
+        return r;
+}
+
+static void on_deleted(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        Claim *c = userdata;
+
+        c->call = NULL;
+        if (error < 0 && error != -ENOENT && error != -EEXIST) {
+                claim_fail(c, error, "deleting it", text);
+                return;
+        }
+        /* 409: the uid is not ours any more: somebody else's Lease of that name now. */
+        log_debug("Task %s: claim %s released.", c->task_id, c->name);
+        claim_free(c);
+}
+
+static int claim_delete(Claim *c) {
+        _cleanup_json_ JsonValue *opts = json_new_object();
+        _cleanup_free_ char *path = lease_path(c), *body = NULL;
+        JsonValue *pre;
+        int r;
+
+        if (!opts || !path)
+                return -ENOMEM;
+        if ((r = json_object_set_string(opts, "kind", "DeleteOptions")) < 0 ||
+            (r = json_object_set_string(opts, "apiVersion", "v1")) < 0 ||
+            (r = json_object_ensure_object(opts, "preconditions", &pre)) < 0 ||
+            (r = json_object_set_string(pre, "uid", json_get_string(json_get(c->lease, "metadata"), "uid"))) < 0)
+                return r;
+        r = json_format(opts, false, &body, NULL);
+        if (r < 0)
+                return r;
+        r = kube_request(c->set->api, "DELETE", path, NULL, body, on_deleted, c, &c->call);
+        if (r < 0)
+                claim_fail(c, r, "deleting it", NULL);
+        return r;
+}
+
+/* One pass over the claims: renew ours when due, write marks not yet written, delete
+ * the done ones after their retention, forget other daemons' answers. */
+static int on_tick(sd_event_source *es, uint64_t usec, void *userdata) {
+        ClaimSet *s = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC), wall = now_usec(CLOCK_REALTIME);
+        Claim *next;
+
+        for (Claim *c = s->claims; c; c = next) {
+                next = c->next;
+                if (c->call || now < c->retry_usec)
+                        continue;
+                switch (c->state) {
+                case CLAIM_OURS:
+                        if (c->sent == MARK_DONE && c->synced) {
+                                if (wall >= c->delete_usec)
+                                        (void) claim_delete(c);
+                        } else if (!c->synced || (c->want == MARK_ACCEPTED && now >= c->renew_usec))
+                                (void) claim_write(c, /* acquire= */ false);
+                        break;
+                case CLAIM_THEIRS:
+                case CLAIM_WAIT:
+                        if (now >= c->forget_usec)
+                                claim_free(c);
+                        break;
+                case CLAIM_PENDING:
+                        /* A failed first attempt: asked again by claim_check(). */
+                        break;
+                default:
+                        break;
+                }
+        }
+        if (!s->claims)
+                return sd_event_source_set_enabled(es, SD_EVENT_OFF);
+        return sd_event_source_set_time_relative(es, CLAIM_TICK_USEC);
+}
+
+int claim_set_new(sd_event *e,
+                  KubeClient *api,
+                  const ClaimSettings *settings,
+                  claim_changed_cb_t cb,
+                  void *userdata,
+                  ClaimSet **ret) {
+        _cleanup_(claim_set_freep) ClaimSet *s = NULL;
+        int r;
+
+        if (!api || isempty(settings->namespace) || isempty(settings->holder) || settings->duration_usec < USEC_PER_SEC)
+                return -EINVAL;
+        s = calloc(1, sizeof(ClaimSet));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(e);
+        s->api = api;
+        s->namespace = strdup(settings->namespace);
+        s->holder = strdup(settings->holder);
+        s->target = settings->target ? strdup(settings->target) : NULL;
+        if (!s->namespace || !s->holder || (settings->target && !s->target))
+                return -ENOMEM;
+        s->duration_usec = settings->duration_usec;
+        s->retention_usec = settings->retention_usec;
+        s->cb = cb;
+        s->userdata = userdata;
+        r = sd_event_add_time_relative(e, &s->timer, CLOCK_MONOTONIC, CLAIM_TICK_USEC, 100 * USEC_PER_MSEC, on_tick, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(s->timer, "claims");
+        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder) {
+        Claim *c = claim_find(s, task_id);
+        int r;
+
+        if (!c) {
+                r = claim_new(s, task_id, &c);
+                if (r < 0)
+                        return r;
+                c->want = MARK_CLAIMED;
+                r = claim_create(c);
+                if (r < 0) {
+                        claim_free(c);
+                        return r;
+                }
+                return CLAIM_PENDING;
+        }
+        if (ret_holder)
+                *ret_holder = c->holder;
+        if (c->call)
+                return CLAIM_PENDING;
+        if (c->state == CLAIM_OURS || c->state == CLAIM_THEIRS)
+                return c->state;
+        /* Waiting on another daemon, or the last attempt failed: look again, not too often. */
+        if (now_usec(CLOCK_MONOTONIC) >= c->retry_usec) {
+                if (c->state == CLAIM_PENDING)
+                        r = c->lease ? claim_write(c, /* acquire= */ true) : claim_create(c);
+                else
+                        r = claim_get(c);
+                if (r < 0)
+                        return r;
+        }
+        if (c->state == CLAIM_WAIT)
+                return CLAIM_WAIT;
+        return c->error < 0 ? c->error : CLAIM_PENDING;
+}
+
+static int claim_mark(ClaimSet *s, const char *task_id, Mark mark, bool adopt) {
+        Claim *c = claim_find(s, task_id);
+        int r;
+
+        if (!c) {
+                if (!adopt)
+                        return -ENOENT;
+                r = claim_new(s, task_id, &c);
+                if (r < 0)
+                        return r;
+                /* Read it first: claim_judge() takes it as ours (our holder name). */
+                c->state = CLAIM_OURS;
+                c->want = mark;
+                c->sent = MARK_CLAIMED;
+                c->synced = false;
+                return claim_get(c);
+        }
+        if (c->state != CLAIM_OURS)
+                return -EPERM;
+        if (c->want >= mark)
+                return 0;
+        c->want = mark;
+        c->synced = false;
+        c->retry_usec = 0;
+        if (!c->call)
+                (void) claim_write(c, /* acquire= */ false);
+        return 0;
+}
+
+int claim_accept(ClaimSet *s, const char *task_id) {
+        return claim_mark(s, task_id, MARK_ACCEPTED, false);
+}
+
+int claim_adopt(ClaimSet *s, const char *task_id) {
+        return claim_mark(s, task_id, MARK_ACCEPTED, true);
+}
+
+int claim_finish(ClaimSet *s, const char *task_id) {
+        return claim_mark(s, task_id, MARK_DONE, true);
+}

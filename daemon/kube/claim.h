@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Cluster claims: when several daemons share one deploy target, each task is run by
+ * exactly one of them. The arbiter is the Kubernetes API server: a task's claim is a
+ * coordination.k8s.io/v1 Lease named after the task in ClaimNamespace=, created if
+ * absent (201: ours; 409 AlreadyExists: look at its holder), holder = NodeName=.
+ *
+ * A claim goes through three states, kept in the Lease's lagoon.sh/taskd-claim
+ * annotation, so a daemon reading another's claim knows what it may do:
+ *   claimed   created by a daemon that has the message in hand but has not stored the
+ *             task yet. Another daemon that gets the message (a redelivery) leaves it
+ *             unacknowledged and asks again later; once the Lease expired without being
+ *             accepted (its holder died before storing the task) it takes the claim over
+ *             by updating the Lease with the resourceVersion it read (409 Conflict: a
+ *             third daemon was quicker).
+ *   accepted  the holder stored the task (it runs it, or reports it failed): others
+ *             acknowledge the message and drop it. Renewed every third of
+ *             ClaimDurationSec= while the task lives.
+ *   done      the task ended; the Lease stays for ClaimRetentionSec=, so a late
+ *             redelivery is still dropped, and is then deleted by its holder (with a
+ *             uid precondition).
+ * Taking over the accepted claims of a node that died (node-lost) is not done here.
+ *
+ * Everything runs on the event loop through kube.c; no call blocks. */
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "kube.h"
+#include "macro.h"
+
+typedef struct ClaimSet ClaimSet;
+
+typedef enum ClaimState {
+        CLAIM_PENDING, /* being created or looked up: ask again after the set's callback */
+        CLAIM_OURS,    /* this daemon holds it: store the task, then claim_accept() */
+        CLAIM_THEIRS,  /* another daemon accepted it: drop the message */
+        CLAIM_WAIT,    /* another daemon claimed it but has not stored it yet: ask again later */
+        _CLAIM_STATE_MAX,
+} ClaimState;
+
+const char *claim_state_to_string(ClaimState s);
+
+typedef struct ClaimSettings {
+        const char *namespace;  /* where the Leases live */
+        const char *holder;     /* this daemon: the node name */
+        const char *target;     /* the deploy target, as a label on every Lease */
+        uint64_t duration_usec; /* leaseDurationSeconds */
+        uint64_t retention_usec;
+} ClaimSettings;
+
+/* Called when a claim that was asked for changes state (the answer came), so a caller
+ * holding a message for it can look again. */
+typedef void (*claim_changed_cb_t)(ClaimSet *s, const char *task_id, void *userdata);
+
+int claim_set_new(sd_event *e,
+                  KubeClient *api /* borrowed */,
+                  const ClaimSettings *settings,
+                  claim_changed_cb_t cb,
+                  void *userdata,
+                  ClaimSet **ret);
+ClaimSet *claim_set_free(ClaimSet *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ClaimSet *, claim_set_free);
+
+/* What is known of the task's claim; starts creating it (or reading it, or taking an
+ * expired one over) when nothing is known or the last attempt failed. The holder of a
+ * CLAIM_THEIRS or CLAIM_WAIT claim is in *ret_holder (borrowed, may be NULL).
+ * Returns a ClaimState, or < 0 when the API server did not answer usefully (the error
+ * of the last attempt, logged there; the next call tries again, at most once a second). */
+int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder);
+
+/* The task is stored: mark the claim accepted (retried until the API server takes
+ * it), and renew it from now on. */
+int claim_accept(ClaimSet *s, const char *task_id);
+/* After a restart, for every stored task that has not ended: the claim is ours and
+ * accepted already; read it and renew it. */
+int claim_adopt(ClaimSet *s, const char *task_id);
+/* The task ended: mark the claim done and delete it after the retention time. */
+int claim_finish(ClaimSet *s, const char *task_id);
+
+/* The Lease name for a task id: the id itself when it is a lowercase DNS label,
+ * otherwise a lowercased form of it with a hash of the exact id. */
+int claim_lease_name(const char *task_id, char **ret);

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Cluster mode (issue 13): three real daemons (node-1..3, one TargetName=) consume one
+real rabbitmq-server's queues and claim tasks as Leases in the Kubernetes API test peer
+(ClaimNamespace=). Every task message is published twice, as the broker redelivers a
+message whose ack was lost: each task must run exactly once (one pod, one final status
+to Lagoon), the copies spread over the daemons, and each claim end as a done Lease held
+by the daemon that ran the task. A claim left unaccepted by a daemon that died makes
+the message wait, and is taken over once it expired."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
+import harness  # noqa: E402
+import kube_harness as kh  # noqa: E402
+import lagoon_harness as lh  # noqa: E402
+
+FIXTURE = os.path.join(harness.SRCDIR, "tests", "fixtures", "kubernetes", "deployment-cli.json")
+NAMESPACE = "nginx-example-main"  # the standard fixture's project and environment
+CLAIMS = "lagoon-taskd"
+LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{CLAIMS}/leases"
+NODES = ("node-1", "node-2", "node-3")
+
+setUpModule = lh.start_module_broker
+tearDownModule = lh.stop_module_broker
+
+
+class ClusterTest(harness.TaskdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.target = f"it-{os.urandom(3).hex()}"
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+        self.addCleanup(self.peer.close)
+        self.api = kh.KubeApiPeer(os.path.join(self.tmp, "api"), seeds=[FIXTURE], seed_namespace=NAMESPACE,
+                                  namespaces=[NAMESPACE, CLAIMS], node_name="node-1")
+        self.api.start()
+        self.addCleanup(self.api.stop)
+        self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
+        kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
+
+    def node_config(self, node, claim_duration="60s"):
+        d = os.path.join(self.tmp, node)
+        os.makedirs(d, exist_ok=True)
+        cfg = self.base_config()
+        cfg["Daemon"].update({"StateDirectory": os.path.join(d, "state"), "RuntimeDirectory": os.path.join(d, "run"),
+                              "ListenSocket": os.path.join(d, "api.sock")})
+        cfg.pop("Service cli", None)
+        cfg["Tasks"]["MaxRunning"] = 8
+        cfg["Lagoon"] = lh.lagoon_config(lh.BROKER, self.target)
+        cfg["Kubernetes"] = {"NodeName": node, "Kubeconfig": self.kubeconfig, "ClaimNamespace": CLAIMS,
+                             "ClaimDurationSec": claim_duration}
+        return self.write_config(config=cfg, path=os.path.join(d, "taskd.conf"))
+
+    def start_node(self, node, **kw):
+        d = self.daemon(config_path=self.node_config(node, **kw), name=node)
+        harness.wait_until(self.queues_declared, 30, what="the daemons' queues")
+        return d
+
+    def queues_declared(self):
+        try:
+            self.peer.queue_depth("jobs")
+            return True
+        except Exception:
+            self.peer.close()
+            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+            return False
+
+    def message(self, task_id):
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        body["task"]["id"] = task_id
+        body["task"]["name"] = body["task"]["taskName"] = f"lagoon-task-c{task_id}"
+        body["task"]["service"] = "cli"
+        body["task"]["command"] = f"echo task {task_id}"
+        return body
+
+    def pod_creates(self):
+        return [r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")]
+
+    def final_statuses(self, task_id):
+        return [s for s in self.peer.status_list(task_id) if s in ("complete", "failed", "cancelled")]
+
+    def test_each_task_runs_once_across_three_daemons(self):
+        daemons = [self.start_node(n) for n in NODES]
+        ids = [str(1000 + i) for i in range(30)]
+        for tid in ids:
+            # The second copy is what the broker sends again when an ack was lost.
+            self.peer.publish(self.message(tid))
+            self.peer.publish(self.message(tid))
+
+        def all_final():
+            self.peer.poll()
+            return all(self.final_statuses(t) for t in ids)
+        harness.wait_until(all_final, 120, interval=0.2, what="a final status for every task")
+        self.peer.settle(2)
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["complete"], f"task {tid}: {self.peer.status_list(tid)}")
+        # One pod per task, never two (a clone here and a pod there would be a second run).
+        names = [r["json"]["metadata"].get("name") for r in self.pod_creates()]
+        for tid in ids:
+            self.assertEqual(names.count(f"lagoon-task-c{tid}"), 1, names)
+        self.assertEqual(self.peer.queue_depth("jobs"), 0)
+
+        # The claims: one done Lease per task, held by the daemon that ran it.
+        leases = {ls["metadata"]["annotations"]["lagoon.sh/task-id"]: ls for ls in self.api.get(LEASES).json()["items"]}
+        self.assertEqual(sorted(leases), sorted(ids))
+        holders = set()
+        for tid, ls in leases.items():
+            self.assertEqual(ls["metadata"]["name"], f"lagoon-task-{tid}")
+            self.assertEqual(ls["metadata"]["annotations"]["lagoon.sh/taskd-claim"], "done", ls)
+            self.assertEqual(ls["metadata"]["labels"]["lagoon.sh/taskd-target"], self.target)
+            self.assertEqual(ls["spec"]["leaseDurationSeconds"], 60)
+            holder = ls["spec"]["holderIdentity"]
+            self.assertIn(holder, NODES)
+            holders.add(holder)
+            d = daemons[NODES.index(holder)]
+            self.assertIn(f"Task {tid}: accepted from Lagoon", d.stderr(), f"{holder} ran {tid}")
+            for other in daemons:
+                if other is not d:
+                    self.assertNotIn(f"Task {tid}: accepted from Lagoon", other.stderr())
+        self.assertGreater(len(holders), 1, "the tasks were not shared between the daemons")
+        dropped = sum(d.stderr().count("acknowledged and left to it") for d in daemons)
+        self.assertGreaterEqual(dropped, 1, "no copy reached a daemon that did not hold its claim")
+
+    def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
+        # node-9 "died" right after creating the claim, before it stored the task.
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now))
+        r = self.api.post(LEASES, {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "lagoon-task-2001",
+                         "annotations": {"lagoon.sh/taskd-claim": "claimed", "lagoon.sh/task-id": "2001"}},
+            "spec": {"holderIdentity": "node-9", "leaseDurationSeconds": 4, "acquireTime": stamp,
+                     "renewTime": stamp}})
+        self.assertEqual(r.status, 201, r)
+        d = self.start_node("node-1")
+        self.peer.publish(self.message("2001"))
+        # Not dropped and not run while the claim may still be node-9's ...
+        time.sleep(2)
+        self.peer.poll()
+        self.assertEqual(self.final_statuses("2001"), [])
+        self.assertNotIn("Task 2001: accepted from Lagoon", d.stderr())
+        # ... and taken over once it expired.
+        self.peer.wait_status("2001", "complete", 60)
+        self.assertGreaterEqual(time.time() - now, 4)
+        ls = self.api.get(LEASES + "/lagoon-task-2001").json()
+        self.assertEqual(ls["spec"]["holderIdentity"], "node-1")
+        self.assertEqual(ls["spec"]["leaseTransitions"], 1)
+        self.assertIn("taking it over", d.stderr())
+        self.assertEqual(len(self.pod_creates()), 1)
+
+
+if __name__ == "__main__":
+    harness.main(needs_bundle=False)
