@@ -94,7 +94,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         r = config_load(arg_config, &c);
         if (r < 0) {
                 log_error_errno(r, "New configuration is invalid, keeping the old one: %m");
-                manager_note_reload(ctx->manager, r, NULL);
+                manager_note_reload(ctx->manager, r, "invalid configuration (the journal says why), the old one stays");
         } else {
                 apply_log_level(c);
                 (void) manager_set_config(ctx->manager, TAKE_PTR(c));

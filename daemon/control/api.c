@@ -21,6 +21,7 @@
 
 #include "api.h"
 #include "fs-util.h"
+#include "journal.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -396,13 +397,27 @@ static enum MHD_Result respond_task(Api *a, struct MHD_Connection *connection, u
 
 static enum MHD_Result handle_health(Api *a, struct MHD_Connection *connection) {
         _cleanup_(json_freep) JsonValue *v = NULL;
+        _cleanup_free_ char *reload_at = NULL;
         bool stopping = manager_is_shutting_down(a->manager);
+        const ManagerStats *st = manager_get_stats(a->manager);
+        bool reloaded = st->last_reload_usec > 0;
 
+        if (reloaded && format_timestamp_rfc3339(st->last_reload_usec, &reload_at) < 0)
+                return respond_oom(connection);
         v = json_new_object();
         if (!v || json_object_set_string(v, "status", stopping ? "stopping" : "ok") < 0 ||
             json_object_set_string(v, "version", PACKAGE_VERSION) < 0 ||
             json_object_set_int64(v, "running", manager_n_running(a->manager)) < 0 ||
-            json_object_set_int64(v, "queued", manager_n_queued(a->manager)) < 0)
+            json_object_set_int64(v, "queued", manager_n_queued(a->manager)) < 0 ||
+            /* Task output then reaches only the task logs. */
+            json_object_set_string(v, "journal", journal_reachable() ? "ok" : "unreachable") < 0 ||
+            json_object_set_string(v, "lastReload",
+                                   !reloaded            ? NULL
+                                   : st->last_reload_ok ? "ok"
+                                                        : "refused") < 0 ||
+            json_object_set_string(v, "lastReloadAt", reload_at) < 0 ||
+            (reloaded && !st->last_reload_ok &&
+             json_object_set_string(v, "lastReloadError", st->last_reload_error) < 0))
                 return respond_oom(connection);
 
         return respond_json(connection, stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, v);

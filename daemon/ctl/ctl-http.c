@@ -245,6 +245,9 @@ int ctl_http_request(CtlHttp *h,
         } else if (streq(method, "GET")) {
                 if (curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L) != CURLE_OK)
                         return -ENOMEM;
+        } else if (streq(method, "DELETE")) {
+                if (curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, "DELETE") != CURLE_OK)
+                        return -ENOMEM;
         } else
                 return -EINVAL;
 

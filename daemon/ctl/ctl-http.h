@@ -30,7 +30,7 @@ int ctl_http_new(const char *socket_path, CtlHttp **ret);
 CtlHttp *ctl_http_free(CtlHttp *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(CtlHttp *, ctl_http_free);
 
-/* One request: method "GET" or "POST", path like "/v1/tasks" (may carry a query),
+/* One request: method "GET", "POST" or "DELETE", path like "/v1/tasks" (may carry a query),
  * body (JSON) or NULL. stream=true means the request may stay open indefinitely
  * (log following): no idle limit. Returns 0 when a response arrived (any status), or
  * a negative errno when none did: the connect errno (-ENOENT, -ECONNREFUSED, -EACCES…)

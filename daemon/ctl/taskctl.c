@@ -32,6 +32,7 @@
 #define POLL_MAX_USEC (1 * USEC_PER_SEC)
 
 static const char *arg_socket = NULL;
+static const char *arg_verb = NULL; /* as typed: an alias's --help names the alias */
 static bool arg_json = false;
 
 /* Prepared before SIGINT is armed: a signal handler may only write(2) and _exit(2). */
@@ -85,12 +86,16 @@ static void help(void) {
                "  run [OPTIONS] [--] COMMAND...  Submit a task running COMMAND (words joined by\n"
                "                                 spaces into one shell command); prints its id\n"
                "  ls                             List tasks\n"
-               "  show ID                        Show a task\n"
+               "  show ID                        Show a task (also: inspect)\n"
                "  logs [-f] ID                   Print a task's output; -f follows it until the\n"
                "                                 task ends\n"
-               "  cancel ID                      Cancel a queued or running task\n"
+               "  cancel ID                      Cancel a queued or running task (also: stop)\n"
+               "  rm ID...                       Remove finished tasks (record and log)\n"
+               "  prune                          Remove every finished task\n"
                "  wait ID                        Wait for a task to end; exit with its status\n"
                "  health                         Show whether the daemon is healthy\n"
+               "\n"
+               "'%1$s COMMAND --help' shows the options of one command.\n"
                "\n"
                "Options:\n"
                "     --socket=PATH         Control socket (default: $LAGOON_TASKD_SOCKET, else\n"
@@ -501,6 +506,8 @@ enum {
         { "json",   no_argument,       NULL, ARG_JSON   }
 /* clang-format on */
 
+static void verb_help(const char *verb);
+
 /* Options every verb accepts, so "lagoon-taskctl ls --json" works like "--json ls".
  * Returns 1 if handled, 0 to exit successfully (help), a usage exit status if bad. */
 static int handle_common_option(int c, const char *verb, bool json_allowed) {
@@ -514,7 +521,10 @@ static int handle_common_option(int c, const char *verb, bool json_allowed) {
                 arg_json = true;
                 return 1;
         case 'h':
-                help();
+                if (verb)
+                        verb_help(arg_verb ?: verb);
+                else
+                        help();
                 return 0;
         default:
                 return -EXIT_USAGE;
@@ -821,6 +831,74 @@ static int verb_cancel(CtlHttp *h, const char *id) {
         return 0;
 }
 
+/* DELETE one task; prints its id, or with --json the task as it was. */
+static int remove_task(CtlHttp *h, const char *id) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (task_path(id, "", &path) < 0)
+                return oom();
+        r = api_call(h, "DELETE", path, NULL, &resp);
+        if (r < 0)
+                return r;
+        if (arg_json)
+                print_body(&resp);
+        else
+                puts(id);
+        return 0;
+}
+
+static int verb_rm(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        int c, r, ret = 0;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                r = handle_common_option(c, "rm", true);
+                if (r <= 0)
+                        return -r;
+        }
+        if (optind >= argc)
+                return usage_error("rm: missing task id");
+        for (int i = optind; i < argc; i++)
+                if (check_task_id("rm", argv[i]) != 0)
+                        return EXIT_USAGE;
+        if (open_api(&h) < 0)
+                return EXIT_API_ERROR;
+        /* Like rm(1): the others are still removed when one fails. */
+        for (int i = optind; i < argc; i++)
+                if (remove_task(h, argv[i]) < 0)
+                        ret = EXIT_API_ERROR;
+        return ret;
+}
+
+static int verb_prune(CtlHttp *h, const char *id) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *v = NULL;
+        JsonValue *tasks;
+        int ret = 0;
+
+        if (api_call(h, "GET", "/v1/tasks", NULL, &resp) < 0 || parse_response_json(&resp, JSON_OBJECT, &v) < 0)
+                return EXIT_API_ERROR;
+        tasks = json_get(v, "tasks");
+        if (!json_is_array(tasks))
+                return ctl_error("invalid answer from lagoon-taskd: no \"tasks\" array"), EXIT_API_ERROR;
+        for (size_t i = 0; i < json_length(tasks); i++) {
+                const JsonValue *t = json_array_at(tasks, i);
+                const char *tid = json_get_string(t, "id");
+
+                if (!task_is_final(t) || !tid || !task_id_is_valid(tid))
+                        continue;
+                if (remove_task(h, tid) < 0)
+                        ret = EXIT_API_ERROR;
+        }
+        return ret;
+}
+
 static int verb_wait(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
@@ -836,7 +914,6 @@ static int verb_wait(CtlHttp *h, const char *id) {
 static int verb_health(CtlHttp *h, const char *id) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
-        _cleanup_free_ char *text = NULL;
         int r;
 
         r = ctl_http_request(h, "GET", "/v1/health", NULL, /* stream= */ false, NULL, NULL, &resp);
@@ -851,11 +928,8 @@ static int verb_health(CtlHttp *h, const char *id) {
 
         if (arg_json)
                 print_body(&resp);
-        else if (json_format(v, true, &text, NULL) >= 0) {
-                fputs(text, stdout);
-                if (!*text || text[strlen(text) - 1] != '\n')
-                        fputc('\n', stdout);
-        }
+        else
+                ctl_print_task_fields(stdout, v);
         return resp.status == 200 ? 0 : EXIT_API_ERROR;
 }
 
@@ -867,18 +941,71 @@ typedef struct Verb {
         int (*run)(int argc, char *argv[]);
         int (*run_simple)(CtlHttp *h, const char *id);
         int n_args;
+        const char *args, *help; /* for the verb's --help */
 } Verb;
 
+/* Each verb's --help: its arguments after the name (the alias's own name is shown),
+ * what it does, its own options. */
+#define ARGS_RUN "[OPTIONS] [--] COMMAND..."
+#define HELP_RUN \
+        "Submit a task running COMMAND (words joined by spaces into one shell command) and\n" \
+        "print its id.\n\n" \
+        "     --id=ID               Task id; submitting an id again does not run it twice\n" \
+        "     --name=NAME           Task name (default: the id)\n" \
+        "     --service=SERVICE     Service whose container the task runs in\n" \
+        "     --project=PROJECT     Lagoon project\n" \
+        "     --environment=ENV     Lagoon environment\n" \
+        "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity\n" \
+        "  -w --wait                Follow the output, then exit with the task's status\n" \
+        "                           (with --json: silently, then print the task)\n"
+#define HELP_LS \
+        "List tasks, oldest first (ls and list are the same).\n\n" \
+        "     --no-trunc            Do not shorten the COMMAND column\n"
+#define HELP_SHOW "Show a task as \"key: value\" lines (show and inspect are the same).\n"
+#define HELP_LOGS \
+        "Print a task's output.\n\n" \
+        "  -f --follow              Keep printing output until the task ends\n"
+#define HELP_CANCEL \
+        "Cancel a queued task at once, a running one with SIGTERM, then SIGKILL after\n" \
+        "KillGraceSec= (cancel and stop are the same). Prints the id.\n"
+#define HELP_WAIT "Wait for a task to end; exit with its status (see lagoon-taskctl --help).\n"
+#define HELP_RM \
+        "Remove finished tasks: their records and logs, now rather than when KeepFinished=\n" \
+        "would. Prints each id removed; a task that has not finished is refused (cancel it first).\n"
+#define HELP_PRUNE "Remove every finished task (as rm). Prints each id removed.\n"
+#define HELP_HEALTH \
+        "Show the daemon's state: status, version, running and queued tasks, whether\n" \
+        "journald is reachable, the last reload's result. Exits 1 while the daemon is stopping.\n"
+
 static const Verb verbs[] = {
-        {"run", .run = verb_run},
-        {"ls", .run = verb_ls},
-        {"list", .run = verb_ls},
-        {"logs", .run = verb_logs},
-        {"show", .run_simple = verb_show, .n_args = 1},
-        {"cancel", .run_simple = verb_cancel, .n_args = 1},
-        {"wait", .run_simple = verb_wait, .n_args = 1},
-        {"health", .run_simple = verb_health, .n_args = 0},
+        {"run", .run = verb_run, .args = ARGS_RUN, .help = HELP_RUN},
+        {"ls", .run = verb_ls, .args = "[OPTIONS]", .help = HELP_LS},
+        {"list", .run = verb_ls, .args = "[OPTIONS]", .help = HELP_LS},
+        {"logs", .run = verb_logs, .args = "[-f] ID", .help = HELP_LOGS},
+        {"show", .run_simple = verb_show, .n_args = 1, .args = "ID", .help = HELP_SHOW},
+        {"inspect", .run_simple = verb_show, .n_args = 1, .args = "ID", .help = HELP_SHOW},
+        {"cancel", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
+        {"stop", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
+        {"wait", .run_simple = verb_wait, .n_args = 1, .args = "ID", .help = HELP_WAIT},
+        {"rm", .run = verb_rm, .args = "ID...", .help = HELP_RM},
+        {"prune", .run_simple = verb_prune, .n_args = 0, .args = "", .help = HELP_PRUNE},
+        {"health", .run_simple = verb_health, .n_args = 0, .args = "", .help = HELP_HEALTH},
 };
+
+static void verb_help(const char *verb) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verb, verbs[i].name)) {
+                        printf("%s %s%s%s\n\n%s\n", program_invocation_short_name, verbs[i].name,
+                               isempty(verbs[i].args) ? "" : " ", verbs[i].args, verbs[i].help);
+                        break;
+                }
+        printf("Common options:\n"
+               "     --socket=PATH         Control socket (default: $LAGOON_TASKD_SOCKET, else\n"
+               "                           " SOCKET_PATH_DEFAULT ")\n"
+               "%s"
+               "  -h --help                Show this help\n",
+               streq(verb, "logs") ? "" : "     --json                Print the API's JSON instead of text\n");
+}
 
 static int run_verb(const Verb *v, int argc, char *argv[]) {
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
@@ -932,6 +1059,7 @@ int main(int argc, char *argv[]) {
                 if (asprintf(&verb_argv0, "%s %s", program_invocation_short_name, verb) < 0)
                         return ctl_error("out of memory"), EXIT_API_ERROR;
                 argv[optind] = verb_argv0;
+                arg_verb = verbs[i].name;
 
                 if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK) {
                         ctl_error("cannot initialize libcurl");

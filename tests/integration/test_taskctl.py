@@ -135,6 +135,76 @@ class TestTaskctl(harness.TaskdTestCase):
         self.assertEqual(r.status, 405, r)
         self.assertEqual(r.headers.get("allow"), "GET, HEAD")
 
+    def test_usual_verbs(self):
+        done, busy, other = self.new_id("done"), self.new_id("busy"), self.new_id("other")
+        self.submit_ok("echo kept", id=done)
+        self.submit_ok("echo other", id=other)
+        self.submit_ok("sleep 300", id=busy)
+        self.client.wait_final(done)
+        self.client.wait_final(other)
+        self.client.wait_status(busy, "running")
+        # inspect = show
+        self.assertEqual(self.ctl_ok("inspect", done).stdout, self.ctl_ok("show", done).stdout)
+        self.assertEqual(json.loads(self.ctl_ok("inspect", done, "--json").stdout)["id"], done)
+        # rm: a running task is refused, the finished one given with it still goes.
+        r = self.taskctl("rm", busy, done)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("cancel it first", r.stderr)
+        self.assertEqual(r.stdout, f"{done}\n")
+        self.assertEqual(self.client.get(f"/v1/tasks/{done}").status, 404)
+        self.assertFalse(os.path.exists(self.task_log_path(done)))
+        r = self.taskctl("show", done)
+        self.assertEqual(r.returncode, 1, r)
+        # stop = cancel
+        self.assertEqual(self.ctl_ok("stop", busy).stdout, f"{busy}\n")
+        self.assertEqual(self.client.wait_final(busy)["status"], "cancelled")
+        # prune: every finished task, and nothing when there is none left.
+        r = self.ctl_ok("prune")
+        self.assertEqual(sorted(r.stdout.split()), sorted([busy, other]))
+        self.assertEqual(self.client.tasks(), [])
+        self.assertEqual(self.ctl_ok("prune").stdout, "")
+        tid = self.new_id("json")
+        self.submit_ok("true", id=tid)
+        self.client.wait_final(tid)
+        self.assertEqual(json.loads(self.ctl_ok("rm", tid, "--json").stdout)["status"], "complete")
+        self.assertEqual(self.taskctl("rm").returncode, 2)
+        self.assertEqual(self.taskctl("rm", "-bad").returncode, 2)
+
+    def test_help_per_verb(self):
+        verbs = ("run", "ls", "list", "show", "inspect", "logs", "cancel", "stop", "wait", "rm", "prune", "health")
+        for verb in verbs:
+            for flag in ("--help", "-h"):
+                r = self.ctl_ok(verb, flag)
+                self.assertRegex(r.stdout, rf"^lagoon-taskctl {verb}( |\n)")
+                self.assertIn("Common options:", r.stdout)
+                self.assertIn("--socket=PATH", r.stdout)
+                self.assertEqual("--json" in r.stdout, verb != "logs", r.stdout)
+        self.assertIn("--timeout=DURATION", self.ctl_ok("run", "--help").stdout)
+        self.assertIn("--no-trunc", self.ctl_ok("ls", "--help").stdout)
+        self.assertIn("--follow", self.ctl_ok("logs", "--help").stdout)
+        # The global help lists every command.
+        r = self.ctl_ok("--help")
+        for verb in verbs:
+            self.assertRegex(r.stdout, rf"\b{verb}\b")
+
+    def test_health_text(self):
+        r = self.ctl_ok("health")
+        fields = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+        self.assertEqual(fields["status"].strip(), "ok", r.stdout)
+        self.assertEqual(fields["journal"].strip(), "ok", r.stdout)
+        self.assertEqual(fields["lastReload"].strip(), "-", r.stdout)
+        self.assertEqual(fields["running"].strip(), "0", r.stdout)
+        good = open(self.config_path).read()
+        with open(self.config_path, "w") as f:
+            f.write(good + "\n[Tasks]\nMaxRunning=many\n")
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "refused" in self.ctl_ok("health").stdout, 30, what="reload refused")
+        r = self.ctl_ok("health")
+        self.assertRegex(r.stdout, r"lastReloadAt: +20\d\d-")
+        self.assertRegex(r.stdout, r"lastReloadError: +invalid configuration")
+        h = json.loads(self.ctl_ok("health", "--json").stdout)
+        self.assertEqual((h["status"], h["journal"], h["lastReload"]), ("ok", "ok", "refused"))
+
     def test_alert_rules_and_dashboard(self):
         p = promcheck.promtool("check", "rules", ALERTS)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

@@ -334,7 +334,7 @@ else
         reg=$(bash --norc --noprofile -c 'source "$1" && complete -p lagoon-taskctl' _ "$COMPLETION" 2>&1)
         if [[ $reg == *"-F _lagoon_taskctl"*" lagoon-taskctl" ]]; then ok; else fail "complete -p lagoon-taskctl: '$reg'"; fi
 
-        expect "commands" exactly run ls list show logs cancel wait health help -- lagoon-taskctl ""
+        expect "commands" exactly run ls list show inspect logs cancel stop rm prune wait health help -- lagoon-taskctl ""
         expect "commands by prefix" exactly ls list logs -- lagoon-taskctl l
         expect "global options" has --socket= --json --help --version -- lagoon-taskctl --
         expect "run options" has --id= --name= --service= --project= --environment= --timeout= --wait --json --socket= --help -- lagoon-taskctl run --
@@ -349,6 +349,9 @@ else
         expect "ids for logs after -f" exactly task-aaa task-bbb task-ccc -- lagoon-taskctl logs -f ""
         expect "ids by prefix" exactly task-bbb -- lagoon-taskctl wait task-b
         expect "cancel offers only tasks not ended" exactly task-bbb task-ccc -- lagoon-taskctl cancel ""
+        expect "stop as cancel" exactly task-bbb task-ccc -- lagoon-taskctl stop ""
+        expect "rm offers only tasks ended" exactly task-aaa -- lagoon-taskctl rm ""
+        expect "no id for prune" none -- lagoon-taskctl prune ""
         expect "one id only" none -- lagoon-taskctl show task-aaa ""
         expect "no id for health" none -- lagoon-taskctl health ""
         expect "unknown command" none -- lagoon-taskctl frobnicate ""
