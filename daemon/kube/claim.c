@@ -35,10 +35,8 @@ static const char *const mark_table[_MARK_MAX] = {
 };
 
 static const char *const state_table[_CLAIM_STATE_MAX] = {
-        [CLAIM_PENDING] = "pending",
-        [CLAIM_OURS] = "ours",
-        [CLAIM_THEIRS] = "theirs",
-        [CLAIM_WAIT] = "wait",
+        [CLAIM_PENDING] = "pending", [CLAIM_OURS] = "ours",     [CLAIM_THEIRS] = "theirs",
+        [CLAIM_WAIT] = "wait",       [CLAIM_ABSENT] = "absent",
 };
 
 const char *claim_state_to_string(ClaimState s) {
@@ -56,6 +54,8 @@ struct Claim {
         bool synced;         /* the Lease is as we want it */
         JsonValue *lease;    /* ours: the Lease as last written or read */
         char *holder;        /* theirs */
+        bool foreign_done;   /* theirs, and the task ended there */
+        bool lookup;         /* only asked who holds it: never create it */
         uint64_t renew_usec; /* CLOCK_MONOTONIC: next renewal of ours */
         uint64_t retry_usec; /* CLOCK_MONOTONIC: no new attempt before this */
         uint64_t forget_usec;
@@ -304,7 +304,7 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
                 if (c->want < mark)
                         c->want = mark;
                 c->synced = c->want == c->sent;
-        } else if (mark == MARK_CLAIMED && lease_expired(c->set, lease)) {
+        } else if (mark == MARK_CLAIMED && !c->lookup && lease_expired(c->set, lease)) {
                 /* Its holder died before it stored the task: take it over, guarded by the
                  * resourceVersion read (a third daemon racing us gets 409). */
                 claim_take_lease(c, call);
@@ -314,6 +314,7 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
                 return;
         } else {
                 c->state = mark == MARK_CLAIMED ? CLAIM_WAIT : CLAIM_THEIRS;
+                c->foreign_done = mark == MARK_DONE;
                 (void) free_and_strdup(&c->holder, holder);
                 c->forget_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_FOREIGN_KEEP_USEC;
                 c->retry_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
@@ -333,6 +334,13 @@ static void on_get(KubeCall *call, int error, long status, JsonValue *body, cons
                 if (c->want == MARK_DONE) {
                         /* A finished task's claim that is gone already: nothing left to do. */
                         claim_free(c);
+                        return;
+                }
+                if (c->lookup) {
+                        c->state = CLAIM_ABSENT;
+                        c->error = 0;
+                        c->forget_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
+                        claim_changed(c);
                         return;
                 }
                 /* Gone between our create and this read, or an adopted claim that
@@ -514,6 +522,7 @@ static int on_tick(sd_event_source *es, uint64_t usec, void *userdata) {
                         break;
                 case CLAIM_THEIRS:
                 case CLAIM_WAIT:
+                case CLAIM_ABSENT:
                         if (now >= c->forget_usec)
                                 claim_free(c);
                         break;
@@ -567,6 +576,13 @@ int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder) {
         Claim *c = claim_find(s, task_id);
         int r;
 
+        if (c && c->lookup && !c->call && (c->state == CLAIM_ABSENT || c->state == CLAIM_PENDING)) {
+                /* Only looked up before, and nobody had it: claim it now. */
+                claim_free(c);
+                c = NULL;
+        }
+        if (c)
+                c->lookup = false;
         if (!c) {
                 r = claim_new(s, task_id, &c);
                 if (r < 0)
@@ -597,6 +613,36 @@ int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder) {
         if (c->state == CLAIM_WAIT)
                 return CLAIM_WAIT;
         return c->error < 0 ? c->error : CLAIM_PENDING;
+}
+
+int claim_lookup(ClaimSet *s, const char *task_id, const char **ret_holder, bool *ret_done) {
+        Claim *c = claim_find(s, task_id);
+        int r;
+
+        if (!c) {
+                r = claim_new(s, task_id, &c);
+                if (r < 0)
+                        return r;
+                c->lookup = true;
+                r = claim_get(c);
+                if (r < 0) {
+                        claim_free(c);
+                        return r;
+                }
+                return CLAIM_PENDING;
+        }
+        if (c->call)
+                return CLAIM_PENDING;
+        if (c->error < 0 && c->state == CLAIM_PENDING) {
+                if (now_usec(CLOCK_MONOTONIC) >= c->retry_usec && (r = claim_get(c)) < 0)
+                        return r;
+                return c->error;
+        }
+        if (ret_holder)
+                *ret_holder = c->holder;
+        if (ret_done)
+                *ret_done = c->foreign_done;
+        return c->state;
 }
 
 static int claim_mark(ClaimSet *s, const char *task_id, Mark mark, bool adopt) {

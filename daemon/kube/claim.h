@@ -37,6 +37,7 @@ typedef enum ClaimState {
         CLAIM_OURS,    /* this daemon holds it: store the task, then claim_accept() */
         CLAIM_THEIRS,  /* another daemon accepted it: drop the message */
         CLAIM_WAIT,    /* another daemon claimed it but has not stored it yet: ask again later */
+        CLAIM_ABSENT,  /* claim_lookup(): nobody claimed it */
         _CLAIM_STATE_MAX,
 } ClaimState;
 
@@ -69,6 +70,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ClaimSet *, claim_set_free);
  * Returns a ClaimState, or < 0 when the API server did not answer usefully (the error
  * of the last attempt, logged there; the next call tries again, at most once a second). */
 int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder);
+
+/* Who holds the task's claim, without claiming it (a cancel for a task this daemon
+ * does not know): CLAIM_PENDING while the answer is awaited (the set's callback comes),
+ * CLAIM_ABSENT, CLAIM_OURS, or CLAIM_THEIRS/CLAIM_WAIT with the holder in *ret_holder and
+ * *ret_done set when the task ended there; < 0 as claim_check(). */
+int claim_lookup(ClaimSet *s, const char *task_id, const char **ret_holder, bool *ret_done);
 
 /* The task is stored: mark the claim accepted (retried until the API server takes
  * it), and renew it from now on. */

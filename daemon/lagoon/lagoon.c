@@ -38,6 +38,15 @@ typedef struct Publish {
         uint64_t seq;
 } Publish;
 
+/* A message handed on to another node's queue: acknowledged once the broker confirmed
+ * the copy. */
+typedef struct Forward {
+        uint64_t publish_tag;
+        uint64_t delivery_tag;
+} Forward;
+
+#define HANDLE_FORWARD 2 /* handle_message(): publish it to the node named, then ack */
+
 typedef struct LogState {
         char *task_id;
         uint64_t size; /* task log size when last queued */
@@ -51,6 +60,9 @@ struct Lagoon {
 
         AmqpClient *amqp;
         char *queue_jobs, *queue_misc, *key_jobs, *key_misc;
+        char *queue_node_jobs, *queue_node_misc; /* cluster mode: messages handed to this node */
+        Forward *forwards;
+        size_t n_forwards;
         Publish *publishes; /* awaiting confirms, in publish order */
         size_t n_publishes;
         HeldDelivery *held; /* deliveries waiting for room in the queue (MaxQueued=) or a claim */
@@ -379,6 +391,17 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
         Lagoon *l = userdata;
         size_t i;
 
+        for (i = 0; i < l->n_forwards; i++)
+                if (l->forwards[i].publish_tag == tag) {
+                        uint64_t delivery = l->forwards[i].delivery_tag;
+
+                        memmove(l->forwards + i, l->forwards + i + 1, (l->n_forwards - i - 1) * sizeof(Forward));
+                        l->n_forwards--;
+                        /* Refused: back to the queue, to be handled (and handed on) again. */
+                        (void) (ack ? amqp_client_ack(c, delivery) : amqp_client_reject(c, delivery, true));
+                        return;
+                }
+
         for (i = 0; i < l->n_publishes; i++)
                 if (l->publishes[i].tag == tag)
                         break;
@@ -453,9 +476,9 @@ static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
 }
 
 static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret) {
-        if (streq(queue, l->queue_jobs))
+        if (streq(queue, l->queue_jobs) || streq_ptr(queue, l->queue_node_jobs))
                 *ret = LAGOON_QUEUE_JOBS;
-        else if (streq(queue, l->queue_misc))
+        else if (streq(queue, l->queue_misc) || streq_ptr(queue, l->queue_node_misc))
                 *ret = LAGOON_QUEUE_MISC;
         else
                 return -ENOENT;
@@ -482,10 +505,38 @@ static int claim_for(Lagoon *l, const char *task_id) {
         return -EAGAIN;
 }
 
+/* A cancel for a task this daemon does not know, in cluster mode: 1 answer it here (no
+ * claim: nobody runs it), HANDLE_FORWARD to the claim's holder (*ret_forward), 0 drop it
+ * (the task ended on its holder, which reports it), -EAGAIN ask again. */
+static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) {
+        const char *holder = NULL;
+        bool done = false;
+        int r;
+
+        r = claim_lookup(l->claims, task_id, &holder, &done);
+        if (r == CLAIM_PENDING || r < 0)
+                return -EAGAIN;
+        if ((r == CLAIM_THEIRS || r == CLAIM_WAIT) && holder) {
+                if (done) {
+                        log_info("Task %s: cancel requested by Lagoon for a task that ended on %s; its status is "
+                                 "that node's to report.",
+                                 task_id, holder);
+                        return 0;
+                }
+                *ret_forward = strdup(holder);
+                if (!*ret_forward)
+                        return -ENOMEM;
+                log_info("Task %s: cancel requested by Lagoon; handed to %s, which holds its claim.", task_id, holder);
+                return HANDLE_FORWARD;
+        }
+        return 1;
+}
+
 /* Handles one message. Returns 1 when it is settled (ack), 0 when it must wait (room in
- * the queue), -EAGAIN when it waits for its claim, -EBADMSG when it is to be rejected,
- * other errors: leave it unacknowledged. */
-static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t size) {
+ * the queue), -EAGAIN when it waits for its claim, HANDLE_FORWARD when it goes to the
+ * node *ret_forward names, -EBADMSG when it is to be rejected, other errors: leave it
+ * unacknowledged. */
+static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t size, char **ret_forward) {
         _cleanup_(lagoon_message_freep) LagoonMessage *msg = NULL;
         _cleanup_strv_free_ char **env = NULL, **secrets = NULL;
         _cleanup_free_ char *error = NULL;
@@ -515,6 +566,12 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
                 if (r >= 0) {
                         log_info("Task %s: cancel requested by Lagoon.", msg->task_id);
                         return 1;
+                }
+                if (r == -ENOENT && l->claims && task_id_is_valid(msg->task_id)) {
+                        r = cancel_elsewhere(l, msg->task_id, ret_forward);
+                        if (r != 1)
+                                return r == 0 ? 1 : r;
+                        r = -ENOENT;
                 }
                 /* Lagoon wants an answer even for a task it thinks is stuck. */
                 log_info("Task %s: cancel requested by Lagoon for a task that is %s; answering cancelled.",
@@ -593,7 +650,30 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
         return 1;
 }
 
+/* Publishes the message to the node's own queue of the same kind; the delivery is
+ * acknowledged when the broker confirms the copy. */
+static int forward(Lagoon *l, uint64_t tag, LagoonQueue queue, const char *node, const void *body, size_t size) {
+        _cleanup_free_ char *key = NULL;
+        uint64_t ptag;
+        Forward *n;
+        int r;
+
+        if (asprintf(&key, "%s:node:%s:%s", l->target, node, queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc") < 0)
+                return -ENOMEM;
+        n = reallocarray(l->forwards, l->n_forwards + 1, sizeof(Forward));
+        if (!n)
+                return -ENOMEM;
+        l->forwards = n;
+        r = amqp_client_publish(l->amqp, EXCHANGE_TASKS, key, body, size, /* persistent= */ true, NULL, &ptag);
+        if (r < 0)
+                return log_warning_errno(r, "Failed to hand a message to node %s: %m", node);
+        l->forwards[l->n_forwards++] = (Forward){.publish_tag = ptag, .delivery_tag = tag};
+        return 0;
+}
+
 static void settle(Lagoon *l, uint64_t tag, int r) {
+        if (r == HANDLE_FORWARD)
+                return; /* acknowledged by its confirm */
         if (r > 0)
                 (void) amqp_client_ack(l->amqp, tag);
         else if (r == -EBADMSG)
@@ -626,8 +706,11 @@ static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         for (size_t i = 0; i < l->n_held; i++) {
                 HeldDelivery *h = l->held + i;
-                int r = handle_message(l, h->queue, h->body, h->size);
+                _cleanup_free_ char *node = NULL;
+                int r = handle_message(l, h->queue, h->body, h->size, &node);
 
+                if (r == HANDLE_FORWARD && forward(l, h->tag, h->queue, node, h->body, h->size) < 0)
+                        r = -EAGAIN;
                 if ((r == 0 || r == -EAGAIN) && manager_is_shutting_down(l->manager) == false) {
                         l->held[w++] = *h;
                         continue;
@@ -651,6 +734,7 @@ static void on_amqp_delivery(AmqpClient *c,
                              size_t size,
                              void *userdata) {
         Lagoon *l = userdata;
+        _cleanup_free_ char *node = NULL;
         LagoonQueue q;
         int r;
 
@@ -658,7 +742,9 @@ static void on_amqp_delivery(AmqpClient *c,
                 (void) amqp_client_reject(c, tag, false);
                 return;
         }
-        r = handle_message(l, q, body, size);
+        r = handle_message(l, q, body, size, &node);
+        if (r == HANDLE_FORWARD && forward(l, tag, q, node, body, size) < 0)
+                r = -EAGAIN;
         if (!(r == 0 || r == -EAGAIN) || manager_is_shutting_down(l->manager)) {
                 settle(l, tag, r);
                 return;
@@ -711,6 +797,7 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
         /* Unconfirmed publishes are sent again; held deliveries go back to the queue. */
         outbox_reset_in_flight(l->outbox, OUTBOX_BUS);
         l->n_publishes = 0;
+        l->n_forwards = 0; /* their deliveries went back to the queue with the connection */
         for (size_t i = 0; i < l->n_held; i++)
                 free(l->held[i].body);
         l->n_held = 0;
@@ -795,6 +882,9 @@ Lagoon *lagoon_free(Lagoon *l) {
         free(l->target);
         free(l->queue_jobs);
         free(l->queue_misc);
+        free(l->queue_node_jobs);
+        free(l->queue_node_misc);
+        free(l->forwards);
         free(l->key_jobs);
         free(l->key_misc);
         sd_event_unref(l->event);
@@ -815,10 +905,24 @@ static int lagoon_new_bus(Lagoon *l) {
                 {EXCHANGE_TASKS, "direct"},
                 {EXCHANGE_LOGS, "direct"},
         };
-        const AmqpQueue queues[] = {
+        _cleanup_free_ char *key_node_jobs = NULL, *key_node_misc = NULL;
+        AmqpQueue queues[4] = {
                 {l->queue_jobs, EXCHANGE_TASKS, l->key_jobs},
                 {l->queue_misc, EXCHANGE_TASKS, l->key_misc},
         };
+        size_t n_queues = 2;
+
+        /* Cluster mode: this node's own queues, for what other daemons hand it (the
+         * cancel of a task whose claim it holds). */
+        if (c->claim_namespace && c->node_name) {
+                if (asprintf(&l->queue_node_jobs, "lagoon-tasks:%s:node:%s:jobs", l->target, c->node_name) < 0 ||
+                    asprintf(&l->queue_node_misc, "lagoon-tasks:%s:node:%s:misc", l->target, c->node_name) < 0 ||
+                    asprintf(&key_node_jobs, "%s:node:%s:jobs", l->target, c->node_name) < 0 ||
+                    asprintf(&key_node_misc, "%s:node:%s:misc", l->target, c->node_name) < 0)
+                        return -ENOMEM;
+                queues[n_queues++] = (AmqpQueue){l->queue_node_jobs, EXCHANGE_TASKS, key_node_jobs};
+                queues[n_queues++] = (AmqpQueue){l->queue_node_misc, EXCHANGE_TASKS, key_node_misc};
+        }
         const AmqpSettings settings = {
                 .url = c->broker_url,
                 .user = c->broker_user,
@@ -835,8 +939,8 @@ static int lagoon_new_bus(Lagoon *l) {
                 .state = on_amqp_state,
                 .userdata = l,
         };
-        r = amqp_client_new(l->event, &settings, exchanges, ELEMENTSOF(exchanges), queues, ELEMENTSOF(queues),
-                            &callbacks, &l->amqp);
+        r = amqp_client_new(l->event, &settings, exchanges, ELEMENTSOF(exchanges), queues, n_queues, &callbacks,
+                            &l->amqp);
         if (r < 0)
                 return log_error_errno(r, "Invalid BrokerURL=: %m");
 

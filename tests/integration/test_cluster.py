@@ -8,6 +8,7 @@ to Lagoon), the copies spread over the daemons, and each claim end as a done Lea
 by the daemon that ran the task. A claim left unaccepted by a daemon that died makes
 the message wait, and is taken over once it expired."""
 
+import json
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ import lagoon_harness as lh  # noqa: E402
 
 FIXTURE = os.path.join(harness.SRCDIR, "tests", "fixtures", "kubernetes", "deployment-cli.json")
 NAMESPACE = "nginx-example-main"  # the standard fixture's project and environment
+with open(FIXTURE) as f:
+    IMAGE = json.load(f)["spec"]["template"]["spec"]["containers"][0]["image"]
 CLAIMS = "lagoon-taskd"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{CLAIMS}/leases"
 NODES = ("node-1", "node-2", "node-3")
@@ -124,9 +127,41 @@ class ClusterTest(harness.TaskdTestCase):
         dropped = sum(d.stderr().count("acknowledged and left to it") for d in daemons)
         self.assertGreaterEqual(dropped, 1, "no copy reached a daemon that did not hold its claim")
 
+    def test_cancels_reach_the_daemon_that_holds_the_claim(self):
+        # The tasks run until their pod is deleted (the cancel).
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
+        daemons = [self.start_node(n) for n in NODES]
+        ids = [str(3000 + i) for i in range(9)]
+        for tid in ids:
+            self.peer.publish(self.message(tid))
+        for tid in ids:
+            self.peer.wait_status(tid, "running", 60)
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        for tid in ids:
+            # Whichever daemon takes it from the shared queue.
+            self.peer.publish({"key": "deploytarget:task:cancel", "task": {"id": tid, "name": "x", "taskName": "x"},
+                               "project": body["project"], "environment": body["environment"]}, "misc")
+        for tid in ids:
+            self.peer.wait_status(tid, "cancelled", 60)
+        self.peer.settle(2)
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["cancelled"], f"task {tid}: {self.peer.status_list(tid)}")
+        logs = [d.stderr() for d in daemons]
+        handed = sum(text.count("cancel requested by Lagoon; handed to") for text in logs)
+        self.assertGreater(handed, 0, "no cancel reached a daemon other than the task's")
+        self.assertFalse(any("answering cancelled" in text for text in logs), "a cancel was answered without the task")
+        for tid in ids:
+            ran = [d for d in daemons if f"Task {tid}: accepted from Lagoon" in d.stderr()]
+            self.assertEqual(len(ran), 1)
+            self.assertIn(f"Task {tid}: cancel requested by Lagoon.", ran[0].stderr())
+        # A cancel for a task nobody claimed is still answered at once.
+        self.peer.publish({"key": "deploytarget:task:cancel", "task": {"id": "3999", "name": "x", "taskName": "x"},
+                           "project": body["project"], "environment": body["environment"]}, "misc")
+        self.peer.wait_status("3999", "cancelled", 30)
+
     def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
         # node-9 "died" right after creating the claim, before it stored the task.
-        now = time.time()
+        now = int(time.time())  # the stamp below has whole seconds
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now))
         r = self.api.post(LEASES, {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
