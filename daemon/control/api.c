@@ -232,6 +232,9 @@ int api_parse_task_request(const char *body, size_t size, TaskRequest *ret, Json
         if (!json_is_object(v))
                 return error_message(ret_error, -EINVAL, "request body must be a JSON object, got %s",
                                      json_type_to_string(json_type(v)));
+        /* A command cut short at a NUL would run something else than what was sent. */
+        if (json_has_nul(v))
+                return error_message(ret_error, -EINVAL, "request body holds a NUL byte (\\u0000) in a string");
 
         for (size_t i = 0; i < json_length(v); i++) {
                 const char *key = json_object_key_at(v, i);

@@ -366,6 +366,10 @@ static int read_variables(const JsonValue *variables,
                 fail(e, -EBADMSG, "project.variables.%s is not a JSON array", which);
                 return 0;
         }
+        if (json_has_nul(array)) {
+                fail(e, -EBADMSG, "project.variables.%s holds a NUL byte (\\u0000) in a string", which);
+                return 0;
+        }
 
         if (json_length(array) > 0) {
                 l = calloc(json_length(array), sizeof(LagoonVariable));
@@ -623,6 +627,10 @@ int lagoon_message_parse(LagoonQueue queue, const char *body, size_t size, Lagoo
         if (!json_is_object(root)) {
                 *ret = NULL;
                 return error_message(ret_error, -EINVAL, "message is not a JSON object");
+        }
+        if (json_has_nul(root)) {
+                *ret = NULL;
+                return error_message(ret_error, -EINVAL, "message holds a NUL byte (\\u0000) in a string");
         }
 
         m = calloc(1, sizeof(LagoonMessage));

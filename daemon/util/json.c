@@ -175,6 +175,12 @@ static int cb_start_map(void *ctx) {
 }
 static int cb_map_key(void *ctx, const unsigned char *k, size_t l) {
         ParseState *s = ctx;
+        /* Keys are kept as C strings: "a\u0000b" would become "a" and could pose as
+         * another member. */
+        if (memchr(k, 0, l)) {
+                s->error = -EILSEQ;
+                return 0;
+        }
         free(s->pending_key);
         s->pending_key = strndup((const char *) k, l);
         if (!s->pending_key) {
@@ -243,6 +249,8 @@ int json_parse(const char *data, size_t size, unsigned max_depth, JsonValue **re
                 if (ret_error) {
                         if (r == -E2BIG)
                                 *ret_error = strdup("nesting too deep");
+                        else if (r == -EILSEQ)
+                                *ret_error = strdup("NUL byte in an object key");
                         else if (r == -ENOMEM)
                                 *ret_error = strdup("out of memory");
                         else if (st == yajl_status_error) {
@@ -259,7 +267,7 @@ int json_parse(const char *data, size_t size, unsigned max_depth, JsonValue **re
                 }
                 free(s.pending_key);
                 json_free(s.root);
-                return r;
+                return r == -EILSEQ ? -EINVAL : r;
         }
         free(s.pending_key);
         *ret = s.root;
@@ -385,7 +393,7 @@ static int stream_fail(JsonStream *s) {
         int r = s->state.error < 0 ? s->state.error : -EBADMSG;
 
         /* Depth is a limit like size; everything else yajl refuses is a bad message. */
-        if (r == -EINVAL)
+        if (r == -EINVAL || r == -EILSEQ)
                 r = -EBADMSG;
         s->error = r;
         return r;
@@ -451,6 +459,18 @@ int json_stream_finish(JsonStream *s, json_stream_value_cb_t cb, void *userdata)
 
 const char *json_string(const JsonValue *v) {
         return v && v->type == JSON_STRING ? v->str : NULL;
+}
+
+bool json_has_nul(const JsonValue *v) {
+        if (!v)
+                return false;
+        if (v->type == JSON_STRING)
+                return memchr(v->str, 0, v->len);
+        if (v->type == JSON_ARRAY || v->type == JSON_OBJECT)
+                for (size_t i = 0; i < v->n; i++)
+                        if (json_has_nul(v->items[i]))
+                                return true;
+        return false;
 }
 
 int json_int64(const JsonValue *v, int64_t *ret) {

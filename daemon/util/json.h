@@ -27,7 +27,8 @@ typedef struct JsonValue JsonValue;
 
 /* Parse one JSON document. Returns 0, -EINVAL on a syntax error (with a message in
  * *ret_error when ret_error is non-NULL, e.g. "parse error: invalid object key"),
- * -E2BIG when nesting exceeds max_depth, -ENOMEM. Trailing garbage is an error. */
+ * -E2BIG when nesting exceeds max_depth, -ENOMEM. Trailing garbage is an error, so is a
+ * NUL byte in an object key. */
 int json_parse(const char *data, size_t size, unsigned max_depth, JsonValue **ret, char **ret_error);
 
 JsonValue *json_free(JsonValue *v);
@@ -58,6 +59,9 @@ const char *json_object_key_at(const JsonValue *v, size_t i); /* NULL if out of 
 JsonValue *json_object_value_at(const JsonValue *v, size_t i);
 JsonValue *json_get(const JsonValue *obj, const char *key);         /* NULL if absent or obj not an object */
 const char *json_get_string(const JsonValue *obj, const char *key); /* NULL if absent or not a string */
+/* Whether any string in v holds a NUL byte, which json_string() would silently cut
+ * short (the parser refuses one in a key). Input that becomes C strings checks this. */
+bool json_has_nul(const JsonValue *v);
 /* Walks objects by keys, NULL-terminated: json_get_path(v, "process", "args", NULL). */
 JsonValue *json_get_path(const JsonValue *v, ...) __attribute__((sentinel));
 

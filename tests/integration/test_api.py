@@ -55,6 +55,14 @@ class TestApi(harness.TaskdTestCase):
             self.assertErrorResponse(r, 400)
             self.assertHealthy()
 
+    def test_nul_in_a_string(self):
+        # json.dumps writes the NUL as \u0000: a C string would end there and run "true".
+        for body in ({"command": "true\0; echo ran"}, {"command": "true", "name": "a\0b"}):
+            r = self.client.post("/v1/tasks", body)
+            self.assertErrorResponse(r, 400)
+            self.assertIn("NUL byte", r.json["message"])
+        self.assertEqual(self.client.tasks(), [])
+
     def test_not_an_object(self):
         for body in (b"[1, 2]", b"\"command\"", b"42", b"null", b"true"):
             self.assertErrorResponse(self.post_raw(body), 400)

@@ -265,6 +265,9 @@ TEST(parse_bad) {
         parse_bad("{'command':'x'}", "not valid JSON");
         parse_bad_n("{\"command\":\"x\0\"}", 15, "not valid JSON");
         parse_bad("\xff\xfe{}", "not valid JSON");
+        parse_bad("{\"command\":\"rm -rf /tmp/x\\u0000 && echo\"}", "holds a NUL byte (\\u0000) in a string");
+        parse_bad("{\"command\":\"x\",\"name\":\"\\u0000\"}", "holds a NUL byte");
+        parse_bad("{\"command\":\"x\",\"id\\u0000x\":\"y\"}", "NUL byte in an object key");
         parse_bad(deep, "nested too deeply");
 
         parse_bad("[]", "must be a JSON object, got array");

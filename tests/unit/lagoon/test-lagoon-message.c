@@ -501,6 +501,14 @@ TEST(not_json) {
                 ASSERT(!m);
                 ASSERT(startswith(error, "message is not"));
         }
+        /* A NUL would cut a command or a name short. */
+        {
+                static const char nul[] = "{\"key\":\"kubernetes:restic:backup:restore\",\"x\":\"a\\u0000b\"}";
+                error = mfree(error);
+                ASSERT_EQ(lagoon_message_parse(LAGOON_QUEUE_JOBS, nul, strlen(nul), &m, &error), -EINVAL);
+                ASSERT(!m);
+                ASSERT_STREQ(error, "message holds a NUL byte (\\u0000) in a string");
+        }
         /* depth */
         {
                 _cleanup_free_ char *deep = malloc(20001);
@@ -540,6 +548,9 @@ TEST(variables) {
                 {"bm90anNvbg==", "project.variables.project is not JSON*"},        /* "notjson" */
                 {"eyJhIjoxfQ==", "project.variables.project is not a JSON array"}, /* {"a":1} */
                 {"WzFd", "project.variables.project[0] is not a {name, value, scope} object"}, /* [1] */
+                /* [{"name":"A","value":"x\u0000y","scope":"runtime"}] */
+                {"W3sibmFtZSI6IkEiLCJ2YWx1ZSI6InhcdTAwMDB5Iiwic2NvcGUiOiJydW50aW1lIn1d",
+                 "project.variables.project holds a NUL byte (\\u0000) in a string"},
         };
         char *b = NULL;
         LagoonMessage *m;

@@ -67,6 +67,7 @@ TEST(garbage) {
         parse_bad("/* c */ {}", 10, -EINVAL);
         parse_bad("\"\xff\xfe\"", 4, -EINVAL);          /* invalid UTF-8 */
         parse_bad("{\"a\":1\0}", 8, -EINVAL);           /* embedded NUL */
+        parse_bad("{\"a\\u0000b\":1}", 14, -EINVAL);    /* a key would be cut short */
         parse_bad("[[[[[[[[[[1]]]]]]]]]]", 21, -E2BIG); /* deeper than 8 */
 }
 
@@ -104,6 +105,10 @@ TEST(copy_and_arrays) {
         _cleanup_json_ JsonValue *v = parse_ok("{\"a\":[1,2,3],\"s\":\"x\\u0000y\"}"), *c = NULL;
         _cleanup_free_ char *s1 = NULL, *s2 = NULL;
 
+        ASSERT(json_has_nul(v));
+        ASSERT(json_has_nul(json_get(v, "s")));
+        ASSERT(!json_has_nul(json_get(v, "a")));
+        ASSERT(!json_has_nul(NULL));
         c = json_copy(v);
         ASSERT(c);
         ASSERT_OK(json_array_remove_at(json_get(c, "a"), 1));
