@@ -60,6 +60,8 @@ struct NodeLookup {
         JsonValue *ctx_answers[_CTX_MAX];
         unsigned ctx_pending;
         node_context_cb_t ctx_cb;
+
+        node_locate_cb_t locate_cb; /* cluster routing */
 };
 
 void node_service_done(NodeService *s) {
@@ -373,6 +375,78 @@ int node_lookup_service(Node *n,
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(l->defer, "node-lookup");
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* ---- cluster routing ---- */
+
+static void on_locate_pods(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        NodeLookup *l = userdata;
+        const JsonValue *items = json_get(body, "items");
+        ServicePod *pods = NULL;
+        const char *where = NULL;
+        size_t n = 0;
+        int r, i;
+
+        l->call = NULL;
+        if (error < 0) {
+                l->locate_cb(l, error, NULL, l->userdata);
+                return;
+        }
+        pods = calloc(json_length(items) + 1, sizeof(ServicePod));
+        if (!pods) {
+                l->locate_cb(l, -ENOMEM, NULL, l->userdata);
+                return;
+        }
+        for (size_t k = 0; k < json_length(items); k++) {
+                _cleanup_free_ char *perr = NULL;
+
+                r = discovery_parse_pod(json_array_at(items, k), l->namespace, l->service, pods + n, &perr);
+                if (r > 0)
+                        n++;
+                else if (r < 0)
+                        log_debug("Routing %s/%s: skipping a pod: %s", l->namespace, l->service, strna(perr));
+        }
+        discovery_sort_pods(pods, n);
+        /* This node when it runs the service too, else the node of the first Ready pod. */
+        i = discovery_pick_local(pods, n, l->node->node_name);
+        if (i >= 0)
+                where = pods[i].node_name;
+        else if (n > 0 && pods[0].ready)
+                where = pods[0].node_name;
+        l->locate_cb(l, 0, where, l->userdata);
+        service_pods_free(pods, n);
+}
+
+int node_locate_service(Node *n,
+                        const char *namespace,
+                        const char *service,
+                        node_locate_cb_t cb,
+                        void *userdata,
+                        NodeLookup **ret) {
+        _cleanup_(node_lookup_cancelp) NodeLookup *l = NULL;
+        _cleanup_free_ char *ns = NULL, *path = NULL, *selector = NULL;
+        int r;
+
+        if (!n || !n->api)
+                return -EOPNOTSUPP;
+        l = calloc(1, sizeof(NodeLookup));
+        if (!l)
+                return -ENOMEM;
+        l->node = n;
+        l->locate_cb = cb;
+        l->userdata = userdata;
+        if (!(l->namespace = strdup(namespace)) || !(l->service = strdup(service)))
+                return -ENOMEM;
+        ns = kube_escape(namespace);
+        if (!ns || asprintf(&path, "/api/v1/namespaces/%s/pods", ns) < 0 ||
+            asprintf(&selector, "%s=%s", DISCOVERY_SERVICE_LABEL, service) < 0 ||
+            kube_path_append_query(&path, "labelSelector", selector) < 0)
+                return -ENOMEM;
+        r = kube_request(n->api, "GET", path, NULL, NULL, on_locate_pods, l, &l->call);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(l);
         return 0;
 }

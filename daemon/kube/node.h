@@ -66,6 +66,18 @@ int node_lookup_advanced_context(Node *n,
                                  void *userdata,
                                  NodeLookup **ret);
 
+/* Cluster mode: which node should run a standard task of this service? The API
+ * server's list of the service's pods: this node when one of them runs here, else the
+ * node of the first Ready one (oldest first), NULL when none runs (an API pod, from any
+ * node). error < 0: the list failed. Called once, from the event loop. */
+typedef void (*node_locate_cb_t)(NodeLookup *l, int error, const char *node_name, void *userdata);
+int node_locate_service(Node *n,
+                        const char *namespace,
+                        const char *service,
+                        node_locate_cb_t cb,
+                        void *userdata,
+                        NodeLookup **ret);
+
 /* The API server's client, NULL when none is configured (kubelet only). */
 KubeClient *node_api(Node *n);
 const char *node_name(Node *n);

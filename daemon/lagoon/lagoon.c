@@ -29,6 +29,7 @@
 typedef struct HeldDelivery {
         uint64_t tag;
         LagoonQueue queue;
+        bool routed; /* from this node's own queue: handed here by another daemon */
         char *body;
         size_t size;
 } HeldDelivery;
@@ -47,6 +48,16 @@ typedef struct Forward {
 
 #define HANDLE_FORWARD 2 /* handle_message(): publish it to the node named, then ack */
 
+/* Cluster mode: where a standard task's service runs, asked of the API server before
+ * the task is claimed; kept until its held message is handled again. */
+typedef struct Route {
+        char *task_id;
+        NodeLookup *lookup; /* in flight */
+        bool done;
+        char *node; /* NULL: here (or nowhere: an API pod) */
+        Lagoon *lagoon;
+} Route;
+
 typedef struct LogState {
         char *task_id;
         uint64_t size; /* task log size when last queued */
@@ -63,6 +74,8 @@ struct Lagoon {
         char *queue_node_jobs, *queue_node_misc; /* cluster mode: messages handed to this node */
         Forward *forwards;
         size_t n_forwards;
+        Route **routes;
+        size_t n_routes;
         Publish *publishes; /* awaiting confirms, in publish order */
         size_t n_publishes;
         HeldDelivery *held; /* deliveries waiting for room in the queue (MaxQueued=) or a claim */
@@ -475,7 +488,8 @@ static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
         return 0;
 }
 
-static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret) {
+static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret, bool *ret_routed) {
+        *ret_routed = streq_ptr(queue, l->queue_node_jobs) || streq_ptr(queue, l->queue_node_misc);
         if (streq(queue, l->queue_jobs) || streq_ptr(queue, l->queue_node_jobs))
                 *ret = LAGOON_QUEUE_JOBS;
         else if (streq(queue, l->queue_misc) || streq_ptr(queue, l->queue_node_misc))
@@ -483,6 +497,86 @@ static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret) {
         else
                 return -ENOENT;
         return 0;
+}
+
+static Route *route_free(Route *rt) {
+        if (!rt)
+                return NULL;
+        node_lookup_cancel(rt->lookup);
+        free(rt->task_id);
+        free(rt->node);
+        return mfree(rt);
+}
+
+static void routes_clear(Lagoon *l) {
+        for (size_t i = 0; i < l->n_routes; i++)
+                route_free(l->routes[i]);
+        l->routes = mfree(l->routes);
+        l->n_routes = 0;
+}
+
+static int held_timer_arm(Lagoon *l, uint64_t delay_usec);
+
+static void on_located(NodeLookup *lookup, int error, const char *node, void *userdata) {
+        Route *rt = userdata;
+
+        rt->lookup = node_lookup_cancel(rt->lookup);
+        rt->done = true;
+        if (error < 0)
+                log_warning_errno(error, "Task %s: cannot tell which node runs its service (%m); running it here.",
+                                  rt->task_id);
+        else if (node && free_and_strdup(&rt->node, node) < 0)
+                log_oom();
+        (void) held_timer_arm(rt->lagoon, 0);
+}
+
+/* Cluster mode, a standard task from the shared queue: 0 run it here, HANDLE_FORWARD to
+ * the node that runs its service (*ret_forward), -EAGAIN while the API server is asked. */
+static int route_for(Lagoon *l, const LagoonMessage *msg, char **ret_forward) {
+        Node *node = manager_get_node(l->manager);
+        Route *rt = NULL;
+        size_t i;
+        int r;
+
+        for (i = 0; i < l->n_routes; i++)
+                if (streq(l->routes[i]->task_id, msg->task_id)) {
+                        rt = l->routes[i];
+                        break;
+                }
+        if (!rt) {
+                Route **n = reallocarray(l->routes, l->n_routes + 1, sizeof(Route *));
+                if (!n)
+                        return -ENOMEM;
+                l->routes = n;
+                rt = calloc(1, sizeof(Route));
+                if (!rt || !(rt->task_id = strdup(msg->task_id))) {
+                        route_free(rt);
+                        return -ENOMEM;
+                }
+                rt->lagoon = l;
+                r = node_locate_service(node, msg->namespace, msg->service, on_located, rt, &rt->lookup);
+                if (r < 0) {
+                        route_free(rt);
+                        return r == -EOPNOTSUPP ? 0 : r;
+                }
+                l->routes[l->n_routes++] = rt;
+                return -EAGAIN;
+        }
+        if (!rt->done)
+                return -EAGAIN;
+
+        /* Used once: the message is handled (or handed on) now. */
+        r = 0;
+        if (rt->node && !streq(rt->node, node_name(node))) {
+                log_info("Task %s: its service %s runs on %s; handed to that node.", msg->task_id, msg->service,
+                         rt->node);
+                *ret_forward = TAKE_PTR(rt->node);
+                r = HANDLE_FORWARD;
+        }
+        memmove(l->routes + i, l->routes + i + 1, (l->n_routes - i - 1) * sizeof(Route *));
+        l->n_routes--;
+        route_free(rt);
+        return r;
 }
 
 /* Cluster mode: may this daemon store the task? 1 yes (the claim is ours), 0 no (another
@@ -536,7 +630,8 @@ static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) 
  * the queue), -EAGAIN when it waits for its claim, HANDLE_FORWARD when it goes to the
  * node *ret_forward names, -EBADMSG when it is to be rejected, other errors: leave it
  * unacknowledged. */
-static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t size, char **ret_forward) {
+static int
+handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size_t size, char **ret_forward) {
         _cleanup_(lagoon_message_freep) LagoonMessage *msg = NULL;
         _cleanup_strv_free_ char **env = NULL, **secrets = NULL;
         _cleanup_free_ char *error = NULL;
@@ -584,6 +679,14 @@ static int handle_message(Lagoon *l, LagoonQueue queue, const char *body, size_t
                 log_error("Rejecting task message: task id \"%s\" is not usable here.", msg->task_id);
                 r = report_failure(l, msg, TASK_FAILED, "launch-error: invalid task id");
                 return r < 0 ? r : -EBADMSG;
+        }
+        /* Cluster mode: a standard task runs on the node of its service (the daemon there
+         * claims it); what another daemon handed here stays here. */
+        if (l->claims && !routed && msg->kind == LAGOON_MESSAGE_STANDARD &&
+            !manager_get_task(l->manager, msg->task_id)) {
+                r = route_for(l, msg, ret_forward);
+                if (r != 0)
+                        return r;
         }
         r = claim_for(l, msg->task_id);
         if (r <= 0)
@@ -707,7 +810,7 @@ static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         for (size_t i = 0; i < l->n_held; i++) {
                 HeldDelivery *h = l->held + i;
                 _cleanup_free_ char *node = NULL;
-                int r = handle_message(l, h->queue, h->body, h->size, &node);
+                int r = handle_message(l, h->queue, h->routed, h->body, h->size, &node);
 
                 if (r == HANDLE_FORWARD && forward(l, h->tag, h->queue, node, h->body, h->size) < 0)
                         r = -EAGAIN;
@@ -736,13 +839,14 @@ static void on_amqp_delivery(AmqpClient *c,
         Lagoon *l = userdata;
         _cleanup_free_ char *node = NULL;
         LagoonQueue q;
+        bool routed;
         int r;
 
-        if (find_delivery_queue(l, queue, &q) < 0) {
+        if (find_delivery_queue(l, queue, &q, &routed) < 0) {
                 (void) amqp_client_reject(c, tag, false);
                 return;
         }
-        r = handle_message(l, q, body, size, &node);
+        r = handle_message(l, q, routed, body, size, &node);
         if (r == HANDLE_FORWARD && forward(l, tag, q, node, body, size) < 0)
                 r = -EAGAIN;
         if (!(r == 0 || r == -EAGAIN) || manager_is_shutting_down(l->manager)) {
@@ -756,7 +860,8 @@ static void on_amqp_delivery(AmqpClient *c,
         if (!n)
                 return; /* stays unacknowledged */
         l->held = n;
-        n[l->n_held] = (HeldDelivery){.tag = tag, .queue = q, .body = memdup(body, size), .size = size};
+        n[l->n_held] =
+                (HeldDelivery){.tag = tag, .queue = q, .routed = routed, .body = memdup(body, size), .size = size};
         if (!n[l->n_held].body)
                 return;
         l->n_held++;
@@ -798,6 +903,7 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
         outbox_reset_in_flight(l->outbox, OUTBOX_BUS);
         l->n_publishes = 0;
         l->n_forwards = 0; /* their deliveries went back to the queue with the connection */
+        routes_clear(l);
         for (size_t i = 0; i < l->n_held; i++)
                 free(l->held[i].body);
         l->n_held = 0;
@@ -885,6 +991,7 @@ Lagoon *lagoon_free(Lagoon *l) {
         free(l->queue_node_jobs);
         free(l->queue_node_misc);
         free(l->forwards);
+        routes_clear(l);
         free(l->key_jobs);
         free(l->key_misc);
         sd_event_unref(l->event);

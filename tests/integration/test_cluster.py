@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 import harness  # noqa: E402
 import kube_harness as kh  # noqa: E402
+import kube_it  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
 
 FIXTURE = os.path.join(harness.SRCDIR, "tests", "fixtures", "kubernetes", "deployment-cli.json")
@@ -126,6 +127,30 @@ class ClusterTest(harness.TaskdTestCase):
         self.assertGreater(len(holders), 1, "the tasks were not shared between the daemons")
         dropped = sum(d.stderr().count("acknowledged and left to it") for d in daemons)
         self.assertGreaterEqual(dropped, 1, "no copy reached a daemon that did not hold its claim")
+
+    def test_standard_tasks_go_to_the_node_of_their_service(self):
+        # cli runs on node-2 only (Ready); node-1's pod of it is not Ready.
+        for name, node, ready in (("cli-a", "node-2", True), ("cli-b", "node-1", False)):
+            self.api.put_object(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}",
+                                {"apiVersion": "v1", "kind": "Pod",
+                                 **kube_it.service_pod(name, NAMESPACE, node, os.urandom(32).hex(), ready=ready)})
+        daemons = {n: self.start_node(n) for n in NODES}
+        ids = [str(4000 + i) for i in range(12)]
+        for tid in ids:
+            self.peer.publish(self.message(tid))
+        for tid in ids:
+            self.peer.wait_status(tid, "complete", 60)
+        self.peer.settle(1)
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["complete"], f"task {tid}: {self.peer.status_list(tid)}")
+            ran = [n for n, d in daemons.items() if f"Task {tid}: accepted from Lagoon" in d.stderr()]
+            self.assertEqual(ran, ["node-2"], f"task {tid}")
+            ls = self.api.get(LEASES + f"/lagoon-task-{tid}").json()
+            self.assertEqual(ls["spec"]["holderIdentity"], "node-2")
+        handed = sum(d.stderr().count("runs on node-2; handed to that node") for n, d in daemons.items())
+        self.assertGreater(handed, 0, "no task came to node-2 through another daemon")
+        self.assertNotIn("handed to that node", daemons["node-2"].stderr())
+        self.assertEqual(self.peer.queue_depth("node:node-2:jobs"), 0)
 
     def test_cancels_reach_the_daemon_that_holds_the_claim(self):
         # The tasks run until their pod is deleted (the cancel).
