@@ -10,6 +10,9 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/random.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -41,6 +44,13 @@ typedef struct ManagedTask {
         uint64_t launch_begin_usec; /* CLOCK_MONOTONIC, for the launch latency metric */
 } ManagedTask;
 
+/* A finished task's container being removed by a helper, off the loop. */
+typedef struct Cleanup {
+        Manager *manager;
+        char *id;
+        sd_event_source *source; /* the helper, our child */
+} Cleanup;
+
 struct Manager {
         sd_event *event;
         Config *config;
@@ -58,6 +68,8 @@ struct Manager {
         bool shutting_down;
         char *last_status;
         ManagerStats stats;
+        Cleanup **cleanups;
+        size_t n_cleanups;
 };
 
 const double manager_launch_bucket_seconds[MANAGER_LAUNCH_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
@@ -78,9 +90,37 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(ManagedTask *, managed_task_free);
 
+static Cleanup *cleanup_free(Cleanup *c) {
+        if (!c)
+                return NULL;
+        sd_event_source_disable_unref(c->source);
+        free(c->id);
+        return mfree(c);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Cleanup *, cleanup_free);
+
+/* A helper still removing a container is let finish (bounded), so a daemon that stops
+ * leaves no half-removed container behind; one it did not finish a restart finishes. */
+static void manager_wait_cleanups(Manager *m) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 10 * USEC_PER_SEC;
+
+        for (size_t i = 0; i < m->n_cleanups; i++) {
+                Cleanup *c = m->cleanups[i];
+                struct pollfd p = {.fd = sd_event_source_get_child_pidfd(c->source), .events = POLLIN};
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+                if (p.fd >= 0 && now < deadline)
+                        (void) poll(&p, 1, (int) ((deadline - now) / USEC_PER_MSEC));
+                cleanup_free(c);
+        }
+        m->cleanups = mfree(m->cleanups);
+        m->n_cleanups = 0;
+}
+
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        manager_wait_cleanups(m);
         for (size_t i = 0; i < m->n_tasks; i++)
                 managed_task_free(m->tasks[i]);
         free(m->tasks);
@@ -431,6 +471,74 @@ static bool pod_in_use(const char *namespace, const char *name, void *userdata) 
         return false;
 }
 
+static bool manager_cleaning(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_cleanups; i++)
+                if (streq(m->cleanups[i]->id, id))
+                        return true;
+        return false;
+}
+
+static int on_cleanup_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Cleanup *c = userdata;
+        Manager *m = c->manager;
+
+        if (si->si_code != CLD_EXITED || si->si_status != 0)
+                log_warning("Task %s: removing its container failed (helper %s %d), a restart tries again.", c->id,
+                            si->si_code == CLD_EXITED ? "exit status" : "signal", si->si_status);
+        else
+                log_debug("Task %s: container removed.", c->id);
+        for (size_t i = 0; i < m->n_cleanups; i++)
+                if (m->cleanups[i] == c) {
+                        memmove(m->cleanups + i, m->cleanups + i + 1, (m->n_cleanups - i - 1) * sizeof(Cleanup *));
+                        m->n_cleanups--;
+                        break;
+                }
+        cleanup_free(c);
+        manager_schedule_dispatch(m); /* a task of the same id may wait for it */
+        return 0;
+}
+
+/* runc delete, conmon's end, the unmount and the directory's removal after the final
+ * state was recorded and announced: in a forked helper watched from the loop. Done
+ * synchronously only when the helper cannot be started. */
+static void manager_cleanup_start(Manager *m, const char *id, const char *dir) {
+        _cleanup_(cleanup_freep) Cleanup *c = NULL;
+        _cleanup_close_ int pidfd = -EBADF;
+        Cleanup **l;
+        pid_t pid;
+        int r;
+
+        c = calloc(1, sizeof(Cleanup));
+        l = reallocarray(m->cleanups, m->n_cleanups + 1, sizeof(Cleanup *));
+        if (l)
+                m->cleanups = l;
+        if (!c || !l || !(c->id = strdup(id))) {
+                r = -ENOMEM;
+                goto sync;
+        }
+        c->manager = m;
+        r = runtime_container_remove_fork(m->config, id, dir, &pid, &pidfd);
+        if (r < 0)
+                goto sync;
+        r = sd_event_add_child_pidfd(m->event, &c->source, pidfd, WEXITED, on_cleanup_exit, c);
+        if (r < 0) {
+                (void) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                (void) waitid(P_PIDFD, (id_t) pidfd, &(siginfo_t){}, WEXITED);
+                goto sync;
+        }
+        (void) sd_event_source_set_child_pidfd_own(c->source, true);
+        TAKE_FD(pidfd);
+        (void) sd_event_source_set_description(c->source, "container-cleanup");
+        log_debug("Task %s: removing its container (helper PID %d).", id, (int) pid);
+        m->cleanups[m->n_cleanups++] = TAKE_PTR(c);
+        return;
+sync:
+        log_warning_errno(r, "Task %s: no helper to remove its container, removing it now: %m", id);
+        r = runtime_container_remove(m->config, id, dir);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Task %s: failed to remove its container: %m", id);
+}
+
 /* The task's container or pod ended (or was lost): drain its output, record the result,
  * clean up. status >= 0: the exit status; < 0: lost, with lost_reason (a task reason) or
  * the errno. */
@@ -489,12 +597,21 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         mt->container = runtime_container_free(mt->container);
         mt->pod = kube_pod_free(mt->pod);
         mt->logtail = logtail_free(mt->logtail);
-        r = keep_dir ? -EBUSY : store_container_dir(m->store, t->id, &dir);
-        if (r >= 0) {
-                r = was_pod ? rm_rf(dir) : runtime_container_remove(m->config, t->id, dir);
+        r = store_container_dir(m->store, t->id, &dir);
+        if (r >= 0 && keep_dir) {
+                /* So a restart does not remove it either. */
+                _cleanup_free_ char *kept = path_join(dir, "kept");
+                int fd = kept ? open(kept, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600) : -EBADF;
+
+                if (fd < 0)
+                        log_warning("Task %s: failed to mark its container directory as kept.", t->id);
+                safe_close(fd);
+        } else if (r >= 0 && was_pod) {
+                r = rm_rf(dir);
                 if (r < 0 && r != -ENOENT)
                         log_warning_errno(r, "Task %s: failed to remove its container: %m", t->id);
-        }
+        } else if (r >= 0)
+                manager_cleanup_start(m, t->id, dir);
         if (was_pod)
                 node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods, pod_in_use, m);
         manager_prune_finished(m);
@@ -1000,7 +1117,8 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (mt->task->status != TASK_PENDING || mt->lookup || !environment_has_room(m, mt->task))
+                if (mt->task->status != TASK_PENDING || mt->lookup || !environment_has_room(m, mt->task) ||
+                    manager_cleaning(m, mt->task->id))
                         continue;
                 manager_launch(m, mt);
         }
@@ -1261,6 +1379,27 @@ static int load_one(Task *t, void *userdata) {
         return r;
 }
 
+/* A final task whose container dir is still there: the daemon was stopped or killed
+ * while it was removed. Kept ones (output not drained) stay for the operator. */
+static void manager_finish_cleanup(Manager *m, ManagedTask *mt) {
+        _cleanup_free_ char *dir = NULL, *kept = NULL;
+        int r;
+
+        if (store_container_dir(m->store, mt->task->id, &dir) < 0 || access(dir, F_OK) < 0)
+                return;
+        kept = path_join(dir, "kept");
+        if (!kept || access(kept, F_OK) == 0)
+                return;
+        log_info("Task %s: finishing the removal of its container.", mt->task->id);
+        if (mt->task->pod) {
+                r = rm_rf(dir);
+                if (r < 0 && r != -ENOENT)
+                        log_warning_errno(r, "Task %s: failed to remove its container: %m", mt->task->id);
+                return;
+        }
+        manager_cleanup_start(m, mt->task->id, dir);
+}
+
 static void on_corrupt(const char *file_name, int error, const char *message, void *userdata) {
         log_error_errno(error, "Corrupt task record %s (%s), moved to tasks/corrupt/.", file_name, message);
 }
@@ -1287,6 +1426,8 @@ int manager_start(Manager *m) {
                         manager_adopt(m, mt);
                         break;
                 default:
+                        if (task_status_is_final(mt->task->status))
+                                manager_finish_cleanup(m, mt);
                         break;
                 }
         }

@@ -1788,3 +1788,42 @@ int runtime_container_remove(const Config *config, const char *task_id, const ch
         }
         return ret;
 }
+
+int runtime_container_remove_fork(const Config *config,
+                                  const char *task_id,
+                                  const char *container_dir,
+                                  pid_t *ret_pid,
+                                  int *ret_pidfd) {
+        int pidfd;
+        pid_t pid;
+
+        if (!config || !task_id || !container_dir || !ret_pid || !ret_pidfd)
+                return -EINVAL;
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                struct sigaction sa = {.sa_handler = SIG_DFL};
+                sigset_t ss;
+
+                /* The daemon's blocked and ignored signals would make it unkillable by
+                 * SIGTERM; its fds (the lock, the sockets) must not outlive it here. */
+                (void) sigemptyset(&ss);
+                (void) sigprocmask(SIG_SETMASK, &ss, NULL);
+                for (int sig = 1; sig < _NSIG; sig++)
+                        if (sig != SIGKILL && sig != SIGSTOP)
+                                (void) sigaction(sig, &sa, NULL);
+                (void) close_range(3, ~0U, 0);
+                debug_stop_at("cleanup");
+                _exit(runtime_container_remove(config, task_id, container_dir) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+        pidfd = pidfd_open_pid(pid); /* our unreaped child: the pid cannot be reused */
+        if (pidfd < 0) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                return pidfd;
+        }
+        *ret_pid = pid;
+        *ret_pidfd = pidfd;
+        return 0;
+}

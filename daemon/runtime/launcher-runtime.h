@@ -90,6 +90,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(RuntimeContainer *, runtime_container_free);
 /* After the task ended: "<runtime> delete --force", unmount rootfs, remove
  * container_dir. Idempotent; fine when parts are already gone. */
 int runtime_container_remove(const Config *config, const char *task_id, const char *container_dir);
+/* The same off the event loop: a forked helper (its own fds closed, so it holds neither
+ * the API socket nor the state directory's lock) runs runtime_container_remove() and
+ * exits 0 when all went well. Returns its pidfd (our child: watch it with
+ * sd_event_add_child_pidfd()) and its PID. */
+int runtime_container_remove_fork(const Config *config,
+                                  const char *task_id,
+                                  const char *container_dir,
+                                  pid_t *ret_pid,
+                                  int *ret_pidfd);
 
 /* Internal, exported for tests and fuzzing: parsers of what conmon and the runtime say.
  * The readable reason in a runtime's error output (runc's logrus msg="…" values, other

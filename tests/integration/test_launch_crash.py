@@ -8,6 +8,8 @@ once in the task log and in journald. Then a short random SIGKILL loop over laun
 
 import os
 import random
+import signal
+import subprocess
 import sys
 import time
 
@@ -27,6 +29,19 @@ def proc_state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return None
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def runc_knows(cid):
+    return subprocess.run([harness.RUNC, "state", cid], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 class TestLaunchCrash(harness.TaskdTestCase):
@@ -52,6 +67,36 @@ class TestLaunchCrash(harness.TaskdTestCase):
                 self.assertEqual((t["status"], t["exitCode"], t["reason"]), ("failed", 3, "exit-code 3"), t)
                 self.check_output(tid, [f"ran {step}", "two"])
                 d.stop()
+
+    def test_kill9_during_cleanup(self):
+        """The final state is announced before the container is deleted (the helper that
+        deletes it is held at its start), and a restart finishes a clean-up the kill cut."""
+        self.write_config()
+        d = self.daemon(start=False)
+        d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": "cleanup"})
+        tid = self.new_id("c")
+        self.submit_ok("echo done; exit 4", id=tid)
+        t = self.client.wait_final(tid, 60)
+        self.assertEqual((t["status"], t["exitCode"]), ("failed", 4), t)
+        self.assertEqual(self.client.logs(tid), "done\n")
+        helpers = []
+        harness.wait_until(lambda: helpers.extend(p for p in children(d.pid) if proc_state(p) == "T") or helpers,
+                           30, what="the clean-up helper to stop")
+        cdir, cid = self.container_dir(tid), f"lagoon-task-{tid}"
+        self.assertTrue(os.path.isdir(cdir), "container dir removed before the helper ran")
+        self.assertTrue(runc_knows(cid), "container deleted before the helper ran")
+        self.assertIn("stopping at cleanup", d.stderr())
+        d.kill9()
+        os.kill(helpers[0], signal.SIGKILL)
+        harness.wait_until(lambda: proc_state(helpers[0]) in (None, "Z"), 30, what="the helper's end")
+        self.assertTrue(os.path.isdir(cdir))
+        d.start()
+        harness.wait_until(lambda: not os.path.exists(cdir), 30, what=f"{cdir} removed by the restart")
+        self.assertFalse(runc_knows(cid))
+        self.assertEqual(harness.mounts_under(self.state_dir), [])
+        self.assertIn("finishing the removal", d.stderr())
+        t = self.client.task(tid)
+        self.assertEqual((t["status"], t["exitCode"]), ("failed", 4), t)
 
     def test_random_kill9_during_launches(self):
         n_tasks, n_lines, n_kills = (5, 20000, 40) if LONG else (5, 2000, 8)
