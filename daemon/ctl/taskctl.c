@@ -11,12 +11,14 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "ctl-format.h"
 #include "ctl-http.h"
 #include "json.h"
 #include "macro.h"
+#include "parse-util.h"
 #include "task.h"
 
 #define SOCKET_PATH_DEFAULT "/run/lagoon-taskd/api.sock"
@@ -92,7 +94,7 @@ static void help(void) {
                "  cancel ID                      Cancel a queued or running task (also: stop)\n"
                "  rm ID...                       Remove finished tasks (record and log)\n"
                "  prune                          Remove every finished task\n"
-               "  wait ID                        Wait for a task to end; exit with its status\n"
+               "  wait [--timeout=D] ID...       Wait for tasks to end; exit with their status\n"
                "  health                         Show whether the daemon is healthy\n"
                "\n"
                "'%1$s COMMAND --help' shows the options of one command.\n"
@@ -899,16 +901,87 @@ static int verb_prune(CtlHttp *h, const char *id) {
         return ret;
 }
 
-static int verb_wait(CtlHttp *h, const char *id) {
-        _cleanup_(ctl_response_done) CtlResponse resp = {};
-        _cleanup_json_ JsonValue *task = NULL;
+static char wait_timeout_message[256];
+static size_t wait_timeout_message_len = 0;
 
-        /* Following the log without showing it wakes us exactly when the task ends. */
-        if (follow_task(h, id, -EBADF, &resp, &task) < 0)
+static void on_wait_timeout(int sig) {
+        ssize_t k = write(STDERR_FILENO, wait_timeout_message, wait_timeout_message_len);
+        (void) k;
+        _exit(EXIT_API_ERROR);
+}
+
+/* --timeout: a timer whose handler says so and exits, wherever the waiting is. */
+static int arm_wait_timeout(const char *text, uint64_t usec) {
+        struct sigaction sa = {
+                .sa_handler = on_wait_timeout,
+        };
+        struct itimerval it = {
+                .it_value.tv_sec = (time_t) (usec / USEC_PER_SEC),
+                .it_value.tv_usec = (suseconds_t) (usec % USEC_PER_SEC),
+        };
+        int n;
+
+        n = snprintf(wait_timeout_message, sizeof(wait_timeout_message),
+                     "%s: wait: timed out after %s, not every task has ended\n", program_invocation_short_name, text);
+        wait_timeout_message_len = n < 0 ? 0 : MIN((size_t) n, sizeof(wait_timeout_message) - 1);
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGALRM, &sa, NULL) < 0 || setitimer(ITIMER_REAL, &it, NULL) < 0)
+                return -errno;
+        return 0;
+}
+
+static int verb_wait(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                {"timeout", required_argument, NULL, ARG_TIMEOUT},
+                {},
+        };
+        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+        const char *timeout = NULL;
+        uint64_t timeout_usec = UINT64_MAX;
+        int c, r, ret = -1;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_TIMEOUT:
+                        timeout = optarg;
+                        if (parse_duration(optarg, &timeout_usec) < 0 || timeout_usec == 0)
+                                return usage_error("wait: --timeout: invalid duration '%s'", optarg);
+                        break;
+                default:
+                        r = handle_common_option(c, "wait", true);
+                        if (r <= 0)
+                                return -r;
+                }
+        if (optind >= argc)
+                return usage_error("wait: missing task id");
+        for (int i = optind; i < argc; i++)
+                if (check_task_id("wait", argv[i]) != 0)
+                        return EXIT_USAGE;
+        if (open_api(&h) < 0)
                 return EXIT_API_ERROR;
-        if (arg_json)
-                print_body(&resp);
-        return exit_status_of(task);
+        if (timeout_usec != UINT64_MAX && arm_wait_timeout(timeout, timeout_usec) < 0)
+                return ctl_error("wait: cannot arm the timeout: %s", strerror(errno)), EXIT_API_ERROR;
+
+        /* In the order given: the total wait is the longest task's either way. */
+        for (int i = optind; i < argc; i++) {
+                _cleanup_(ctl_response_done) CtlResponse resp = {};
+                _cleanup_json_ JsonValue *task = NULL;
+                int status;
+
+                /* Following the log without showing it wakes us exactly when the task ends. */
+                if (follow_task(h, argv[i], -EBADF, &resp, &task) < 0)
+                        return EXIT_API_ERROR;
+                status = exit_status_of(task);
+                if (arg_json)
+                        print_body(&resp);
+                else if (argc - optind > 1)
+                        printf("%s %d\n", argv[i], status);
+                fflush(stdout);
+                if (ret < 0 || (ret == 0 && status != 0))
+                        ret = status;
+        }
+        return ret;
 }
 
 static int verb_health(CtlHttp *h, const char *id) {
@@ -968,7 +1041,11 @@ typedef struct Verb {
 #define HELP_CANCEL \
         "Cancel a queued task at once, a running one with SIGTERM, then SIGKILL after\n" \
         "KillGraceSec= (cancel and stop are the same). Prints the id.\n"
-#define HELP_WAIT "Wait for a task to end; exit with its status (see lagoon-taskctl --help).\n"
+#define HELP_WAIT \
+        "Wait for the tasks to end; exit with the status of the first one (in the order given)\n" \
+        "that did not end with 0, else 0 (see lagoon-taskctl --help). With several ids, print\n" \
+        "\"ID STATUS\" as each ends.\n\n" \
+        "     --timeout=DURATION    Give up after DURATION (e.g. 90, 5min) with exit status 1\n"
 #define HELP_RM \
         "Remove finished tasks: their records and logs, now rather than when KeepFinished=\n" \
         "would. Prints each id removed; a task that has not finished is refused (cancel it first).\n"
@@ -986,7 +1063,7 @@ static const Verb verbs[] = {
         {"inspect", .run_simple = verb_show, .n_args = 1, .args = "ID", .help = HELP_SHOW},
         {"cancel", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
         {"stop", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
-        {"wait", .run_simple = verb_wait, .n_args = 1, .args = "ID", .help = HELP_WAIT},
+        {"wait", .run = verb_wait, .args = "[--timeout=DURATION] ID...", .help = HELP_WAIT},
         {"rm", .run = verb_rm, .args = "ID...", .help = HELP_RM},
         {"prune", .run_simple = verb_prune, .n_args = 0, .args = "", .help = HELP_PRUNE},
         {"health", .run_simple = verb_health, .n_args = 0, .args = "", .help = HELP_HEALTH},

@@ -170,6 +170,30 @@ class TestTaskctl(harness.TaskdTestCase):
         self.assertEqual(self.taskctl("rm").returncode, 2)
         self.assertEqual(self.taskctl("rm", "-bad").returncode, 2)
 
+    def test_wait_several_and_timeout(self):
+        ok, bad, slow = self.new_id("ok"), self.new_id("bad"), self.new_id("slow")
+        self.submit_ok("sleep 1; echo ok", id=ok)
+        self.submit_ok("sleep 1; exit 4", id=bad)
+        r = self.taskctl("wait", ok, bad)
+        self.assertEqual(r.returncode, 4, r)
+        self.assertEqual(r.stdout, f"{ok} 0\n{bad} 4\n")
+        r = self.taskctl("wait", ok, bad, "--json")
+        self.assertEqual([json.loads(line)["id"] for line in r.stdout.splitlines()], [ok, bad])
+        self.assertEqual(self.ctl_ok("wait", ok).stdout, "")  # one id: only the status, as before
+        self.submit_ok("sleep 300", id=slow)
+        t0 = time.monotonic()
+        r = self.taskctl("wait", "--timeout=1500ms", ok, slow)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("wait: timed out after 1500ms", r.stderr)
+        self.assertLess(time.monotonic() - t0, 20)
+        self.assertIn(self.client.task(slow)["status"], ("pending", "running"))
+        for bad_value in ("abc", "0", ""):
+            r = self.taskctl("wait", f"--timeout={bad_value}", ok)
+            self.assertEqual(r.returncode, 2, r)
+            self.assertIn("--timeout: invalid duration", r.stderr)
+        self.assertEqual(self.ctl_ok("wait", "--timeout=infinity", ok).returncode, 0)
+        self.assertEqual(self.taskctl("wait").returncode, 2)
+
     def test_help_per_verb(self):
         verbs = ("run", "ls", "list", "show", "inspect", "logs", "cancel", "stop", "wait", "rm", "prune", "health")
         for verb in verbs:
