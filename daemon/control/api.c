@@ -1307,7 +1307,7 @@ static int socket_bind(const char *path, const char *group, int *ret) {
                         log_warning("Group '%s' does not exist: API socket %s is usable by root only.", strna(group),
                                     path);
                 warned_group = true;
-        } else if (chown(path, 0, gid) < 0)
+        } else if (fchownat(AT_FDCWD, path, 0, gid, AT_SYMLINK_NOFOLLOW) < 0) /* never a symlink's target */
                 log_warning_errno(errno, "Failed to give API socket %s to group %s, it is usable by root only: %m",
                                   path, group);
 
