@@ -476,19 +476,41 @@ static int config_parse_seccomp(const char *file, unsigned line, const char *key
         return 0;
 }
 
-static int config_parse_url(const char *file, unsigned line, const char *key, const char *value, void *data) {
-        static const char *const schemes[] = {"amqp://", "amqps://", "http://", "https://"};
+static int parse_url_schemes(const char *file,
+                             unsigned line,
+                             const char *key,
+                             const char *value,
+                             char **p,
+                             const char *const *schemes,
+                             const char *expected) {
         bool ok = false;
 
-        for (size_t i = 0; i < ELEMENTSOF(schemes); i++)
+        for (size_t i = 0; schemes[i]; i++)
                 if (startswith(value, schemes[i]) && value[strlen(schemes[i])] != '\0')
                         ok = true;
         if (!ok || has_control_chars(value) || strpbrk(value, " \t")) {
-                log_syntax(file, line, "%s= needs an amqp://, amqps://, http:// or https:// URL.", key);
+                log_syntax(file, line, "%s= needs %s URL.", key, expected);
                 return -EINVAL;
         }
         /* Not echoed: a URL may carry a password. */
-        return free_and_strdup(data, value);
+        return free_and_strdup(p, value);
+}
+
+static int config_parse_amqp_url(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        static const char *const schemes[] = {"amqp://", "amqps://", NULL};
+        return parse_url_schemes(file, line, key, value, data, schemes, "an amqp:// or amqps://");
+}
+
+/* For servers the daemon sends a token to: plain http only to this host. */
+static int config_parse_token_url(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        static const char *const schemes[] = {"https://", "http://", NULL};
+
+        if (startswith(value, "http://") && !url_host_is_loopback(value)) {
+                log_syntax(file, line, "%s= carries a token: it needs https://, or http:// to a loopback address.",
+                           key);
+                return -EINVAL;
+        }
+        return parse_url_schemes(file, line, key, value, data, schemes, "an https://");
 }
 
 static int config_parse_word(const char *file, unsigned line, const char *key, const char *value, void *data) {
@@ -578,7 +600,7 @@ static const ConfigItem config_items[] = {
         {SECTION_TASKS, "SecretFile", config_parse_secret_file, offsetof(Config, secrets), NULL, true},
 
         {SECTION_LAGOON, "TargetName", config_parse_word, offsetof(Config, target_name), NULL},
-        {SECTION_LAGOON, "BrokerURL", config_parse_url, offsetof(Config, broker_url), NULL},
+        {SECTION_LAGOON, "BrokerURL", config_parse_amqp_url, offsetof(Config, broker_url), NULL},
         {SECTION_LAGOON, "BrokerUser", config_parse_word, offsetof(Config, broker_user), NULL},
         {SECTION_LAGOON, "BrokerPasswordFile", config_parse_credential_file, offsetof(Config, broker_password), NULL},
         {SECTION_LAGOON, "BrokerCAFile", config_parse_path, offsetof(Config, broker_ca_file), NULL},
@@ -587,7 +609,7 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "BrokerHeartbeatSec", config_parse_unsigned_positive, offsetof(Config, broker_heartbeat_sec),
          "30"},
         {SECTION_LAGOON, "BrokerPrefetch", config_parse_unsigned_positive, offsetof(Config, broker_prefetch), "4"},
-        {SECTION_LAGOON, "APIURL", config_parse_url, offsetof(Config, api_url), NULL},
+        {SECTION_LAGOON, "APIURL", config_parse_token_url, offsetof(Config, api_url), NULL},
         {SECTION_LAGOON, "APITokenFile", config_parse_credential_file, offsetof(Config, api_token), NULL},
         {SECTION_LAGOON, "JWTSecretFile", config_parse_credential_file, offsetof(Config, jwt_secret), NULL},
         {SECTION_LAGOON, "JWTAudience", config_parse_word, offsetof(Config, jwt_audience), "api.dev"},
@@ -611,13 +633,13 @@ static const ConfigItem config_items[] = {
         {SECTION_KUBERNETES, "NodeName", config_parse_word, offsetof(Config, node_name), NULL},
         {SECTION_KUBERNETES, "Kubeconfig", config_parse_path, offsetof(Config, kubeconfig), NULL},
         {SECTION_KUBERNETES, "Context", config_parse_word, offsetof(Config, kube_context), NULL},
-        {SECTION_KUBERNETES, "Server", config_parse_url, offsetof(Config, kube_server), NULL},
+        {SECTION_KUBERNETES, "Server", config_parse_token_url, offsetof(Config, kube_server), NULL},
         {SECTION_KUBERNETES, "CAFile", config_parse_path, offsetof(Config, kube_ca_file), NULL},
         {SECTION_KUBERNETES, "TokenFile", config_parse_path, offsetof(Config, kube_token_file), NULL},
         {SECTION_KUBERNETES, "ClientCertFile", config_parse_path, offsetof(Config, kube_cert_file), NULL},
         {SECTION_KUBERNETES, "ClientKeyFile", config_parse_path, offsetof(Config, kube_key_file), NULL},
         {SECTION_KUBERNETES, "InCluster", config_parse_bool, offsetof(Config, kube_in_cluster), "no"},
-        {SECTION_KUBERNETES, "KubeletURL", config_parse_url, offsetof(Config, kubelet_url), NULL},
+        {SECTION_KUBERNETES, "KubeletURL", config_parse_token_url, offsetof(Config, kubelet_url), NULL},
         {SECTION_KUBERNETES, "KubeletCAFile", config_parse_path, offsetof(Config, kubelet_ca_file), NULL},
         {SECTION_KUBERNETES, "KubeletTokenFile", config_parse_path, offsetof(Config, kubelet_token_file), NULL},
         {SECTION_KUBERNETES, "KubeletCertFile", config_parse_path, offsetof(Config, kubelet_cert_file), NULL},

@@ -246,6 +246,11 @@ static int credentials_cluster(Doc *d,
                 return error_message(d->ret_error, -EINVAL,
                                      "kubeconfig %s: cluster \"%s\": server \"%s\" is not an http(s) URL", d->path,
                                      cluster_name, server);
+        if (startswith(server, "http://") && !url_host_is_loopback(server))
+                return error_message(d->ret_error, -EINVAL,
+                                     "kubeconfig %s: cluster \"%s\": server \"%s\" would get credentials over plain "
+                                     "http (only loopback may)",
+                                     d->path, cluster_name, server);
         c->server = strdup(server);
         if (!c->server)
                 return -ENOMEM;

@@ -14,6 +14,7 @@
 #include "kubeconfig.h"
 #include "log.h"
 #include "node.h"
+#include "parse-util.h"
 #include "task-pod.h"
 
 #define PENDING_MAX 64
@@ -329,6 +330,11 @@ static int on_lookup_defer(sd_event_source *s, void *userdata) {
         int r;
 
         l->defer = sd_event_source_disable_unref(l->defer);
+        /* The name goes into API paths and selectors: "." would list every Deployment. */
+        if (!dns_label_is_valid(l->service)) {
+                lookup_fail(l, -ENOENT, "service-not-found: \"%s\" is not a DNS label", l->service);
+                return 0;
+        }
         if (l->node->kubelet) {
                 r = kube_request(l->node->kubelet, "GET", "/pods", NULL, NULL, on_pods, l, &l->call);
                 if (r >= 0)

@@ -191,13 +191,6 @@ static int one_line(char **ret_error, int r) {
 
 /* ---- members ---- */
 
-static bool dns_label_is_valid(const char *s) {
-        size_t n = strlen(s);
-
-        return n > 0 && n <= 63 && s[0] != '-' && s[n - 1] != '-' &&
-               strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
-}
-
 static bool absent(const JsonValue *v) {
         return !v || json_type(v) == JSON_NULL;
 }

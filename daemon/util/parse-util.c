@@ -4,6 +4,7 @@
  * style time spans (and their formatting), unsigned integers, booleans and shell-like
  * word lists. Pure functions: no logging, errors are returned as -errno. */
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -326,4 +327,46 @@ int base64_char_value(char c) {
         if (c == '/')
                 return 63;
         return -1;
+}
+
+bool url_host_is_loopback(const char *url) {
+        const char *host, *end, *at;
+        char buf[INET6_ADDRSTRLEN + 2];
+        struct in_addr a4;
+        struct in6_addr a6;
+        size_t n;
+
+        host = strstr(url, "://");
+        if (!host)
+                return false;
+        host += 3;
+        end = host + strcspn(host, "/?#");
+        /* user:password@ comes before the host */
+        at = memrchr(host, '@', end - host);
+        if (at)
+                host = at + 1;
+        if (host[0] == '[') {
+                n = strcspn(host, "]");
+                if (host[n] != ']' || n - 1 >= sizeof(buf))
+                        return false;
+                memcpy(buf, host + 1, n - 1);
+                buf[n - 1] = 0;
+                return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+        }
+        n = strcspn(host, ":/?#");
+        if (n == strlen("localhost") && strncasecmp(host, "localhost", n) == 0)
+                return true;
+        if (n >= sizeof(buf))
+                return false;
+        memcpy(buf, host, n);
+        buf[n] = 0;
+        /* inet_pton takes only dotted decimal: "127.0.0.1.example.com" is a name, refused. */
+        return inet_pton(AF_INET, buf, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+bool dns_label_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        return n > 0 && n <= 63 && s[0] != '-' && s[n - 1] != '-' &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
 }

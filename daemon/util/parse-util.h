@@ -15,5 +15,10 @@ int parse_boolean(const char *s);                 /* yes/no/true/false/on/off/1/
 int base64_char_value(char c);
 /* Split a shell-like word list ("a 'b c' \"d\"") into a strv. -EINVAL on an unterminated quote. */
 int split_words(const char *s, char ***ret);
+/* An RFC 1123 label as Kubernetes names objects: 1-63 of [a-z0-9-], no '-' at either end. */
+bool dns_label_is_valid(const char *s);
+/* Whether an http:// or https:// URL names a loopback host (localhost, 127.0.0.0/8, [::1]):
+ * plain http is acceptable only there for URLs that carry a token. */
+bool url_host_is_loopback(const char *url);
 /* Format a duration as systemd does ("1h 30min", "infinity"). */
 char *format_duration(uint64_t usec);

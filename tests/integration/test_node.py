@@ -124,6 +124,13 @@ class NodeCloneTest(harness.TaskdTestCase):
         self.assertEqual(names, ["lagoon-task-remote", "lagoon-task-notready", "lagoon-task-idled"])
         for p in self.peers.created_pods():
             self.assertEqual(p["metadata"]["labels"]["taskd.lagoon.sh/node"], "node-1")
+        # A service name goes into the Deployment's path: "." and "Cli" are no DNS labels.
+        for i, svc in enumerate((".", "Cli")):
+            self.submit_ok("true", id=f"lagoon-task-bad{i}", service=svc, project="proj", environment="main")
+            t = self.client.wait_final(f"lagoon-task-bad{i}", 60)
+            self.assertEqual((t["status"], t.get("reason")),
+                             ("failed", f'service-not-found: "{svc}" is not a DNS label'), t)
+        self.assertEqual(len(self.peers.created_pods()), 3)
 
 
 if __name__ == "__main__":

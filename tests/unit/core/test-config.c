@@ -497,6 +497,11 @@ static void test_invalid_values(void) {
                 {"[Service a/b]\n", 1},
                 {"[Servicex]\n", 1},
                 {"[Daemon]\n\n[Nope]\nA=b\nc\n", 3},
+                {"[Lagoon]\nBrokerURL=http://127.0.0.1/\n", 2},
+                {"[Lagoon]\nAPIURL=http://api.example/graphql\n", 2},
+                {"[Lagoon]\nAPIURL=amqp://127.0.0.1/\n", 2},
+                {"[Kubernetes]\nServer=http://10.0.0.1:8080\n", 2},
+                {"[Kubernetes]\nKubeletURL=http://10.0.0.2:10255\n", 2},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {

@@ -226,6 +226,10 @@ TEST(errors) {
                  "clusters: [{name: c, cluster: {server: 'ftp://x'}}]\nusers: [{name: u, user: {token: t}}]\n",
                  NULL, -EINVAL, "not an http(s) URL"},
                 {"current-context: a\ncontexts: [{name: a, context: {cluster: c, user: u}}]\n"
+                 "clusters: [{name: c, cluster: {server: 'http://10.0.0.5:8080'}}]\nusers: [{name: u, user: {token: "
+                 "t}}]\n",
+                 NULL, -EINVAL, "over plain http"},
+                {"current-context: a\ncontexts: [{name: a, context: {cluster: c, user: u}}]\n"
                  "clusters: [{name: c, cluster: {server: 'https://x', certificate-authority: a, "
                  "certificate-authority-data: " CA_B64 "}}]\nusers: [{name: u, user: {token: t}}]\n",
                  NULL, -EINVAL, "both certificate-authority and certificate-authority-data"},

@@ -255,12 +255,41 @@ static void test_split_words(void) {
         }
 }
 
+static void test_url_host_is_loopback(void) {
+        static const char *const yes[] = {
+                "http://127.0.0.1/graphql", "http://127.0.0.1:8080", "http://127.1.2.3",      "http://localhost:9/x",
+                "http://LOCALHOST",         "http://[::1]:6443/",    "http://u:p@127.0.0.1/", "http://[::1]",
+        };
+        static const char *const no[] = {
+                "http://10.0.0.1/",
+                "http://127.0.0.1.example.com/",
+                "http://localhost.example.com",
+                "http://127.0.0.1@evil/",
+                "http://[::2]/",
+                "http://127.0.0.256/",
+                "http://[::1",
+                "127.0.0.1",
+                "http://",
+                "http://x/127.0.0.1",
+                "http://evil?@127.0.0.1",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                ASSERT(url_host_is_loopback(yes[i]));
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                if (url_host_is_loopback(no[i])) {
+                        fprintf(stderr, "%s taken for loopback\n", no[i]);
+                        abort();
+                }
+}
+
 int main(void) {
         test_parse_duration();
         test_format_duration();
         test_parse_unsigned();
         test_parse_boolean();
         test_split_words();
+        test_url_host_is_loopback();
 
         printf("test-parse-util: all tests passed\n");
         return 0;
