@@ -15,6 +15,7 @@
 
 #define CLAIM_ANNOTATION "lagoon.sh/taskd-claim"
 #define CLAIM_TASK_ANNOTATION "lagoon.sh/task-id"
+#define CLAIM_REPORT_ANNOTATION "lagoon.sh/taskd-report"
 #define CLAIM_TARGET_LABEL "lagoon.sh/taskd-target"
 #define CLAIM_RETRY_USEC USEC_PER_SEC
 #define CLAIM_TICK_USEC USEC_PER_SEC
@@ -56,6 +57,10 @@ struct Claim {
         char *holder;        /* theirs */
         bool foreign_done;   /* theirs, and the task ended there */
         bool lookup;         /* only asked who holds it: never create it */
+        bool takeover_lost;  /* taking a dead node's accepted claim over */
+        bool adopting;       /* read after a restart, to renew it */
+        bool taken;          /* adopted, but another daemon had taken it over */
+        char *report;        /* lagoon.sh/taskd-report to write */
         uint64_t renew_usec; /* CLOCK_MONOTONIC: next renewal of ours */
         uint64_t retry_usec; /* CLOCK_MONOTONIC: no new attempt before this */
         uint64_t forget_usec;
@@ -71,9 +76,11 @@ struct ClaimSet {
         char *namespace, *holder, *target;
         uint64_t duration_usec, retention_usec;
         claim_changed_cb_t cb;
+        claim_lost_cb_t lost_cb;
         void *userdata;
         Claim *claims;
-        sd_event_source *timer;
+        sd_event_source *timer, *sweep_timer;
+        KubeCall *sweep_call;
 };
 
 static Claim *claim_free(Claim *c) {
@@ -86,6 +93,7 @@ static Claim *claim_free(Claim *c) {
         free(c->task_id);
         free(c->name);
         free(c->holder);
+        free(c->report);
         return mfree(c);
 }
 
@@ -95,6 +103,8 @@ ClaimSet *claim_set_free(ClaimSet *s) {
         while (s->claims)
                 claim_free(s->claims);
         sd_event_source_disable_unref(s->timer);
+        sd_event_source_disable_unref(s->sweep_timer);
+        kube_call_cancel(s->sweep_call);
         sd_event_unref(s->event);
         free(s->namespace);
         free(s->holder);
@@ -227,6 +237,7 @@ static int lease_set(Claim *c, JsonValue *lease, Mark mark, bool acquire) {
             (r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
             (r = json_object_set_string(annotations, CLAIM_ANNOTATION, mark_table[mark])) < 0 ||
             (r = json_object_set_string(annotations, CLAIM_TASK_ANNOTATION, c->task_id)) < 0 ||
+            (c->report && (r = json_object_set_string(annotations, CLAIM_REPORT_ANNOTATION, c->report)) < 0) ||
             (r = json_object_ensure_object(md, "labels", &labels)) < 0 ||
             (r = json_object_set_string(labels, "app.kubernetes.io/managed-by", "lagoon-taskd")) < 0 ||
             (c->set->target && (r = json_object_set_string(labels, CLAIM_TARGET_LABEL, c->set->target)) < 0) ||
@@ -296,6 +307,9 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
         Mark mark = lease_mark(lease);
         ClaimState before = c->state;
 
+        if (c->adopting && !streq_ptr(holder, c->set->holder))
+                c->taken = true; /* after a restart: another daemon took it for dead */
+        c->adopting = false;
         if (streq_ptr(holder, c->set->holder)) {
                 /* Ours from before a restart (or a redelivery to us): carry on with it. */
                 claim_take_lease(c, call);
@@ -433,7 +447,17 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
                 return;
         }
         claim_take_lease(c, call);
-        if (c->state != CLAIM_OURS) {
+        if (c->takeover_lost) {
+                const JsonValue *annotations = json_get_path(c->lease, "metadata", "annotations", NULL);
+
+                c->takeover_lost = false;
+                c->state = CLAIM_OURS;
+                log_warning("Task %s: the daemon of %s holding its claim is gone; taken over and reported lost.",
+                            c->task_id, strna(c->holder));
+                if (c->set->lost_cb)
+                        c->set->lost_cb(c->set, c->task_id, c->holder,
+                                        json_get_string(annotations, CLAIM_REPORT_ANNOTATION), c->set->userdata);
+        } else if (c->state != CLAIM_OURS) {
                 c->state = CLAIM_OURS;
                 claim_changed(c);
         }
@@ -523,7 +547,7 @@ static int on_tick(sd_event_source *es, uint64_t usec, void *userdata) {
                 case CLAIM_THEIRS:
                 case CLAIM_WAIT:
                 case CLAIM_ABSENT:
-                        if (now >= c->forget_usec)
+                        if (now >= c->forget_usec && !c->taken)
                                 claim_free(c);
                         break;
                 case CLAIM_PENDING:
@@ -538,10 +562,76 @@ static int on_tick(sd_event_source *es, uint64_t usec, void *userdata) {
         return sd_event_source_set_time_relative(es, CLAIM_TICK_USEC);
 }
 
+/* ---- node loss ---- */
+
+static void sweep_one(ClaimSet *s, JsonValue *lease) {
+        const JsonValue *md = json_get(lease, "metadata"), *spec = json_get(lease, "spec");
+        const char *task_id = json_get_string(json_get(md, "annotations"), CLAIM_TASK_ANNOTATION);
+        const char *holder = json_get_string(spec, "holderIdentity");
+        const char *renew = json_get_string(spec, "renewTime");
+        _cleanup_free_ char *name = NULL;
+        uint64_t t;
+        Claim *c;
+
+        if (!task_id || !holder || streq(holder, s->holder) || lease_mark(lease) != MARK_ACCEPTED)
+                return;
+        /* Two lease durations without a renewal: its daemon is gone, not just slow. */
+        if (!renew || kube_parse_timestamp(renew, strlen(renew), &t) < 0 ||
+            t + 2 * s->duration_usec > now_usec(CLOCK_REALTIME))
+                return;
+        if (claim_lease_name(task_id, &name) < 0 || !streq_ptr(json_get_string(md, "name"), name))
+                return; /* not a claim this daemon would make */
+        c = claim_find(s, task_id);
+        if (c && (c->call || c->state == CLAIM_OURS))
+                return;
+        if (c)
+                claim_free(c);
+        if (claim_new(s, task_id, &c) < 0)
+                return;
+        c->lease = json_copy(lease);
+        c->holder = strdup(holder);
+        if (!c->lease || !c->holder) {
+                claim_free(c);
+                return;
+        }
+        c->takeover_lost = true;
+        c->want = MARK_DONE; /* reported once, by whoever wins the update */
+        if (claim_write(c, /* acquire= */ true) < 0)
+                claim_free(c);
+}
+
+static void on_sweep_list(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        ClaimSet *s = userdata;
+        const JsonValue *items = json_get(body, "items");
+
+        s->sweep_call = NULL;
+        if (error < 0) {
+                log_warning_errno(error, "Listing the claims in %s failed: %s", s->namespace, text ?: strerror(-error));
+                return;
+        }
+        for (size_t i = 0; i < json_length(items); i++)
+                sweep_one(s, json_array_at(items, i));
+}
+
+static int on_sweep(sd_event_source *es, uint64_t usec, void *userdata) {
+        ClaimSet *s = userdata;
+        _cleanup_free_ char *path = leases_path(s), *selector = NULL;
+
+        (void) sd_event_source_set_time_relative(es, s->duration_usec);
+        if (s->sweep_call || !path)
+                return 0;
+        if (s->target && (asprintf(&selector, CLAIM_TARGET_LABEL "=%s", s->target) < 0 ||
+                          kube_path_append_query(&path, "labelSelector", selector) < 0))
+                return 0;
+        (void) kube_request(s->api, "GET", path, NULL, NULL, on_sweep_list, s, &s->sweep_call);
+        return 0;
+}
+
 int claim_set_new(sd_event *e,
                   KubeClient *api,
                   const ClaimSettings *settings,
                   claim_changed_cb_t cb,
+                  claim_lost_cb_t lost_cb,
                   void *userdata,
                   ClaimSet **ret) {
         _cleanup_(claim_set_freep) ClaimSet *s = NULL;
@@ -562,17 +652,24 @@ int claim_set_new(sd_event *e,
         s->duration_usec = settings->duration_usec;
         s->retention_usec = settings->retention_usec;
         s->cb = cb;
+        s->lost_cb = lost_cb;
         s->userdata = userdata;
         r = sd_event_add_time_relative(e, &s->timer, CLOCK_MONOTONIC, CLAIM_TICK_USEC, 100 * USEC_PER_MSEC, on_tick, s);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(s->timer, "claims");
         (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        r = sd_event_add_time_relative(e, &s->sweep_timer, CLOCK_MONOTONIC, s->duration_usec, USEC_PER_SEC, on_sweep,
+                                       s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(s->sweep_timer, "claims-sweep");
+        (void) sd_event_source_set_enabled(s->sweep_timer, SD_EVENT_ON);
         *ret = TAKE_PTR(s);
         return 0;
 }
 
-int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder) {
+int claim_check(ClaimSet *s, const char *task_id, const char *report, const char **ret_holder) {
         Claim *c = claim_find(s, task_id);
         int r;
 
@@ -588,6 +685,10 @@ int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder) {
                 if (r < 0)
                         return r;
                 c->want = MARK_CLAIMED;
+                if (report && !(c->report = strdup(report))) {
+                        claim_free(c);
+                        return -ENOMEM;
+                }
                 r = claim_create(c);
                 if (r < 0) {
                         claim_free(c);
@@ -660,6 +761,7 @@ static int claim_mark(ClaimSet *s, const char *task_id, Mark mark, bool adopt) {
                 c->want = mark;
                 c->sent = MARK_CLAIMED;
                 c->synced = false;
+                c->adopting = true;
                 return claim_get(c);
         }
         if (c->state != CLAIM_OURS)
@@ -672,6 +774,12 @@ static int claim_mark(ClaimSet *s, const char *task_id, Mark mark, bool adopt) {
         if (!c->call)
                 (void) claim_write(c, /* acquire= */ false);
         return 0;
+}
+
+bool claim_taken(ClaimSet *s, const char *task_id) {
+        Claim *c = s ? claim_find(s, task_id) : NULL;
+
+        return c && c->taken;
 }
 
 int claim_accept(ClaimSet *s, const char *task_id) {

@@ -20,7 +20,13 @@
  *   done      the task ended; the Lease stays for ClaimRetentionSec=, so a late
  *             redelivery is still dropped, and is then deleted by its holder (with a
  *             uid precondition).
- * Taking over the accepted claims of a node that died (node-lost) is not done here.
+ * Node loss: every ClaimDurationSec= each daemon lists the target's claims; an accepted
+ * claim of another holder that was not renewed for two lease durations belongs to a
+ * daemon that is gone. It is taken over (an update guarded by its resourceVersion: of
+ * several survivors, one wins), marked done, and the set's lost callback reports the
+ * task from what the claim carries (lagoon.sh/taskd-report: the message's names and
+ * ids, never its secrets). A daemon that comes back and finds its claim taken over
+ * must not report that task again (claim_taken()).
  *
  * Everything runs on the event loop through kube.c; no call blocks. */
 
@@ -54,11 +60,16 @@ typedef struct ClaimSettings {
 /* Called when a claim that was asked for changes state (the answer came), so a caller
  * holding a message for it can look again. */
 typedef void (*claim_changed_cb_t)(ClaimSet *s, const char *task_id, void *userdata);
+/* A dead node's task was taken over: report it lost. report is the JSON text its claim
+ * carried (NULL when it had none). */
+typedef void (
+        *claim_lost_cb_t)(ClaimSet *s, const char *task_id, const char *holder, const char *report, void *userdata);
 
 int claim_set_new(sd_event *e,
                   KubeClient *api /* borrowed */,
                   const ClaimSettings *settings,
                   claim_changed_cb_t cb,
+                  claim_lost_cb_t lost_cb,
                   void *userdata,
                   ClaimSet **ret);
 ClaimSet *claim_set_free(ClaimSet *s);
@@ -69,7 +80,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ClaimSet *, claim_set_free);
  * CLAIM_THEIRS or CLAIM_WAIT claim is in *ret_holder (borrowed, may be NULL).
  * Returns a ClaimState, or < 0 when the API server did not answer usefully (the error
  * of the last attempt, logged there; the next call tries again, at most once a second). */
-int claim_check(ClaimSet *s, const char *task_id, const char **ret_holder);
+int claim_check(ClaimSet *s, const char *task_id, const char *report, const char **ret_holder);
 
 /* Who holds the task's claim, without claiming it (a cancel for a task this daemon
  * does not know): CLAIM_PENDING while the answer is awaited (the set's callback comes),
@@ -85,6 +96,9 @@ int claim_accept(ClaimSet *s, const char *task_id);
 int claim_adopt(ClaimSet *s, const char *task_id);
 /* The task ended: mark the claim done and delete it after the retention time. */
 int claim_finish(ClaimSet *s, const char *task_id);
+/* After claim_adopt(): another daemon took the claim over (this one was taken for
+ * dead) and reported the task; this daemon must not report it again. */
+bool claim_taken(ClaimSet *s, const char *task_id);
 
 /* The Lease name for a task id: the id itself when it is a lowercase DNS label,
  * otherwise a lowercased form of it with a hash of the exact id. */

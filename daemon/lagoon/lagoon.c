@@ -229,6 +229,13 @@ static int report_task(Lagoon *l, const Task *t) {
 
         if (!t->lagoon || t->status == t->reported || t->status == TASK_NEW)
                 return 0;
+        if (task_status_is_final(t->status) && claim_taken(l->claims, t->id)) {
+                /* Taken for dead while this daemon was away: the survivor reported it. */
+                log_warning("Task %s: %s, but another daemon took its claim over and reported it lost; not reported "
+                            "again.",
+                            t->id, task_status_to_string(t->status));
+                return manager_set_reported(l->manager, t->id, t->status);
+        }
         for (size_t i = 0; i < ELEMENTSOF(steps); i++) {
                 TaskStatus s = steps[i];
                 LagoonJob job;
@@ -255,22 +262,27 @@ static int report_task(Lagoon *l, const Task *t) {
 
 /* A task that never became one (bad message, unknown service): failed, start = end = now,
  * with the reason as its log. */
-static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status, const char *reason) {
+static int report_failure_of(Lagoon *l,
+                             const char *task_id,
+                             const JsonValue *info,
+                             const char *namespace,
+                             TaskStatus status,
+                             const char *reason) {
         _cleanup_free_ char *remote_id = NULL, *log = NULL;
-        const JsonValue *task = json_get(msg->info, "task");
+        const JsonValue *task = json_get(info, "task");
         uint64_t now = now_usec(CLOCK_REALTIME);
         int r;
 
-        if (!msg->task_id || !msg->info)
+        if (!task_id || !info)
                 return 0;
         r = task_new_remote_id(&remote_id);
         if (r < 0)
                 return r;
 
         LagoonJob job = {
-                .info = msg->info,
-                .namespace = msg->namespace,
-                .job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: msg->task_id,
+                .info = info,
+                .namespace = namespace,
+                .job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: task_id,
                 .remote_id = remote_id,
                 .cluster = l->target,
                 .status = status,
@@ -278,14 +290,71 @@ static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status
                 .end_usec = now,
         };
         if (reason) {
-                if (asprintf(&log, "lagoon-taskd: task %s %s: %s\n", msg->task_id, lagoon_job_status(status), reason) <
-                    0)
+                if (asprintf(&log, "lagoon-taskd: task %s %s: %s\n", task_id, lagoon_job_status(status), reason) < 0)
                         return -ENOMEM;
-                r = queue_logs(l, msg->task_id, &job, log, strlen(log));
+                r = queue_logs(l, task_id, &job, log, strlen(log));
                 if (r < 0)
                         return r;
         }
-        return queue_status(l, msg->task_id, &job);
+        return queue_status(l, task_id, &job);
+}
+
+static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status, const char *reason) {
+        return report_failure_of(l, msg->task_id, msg->info, msg->namespace, status, reason);
+}
+
+/* What a claim carries for a survivor to report the task if this node dies: the names
+ * and ids Lagoon's status message needs, none of the message's secrets or command. */
+static int claim_report(const LagoonMessage *msg, char **ret) {
+        static const char *const task_keys[] = {"id", "name", "taskName", "service"};
+        _cleanup_json_ JsonValue *o = json_new_object();
+        JsonValue *task, *sec;
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_object_set_string(o, "namespace", msg->namespace)) < 0 ||
+            (r = json_object_set_string(o, "key", json_get_string(msg->info, "key"))) < 0 ||
+            (r = json_object_ensure_object(o, "task", &task)) < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(task_keys); i++) {
+                const JsonValue *v = json_get(json_get(msg->info, "task"), task_keys[i]);
+                if (v && (r = json_object_set(task, task_keys[i], json_copy(v))) < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < 2; i++) {
+                const char *name = i == 0 ? "project" : "environment";
+                const JsonValue *from = json_get(msg->info, name);
+
+                if ((r = json_object_ensure_object(o, name, &sec)) < 0)
+                        return r;
+                if (json_get(from, "id") && (r = json_object_set(sec, "id", json_copy(json_get(from, "id")))) < 0)
+                        return r;
+                if (json_get(from, "name") && (r = json_object_set(sec, "name", json_copy(json_get(from, "name")))) < 0)
+                        return r;
+        }
+        return json_format(o, false, ret, NULL);
+}
+
+/* A dead node's task, taken over from its claim: Lagoon hears it failed. */
+static void on_claim_lost(ClaimSet *s, const char *task_id, const char *holder, const char *report, void *userdata) {
+        Lagoon *l = userdata;
+        _cleanup_json_ JsonValue *info = NULL;
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
+        if (!report || json_parse(report, strlen(report), JSON_DEPTH_MAX_DEFAULT, &info, NULL) < 0 ||
+            !json_is_object(info)) {
+                log_error("Task %s: lost with node %s, but its claim says nothing to report it with.", task_id,
+                          strna(holder));
+                return;
+        }
+        if (asprintf(&reason, "node-lost: node %s stopped renewing its claim", strna(holder)) < 0)
+                return (void) log_oom();
+        r = report_failure_of(l, task_id, info, json_get_string(info, "namespace"), TASK_FAILED, reason);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to queue its node-lost report: %m", task_id);
+        bus_schedule_flush(l);
 }
 
 static void on_task_changed(Manager *m, const Task *t, void *userdata) {
@@ -583,13 +652,17 @@ static int route_for(Lagoon *l, const LagoonMessage *msg, char **ret_forward) {
  * daemon accepted it: drop the message), -EAGAIN not yet (the claim is being made, or
  * another daemon claimed it without storing it yet, or the API server failed: hold the
  * message and ask again). */
-static int claim_for(Lagoon *l, const char *task_id) {
-        const char *holder = NULL;
+static int claim_for(Lagoon *l, const LagoonMessage *msg) {
+        _cleanup_free_ char *report = NULL;
+        const char *holder = NULL, *task_id = msg->task_id;
         int r;
 
         if (!l->claims || manager_get_task(l->manager, task_id))
                 return 1;
-        r = claim_check(l->claims, task_id, &holder);
+        r = claim_report(msg, &report);
+        if (r < 0)
+                return r;
+        r = claim_check(l->claims, task_id, report, &holder);
         if (r == CLAIM_OURS)
                 return 1;
         if (r == CLAIM_THEIRS) {
@@ -688,7 +761,7 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                 if (r != 0)
                         return r;
         }
-        r = claim_for(l, msg->task_id);
+        r = claim_for(l, msg);
         if (r <= 0)
                 return r < 0 ? r : 1;
         r = task_env(l, msg, &env);
@@ -1143,7 +1216,7 @@ static int lagoon_start_claims(Lagoon *l) {
                 .duration_usec = c->claim_duration_usec,
                 .retention_usec = c->claim_retention_usec,
         };
-        r = claim_set_new(l->event, node_api(node), &settings, on_claim_changed, l, &l->claims);
+        r = claim_set_new(l->event, node_api(node), &settings, on_claim_changed, on_claim_lost, l, &l->claims);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the cluster claims: %m");
         log_info("Cluster mode: tasks are claimed as Leases in namespace %s, as node %s.", c->claim_namespace,

@@ -184,6 +184,39 @@ class ClusterTest(harness.TaskdTestCase):
                            "project": body["project"], "environment": body["environment"]}, "misc")
         self.peer.wait_status("3999", "cancelled", 30)
 
+    def test_a_dead_daemons_tasks_are_reported_node_lost(self):
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
+        daemons = {n: self.start_node(n, claim_duration="3s") for n in NODES}
+        ids = [str(5000 + i) for i in range(6)]
+        for tid in ids:
+            self.peer.publish(self.message(tid))
+        for tid in ids:
+            self.peer.wait_status(tid, "running", 60)
+        holders = {tid: self.api.get(LEASES + f"/lagoon-task-{tid}").json()["spec"]["holderIdentity"] for tid in ids}
+        victim = holders[ids[0]]
+        lost = [t for t in ids if holders[t] == victim]
+        kept = [t for t in ids if holders[t] != victim]
+        daemons[victim].kill9()
+        for tid in lost:
+            failed = self.peer.wait_status(tid, "failed", 40)
+            self.assertEqual(failed["meta"]["task"]["id"], tid)
+            self.assertEqual(failed["meta"]["project"], "nginx-example")
+            logs = "".join(m["message"] for m in self.peer.task_logs(tid))
+            self.assertIn(f"node-lost: node {victim} stopped renewing its claim", logs)
+            ls = self.api.get(LEASES + f"/lagoon-task-{tid}").json()
+            self.assertNotEqual(ls["spec"]["holderIdentity"], victim)
+            self.assertEqual(ls["metadata"]["annotations"]["lagoon.sh/taskd-claim"], "done")
+            self.assertNotIn("command", json.loads(ls["metadata"]["annotations"]["lagoon.sh/taskd-report"])["task"])
+        self.peer.settle(7)  # more than two lease durations: the live daemons' claims hold
+        for tid in lost:
+            self.assertEqual(self.final_statuses(tid), ["failed"], f"task {tid}: {self.peer.status_list(tid)}")
+        for tid in kept:
+            self.assertEqual(self.final_statuses(tid), [], f"task {tid} of a live daemon: {self.peer.status_list(tid)}")
+            self.assertEqual(self.api.get(LEASES + f"/lagoon-task-{tid}").json()["spec"]["holderIdentity"],
+                             holders[tid])
+        reporters = [n for n, d in daemons.items() if n != victim and "taken over and reported lost" in d.stderr()]
+        self.assertTrue(reporters)
+
     def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
         # node-9 "died" right after creating the claim, before it stored the task.
         now = int(time.time())  # the stamp below has whole seconds

@@ -53,9 +53,9 @@ TEST(settings) {
         const ClaimSettings no_namespace = {.holder = "node-1", .duration_usec = 60 * USEC_PER_SEC};
         const ClaimSettings short_lease = {.namespace = "ns", .holder = "node-1", .duration_usec = 1};
 
-        ASSERT(claim_set_new(NULL, NULL, &no_namespace, NULL, NULL, &s) == -EINVAL);
-        ASSERT(claim_set_new(NULL, (KubeClient *) 1, &no_namespace, NULL, NULL, &s) == -EINVAL);
-        ASSERT(claim_set_new(NULL, (KubeClient *) 1, &short_lease, NULL, NULL, &s) == -EINVAL);
+        ASSERT(claim_set_new(NULL, NULL, &no_namespace, NULL, NULL, NULL, &s) == -EINVAL);
+        ASSERT(claim_set_new(NULL, (KubeClient *) 1, &no_namespace, NULL, NULL, NULL, &s) == -EINVAL);
+        ASSERT(claim_set_new(NULL, (KubeClient *) 1, &short_lease, NULL, NULL, NULL, &s) == -EINVAL);
         ASSERT(!s);
         ASSERT_STREQ(claim_state_to_string(CLAIM_THEIRS), "theirs");
         ASSERT(!claim_state_to_string(_CLAIM_STATE_MAX));
