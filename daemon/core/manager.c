@@ -1140,10 +1140,35 @@ static int generate_id(char **ret) {
         return 0;
 }
 
+/* What the kernel or the store could not take later fails here, with its name. */
+static int check_field_limits(const TaskRequest *req, char **ret_error) {
+        const struct {
+                const char *name, *value;
+                size_t max;
+        } fields[] = {
+                {"command", req->command, TASK_COMMAND_MAX},       {"name", req->name, TASK_NAME_MAX},
+                {"service", req->service, TASK_LABEL_MAX},         {"project", req->project, TASK_LABEL_MAX},
+                {"environment", req->environment, TASK_LABEL_MAX}, {"image", req->image, TASK_IMAGE_MAX},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (fields[i].value && strlen(fields[i].value) > fields[i].max)
+                        return error_message(ret_error, -EINVAL, "%s is too long (%zu bytes, at most %zu)",
+                                             fields[i].name, strlen(fields[i].value), fields[i].max);
+        for (size_t i = 0; req->env && req->env[i]; i++)
+                if (strlen(req->env[i]) > TASK_ENV_ENTRY_MAX)
+                        return error_message(ret_error, -EINVAL,
+                                             "environment variable %.*s is too long (%zu bytes, at most %u)",
+                                             (int) MIN(strcspn(req->env[i], "="), (size_t) 64), req->env[i],
+                                             strlen(req->env[i]), TASK_ENV_ENTRY_MAX);
+        return 0;
+}
+
 int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *ret_existing, char **ret_error) {
         _cleanup_(managed_task_freep) ManagedTask *mt = NULL;
         const char *service, *project, *environment;
         ManagedTask *existing;
+        size_t record_size;
         Task *t;
         int r;
 
@@ -1157,6 +1182,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return error_message(ret_error, -EINVAL,
                                      "invalid task id: 1-%d characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
                                      TASK_ID_MAX);
+        r = check_field_limits(req, ret_error);
+        if (r < 0)
+                return r;
         service = req->image ? NULL : req->service ?: m->config->default_service;
         project = req->project ?: m->config->default_project;
         environment = req->environment ?: m->config->default_environment;
@@ -1234,6 +1262,12 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         r = task_transition(t, TASK_PENDING, NULL, t->created_usec);
         if (r < 0)
                 return r;
+        r = store_record_size(t, &record_size);
+        if (r < 0)
+                return r;
+        if (record_size > STORE_RECORD_NEW_MAX)
+                return error_message(ret_error, -EINVAL, "task is too large (a record of %zu bytes, at most %u)",
+                                     record_size, STORE_RECORD_NEW_MAX);
         r = store_save(m->store, t);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to persist: %m", t->id);

@@ -14,8 +14,6 @@
 #include "log.h"
 #include "store.h"
 
-#define RECORD_SIZE_MAX (1024U * 1024U)
-
 struct Store {
         char *state_dir;
         char *tasks_dir;
@@ -119,23 +117,45 @@ static int record_path(Store *s, const char *id, char **ret) {
         return asprintf(ret, "%s/%s.json", s->tasks_dir, id) < 0 ? -ENOMEM : 0;
 }
 
-int store_save(Store *s, const Task *t) {
+/* The record's text, newline-terminated (json_format's NUL becomes the newline). */
+static int record_text(const Task *t, char **ret, size_t *ret_size) {
         _cleanup_json_ JsonValue *v = NULL;
-        _cleanup_free_ char *path = NULL, *text = NULL;
+        _cleanup_free_ char *text = NULL;
         size_t len;
         int r;
 
-        r = record_path(s, t->id, &path);
-        if (r < 0)
-                return r;
         r = task_to_record(t, &v);
         if (r < 0)
                 return r;
         r = json_format(v, false, &text, &len);
         if (r < 0)
                 return r;
-        text[len] = '\n'; /* json_format's NUL becomes a newline for readability */
-        return write_file_atomic(path, text, len + 1, 0600);
+        text[len] = '\n';
+        *ret = TAKE_PTR(text);
+        *ret_size = len + 1;
+        return 0;
+}
+
+int store_save(Store *s, const Task *t) {
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        size_t size;
+        int r;
+
+        r = record_path(s, t->id, &path);
+        if (r < 0)
+                return r;
+        r = record_text(t, &text, &size);
+        if (r < 0)
+                return r;
+        if (size > STORE_RECORD_MAX)
+                return -EFBIG;
+        return write_file_atomic(path, text, size, 0600);
+}
+
+int store_record_size(const Task *t, size_t *ret) {
+        _cleanup_free_ char *text = NULL;
+
+        return record_text(t, &text, ret);
 }
 
 int store_remove(Store *s, const char *id) {
@@ -207,7 +227,7 @@ int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, 
                         r = -ENOMEM;
                         break;
                 }
-                q = read_full_file(path, RECORD_SIZE_MAX, &text, &size);
+                q = read_full_file(path, STORE_RECORD_MAX, &text, &size);
                 if (q < 0) {
                         move_aside(s, de->d_name, q, "cannot read record", corrupt_cb, userdata);
                         continue;

@@ -20,7 +20,15 @@ pid_t store_lock_owner(const char *state_dir);
 Store *store_free(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
 
+/* One limit for writing and reading a record (its JSON and newline): store_save() refuses
+ * a larger one with -EFBIG rather than write what store_load_all() would move aside. */
+#define STORE_RECORD_MAX (1024U * 1024U)
+/* A new task's record at most: the rest is room for what it gains while it runs (taskData
+ * up to 256 KiB, reasons, ids), checked at submission with store_record_size(). */
+#define STORE_RECORD_NEW_MAX (STORE_RECORD_MAX - 384U * 1024U)
+
 int store_save(Store *s, const Task *t);
+int store_record_size(const Task *t, size_t *ret);
 int store_remove(Store *s, const char *id);
 
 /* Calls cb for each valid record (ownership of the Task passes to cb), and

@@ -28,6 +28,14 @@ typedef enum TaskStatus {
 } TaskStatus;
 
 #define TASK_ID_MAX 128
+/* Per-field limits at submission. The command is one argument of sh -c: the kernel takes
+ * at most MAX_ARG_STRLEN (128 KiB with its NUL) per argument, less room kept here; an
+ * environment entry is one string of the same kind. */
+#define TASK_COMMAND_MAX (127U * 1024U)
+#define TASK_ENV_ENTRY_MAX TASK_COMMAND_MAX
+#define TASK_NAME_MAX 1024U
+#define TASK_LABEL_MAX 255U /* service, project, environment, as in the configuration */
+#define TASK_IMAGE_MAX 1024U
 
 /* How far the launch of a running task got, recorded before the launcher relies on the
  * step's effect, so a restarted daemon resumes from it (README, "Launch"). */

@@ -63,6 +63,22 @@ class TestApi(harness.TaskdTestCase):
             self.assertIn("NUL byte", r.json["message"])
         self.assertEqual(self.client.tasks(), [])
 
+    def test_field_limits(self):
+        # The command is one argument of sh -c: at most 127 KiB (MAX_ARG_STRLEN less room);
+        # longer was accepted and then failed as "exit-code 1".
+        at_limit = ": " + "x" * (127 * 1024 - 3) + ";"
+        self.assertEqual(len(at_limit), 127 * 1024)
+        r = self.client.submit(at_limit, id=self.new_id("cmdmax"))
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.client.wait_final(r.json["id"], 60)["status"], "complete")
+        for body, what in (({"command": "x" * (127 * 1024 + 1)}, "command is too long"),
+                           ({"command": "true", "name": "n" * 1025}, "name is too long"),
+                           ({"command": "true", "project": "p" * 256}, "project is too long")):
+            r = self.client.post("/v1/tasks", body)
+            self.assertErrorResponse(r, 400)
+            self.assertIn(what, r.json["message"])
+        self.assertHealthy()
+
     def test_not_an_object(self):
         for body in (b"[1, 2]", b"\"command\"", b"42", b"null", b"true"):
             self.assertErrorResponse(self.post_raw(body), 400)
