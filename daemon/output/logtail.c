@@ -526,13 +526,10 @@ int logtail_new(sd_event *e,
         if (r < 0)
                 return r;
 
-        for (char *const *s = secrets; s && *s; s++) {
-                if (isempty(*s))
-                        continue;
-                r = strv_extend(&t->secrets, *s);
-                if (r < 0)
-                        return r;
-        }
+        /* Output is masked line by line, and a value may be printed JSON-escaped. */
+        r = redact_secret_forms(secrets, &t->secrets);
+        if (r < 0)
+                return r;
 
         t->cri_path = strdup(cri_log_path);
         t->task_log_path = strdup(task_log_path);

@@ -4,6 +4,8 @@
  * secret is hidden, and each run of overlapping occurrences becomes one "***". Pure,
  * binary safe (secrets are C strings, the text is not). */
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "macro.h"
@@ -99,4 +101,79 @@ char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len
         /* Give back the worst-case reservation. */
         char *shrunk = realloc(out, (o - out) + 1);
         return shrunk ?: out;
+}
+
+/* s (n bytes) JSON-escaped as RFC 8259 encoders write it: \" \\ \n \r \t \b \f, other
+ * control characters as \u00XX, everything else as is. */
+static char *json_escaped(const char *s, size_t n) {
+        char *out = malloc(n * 6 + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = s[i];
+                const char *e = c == '"'    ? "\\\""
+                                : c == '\\' ? "\\\\"
+                                : c == '\n' ? "\\n"
+                                : c == '\r' ? "\\r"
+                                : c == '\t' ? "\\t"
+                                : c == '\b' ? "\\b"
+                                : c == '\f' ? "\\f"
+                                            : NULL;
+                if (e) {
+                        memcpy(o, e, 2);
+                        o += 2;
+                } else if (c < 0x20) {
+                        snprintf(o, 7, "\\u%04x", c);
+                        o += 6;
+                } else
+                        *o++ = c;
+        }
+        *o = 0;
+        return out;
+}
+
+static int add_form(char ***l, const char *s, size_t n) {
+        _cleanup_free_ char *plain = NULL, *escaped = NULL;
+        int r;
+
+        if (n < REDACT_SECRET_MIN)
+                return 0;
+        plain = strndup(s, n);
+        escaped = json_escaped(s, n);
+        if (!plain || !escaped)
+                return -ENOMEM;
+        if (!strv_contains(*l, plain) && (r = strv_extend(l, plain)) < 0)
+                return r;
+        if (!strv_contains(*l, escaped) && (r = strv_extend(l, escaped)) < 0)
+                return r;
+        return 0;
+}
+
+int redact_secret_forms(char *const *secrets, char ***ret) {
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        for (char *const *s = secrets; s && *s; s++) {
+                const char *p = *s;
+
+                r = add_form(&l, p, strlen(p));
+                if (r < 0)
+                        return r;
+                if (!strchr(p, '\n'))
+                        continue;
+                while (*p) {
+                        size_t n = strcspn(p, "\n");
+                        size_t m = n > 0 && p[n - 1] == '\r' ? n - 1 : n;
+
+                        r = add_form(&l, p, m);
+                        if (r < 0)
+                                return r;
+                        p += n + (p[n] == '\n');
+                }
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
 }

@@ -17,3 +17,13 @@ char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len
 /* Whether text contains any non-empty secret: the cheap test that lets callers skip
  * the copy for the (common) lines without secrets. */
 bool redact_needed(const char *text, size_t len, char *const *secrets);
+
+/* Secrets shorter than this are not masked: a one-character value would hide every
+ * occurrence of that character and make the output useless (README, "Security model"). */
+#define REDACT_SECRET_MIN 4U
+
+/* The strings to mask for a list of secret values, as output shows them: each value, each
+ * line of a multi-line value (output is masked line by line; a trailing \r dropped), and
+ * the JSON-escaped form of each (a program printing it as a JSON string); all forms shorter
+ * than REDACT_SECRET_MIN left out, duplicates once. */
+int redact_secret_forms(char *const *secrets, char ***ret);

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Attacks against the real daemon (issue 15): a task's taskData as a symlink to a host
-file or as a FIFO; a task record near the size limit across a restart, one over it."""
+file or as a FIFO; a task record near the size limit across a restart, one over it; a
+multi-line secret and one printed JSON-escaped, masked everywhere."""
 
 import json
 import os
@@ -144,6 +145,26 @@ class TestRecordLimit(BusTestCase):
         self.peer.wait_status("r2", "failed")
         self.assertIn("task is too large", self.peer.task_logs("r2")[-1]["message"])
         self.assertEqual(self.client.get("/v1/tasks/r2").status, 404)
+
+
+class TestSecretForms(BusTestCase):
+    def test_multiline_and_json_escaped_secrets_masked(self):
+        key = "-----BEGIN TEST KEY-----\nkeylineAAAA1111\nkeylineBBBB2222\n-----END TEST KEY-----"
+        token = 'pa"ss\\word'
+        # The output: the key as a file shows it, the token as a JSON encoder writes it.
+        command = "cat <<'EOF'\n" + key + '\n{"t":' + json.dumps(token) + "}\nEOF"
+        self.start_daemon()
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        body["task"].update(id="m1", command=command, service="nginx")
+        body["project"]["variables"]["environment"] = lh.b64json(
+            [{"name": "DEPLOY_SSH_KEY", "value": key, "scope": "runtime"},
+             {"name": "API_TOKEN", "value": token, "scope": "runtime"}])
+        self.peer.publish(body)
+        self.peer.wait_status("m1", "complete")
+        want = ["***"] * 4 + ['{"t":"***"}']
+        self.assertEqual(self.client.logs("m1").splitlines(), want)
+        self.assertEqual(self.journal.task_messages("m1", expect=len(want)), want)
+        self.assertEqual(self.peer.task_logs("m1")[-1]["message"].splitlines()[-len(want):], want)
 
 
 tearDownModule = lh.stop_module_broker

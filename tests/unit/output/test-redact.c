@@ -29,6 +29,52 @@ static void check(const char *text, char *const *secrets, const char *expect) {
         check_bin(text, strlen(text), secrets, expect, strlen(expect));
 }
 
+static void check_forms(char *const *secrets, const char *const *expect) {
+        _cleanup_strv_free_ char **l = NULL;
+        size_t n = 0;
+
+        ASSERT_OK(redact_secret_forms(secrets, &l));
+        for (; l[n]; n++)
+                if (!expect[n] || strcmp(l[n], expect[n]) != 0) {
+                        fprintf(stderr, "form %zu: \"%s\", expected \"%s\"\n", n, l[n], strna(expect[n]));
+                        abort();
+                }
+        ASSERT(!expect[n]);
+}
+
+static void test_secret_forms(void) {
+        char *pem[] = {(char *) "-----BEGIN KEY-----\r\nAAAAsecretline\nBB==\n-----END KEY-----\n", NULL};
+        char *quoted[] = {(char *) "pa\"ss\\wd\t1", (char *) "x", (char *) "abc", (char *) "abcd",
+                          (char *) "pa\"ss\\wd\t1", NULL};
+        char *none[] = {NULL};
+        const char *const pem_forms[] = {
+                "-----BEGIN KEY-----\r\nAAAAsecretline\nBB==\n-----END KEY-----\n",
+                "-----BEGIN KEY-----\\r\\nAAAAsecretline\\nBB==\\n-----END KEY-----\\n",
+                "-----BEGIN KEY-----",
+                "AAAAsecretline",
+                "BB==",
+                "-----END KEY-----",
+                NULL,
+        };
+        const char *const quoted_forms[] = {"pa\"ss\\wd\t1", "pa\\\"ss\\\\wd\\t1", "abcd", NULL};
+        const char *const no_forms[] = {NULL};
+        char *ctl[] = {(char *) "ab\001cd", NULL};
+        const char *const ctl_forms[] = {"ab\001cd", "ab\\u0001cd", NULL};
+
+        check_forms(pem, pem_forms);
+        check_forms(quoted, quoted_forms); /* "x" and "abc" are shorter than REDACT_SECRET_MIN */
+        check_forms(none, no_forms);
+        check_forms(NULL, no_forms);
+        check_forms(ctl, ctl_forms);
+
+        /* A line of the key is masked where output shows it, one line at a time. */
+        _cleanup_strv_free_ char **l = NULL;
+        ASSERT_OK(redact_secret_forms(pem, &l));
+        check("key: AAAAsecretline", l, "key: ***");
+        check("{\"k\":\"pa\\\"ss\\\\wd\\t1\"}", (char *const[]){(char *) "pa\\\"ss\\\\wd\\t1", NULL},
+              "{\"k\":\"***\"}");
+}
+
 int main(void) {
         char *none[] = {NULL};
         char *one[] = {(char *) "hunter2", NULL};
@@ -109,5 +155,6 @@ int main(void) {
         }
 
         printf("test-redact: all passed\n");
+        test_secret_forms();
         return 0;
 }
