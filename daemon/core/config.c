@@ -593,6 +593,7 @@ static const ConfigItem config_items[] = {
         {SECTION_TASKS, "DefaultTimeoutSec", config_parse_timeout, offsetof(Config, default_timeout_usec), "6h"},
         {SECTION_TASKS, "KillGraceSec", config_parse_finite_duration, offsetof(Config, kill_grace_usec), "10s"},
         {SECTION_TASKS, "KeepFinished", config_parse_unsigned, offsetof(Config, keep_finished), "100"},
+        {SECTION_TASKS, "TaskLogSizeMax", config_parse_size, offsetof(Config, task_log_size_max), "32M"},
         {SECTION_TASKS, "DefaultService", config_parse_service_name, offsetof(Config, default_service), "cli"},
         {SECTION_TASKS, "DefaultProject", config_parse_label, offsetof(Config, default_project), "local"},
         {SECTION_TASKS, "DefaultEnvironment", config_parse_label, offsetof(Config, default_environment), "local"},

@@ -7,7 +7,7 @@
  *   [Daemon]   StateDirectory=, RuntimeDirectory=, ListenSocket=, SocketGroup=, LogLevel=
  *   [Runtime]  Runtime=, RuntimeArguments=, Conmon=, ConmonArguments=
  *   [Tasks]    MaxRunning=, MaxRunningPerEnvironment=, MaxQueued=, DefaultTimeoutSec=,
- *              KillGraceSec=, KeepFinished=, DefaultService=, DefaultProject=,
+ *              KillGraceSec=, KeepFinished=, TaskLogSizeMax=, DefaultService=, DefaultProject=,
  *              DefaultEnvironment=, Secret=, SecretFile=
  *   [Lagoon]   TargetName=, BrokerURL=, BrokerUser=, BrokerPasswordFile=, BrokerCAFile=,
  *              BrokerCertFile=, BrokerKeyFile=, BrokerHeartbeatSec=, BrokerPrefetch=,
@@ -71,6 +71,7 @@ typedef struct Config {
         uint64_t default_timeout_usec;        /* DefaultTimeoutSec=, default 6h; "infinity" = USEC_INFINITY */
         uint64_t kill_grace_usec;             /* KillGraceSec=, default 10s: SIGTERM → SIGKILL */
         unsigned keep_finished;               /* KeepFinished=, default 100 finished tasks (records + logs) */
+        uint64_t task_log_size_max;           /* TaskLogSizeMax=, default 32 MiB: cap of a task log file */
         char *default_service;                /* DefaultService=, default "cli" */
         char *default_project;                /* DefaultProject=, default "local" */
         char *default_environment;            /* DefaultEnvironment=, default "local" */

@@ -755,9 +755,13 @@ static int start_logtail(Manager *m, ManagedTask *mt) {
         r = store_task_log_path(m->store, mt->task->id, &log_path);
         if (r < 0)
                 return r;
-        return logtail_new(m->event, mt->task,
-                           mt->pod ? kube_pod_log_path(mt->pod) : runtime_container_log_path(mt->container), log_path,
-                           mt->secrets, on_output, mt, &mt->logtail);
+        r = logtail_new(m->event, mt->task,
+                        mt->pod ? kube_pod_log_path(mt->pod) : runtime_container_log_path(mt->container), log_path,
+                        mt->secrets, on_output, mt, &mt->logtail);
+        if (r < 0)
+                return r;
+        logtail_set_max_bytes(mt->logtail, m->config->task_log_size_max);
+        return 0;
 }
 
 static int task_environment(const Task *t, char ***ret) {

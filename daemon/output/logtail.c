@@ -24,17 +24,31 @@
  * log file, no cursor) needs no asking.
  *
  * "<task_log>.cursor" holds "<cri offset> <line count>" for a point where no partial
- * line was pending and every line before it was in the task log. It is rewritten at
- * most once a second and when the LogTail is freed (no fsync: it is only an
- * optimisation that saves re-reading the CRI log from the start). A new LogTail resumes
- * reading at the cursor (or at 0 when the cursor is missing, unparsable or claims more
- * than N lines) and numbers the lines it produces from the cursor's count. The
- * splitter's output does not depend on chunking, so the lines reproduced are exactly
- * those, with the same numbers, that were produced before. */
+ * line was pending and every line before it was in the task log (and journald). It is
+ * rewritten at most once a second, each time the clean point passed another 256 KiB,
+ * and when the LogTail is freed (atomically by rename, no fsync: a kill -9 keeps the
+ * page cache). A new LogTail resumes reading at the cursor (or at 0 when the cursor is
+ * missing, unparsable or claims more than N lines) and numbers the lines it produces
+ * from the cursor's count. The splitter's output does not depend on chunking, so the
+ * lines reproduced are exactly those, with the same numbers, that were produced before.
+ *
+ * The task log is the record (the API, followers and Lagoon read it; journald has the
+ * same lines); the CRI log is only the way in. So once a cursor is written, the CRI log's
+ * blocks before it are punched out (FALLOC_FL_PUNCH_HOLE: conmon's offsets stay valid,
+ * the file keeps its size, the blocks are freed), and a running task's output takes its
+ * size on disk about once. Only if the cursor is lost after that (a machine crash) does
+ * a restart have no way to number the lines: it resumes after the hole, numbering from
+ * what the sinks hold, and may repeat lines; it never reads the hole's zeros as output.
+ *
+ * With a cap (logtail_set_max_bytes()), the line that would take the task log past it
+ * is replaced by a marker line and later lines go to journald only. Then N no longer
+ * counts the lines: a restart that finds the marker at the end of the task log takes
+ * J, or the cursor's count, or the lines before the marker, whichever is highest. */
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -51,6 +65,12 @@
 #define FALLBACK_USEC (1 * USEC_PER_SEC)
 #define CURSOR_INTERVAL_USEC (1 * USEC_PER_SEC)
 
+/* The forwarded part of the CRI log is punched out in steps of this (a cursor write each). */
+#define PUNCH_STEP ((uint64_t) 256U * 1024U)
+
+/* The last line of a task log that reached its cap. */
+#define CAP_MARKER_PREFIX "lagoon-taskd: the task log stops here"
+
 /* How long a resume waits for journald to catch up (it normally takes milliseconds). */
 #define RESUME_SYNC_USEC (10 * USEC_PER_SEC)
 
@@ -59,6 +79,7 @@ struct LogTail {
         JournalContext *journal;
         char **secrets; /* the non-empty ones; NULL when there are none */
 
+        char *task_id;
         char *cri_path;
         char *cri_dir;
         char *cri_name;
@@ -75,6 +96,14 @@ struct LogTail {
         uint64_t log_have;     /* lines up to this one were in the task log at the start */
         uint64_t journal_have; /* lines up to this one journald had at the start (>= log_have) */
         uint64_t lines;        /* lines in the task log */
+        uint64_t log_bytes;    /* size of the task log, with the batch once written */
+        uint64_t max_bytes;    /* cap of the task log (0: none) */
+        bool capped;           /* the task log ends in the cap marker and takes no more lines */
+
+        int punch_fd;     /* the CRI log for writing, to punch out what was forwarded */
+        uint64_t punched; /* bytes of the CRI log before this are holes */
+        unsigned punch_align;
+        bool punch_off;
 
         char *rbuf; /* READ_CHUNK bytes */
 
@@ -137,6 +166,32 @@ static int emit(LogTail *t, uint64_t line_no, const char *line, size_t len, bool
                 }
         }
 
+        if (t->capped || line_no <= t->log_have)
+                return 0;
+
+        if (t->max_bytes > 0 && t->log_bytes + t->batch_len + len + 1 > t->max_bytes) {
+                _cleanup_free_ char *marker = NULL;
+                int n;
+
+                /* Journald keeps everything; the file keeps the head, so it stays readable. */
+                n = asprintf(&marker,
+                             CAP_MARKER_PREFIX ", at TaskLogSizeMax=%" PRIu64 " bytes; journald holds the whole "
+                                               "output (journalctl LAGOON_TASK_ID=%s)\n",
+                             t->max_bytes, strna(t->task_id));
+                if (n < 0)
+                        return -ENOMEM;
+                r = grow((void **) &t->batch, &t->batch_alloc, t->batch_len + n, 1);
+                if (r < 0)
+                        return r;
+                memcpy(t->batch + t->batch_len, marker, n);
+                t->batch_len += n;
+                t->n_batch_lines++;
+                t->capped = true;
+                log_info("Task %s: task log %s reached TaskLogSizeMax=%" PRIu64 ", the rest goes to journald only.",
+                         strna(t->task_id), t->task_log_path, t->max_bytes);
+                return 0;
+        }
+
         if (len > 0)
                 memcpy(t->batch + t->batch_len, line, len);
         t->batch[t->batch_len + len] = '\n';
@@ -152,8 +207,8 @@ static int on_line(const char *line, size_t len, bool is_stderr, bool malformed,
         if (malformed)
                 log_debug("CRI log %s: malformed record (%zu bytes), passing it on as it is.", t->cri_path, len);
 
-        if (line_no <= t->log_have)
-                return 0; /* both sinks have it (journal_have >= log_have) */
+        if (line_no <= t->journal_have && (t->capped || line_no <= t->log_have))
+                return 0; /* both sinks have it */
 
         if (t->secrets && redact_needed(line, len, t->secrets)) {
                 _cleanup_free_ char *masked = NULL;
@@ -203,6 +258,7 @@ static int flush_batch(LogTail *t) {
         }
 
         t->lines += n_lines;
+        t->log_bytes += t->batch_len;
         t->batch_len = t->batch_written = 0;
         t->n_batch_lines = 0;
         t->journal_failed = false;
@@ -227,6 +283,45 @@ static int write_cursor(LogTail *t, uint64_t offset, uint64_t lines) {
         return 0;
 }
 
+/* Frees the CRI log's blocks before the cursor, which now holds offset: they were
+ * forwarded and a restart resumes at the cursor. A hole keeps offsets (conmon writes on
+ * at its own), unlike a truncation. The byte before the cursor stays, read_cursor()
+ * checks it. Best effort: where the file system cannot punch, the CRI log stays whole. */
+static void punch_cri_log(LogTail *t, uint64_t offset) {
+        struct stat a, b;
+        uint64_t end;
+
+        if (t->punch_off || t->cri_fd < 0 || offset == 0)
+                return;
+        end = (offset - 1) / t->punch_align * t->punch_align;
+        if (end < t->punched + PUNCH_STEP)
+                return; /* a short log is not worth it, and stays whole */
+
+        if (t->punch_fd < 0) {
+                t->punch_fd = open(t->cri_path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+                /* Only the very file we read, and a regular one. */
+                int r = 0;
+                if (t->punch_fd < 0 || fstat(t->punch_fd, &a) < 0 || fstat(t->cri_fd, &b) < 0)
+                        r = -errno;
+                else if (!S_ISREG(a.st_mode) || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+                        r = -ESTALE;
+                if (r < 0) {
+                        log_debug_errno(r, "Cannot open %s to trim it, keeping it whole: %m", t->cri_path);
+                        t->punch_fd = safe_close(t->punch_fd);
+                        t->punch_off = true;
+                        return;
+                }
+        }
+
+        if (fallocate(t->punch_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) t->punched,
+                      (off_t) (end - t->punched)) < 0) {
+                log_debug_errno(errno, "Cannot punch the forwarded part out of %s, keeping it whole: %m", t->cri_path);
+                t->punch_off = true;
+                return;
+        }
+        t->punched = end;
+}
+
 /* force: ignore the once-a-second limit. */
 static void maybe_write_cursor(LogTail *t, bool force) {
         uint64_t offset, lines, now = 0;
@@ -241,7 +336,9 @@ static void maybe_write_cursor(LogTail *t, bool force) {
 
         if (t->event)
                 (void) sd_event_now(t->event, CLOCK_MONOTONIC, &now);
-        if (!force && t->cursor_written && now < t->cursor_usec + CURSOR_INTERVAL_USEC)
+        /* Past a punch step the cursor goes out at once, so the CRI log stays short. */
+        if (!force && t->cursor_written && now < t->cursor_usec + CURSOR_INTERVAL_USEC &&
+            (t->punch_off || offset < t->punched + PUNCH_STEP + t->punch_align))
                 return; /* the timer comes back for it */
 
         r = write_cursor(t, offset, lines);
@@ -253,6 +350,8 @@ static void maybe_write_cursor(LogTail *t, bool force) {
         t->cursor_lines = lines;
         t->cursor_written = true;
         t->cursor_usec = now;
+
+        punch_cri_log(t, offset);
 }
 
 /* Reads up to max_chunks chunks; *ret_eof tells whether the end of the file was seen.
@@ -359,6 +458,9 @@ static int try_open(LogTail *t) {
         }
         t->cri_fd = TAKE_FD(fd);
 
+        struct stat st;
+        t->punch_align = fstat(t->cri_fd, &st) >= 0 && st.st_blksize >= 512 ? (unsigned) st.st_blksize : 4096U;
+
         if (t->event && !t->finished) {
                 r = sd_event_add_inotify(t->event, &t->file_source, t->cri_path, IN_MODIFY | IN_CLOSE_WRITE,
                                          on_file_inotify, t);
@@ -392,9 +494,10 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* Counts the complete lines of the task log; cuts off a torn last line. */
+/* Counts the complete lines of the task log and its size; cuts off a torn last line;
+ * notes whether the last line is the cap marker. */
 static int count_task_log_lines(LogTail *t, uint64_t *ret) {
-        uint64_t lines = 0, offset = 0, end_of_last_line = 0;
+        uint64_t lines = 0, offset = 0, end_of_last_line = 0, start_of_last_line = 0;
 
         for (;;) {
                 ssize_t n = pread(t->log_fd, t->rbuf, READ_CHUNK, (off_t) offset);
@@ -410,10 +513,19 @@ static int count_task_log_lines(LogTail *t, uint64_t *ret) {
                 while ((p = memchr(p, '\n', e - p))) {
                         p++;
                         lines++;
+                        start_of_last_line = end_of_last_line;
                         end_of_last_line = offset + (p - t->rbuf);
                 }
                 offset += n;
         }
+
+        /* A task that prints the marker itself only stops its own task log early. */
+        if (lines > 0) {
+                char head[sizeof(CAP_MARKER_PREFIX) - 1];
+                t->capped = pread(t->log_fd, head, sizeof(head), (off_t) start_of_last_line) == sizeof(head) &&
+                            memcmp(head, CAP_MARKER_PREFIX, sizeof(head)) == 0;
+        }
+        t->log_bytes = end_of_last_line;
 
         if (offset > end_of_last_line) {
                 log_debug("Task log %s ends in a torn line, cutting %" PRIu64 " bytes; it is written again.",
@@ -426,7 +538,30 @@ static int count_task_log_lines(LogTail *t, uint64_t *ret) {
         return 0;
 }
 
-/* Where to resume: the cursor, if it is believable, else the start of the CRI log. */
+/* Without a usable cursor, where the CRI log's data starts after a punched-out head
+ * (0 if it has none): just after the first record end there. */
+static uint64_t after_hole(LogTail *t) {
+        off_t d;
+
+        if (t->cri_fd < 0)
+                return 0;
+        d = lseek(t->cri_fd, 0, SEEK_DATA);
+        if (d <= 0)
+                return 0;
+        for (uint64_t o = (uint64_t) d;;) {
+                ssize_t n = pread(t->cri_fd, t->rbuf, READ_CHUNK, (off_t) o);
+                if (n <= 0)
+                        return o;
+                const char *nl = memchr(t->rbuf, '\n', n);
+                if (nl)
+                        return o + (nl - t->rbuf) + 1;
+                o += n;
+        }
+}
+
+/* Where to resume: the cursor, if it is believable, else the start of the CRI log.
+ * *ret_lines is UINT64_MAX when the start was punched out and the cursor is gone (only
+ * after a crash of the machine): the lines there cannot be numbered. */
 static void read_cursor(LogTail *t, uint64_t task_log_lines, uint64_t *ret_offset, uint64_t *ret_lines) {
         char buf[128];
         unsigned long long offset, lines;
@@ -437,16 +572,17 @@ static void read_cursor(LogTail *t, uint64_t task_log_lines, uint64_t *ret_offse
 
         _cleanup_close_ int fd = open(t->cursor_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
-                return;
+                goto invalid;
         n = read(fd, buf, sizeof(buf) - 1);
         if (n <= 0)
-                return;
+                goto invalid;
         buf[n] = 0;
 
         if (sscanf(buf, "%llu %llu%n", &offset, &lines, &consumed) != 2 || (buf[consumed] != '\n' && buf[consumed]) ||
             buf[0] < '0' || buf[0] > '9')
                 goto invalid;
-        if (lines > task_log_lines)
+        /* A capped task log no longer counts the lines. */
+        if (lines > task_log_lines && !t->capped)
                 goto invalid;
         if (offset > 0) {
                 struct stat st;
@@ -463,7 +599,14 @@ static void read_cursor(LogTail *t, uint64_t task_log_lines, uint64_t *ret_offse
         return;
 
 invalid:
-        log_debug("Ignoring unusable cursor %s, counting lines from the start.", t->cursor_path);
+        *ret_offset = after_hole(t);
+        if (*ret_offset > 0) {
+                *ret_lines = UINT64_MAX;
+                log_warning("No usable cursor %s while the head of %s was already forwarded and trimmed; "
+                            "resuming after the trimmed part, a few lines may be repeated.",
+                            t->cursor_path, t->cri_path);
+        } else if (fd >= 0)
+                log_debug("Ignoring unusable cursor %s, counting lines from the start.", t->cursor_path);
 }
 
 static int split_path(const char *path, char **ret_dir, char **ret_name) {
@@ -517,7 +660,7 @@ int logtail_new(sd_event *e,
         t = calloc(1, sizeof(LogTail));
         if (!t)
                 return -ENOMEM;
-        t->cri_fd = t->log_fd = -EBADF;
+        t->cri_fd = t->log_fd = t->punch_fd = -EBADF;
         t->event = sd_event_ref(e);
         t->cb = cb;
         t->userdata = userdata;
@@ -531,12 +674,14 @@ int logtail_new(sd_event *e,
         if (r < 0)
                 return r;
 
+        t->task_id = task->id ? strdup(task->id) : NULL;
         t->cri_path = strdup(cri_log_path);
         t->task_log_path = strdup(task_log_path);
         t->cursor_path = strjoin2(task_log_path, ".cursor");
         t->cursor_tmp_path = strjoin2(task_log_path, ".cursor.tmp");
         t->rbuf = malloc(READ_CHUNK);
-        if (!t->cri_path || !t->task_log_path || !t->cursor_path || !t->cursor_tmp_path || !t->rbuf)
+        if ((task->id && !t->task_id) || !t->cri_path || !t->task_log_path || !t->cursor_path || !t->cursor_tmp_path ||
+            !t->rbuf)
                 return -ENOMEM;
         r = split_path(cri_log_path, &t->cri_dir, &t->cri_name);
         if (r < 0)
@@ -581,6 +726,15 @@ int logtail_new(sd_event *e,
                 return r;
 
         read_cursor(t, n_lines, &start_offset, &start_lines);
+        if (start_lines == UINT64_MAX) {
+                start_lines = journal_lines; /* numbered after what both sinks hold */
+        }
+        if (t->capped) {
+                /* Every line before the marker went to journald first; later ones too, up to the cursor. */
+                journal_lines = MAX(MAX(journal_lines, start_lines), n_lines - 1);
+                log_debug("Task %s: its task log is capped, output resumes in journald after line %" PRIu64 ".",
+                          strna(task->id), journal_lines);
+        }
 
         r = cri_log_stream_new(start_offset, start_lines, on_line, t, &t->stream);
         if (r < 0)
@@ -671,9 +825,15 @@ int logtail_finish(LogTail *t) {
         t->timer_source = sd_event_source_disable_unref(t->timer_source);
         t->defer_source = sd_event_source_disable_unref(t->defer_source);
         t->cri_fd = safe_close(t->cri_fd);
+        t->punch_fd = safe_close(t->punch_fd);
 
         notify_output(t, before);
         return 0;
+}
+
+void logtail_set_max_bytes(LogTail *t, uint64_t max_bytes) {
+        if (t)
+                t->max_bytes = max_bytes;
 }
 
 uint64_t logtail_lines(LogTail *t) {
@@ -698,11 +858,13 @@ LogTail *logtail_free(LogTail *t) {
         sd_event_unref(t->event);
 
         safe_close(t->cri_fd);
+        safe_close(t->punch_fd);
         safe_close(t->log_fd);
         cri_log_stream_free(t->stream);
         journal_context_free(t->journal);
         strv_free(t->secrets);
 
+        free(t->task_id);
         free(t->cri_path);
         free(t->cri_dir);
         free(t->cri_name);

@@ -14,7 +14,9 @@
  * skips lines 1..N for the task log and 1..max(J, N) for journald, so no line is lost
  * or doubled in either. Without a journald that answers, J is taken as N (logged at
  * warning when journald runs but does not answer). A cursor file "<task_log>.cursor"
- * (CRI log offset and line count at a line boundary) spares re-reading the CRI log. */
+ * (CRI log offset and line count at a line boundary) spares re-reading the CRI log,
+ * whose blocks before the cursor are then freed (punched out): the task log is the
+ * record, the CRI log's forwarded part is not needed again. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,7 +47,12 @@ int logtail_new(sd_event *e,
  * returned 0, further calls do nothing. */
 int logtail_finish(LogTail *t);
 
-uint64_t logtail_lines(LogTail *t); /* lines in the task log so far */
+/* Caps the task log file at max_bytes (0: no cap, the default; call before the loop runs
+ * the LogTail): the line that would pass it is replaced by a marker line saying so, and
+ * later lines go to journald only. A restart that finds the marker at the end keeps it so. */
+void logtail_set_max_bytes(LogTail *t, uint64_t max_bytes);
+
+uint64_t logtail_lines(LogTail *t); /* lines in the task log so far, the marker included */
 /* Stops following. Without a preceding logtail_finish() (daemon shutdown) it leaves an
  * up-to-date cursor behind, so the next LogTail resumes without re-reading. */
 LogTail *logtail_free(LogTail *t);

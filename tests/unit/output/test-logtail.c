@@ -837,6 +837,134 @@ static void test_errors(sd_event *e) {
         t = logtail_free(t);
 }
 
+/* TaskLogSizeMax=: the task log keeps the lines that fit and a marker, journald all of
+ * them; a resumed LogTail sees the marker and writes nothing more to the file. */
+static void test_cap(sd_event *e) {
+        _cleanup_free_ char *cri = path("cap.log"), *log = path("cap.task.log");
+        LogTail *t = NULL;
+        Buf all = {}, in = {}, head = {};
+        const uint64_t cap = 64 * 1024;
+
+        for (unsigned i = 1; i <= 3000; i++) {
+                buf_printf(&in, TS " stdout F capped output line %05u\n", i);
+                buf_printf(&all, "capped output line %05u\n", i);
+                if (head.len + 25 <= cap)
+                        buf_printf(&head, "capped output line %05u\n", i);
+        }
+        put("cap.log", in.p, in.len);
+        buf_printf(&head, "lagoon-taskd: the task log stops here, at TaskLogSizeMax=65536 bytes; journald holds the "
+                          "whole output (journalctl LAGOON_TASK_ID=task-1)\n");
+
+        journal_set_test_hooks(capture_sendv, NULL);
+        entries_reset();
+        ASSERT(logtail_new(e, &task, cri, log, NULL, NULL, NULL, &t) == 0);
+        logtail_set_max_bytes(t, cap);
+        run_until(e, t, cap / 25 + 1);
+        expect_file("cap.task.log", &head);
+        expect_journal(&all, 0);
+        t = logtail_free(t); /* leaves a cursor at line 3000 */
+
+        appends("cap.log", TS " stdout F after the restart\n");
+        buf_printf(&all, "after the restart\n");
+        for (int with_cursor = 1; with_cursor >= 0; with_cursor--) {
+                Buf c = with_cursor ? slurp("cap.task.log.cursor") : (Buf){};
+                if (!with_cursor)
+                        remove_file("cap.task.log.cursor");
+                /* journald has the 3000 (J), or only the cursor knows: J unknown. */
+                fake_result = with_cursor ? -ETIMEDOUT : 0;
+                fake_line = 3000;
+                journal_set_test_hooks(capture_sendv, fake_last_line);
+                entries_reset();
+                ASSERT(logtail_new(e, &task, cri, log, NULL, NULL, NULL, &t) == 0);
+                logtail_set_max_bytes(t, cap);
+                ASSERT(logtail_finish(t) == 0);
+                t = logtail_free(t);
+                expect_file("cap.task.log", &head);
+                expect_journal(&all, 3000);
+                if (with_cursor)
+                        put("cap.task.log.cursor", c.p, c.len);
+                buf_done(&c);
+        }
+
+        journal_set_test_hooks(NULL, NULL);
+        buf_done(&all);
+        buf_done(&in);
+        buf_done(&head);
+}
+
+/* The forwarded part of a long CRI log is punched out while the LogTail follows it;
+ * a restart at the cursor does not need it. Should the cursor be lost after all, the
+ * restart resumes after the hole (no NULs read as output), repeating a few lines. */
+static void test_trim(sd_event *e) {
+        _cleanup_free_ char *cri = path("trim.log"), *log = path("trim.task.log");
+        LogTail *t = NULL;
+        Buf in = {}, expect = {};
+        struct stat st;
+        const unsigned n = 20000;
+
+        for (unsigned i = 1; i <= n; i++) {
+                buf_printf(&in, TS " stdout F trimmed output line %06u ..............................\n", i);
+                buf_printf(&expect, "trimmed output line %06u ..............................\n", i);
+        }
+        put("trim.log", in.p, in.len);
+        ASSERT(stat(cri, &st) == 0);
+        ASSERT(st.st_size > 1024 * 1024);
+
+        journal_set_test_hooks(capture_sendv, NULL);
+        entries_reset();
+        ASSERT(logtail_new(e, &task, cri, log, NULL, NULL, NULL, &t) == 0);
+        run_until(e, t, n);
+        expect_file("trim.task.log", &expect);
+        expect_journal(&expect, 0);
+        t = logtail_free(t);
+
+        ASSERT(stat(cri, &st) == 0);
+        bool punched = (uint64_t) st.st_blocks * 512 < (uint64_t) st.st_size / 2;
+        if (!punched) {
+                fprintf(stderr, "trim: the file system of %s does not punch holes, skipped\n", dir);
+                goto done;
+        }
+
+        /* Restart at the cursor: the rest, exactly once. */
+        appends("trim.log", TS " stdout F after the restart\n");
+        buf_printf(&expect, "after the restart\n");
+        entries_reset();
+        ASSERT(logtail_new(e, &task, cri, log, NULL, NULL, NULL, &t) == 0);
+        ASSERT(logtail_finish(t) == 0);
+        t = logtail_free(t);
+        expect_file("trim.task.log", &expect);
+        expect_journal(&expect, n);
+
+        /* Cursor gone: resumes after the hole, with the lines from there again. */
+        remove_file("trim.task.log.cursor");
+        appends("trim.log", TS " stdout F after losing the cursor\n");
+        entries_reset();
+        ASSERT(logtail_new(e, &task, cri, log, NULL, NULL, NULL, &t) == 0);
+        ASSERT(logtail_finish(t) == 0);
+        t = logtail_free(t);
+        Buf got = slurp("trim.task.log");
+        ASSERT(got.len > expect.len);
+        ASSERT(memcmp(got.p, expect.p, expect.len) == 0);
+        ASSERT(!memchr(got.p, 0, got.len));
+        static const char last[] = "after the restart\nafter losing the cursor\n";
+        ASSERT(got.len >= expect.len + strlen(last));
+        ASSERT(memcmp(got.p + got.len - strlen(last), last, strlen(last)) == 0);
+        /* The repeated part is a tail of the old lines. */
+        size_t rep = got.len - expect.len - strlen("after losing the cursor\n");
+        ASSERT(rep > 0 && rep < expect.len);
+        ASSERT(memcmp(got.p + expect.len, expect.p + expect.len - rep, rep) == 0);
+        size_t rep_lines = 0;
+        for (size_t i = expect.len; i < expect.len + rep; i++)
+                rep_lines += got.p[i] == '\n';
+        ASSERT(n_entries == rep_lines + 1); /* journald: the same repeated lines and the new one */
+        buf_done(&got);
+
+done:
+        journal_set_test_hooks(NULL, NULL);
+        buf_done(&in);
+        buf_done(&expect);
+}
+
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
 
@@ -849,6 +977,8 @@ int main(void) {
         test_errors(e);
         test_kill(e);
         test_many(e);
+        test_cap(e);
+        test_trim(e);
 
         entries_reset();
         free(entries);
