@@ -59,6 +59,7 @@ struct Claim {
         bool lookup;         /* only asked who holds it: never create it */
         bool takeover_lost;  /* taking a dead node's accepted claim over */
         bool adopting;       /* read after a restart, to renew it */
+        bool abandon;        /* its message is gone: delete it once it is ours */
         bool taken;          /* adopted, but another daemon had taken it over */
         char *report;        /* lagoon.sh/taskd-report to write */
         uint64_t renew_usec; /* CLOCK_MONOTONIC: next renewal of ours */
@@ -298,6 +299,7 @@ static void claim_take_lease(Claim *c, KubeCall *call) {
 }
 
 static int claim_get(Claim *c);
+static int claim_delete(Claim *c);
 static int claim_create(Claim *c);
 static int claim_write(Claim *c, bool acquire);
 
@@ -400,6 +402,10 @@ static void on_created(KubeCall *call, int error, long status, JsonValue *body, 
         c->sent = lease_mark(c->lease);
         c->synced = c->sent == c->want;
         c->error = 0;
+        if (c->abandon) {
+                (void) claim_delete(c);
+                return;
+        }
         log_debug("Task %s: claimed as Lease %s/%s.", c->task_id, c->set->namespace, c->name);
         claim_changed(c);
 }
@@ -459,6 +465,10 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
                                         json_get_string(annotations, CLAIM_REPORT_ANNOTATION), c->set->userdata);
         } else if (c->state != CLAIM_OURS) {
                 c->state = CLAIM_OURS;
+                if (c->abandon && c->want == MARK_CLAIMED) {
+                        (void) claim_delete(c);
+                        return;
+                }
                 claim_changed(c);
         }
         c->sent = lease_mark(c->lease);
@@ -774,6 +784,24 @@ static int claim_mark(ClaimSet *s, const char *task_id, Mark mark, bool adopt) {
         if (!c->call)
                 (void) claim_write(c, /* acquire= */ false);
         return 0;
+}
+
+void claim_abandon_unaccepted(ClaimSet *s) {
+        Claim *next;
+
+        if (!s)
+                return;
+        for (Claim *c = s->claims; c; c = next) {
+                next = c->next;
+                if (c->lookup || c->adopting || c->takeover_lost || c->want != MARK_CLAIMED)
+                        continue;
+                if (c->state == CLAIM_OURS && !c->call) {
+                        log_debug("Task %s: its message went back to the broker; releasing claim %s.", c->task_id,
+                                  c->name);
+                        (void) claim_delete(c);
+                } else if (c->state == CLAIM_OURS || c->state == CLAIM_PENDING)
+                        c->abandon = true;
+        }
 }
 
 bool claim_taken(ClaimSet *s, const char *task_id) {

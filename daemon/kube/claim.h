@@ -96,6 +96,11 @@ int claim_accept(ClaimSet *s, const char *task_id);
 int claim_adopt(ClaimSet *s, const char *task_id);
 /* The task ended: mark the claim done and delete it after the retention time. */
 int claim_finish(ClaimSet *s, const char *task_id);
+/* The messages this daemon held are gone (its broker connection dropped): delete the
+ * claims it made for them and never accepted, so the daemon the broker hands them to
+ * next need not wait for them to expire. */
+void claim_abandon_unaccepted(ClaimSet *s);
+
 /* After claim_adopt(): another daemon took the claim over (this one was taken for
  * dead) and reported the task; this daemon must not report it again. */
 bool claim_taken(ClaimSet *s, const char *task_id);

@@ -811,6 +811,8 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                              strna(error)) < 0)
                         return -ENOMEM;
                 r = report_failure(l, msg, TASK_FAILED, reason);
+                if (r >= 0 && l->claims)
+                        (void) claim_finish(l->claims, msg->task_id); /* ended here, never stored */
                 return r < 0 ? r : 1;
         }
         if (r < 0)
@@ -977,6 +979,7 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
         l->n_publishes = 0;
         l->n_forwards = 0; /* their deliveries went back to the queue with the connection */
         routes_clear(l);
+        claim_abandon_unaccepted(l->claims);
         for (size_t i = 0; i < l->n_held; i++)
                 free(l->held[i].body);
         l->n_held = 0;

@@ -10,6 +10,7 @@ the message wait, and is taken over once it expired."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -134,7 +135,7 @@ class ClusterTest(harness.TaskdTestCase):
             self.api.put_object(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}",
                                 {"apiVersion": "v1", "kind": "Pod",
                                  **kube_it.service_pod(name, NAMESPACE, node, os.urandom(32).hex(), ready=ready)})
-        daemons = {n: self.start_node(n) for n in NODES}
+        daemons = {n: self.start_node(n, claim_duration="10s") for n in NODES}
         ids = [str(4000 + i) for i in range(12)]
         for tid in ids:
             self.peer.publish(self.message(tid))
@@ -152,10 +153,45 @@ class ClusterTest(harness.TaskdTestCase):
         self.assertNotIn("handed to that node", daemons["node-2"].stderr())
         self.assertEqual(self.peer.queue_depth("node:node-2:jobs"), 0)
 
+    def cut_broker_connection(self, daemon):
+        """Closes the daemon's AMQP connection at the broker (rabbitmqctl), as a network
+        cut does: its unacknowledged deliveries go back to the queue."""
+        out = subprocess.run(["ss", "-Htnp", "state", "established", f"dport = :{lh.BROKER.port}"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        port = next(line.split()[2].rsplit(":", 1)[1] for line in out.splitlines() if f"pid={daemon.pid}," in line)
+        conns = subprocess.run([lh.RABBITMQ_SH, "ctl", lh.BROKER.dir, "list_connections", "pid", "peer_port", "-q"],
+                               stdout=subprocess.PIPE, text=True, check=True, timeout=120).stdout
+        name = next(line.split("\t")[0] for line in conns.splitlines() if line.split("\t")[-1].strip() == port)
+        subprocess.run([lh.RABBITMQ_SH, "ctl", lh.BROKER.dir, "close_connection", name, "test: cut"],
+                       stdout=subprocess.DEVNULL, check=True, timeout=120)
+
+    def test_a_cut_broker_connection_runs_nothing_twice(self):
+        daemons = [self.start_node(n, claim_duration="3s") for n in NODES]
+        ids = [str(6000 + i) for i in range(40)]
+        for tid in ids[:20]:
+            self.peer.publish(self.message(tid))
+        # Cut node-1 while it holds deliveries it has not acknowledged yet.
+        self.cut_broker_connection(daemons[0])
+        for tid in ids[20:]:
+            self.peer.publish(self.message(tid))
+
+        def all_final():
+            self.peer.poll()
+            return all(self.final_statuses(t) for t in ids)
+        harness.wait_until(all_final, 120, interval=0.2, what="a final status for every task")
+        self.peer.settle(2)
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["complete"], f"task {tid}: {self.peer.status_list(tid)}")
+            ran = [d for d in daemons if f"Task {tid}: accepted from Lagoon" in d.stderr()]
+            self.assertEqual(len(ran), 1, f"task {tid} accepted by {[d.name for d in ran]}")
+        names = [r["json"]["metadata"].get("name") for r in self.pod_creates()]
+        self.assertEqual(sorted(names), sorted(f"lagoon-task-c{t}" for t in ids))
+        self.assertIn("Lost Lagoon's message bus", daemons[0].stderr())
+
     def test_cancels_reach_the_daemon_that_holds_the_claim(self):
         # The tasks run until their pod is deleted (the cancel).
         self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
-        daemons = [self.start_node(n) for n in NODES]
+        daemons = [self.start_node(n, claim_duration="10s") for n in NODES]
         ids = [str(3000 + i) for i in range(9)]
         for tid in ids:
             self.peer.publish(self.message(tid))
