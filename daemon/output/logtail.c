@@ -49,6 +49,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -873,5 +874,10 @@ LogTail *logtail_free(LogTail *t) {
         free(t->cursor_tmp_path);
         free(t->rbuf);
         free(t->batch);
-        return mfree(t);
+        free(t);
+
+        /* A task's buffers (64 KiB read buffer, batch, datagram) leave holes at the top of
+         * the heap that glibc keeps; hand them back so an idle daemon shrinks again. */
+        (void) malloc_trim(0);
+        return NULL;
 }
