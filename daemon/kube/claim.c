@@ -300,6 +300,26 @@ static void claim_take_lease(Claim *c, KubeCall *call) {
 
 static int claim_get(Claim *c);
 static int claim_delete(Claim *c);
+
+/* One request of the claim's (body: a JSON value, may be NULL); a failure to start it
+ * counts as a failed attempt. */
+static int
+claim_send(Claim *c, const char *method, const char *path, const JsonValue *body, kube_done_cb_t cb, const char *what) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        if (body) {
+                r = json_format(body, false, &text, NULL);
+                if (r < 0)
+                        return r;
+        }
+        r = kube_request(c->set->api, method, path, NULL, text, cb, c, &c->call);
+        if (r < 0)
+                claim_fail(c, r, what, NULL);
+        return r;
+}
 static int claim_create(Claim *c);
 static int claim_write(Claim *c, bool acquire);
 
@@ -374,14 +394,8 @@ static void on_get(KubeCall *call, int error, long status, JsonValue *body, cons
 
 static int claim_get(Claim *c) {
         _cleanup_free_ char *path = lease_path(c);
-        int r;
 
-        if (!path)
-                return -ENOMEM;
-        r = kube_request(c->set->api, "GET", path, NULL, NULL, on_get, c, &c->call);
-        if (r < 0)
-                claim_fail(c, r, "reading it", NULL);
-        return r;
+        return claim_send(c, "GET", path, NULL, on_get, "reading it");
 }
 
 static void on_created(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
@@ -412,23 +426,17 @@ static void on_created(KubeCall *call, int error, long status, JsonValue *body, 
 
 static int claim_create(Claim *c) {
         _cleanup_json_ JsonValue *lease = json_new_object();
-        _cleanup_free_ char *path = leases_path(c->set), *body = NULL;
+        _cleanup_free_ char *path = leases_path(c->set);
         int r;
 
-        if (!lease || !path)
+        if (!lease)
                 return -ENOMEM;
         r = lease_set(c, lease, c->want, /* acquire= */ true);
         if (r < 0)
                 return r;
         /* A fresh create never carries leaseTransitions or a resourceVersion. */
         (void) json_object_remove(json_get(lease, "spec"), "leaseTransitions");
-        r = json_format(lease, false, &body, NULL);
-        if (r < 0)
-                return r;
-        r = kube_request(c->set->api, "POST", path, NULL, body, on_created, c, &c->call);
-        if (r < 0)
-                claim_fail(c, r, "creating it", NULL);
-        return r;
+        return claim_send(c, "POST", path, lease, on_created, "creating it");
 }
 
 static void on_written(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
@@ -481,23 +489,15 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
 
 /* PUT of the Lease we hold (or read, to take over), with its resourceVersion. */
 static int claim_write(Claim *c, bool acquire) {
-        _cleanup_free_ char *path = lease_path(c), *body = NULL;
+        _cleanup_free_ char *path = lease_path(c);
         int r;
 
-        if (!path)
-                return -ENOMEM;
         if (!c->lease)
                 return claim_get(c);
         r = lease_set(c, c->lease, c->want, acquire);
         if (r < 0)
                 return r;
-        r = json_format(c->lease, false, &body, NULL);
-        if (r < 0)
-                return r;
-        r = kube_request(c->set->api, "PUT", path, NULL, body, on_written, c, &c->call);
-        if (r < 0)
-                claim_fail(c, r, "writing it", NULL);
-        return r;
+        return claim_send(c, "PUT", path, c->lease, on_written, "writing it");
 }
 
 static void on_deleted(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
@@ -515,24 +515,18 @@ static void on_deleted(KubeCall *call, int error, long status, JsonValue *body, 
 
 static int claim_delete(Claim *c) {
         _cleanup_json_ JsonValue *opts = json_new_object();
-        _cleanup_free_ char *path = lease_path(c), *body = NULL;
+        _cleanup_free_ char *path = lease_path(c);
         JsonValue *pre;
         int r;
 
-        if (!opts || !path)
+        if (!opts)
                 return -ENOMEM;
         if ((r = json_object_set_string(opts, "kind", "DeleteOptions")) < 0 ||
             (r = json_object_set_string(opts, "apiVersion", "v1")) < 0 ||
             (r = json_object_ensure_object(opts, "preconditions", &pre)) < 0 ||
             (r = json_object_set_string(pre, "uid", json_get_string(json_get(c->lease, "metadata"), "uid"))) < 0)
                 return r;
-        r = json_format(opts, false, &body, NULL);
-        if (r < 0)
-                return r;
-        r = kube_request(c->set->api, "DELETE", path, NULL, body, on_deleted, c, &c->call);
-        if (r < 0)
-                claim_fail(c, r, "deleting it", NULL);
-        return r;
+        return claim_send(c, "DELETE", path, opts, on_deleted, "deleting it");
 }
 
 /* One pass over the claims: renew ours when due, write marks not yet written, delete

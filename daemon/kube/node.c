@@ -269,6 +269,29 @@ static void lookup_deployment(NodeLookup *l) {
                 lookup_fail(l, r, "launch-error: getting deployment %s/%s: %s", l->namespace, l->service, strerror(-r));
 }
 
+/* The service's running pods of a PodList's items, sorted (discovery_sort_pods). */
+static int parse_service_pods(NodeLookup *l, const JsonValue *items, ServicePod **ret, size_t *ret_n) {
+        ServicePod *pods;
+        size_t n = 0;
+
+        pods = calloc(json_length(items) + 1, sizeof(ServicePod));
+        if (!pods)
+                return -ENOMEM;
+        for (size_t k = 0; k < json_length(items); k++) {
+                _cleanup_free_ char *perr = NULL;
+                int r = discovery_parse_pod(json_array_at(items, k), l->namespace, l->service, pods + n, &perr);
+
+                if (r > 0)
+                        n++;
+                else if (r < 0)
+                        log_debug("Pods of %s/%s: skipping one: %s", l->namespace, l->service, strna(perr));
+        }
+        discovery_sort_pods(pods, n);
+        *ret = pods;
+        *ret_n = n;
+        return 0;
+}
+
 static void on_pods(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
         NodeLookup *l = userdata;
         ServicePod *pods = NULL;
@@ -289,21 +312,10 @@ static void on_pods(KubeCall *call, int error, long status, JsonValue *body, con
                 lookup_deployment(l);
                 return;
         }
-        pods = calloc(json_length(items) + 1, sizeof(ServicePod));
-        if (!pods) {
+        if (parse_service_pods(l, items, &pods, &n) < 0) {
                 lookup_fail(l, -ENOMEM, "launch-error: out of memory");
                 return;
         }
-        for (size_t k = 0; k < json_length(items); k++) {
-                _cleanup_free_ char *perr = NULL;
-
-                r = discovery_parse_pod(json_array_at(items, k), l->namespace, l->service, pods + n, &perr);
-                if (r > 0)
-                        n++;
-                else if (r < 0)
-                        log_debug("Task lookup: skipping a pod: %s", strna(perr));
-        }
-        discovery_sort_pods(pods, n);
         i = discovery_pick_local(pods, n, l->node->node_name);
         if (i >= 0) {
                 _cleanup_free_ char *rerr = NULL;
@@ -393,28 +405,17 @@ static void on_locate_pods(KubeCall *call, int error, long status, JsonValue *bo
         ServicePod *pods = NULL;
         const char *where = NULL;
         size_t n = 0;
-        int r, i;
+        int i;
 
         l->call = NULL;
         if (error < 0) {
                 l->locate_cb(l, error, NULL, l->userdata);
                 return;
         }
-        pods = calloc(json_length(items) + 1, sizeof(ServicePod));
-        if (!pods) {
+        if (parse_service_pods(l, items, &pods, &n) < 0) {
                 l->locate_cb(l, -ENOMEM, NULL, l->userdata);
                 return;
         }
-        for (size_t k = 0; k < json_length(items); k++) {
-                _cleanup_free_ char *perr = NULL;
-
-                r = discovery_parse_pod(json_array_at(items, k), l->namespace, l->service, pods + n, &perr);
-                if (r > 0)
-                        n++;
-                else if (r < 0)
-                        log_debug("Routing %s/%s: skipping a pod: %s", l->namespace, l->service, strna(perr));
-        }
-        discovery_sort_pods(pods, n);
         /* This node when it runs the service too, else the node of the first Ready pod. */
         i = discovery_pick_local(pods, n, l->node->node_name);
         if (i >= 0)
