@@ -1066,6 +1066,45 @@ int config_parse_string(Config *c, const char *file_name, const char *text, size
         return n_problems > 0 ? -EINVAL : 0;
 }
 
+static int hex_value(char c) {
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+}
+
+/* The password of a URL's user:password@, percent-decoded as the AMQP client reads it;
+ * *ret NULL when there is none. */
+static int url_userinfo_password(const char *url, char **ret) {
+        const char *a = strstr(url, "://"), *at, *colon;
+        char *p, *o;
+        size_t n;
+
+        *ret = NULL;
+        if (!a)
+                return 0;
+        a += 3;
+        n = strcspn(a, "/?#");
+        at = memrchr(a, '@', n);
+        colon = at ? memchr(a, ':', at - a) : NULL;
+        if (!colon || colon + 1 == at)
+                return 0;
+        p = o = strndup(colon + 1, at - colon - 1);
+        if (!p)
+                return -ENOMEM;
+        for (const char *i = p; *i; i++) {
+                int hi, lo;
+                if (i[0] == '%' && (hi = hex_value(i[1])) >= 0 && (lo = hex_value(i[2])) >= 0) {
+                        *o++ = (char) (hi << 4 | lo);
+                        i += 2;
+                } else
+                        *o++ = *i;
+        }
+        *o = 0;
+        *ret = p;
+        return 0;
+}
+
 int config_finalize(Config *c) {
         int ret = 0;
 
@@ -1165,7 +1204,10 @@ int config_finalize(Config *c) {
         }
 
         /* Credentials never show in task output either. */
-        const char *credentials[] = {c->broker_password, c->api_token, c->jwt_secret};
+        _cleanup_free_ char *url_password = NULL;
+        if (c->broker_url && url_userinfo_password(c->broker_url, &url_password) < 0)
+                return log_oom();
+        const char *credentials[] = {c->broker_password, c->api_token, c->jwt_secret, url_password};
         for (size_t i = 0; i < ELEMENTSOF(credentials); i++)
                 if (credentials[i] && !strv_contains(c->secrets, credentials[i]) &&
                     strv_extend(&c->secrets, credentials[i]) < 0)

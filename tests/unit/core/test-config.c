@@ -983,6 +983,18 @@ static void test_lagoon(void) {
         ASSERT(strstr(log, "APIURL= needs APITokenFile= or JWTSecretFile="));
         ASSERT(strstr(log, "[Image x/y] has no Bundle="));
 
+        /* The password in BrokerURL= is masked in task output like BrokerPasswordFile='s. */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nTargetName=t\nBrokerURL=amqps://user:p%40ss%3Aw0rd@rabbit.example:5671/vh\n");
+        ASSERT(config_finalize(c) == 0);
+        strv_expect(c->secrets, "p@ss:w0rd", NULL);
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nTargetName=t\nBrokerURL=amqp://user@rabbit/\n");
+        ASSERT(config_finalize(c) == 0);
+        ASSERT(strv_length(c->secrets) == 0);
+
         /* remote-controller's namespace prefixes */
         config_free(c);
         c = config_new();
