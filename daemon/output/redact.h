@@ -19,7 +19,7 @@ char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len
 bool redact_needed(const char *text, size_t len, char *const *secrets);
 
 /* Secrets shorter than this are not masked: a one-character value would hide every
- * occurrence of that character and make the output useless (README, "Security model"). */
+ * occurrence of that character and make the output useless (README, under `Secret=`). */
 #define REDACT_SECRET_MIN 4U
 
 /* The strings to mask for a list of secret values, as output shows them: each value, each
