@@ -851,6 +851,17 @@ static int remove_task(CtlHttp *h, const char *id) {
         return 0;
 }
 
+/* For the verbs that take one or more task ids after their options: checks them all
+ * before anything is done, then opens the API. 0, or the exit status. */
+static int open_api_for_ids(const char *verb, int argc, char *argv[], CtlHttp **ret) {
+        if (optind >= argc)
+                return usage_error("%s: missing task id", verb);
+        for (int i = optind; i < argc; i++)
+                if (check_task_id(verb, argv[i]) != 0)
+                        return EXIT_USAGE;
+        return open_api(ret) < 0 ? EXIT_API_ERROR : 0;
+}
+
 static int verb_rm(int argc, char *argv[]) {
         static const struct option options[] = {
                 COMMON_OPTIONS,
@@ -864,13 +875,9 @@ static int verb_rm(int argc, char *argv[]) {
                 if (r <= 0)
                         return -r;
         }
-        if (optind >= argc)
-                return usage_error("rm: missing task id");
-        for (int i = optind; i < argc; i++)
-                if (check_task_id("rm", argv[i]) != 0)
-                        return EXIT_USAGE;
-        if (open_api(&h) < 0)
-                return EXIT_API_ERROR;
+        r = open_api_for_ids("rm", argc, argv, &h);
+        if (r != 0)
+                return r;
         /* Like rm(1): the others are still removed when one fails. */
         for (int i = optind; i < argc; i++)
                 if (remove_task(h, argv[i]) < 0)
@@ -953,13 +960,9 @@ static int verb_wait(int argc, char *argv[]) {
                         if (r <= 0)
                                 return -r;
                 }
-        if (optind >= argc)
-                return usage_error("wait: missing task id");
-        for (int i = optind; i < argc; i++)
-                if (check_task_id("wait", argv[i]) != 0)
-                        return EXIT_USAGE;
-        if (open_api(&h) < 0)
-                return EXIT_API_ERROR;
+        r = open_api_for_ids("wait", argc, argv, &h);
+        if (r != 0)
+                return r;
         if (timeout_usec != UINT64_MAX && arm_wait_timeout(timeout, timeout_usec) < 0)
                 return ctl_error("wait: cannot arm the timeout: %s", strerror(errno)), EXIT_API_ERROR;
 
