@@ -24,3 +24,7 @@ static inline void loop_run_for(sd_event *e, uint64_t usec) {
         while (now_usec(CLOCK_MONOTONIC) < deadline)
                 ASSERT_OK(sd_event_run(e, 20 * USEC_PER_MSEC));
 }
+
+static inline uint64_t now_ms(void) {
+        return now_usec(CLOCK_MONOTONIC) / USEC_PER_MSEC;
+}

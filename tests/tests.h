@@ -133,3 +133,23 @@ static inline Buf file_slurp(const char *path) {
                 buf_add(&b, "", 0);
         return b;
 }
+
+/* Whether a file holds a string; a file that cannot be opened holds nothing. */
+static inline bool file_contains(const char *path, const char *needle) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        Buf b;
+        bool found;
+
+        if (fd < 0)
+                return false;
+        close(fd);
+        b = file_slurp(path);
+        found = strstr(b.p, needle) != NULL;
+        buf_done(&b);
+        return found;
+}
+
+/* Whether anything is mounted at or below dir, for clean-up checks. */
+static inline bool mounted_under(const char *dir) {
+        return file_contains("/proc/self/mountinfo", dir);
+}
