@@ -624,6 +624,9 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "SSHPort", config_parse_word, offsetof(Config, lagoon_ssh_port), NULL},
         {SECTION_LAGOON, "TokenHost", config_parse_word, offsetof(Config, lagoon_token_host), NULL},
         {SECTION_LAGOON, "TokenPort", config_parse_word, offsetof(Config, lagoon_token_port), NULL},
+        {SECTION_LAGOON, "HTTPProxy", config_parse_word, offsetof(Config, http_proxy), NULL},
+        {SECTION_LAGOON, "HTTPSProxy", config_parse_word, offsetof(Config, https_proxy), NULL},
+        {SECTION_LAGOON, "NoProxy", config_parse_word, offsetof(Config, no_proxy), NULL},
         {SECTION_LAGOON, "SSHKeyFile", config_parse_path, offsetof(Config, ssh_key_file), NULL},
         {SECTION_LAGOON, "DeployerTokenFile", config_parse_path, offsetof(Config, deployer_token_file), NULL},
         {SECTION_LAGOON, "NamespacePrefix", config_parse_namespace_prefix, offsetof(Config, namespace_prefix), NULL},
@@ -737,6 +740,9 @@ Config *config_free(Config *c) {
         free(c->namespace_prefix);
         free(c->controller_namespace);
         free(c->lagoon_token_port);
+        free(c->http_proxy);
+        free(c->https_proxy);
+        free(c->no_proxy);
         free(c->ssh_key_file);
         free(c->deployer_token_file);
 

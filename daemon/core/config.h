@@ -105,10 +105,14 @@ typedef struct Config {
         char **secret_variables;       /* SecretVariables=: globs of Lagoon variable names whose values are
                                           masked; default *PASSWORD* *SECRET* *TOKEN* *_KEY */
         char *lagoon_api_host;         /* APIHost=: TASK_API_HOST, LAGOON_CONFIG_API_HOST */
-        char *lagoon_ssh_host;         /* SSHHost=: TASK_SSH_HOST, LAGOON_CONFIG_SSH_HOST */
-        char *lagoon_ssh_port;         /* SSHPort=: TASK_SSH_PORT, LAGOON_CONFIG_SSH_PORT */
-        char *lagoon_token_host;       /* TokenHost=: LAGOON_CONFIG_TOKEN_HOST */
-        char *lagoon_token_port;       /* TokenPort=: LAGOON_CONFIG_TOKEN_PORT */
+        char *lagoon_ssh_host;         /* SSHHost=: LAGOON_CONFIG_SSH_HOST */
+        char *lagoon_ssh_port;         /* SSHPort=: LAGOON_CONFIG_SSH_PORT */
+        char *lagoon_token_host;       /* TokenHost=: LAGOON_CONFIG_TOKEN_HOST and TASK_SSH_HOST (as
+                                          remote-controller: Lagoon's task scripts get a token there) */
+        char *lagoon_token_port;       /* TokenPort=: LAGOON_CONFIG_TOKEN_PORT and TASK_SSH_PORT */
+        char *http_proxy;              /* HTTPProxy=: HTTP_PROXY and http_proxy of standard tasks */
+        char *https_proxy;             /* HTTPSProxy=: HTTPS_PROXY and https_proxy */
+        char *no_proxy;                /* NoProxy=: NO_PROXY and no_proxy */
         char *ssh_key_file;            /* SSHKeyFile=: mounted for advanced tasks with sshKey (local mode) */
         char *deployer_token_file;     /* DeployerTokenFile=: mounted for advanced tasks with deployerToken */
         char *namespace_prefix;        /* NamespacePrefix= (remote-controller's --namespace-prefix); with

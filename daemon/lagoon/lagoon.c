@@ -521,8 +521,9 @@ static int push_env(char ***env, const char *key, const char *value) {
         return strv_push(env, s);
 }
 
-/* The variables DESIGN.md lists for Lagoon tasks (the manager adds TASK_DATA_ID,
- * NAMESPACE, PODNAME, LAGOON_PROJECT, LAGOON_GIT_BRANCH). */
+/* The variables remote-controller gives Lagoon tasks (the manager adds TASK_DATA_ID,
+ * NAMESPACE, PODNAME, LAGOON_PROJECT, LAGOON_GIT_BRANCH). TASK_SSH_HOST/PORT are the
+ * token service's, as there: Lagoon's task scripts fetch an API token with them. */
 static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
         const Config *c = config(l);
         _cleanup_strv_free_ char **env = NULL;
@@ -530,8 +531,8 @@ static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
         int r = 0;
 
         if ((r = push_env(&env, "TASK_API_HOST", c->lagoon_api_host)) < 0 ||
-            (r = push_env(&env, "TASK_SSH_HOST", c->lagoon_ssh_host)) < 0 ||
-            (r = push_env(&env, "TASK_SSH_PORT", c->lagoon_ssh_port)) < 0 ||
+            (r = push_env(&env, "TASK_SSH_HOST", c->lagoon_token_host)) < 0 ||
+            (r = push_env(&env, "TASK_SSH_PORT", c->lagoon_token_port)) < 0 ||
             (r = push_env(&env, "LAGOON_CONFIG_API_HOST", c->lagoon_api_host)) < 0 ||
             (r = push_env(&env, "LAGOON_CONFIG_SSH_HOST", c->lagoon_ssh_host)) < 0 ||
             (r = push_env(&env, "LAGOON_CONFIG_SSH_PORT", c->lagoon_ssh_port)) < 0 ||
@@ -549,9 +550,18 @@ static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
                         if ((r = push_env(&env, "LAGOON_ENVIRONMENT_ID", id)) < 0)
                                 return r;
                 }
-        } else if ((r = push_env(&env, "JSON_PAYLOAD", msg->json_payload)) < 0 ||
-                   (r = push_env(&env, "LAGOON_PROJECT_VARIABLES", msg->project_variables_raw)) < 0 ||
-                   (r = push_env(&env, "LAGOON_ENVIRONMENT_VARIABLES", msg->environment_variables_raw)) < 0)
+                /* remote-controller gives the proxy to standard tasks only. */
+                if ((r = push_env(&env, "HTTP_PROXY", c->http_proxy)) < 0 ||
+                    (r = push_env(&env, "http_proxy", c->http_proxy)) < 0 ||
+                    (r = push_env(&env, "HTTPS_PROXY", c->https_proxy)) < 0 ||
+                    (r = push_env(&env, "https_proxy", c->https_proxy)) < 0 ||
+                    (r = push_env(&env, "NO_PROXY", c->no_proxy)) < 0 ||
+                    (r = push_env(&env, "no_proxy", c->no_proxy)) < 0)
+                        return r;
+        } else if ((r = push_env(&env, "JSON_PAYLOAD", msg->json_payload)) < 0)
+                return r;
+        if ((r = push_env(&env, "LAGOON_PROJECT_VARIABLES", msg->project_variables_raw)) < 0 ||
+            (r = push_env(&env, "LAGOON_ENVIRONMENT_VARIABLES", msg->environment_variables_raw)) < 0)
                 return r;
         *ret = TAKE_PTR(env);
         return 0;

@@ -87,7 +87,9 @@ class TestBus(harness.TaskdTestCase):
                 self.assertRegex(meta[k], lh.LAGOON_TIME, k)
 
     def test_standard_task_from_fixture(self):
-        self.start_daemon()
+        self.start_daemon(lagoon={"APIHost": "api.example", "SSHHost": "ssh.example", "SSHPort": "22",
+                                  "TokenHost": "token.example", "TokenPort": "2222",
+                                  "HTTPProxy": "http://proxy.example:3128", "NoProxy": ".cluster.local"})
         body = self.standard_message(command="echo lagoon says hi; env")
         self.peer.publish(body, "jobs")
         complete = self.peer.wait_status("1", "complete")
@@ -117,8 +119,19 @@ class TestBus(harness.TaskdTestCase):
         text = last["message"]
         self.assertIn("lagoon says hi\n", text)
         for var in ("TASK_DATA_ID=1", "LAGOON_PROJECT=nginx-example", "LAGOON_GIT_BRANCH=main",
-                    "NAMESPACE=nginx-example-main", "LAGOON_PROJECT_ID=1", "LAGOON_ENVIRONMENT_ID=1"):
+                    "NAMESPACE=nginx-example-main", "LAGOON_PROJECT_ID=1", "LAGOON_ENVIRONMENT_ID=1",
+                    # remote-controller's: TASK_SSH_* name the token service, LAGOON_CONFIG_SSH_* the SSH one.
+                    "TASK_API_HOST=api.example", "TASK_SSH_HOST=token.example", "TASK_SSH_PORT=2222",
+                    "LAGOON_CONFIG_SSH_HOST=ssh.example", "LAGOON_CONFIG_SSH_PORT=22",
+                    "LAGOON_CONFIG_TOKEN_HOST=token.example", "LAGOON_CONFIG_TOKEN_PORT=2222",
+                    "HTTP_PROXY=http://proxy.example:3128", "http_proxy=http://proxy.example:3128",
+                    "NO_PROXY=.cluster.local", "no_proxy=.cluster.local",
+                    "LAGOON_PROJECT_VARIABLES="
+                    + base64.b64decode(body["project"]["variables"]["project"]).decode()):
             self.assertIn(var + "\n", text)
+        # An empty list ("[]") and an unset proxy are not passed, as remote-controller does.
+        for var in ("LAGOON_ENVIRONMENT_VARIABLES=", "HTTPS_PROXY=", "https_proxy="):
+            self.assertNotIn("\n" + var, text)
         # The daemon's own task record links the two.
         t = self.client.task("1")
         self.assertEqual(t["status"], "complete")
@@ -321,7 +334,7 @@ class TestBus(harness.TaskdTestCase):
         self.assertTrue(routing_key.endswith(":jobs"))
         self.assertNotIn("key", body)
         self.assertEqual(body["environment"]["openshiftProjectName"], expected_ns)
-        body["task"]["command"] = 'echo "ns=$NAMESPACE"; echo "vars=$LAGOON_PROJECT_VARIABLES"'
+        body["task"]["command"] = 'echo "ns=$NAMESPACE"; echo "vars=$LAGOON_ENVIRONMENT_VARIABLES"'
         self.peer.publish(body)
         derived = copy.deepcopy(body)
         derived["task"]["id"] = "420"
@@ -336,6 +349,12 @@ class TestBus(harness.TaskdTestCase):
             self.assertNotIn("key", complete["meta"])
             log = self.peer.task_logs(tid)[-1]["message"]
             self.assertIn(f"ns={expected_ns}\n", log)
+            # Lagoon sends a standard task's variables as project.variables.environment;
+            # the secret one among them is masked.
+            vars_line = [ln for ln in log.split("\n") if ln.startswith("vars=")][0]
+            self.assertIn('"LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD"', vars_line)
+            self.assertNotIn("s3cr3t-from-lagoon", log)
+            self.assertIn('"DB_PASSWORD"', vars_line)
             # The project row's privateKey is never kept or shown.
             self.assertNotIn("FAKE-PROJECT-KEY", log)
         self.assertNotIn("FAKE-PROJECT-KEY", json.dumps(self.client.task("42")))

@@ -935,6 +935,7 @@ static void test_lagoon(void) {
                         "LogUpdateIntervalSec=2s\nLogSizeMax=64K\nSecretVariables=\nSecretVariables=*PASS* X\n"
                         "APIHost=api.example\nSSHHost=ssh.example\nSSHPort=22\nTokenHost=token.example\n"
                         "TokenPort=2222\nSSHKeyFile=/etc/lagoon/key\nDeployerTokenFile=/etc/lagoon/token\n"
+                        "HTTPProxy=http://proxy:3128\nHTTPSProxy=http://sproxy:3128\nNoProxy=.local,10.0.0.0/8\n"
                         "[Image example.com/test-task-image:v0.0.1]\nBundle=/b/img\nSeccomp=unconfined\n",
                         pw, jwt) >= 0);
         parse_ok(c, text);
@@ -949,6 +950,9 @@ static void test_lagoon(void) {
         ASSERT(c->log_interval_usec == 2 * USEC_PER_SEC && c->log_size_max == 64 * 1024);
         strv_expect(c->secret_variables, "*PASS*", "X", NULL);
         ASSERT_STREQ(c->lagoon_ssh_port, "22");
+        ASSERT_STREQ(c->http_proxy, "http://proxy:3128");
+        ASSERT_STREQ(c->https_proxy, "http://sproxy:3128");
+        ASSERT_STREQ(c->no_proxy, ".local,10.0.0.0/8");
         ASSERT_STREQ(c->deployer_token_file, "/etc/lagoon/token");
         /* Credentials join the secrets, so they are masked in task output. */
         ASSERT(strv_contains(c->secrets, "hunter2") && strv_contains(c->secrets, "jwt-secret-value"));
