@@ -167,7 +167,8 @@ int api_route(const char *path, ApiRoute *ret, char **ret_id) {
 
 static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
         static const char *const expected =
-                "member 'timeout' must be a positive integer number of seconds or a duration string like \"5min\"";
+                "member 'timeout' must be a non-negative integer number of seconds (0: none) or a duration string "
+                "like \"5min\"";
         uint64_t usec;
         int64_t sec;
         int r;
@@ -177,7 +178,7 @@ static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
                 r = json_int64(v, &sec);
                 if (r == -ERANGE || (r >= 0 && sec > (int64_t) ((USEC_INFINITY - 1) / USEC_PER_SEC)))
                         return error_message(ret_error, -EINVAL, "member 'timeout' is too large");
-                if (r < 0 || sec <= 0)
+                if (r < 0 || sec < 0)
                         return error_message(ret_error, -EINVAL, "%s", expected);
                 usec = (uint64_t) sec * USEC_PER_SEC;
                 break;
@@ -186,7 +187,7 @@ static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
                 r = parse_duration(json_string(v), &usec);
                 if (r == -ERANGE)
                         return error_message(ret_error, -EINVAL, "member 'timeout' is too large");
-                if (r < 0 || usec == 0)
+                if (r < 0)
                         return error_message(ret_error, -EINVAL, "%s, got \"%.64s\"", expected, json_string(v));
                 break;
 
@@ -194,7 +195,8 @@ static int parse_timeout(const JsonValue *v, uint64_t *ret, char **ret_error) {
                 return error_message(ret_error, -EINVAL, "%s, got %s", expected, json_type_to_string(json_type(v)));
         }
 
-        *ret = usec;
+        /* As DefaultTimeoutSec=0: no time limit (0 in a TaskRequest means the default). */
+        *ret = usec == 0 ? USEC_INFINITY : usec;
         return 0;
 }
 
@@ -273,6 +275,9 @@ int api_parse_task_request(const char *body, size_t size, TaskRequest *ret, Json
 
         if (!req.command)
                 return error_message(ret_error, -EINVAL, "member 'command' is required");
+        /* sh -c would run nothing and report success: refused as lagoon-taskctl does. */
+        if (req.command[strspn(req.command, " \t\n\r\v\f")] == 0)
+                return error_message(ret_error, -EINVAL, "member 'command' holds only white space");
         if (req.id && !task_id_is_valid(req.id))
                 return error_message(
                         ret_error, -EINVAL,
@@ -436,12 +441,55 @@ static enum MHD_Result handle_metrics(Api *a, struct MHD_Connection *connection)
                                  response_from_string(TAKE_PTR(text), n, METRICS_CONTENT_TYPE));
 }
 
+/* ?status=S[,S...]: a bit per status; 0 when absent, -EINVAL naming the bad word. */
+static int parse_status_filter(const char *value, unsigned *ret, char **ret_error) {
+        unsigned mask = 0;
+
+        if (!value) {
+                *ret = 0;
+                return 0;
+        }
+        for (const char *p = value;;) {
+                size_t k = strcspn(p, ",");
+                char word[32];
+                TaskStatus s = _TASK_STATUS_INVALID;
+
+                if (k > 0 && k < sizeof(word)) {
+                        memcpy(word, p, k);
+                        word[k] = 0;
+                        s = task_status_from_string(word);
+                }
+                if (s < 0)
+                        return error_message(ret_error, -EINVAL,
+                                             "invalid status filter '%.*s' (expected new, pending, running, "
+                                             "complete, failed or cancelled, comma-separated)",
+                                             (int) MIN(k, (size_t) 64), p);
+                mask |= 1U << s;
+                if (!p[k])
+                        break;
+                p += k + 1;
+        }
+        *ret = mask;
+        return 0;
+}
+
+static const char *get_argument(struct MHD_Connection *connection, const char *key) {
+        return MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, key);
+}
+
 static enum MHD_Result handle_list(Api *a, struct MHD_Connection *connection) {
         _cleanup_(json_freep) JsonValue *v = NULL;
         _cleanup_free_ const Task **tasks = NULL;
+        _cleanup_free_ char *error = NULL;
+        const char *project = get_argument(connection, "project"),
+                   *environment = get_argument(connection, "environment");
         JsonValue *array = NULL;
+        unsigned statuses = 0;
         size_t n = 0;
         int r;
+
+        if (parse_status_filter(get_argument(connection, "status"), &statuses, &error) < 0)
+                return respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad-request", "%s", strna(error));
 
         r = manager_list_tasks(a->manager, &tasks, &n);
         if (r < 0)
@@ -458,6 +506,10 @@ static enum MHD_Result handle_list(Api *a, struct MHD_Connection *connection) {
         for (size_t i = 0; i < n; i++) {
                 JsonValue *item = NULL;
 
+                if ((statuses != 0 && !(statuses & (1U << tasks[i]->status))) ||
+                    (project && !streq_ptr(tasks[i]->project, project)) ||
+                    (environment && !streq_ptr(tasks[i]->environment, environment)))
+                        continue;
                 r = task_to_json(tasks[i], manager_queue_position(a->manager, tasks[i]), &item);
                 if (r < 0)
                         return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",

@@ -807,6 +807,23 @@ const ServiceConfig *config_find_service(const Config *c, const char *name) {
         return c ? find_section(c->services, c->n_services, name) : NULL;
 }
 
+int config_service_names(const Config *c, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        size_t n = 1;
+        char *p;
+
+        for (size_t i = 0; i < c->n_services; i++)
+                n += strlen(c->services[i].name) + 2;
+        s = p = malloc(n);
+        if (!s)
+                return -ENOMEM;
+        *p = 0;
+        for (size_t i = 0; i < c->n_services; i++)
+                p = stpcpy(stpcpy(p, i > 0 ? ", " : ""), c->services[i].name);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
 const ServiceConfig *config_find_image(const Config *c, const char *reference) {
         return c ? find_section(c->images, c->n_images, reference) : NULL;
 }

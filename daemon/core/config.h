@@ -166,4 +166,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
 const ServiceConfig *config_find_service(const Config *c, const char *name);
 /* Node mode: a [Kubernetes] source of services is configured. */
 bool config_kube_enabled(const Config *c);
+/* The [Service NAME] names, ", "-separated, in order ("" when none), for messages. */
+int config_service_names(const Config *c, char **ret);
 const ServiceConfig *config_find_image(const Config *c, const char *reference);

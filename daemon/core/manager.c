@@ -1210,13 +1210,19 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                         return 0;
                 }
         }
-        if (service && !m->node && !config_find_service(m->config, service))
-                return error_message(ret_error, -ENOENT, "unknown service '%s'", service);
+        if (service && !m->node && !config_find_service(m->config, service)) {
+                _cleanup_free_ char *known = NULL;
+
+                if (config_service_names(m->config, &known) < 0)
+                        return -ENOMEM;
+                return error_message(ret_error, -ENOENT, "unknown service '%s' (configured: %s)", service,
+                                     isempty(known) ? "none" : known);
+        }
         if (req->image && !node_api(m->node) && !config_find_image(m->config, req->image))
                 return error_message(ret_error, -ENOENT, "no [Image %s] section for this runner image", req->image);
         if (manager_n_queued(m) >= m->config->max_queued)
-                return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=)",
-                                     manager_n_queued(m));
+                return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=%u)",
+                                     manager_n_queued(m), m->config->max_queued);
 
         mt = calloc(1, sizeof(ManagedTask));
         if (!mt)

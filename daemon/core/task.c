@@ -325,6 +325,10 @@ int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret) {
             (r = set_time(o, "startedAt", t->started_usec)) < 0 ||
             (r = set_time(o, "finishedAt", t->finished_usec)) < 0)
                 return r;
+        /* SIGTERM sent (cancel or timeout), SIGKILL follows after KillGraceSec=: still
+         * running for Lagoon and the state machine, "stopping" for an operator. */
+        if (t->status == TASK_RUNNING && t->kill_usec > 0 && (r = set_time(o, "stoppingAt", t->kill_usec)) < 0)
+                return r;
         r = json_object_set(o, "timeout",
                             t->timeout_usec == USEC_INFINITY ? json_new_null()
                                                              : json_new_uint64(t->timeout_usec / USEC_PER_SEC));

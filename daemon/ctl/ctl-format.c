@@ -5,6 +5,7 @@
  * reach the terminal and members of the wrong type are shown as missing. */
 
 #include <inttypes.h>
+#include <string.h>
 #include <time.h>
 
 #include "ctl-format.h"
@@ -58,24 +59,122 @@ static void format_created(const char *s, char *buf, size_t size) {
                 snprintf(buf, size, "%s", s);
 }
 
+/* AGE and DURATION as kubectl shows them: two units at most ("45s", "3m12s", "5h4m",
+ * "2d3h"); "-" when a time is missing or not a timestamp. */
+static void format_span(const char *from, const char *to, uint64_t now, char *buf, size_t size) {
+        uint64_t a, b, s;
+
+        if (!from || parse_timestamp_rfc3339(from, &a) < 0 || (to && parse_timestamp_rfc3339(to, &b) < 0)) {
+                snprintf(buf, size, "-");
+                return;
+        }
+        if (!to)
+                b = now;
+        s = b > a ? (b - a) / USEC_PER_SEC : 0;
+        if (s < 60)
+                snprintf(buf, size, "%" PRIu64 "s", s);
+        else if (s < 3600)
+                snprintf(buf, size, "%" PRIu64 "m%" PRIu64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, size, "%" PRIu64 "h%" PRIu64 "m", s / 3600, s / 60 % 60);
+        else
+                snprintf(buf, size, "%" PRIu64 "d%" PRIu64 "h", s / 86400, s / 3600 % 24);
+}
+
+void ctl_format_status(const JsonValue *t, char *buf, size_t size) {
+        const char *status = strna(json_get_string(t, "status")), *reason = json_get_string(t, "reason");
+        uint64_t pos = 0;
+        unsigned code;
+        int n = 0;
+
+        if (streq(status, "pending") && json_uint64(json_get(t, "queuePosition"), &pos) >= 0 && pos > 0)
+                snprintf(buf, size, "pending #%" PRIu64, pos);
+        else if (streq(status, "running") && json_get_string(t, "stoppingAt"))
+                snprintf(buf, size, "stopping");
+        else if (streq(status, "failed") && reason && sscanf(reason, "exit-code %u%n", &code, &n) == 1 &&
+                 (size_t) n == strlen(reason)) {
+                /* 128+N is how a runtime reports death by signal N. */
+                const char *sig = code > 128 && code < 128 + 65 ? sigabbrev_np((int) code - 128) : NULL;
+
+                if (sig)
+                        snprintf(buf, size, "killed (SIG%s)", sig);
+                else
+                        snprintf(buf, size, "failed");
+        } else if (streq(status, "failed") && reason)
+                /* "launch-error: runc: …" → "launch-error": the detail is in show. */
+                snprintf(buf, size, "%.*s", (int) MIN(strcspn(reason, ": "), (size_t) 32), reason);
+        else
+                snprintf(buf, size, "%.32s", status);
+}
+
 typedef struct Row {
-        const char *id, *service, *command;
+        const char *id, *name, *service, *command;
+        char projenv[2 * 64 + 2];
         char status[48];
         char exit[8];
         char created[64];
+        char age[32], duration[32];
 } Row;
 
 static void print_cell(FILE *f, const char *s, size_t width) {
         size_t w = text_width(s);
 
-        ctl_print_clean(f, s, SIZE_MAX, ' ');
+        /* A cell over its width keeps width - 3 characters and "...". */
+        if (w > width) {
+                ctl_print_clean(f, s, width > 3 ? width - 3 : 0, ' ');
+                w = width;
+        } else
+                ctl_print_clean(f, s, SIZE_MAX, ' ');
         for (; w < width; w++)
                 fputc(' ', f);
         fputs("  ", f);
 }
 
-int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns) {
-        size_t n, w_id = 2, w_status = 6, w_exit = 4, w_service = 7, w_created = 7, used, w_command;
+/* One column: its heading, where the row keeps it, whether it is wide-only. */
+typedef struct Column {
+        const char *heading;
+        size_t width;
+        bool wide_only, capped;
+} Column;
+
+enum { COL_ID, COL_NAME, COL_STATUS, COL_EXIT, COL_SERVICE, COL_PROJENV, COL_CREATED, COL_AGE, COL_DURATION, _COL_MAX };
+
+static const char *row_cell(const Row *row, int col) {
+        switch (col) {
+        case COL_ID:
+                return row->id;
+        case COL_NAME:
+                return row->name;
+        case COL_STATUS:
+                return row->status;
+        case COL_EXIT:
+                return row->exit;
+        case COL_SERVICE:
+                return row->service;
+        case COL_PROJENV:
+                return row->projenv;
+        case COL_CREATED:
+                return row->created;
+        case COL_AGE:
+                return row->age;
+        default:
+                return row->duration;
+        }
+}
+
+int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns, bool wide, uint64_t now) {
+        Column cols[_COL_MAX] = {
+                [COL_ID] = {"ID", .capped = true},
+                [COL_NAME] = {"NAME", .wide_only = true, .capped = true},
+                [COL_STATUS] = {"STATUS"},
+                [COL_EXIT] = {"EXIT"},
+                [COL_SERVICE] = {"SERVICE", .capped = true},
+                [COL_PROJENV] = {"PROJECT/ENVIRONMENT", .wide_only = true, .capped = true},
+                [COL_CREATED] = {"CREATED", .wide_only = true},
+                [COL_AGE] = {"AGE"},
+                [COL_DURATION] = {"DURATION"},
+        };
+        size_t n, used = 0, w_command;
         _cleanup_free_ Row *rows = NULL;
         const JsonValue *tasks;
 
@@ -87,34 +186,43 @@ int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns) {
         rows = calloc(MAX(n, (size_t) 1), sizeof(Row));
         if (!rows)
                 return -ENOMEM;
+        for (int c = 0; c < _COL_MAX; c++)
+                cols[c].width = text_width(cols[c].heading);
         for (size_t i = 0; i < n; i++) {
                 const JsonValue *t = json_array_at(tasks, i);
-                const char *status = strna(json_get_string(t, "status"));
+                const char *project = json_get_string(t, "project"), *env = json_get_string(t, "environment");
                 Row *row = rows + i;
-                uint64_t pos = 0;
                 int64_t code;
 
                 row->id = strna(json_get_string(t, "id"));
+                row->name = json_get_string(t, "name") ?: "-";
                 row->service = json_get_string(t, "service") ?: json_get_string(t, "image") ?: "-";
                 row->command = strempty(json_get_string(t, "command"));
-                if (json_uint64(json_get(t, "queuePosition"), &pos) >= 0 && pos > 0)
-                        snprintf(row->status, sizeof(row->status), "%.16s #%" PRIu64, status, pos);
-                else
-                        snprintf(row->status, sizeof(row->status), "%s", status);
+                snprintf(row->projenv, sizeof(row->projenv), "%.64s/%.64s", project ?: "-", env ?: "-");
+                ctl_format_status(t, row->status, sizeof(row->status));
                 if (json_int64(json_get(t, "exitCode"), &code) >= 0 && code >= 0 && code <= 255)
                         snprintf(row->exit, sizeof(row->exit), "%" PRIi64, code);
                 else
                         snprintf(row->exit, sizeof(row->exit), "-");
                 format_created(json_get_string(t, "createdAt"), row->created, sizeof(row->created));
+                format_span(json_get_string(t, "createdAt"), NULL, now, row->age, sizeof(row->age));
+                if (json_get_string(t, "startedAt"))
+                        format_span(json_get_string(t, "startedAt"), json_get_string(t, "finishedAt"), now,
+                                    row->duration, sizeof(row->duration));
+                else
+                        snprintf(row->duration, sizeof(row->duration), "-");
 
-                w_id = MAX(w_id, text_width(row->id));
-                w_status = MAX(w_status, text_width(row->status));
-                w_exit = MAX(w_exit, text_width(row->exit));
-                w_service = MAX(w_service, text_width(row->service));
-                w_created = MAX(w_created, text_width(row->created));
+                for (int c = 0; c < _COL_MAX; c++)
+                        cols[c].width = MAX(cols[c].width, text_width(row_cell(row, c)));
         }
 
-        used = w_id + w_status + w_exit + w_service + w_created + 5 * 2;
+        for (int c = 0; c < _COL_MAX; c++) {
+                /* Fitting the terminal, one long id or name must not squeeze COMMAND away. */
+                if (cols[c].capped && columns != SIZE_MAX)
+                        cols[c].width = MIN(cols[c].width, (size_t) CTL_COLUMN_WIDTH_CAP);
+                if (wide || !cols[c].wide_only)
+                        used += cols[c].width + 2;
+        }
         if (columns == SIZE_MAX)
                 w_command = SIZE_MAX;
         else if (columns == 0)
@@ -123,18 +231,14 @@ int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns) {
                 /* "..." goes past the limit, so leave room for it; never less than 10. */
                 w_command = columns > used + 13 ? columns - used - 3 : 10;
 
-        print_cell(f, "ID", w_id);
-        print_cell(f, "STATUS", w_status);
-        print_cell(f, "EXIT", w_exit);
-        print_cell(f, "SERVICE", w_service);
-        print_cell(f, "CREATED", w_created);
+        for (int c = 0; c < _COL_MAX; c++)
+                if (wide || !cols[c].wide_only)
+                        print_cell(f, cols[c].heading, cols[c].width);
         fputs("COMMAND\n", f);
         for (size_t i = 0; i < n; i++) {
-                print_cell(f, rows[i].id, w_id);
-                print_cell(f, rows[i].status, w_status);
-                print_cell(f, rows[i].exit, w_exit);
-                print_cell(f, rows[i].service, w_service);
-                print_cell(f, rows[i].created, w_created);
+                for (int c = 0; c < _COL_MAX; c++)
+                        if (wide || !cols[c].wide_only)
+                                print_cell(f, row_cell(rows + i, c), cols[c].width);
                 ctl_print_clean(f, rows[i].command, w_command, ' ');
                 fputc('\n', f);
         }

@@ -25,11 +25,19 @@
  * code points (then "..." is added; SIZE_MAX: never cut). */
 void ctl_print_clean(FILE *f, const char *s, size_t max_chars, char replacement);
 
-/* The `ls` table of a {"tasks":[…]} answer: ID STATUS EXIT SERVICE CREATED COMMAND.
- * columns: the line width to fit COMMAND into; 0 = unknown (COMMAND cut at
- * CTL_COMMAND_WIDTH_DEFAULT), SIZE_MAX = never cut. -EBADMSG without a "tasks"
- * array, -ENOMEM. */
-int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns);
+/* ID, NAME, SERVICE and PROJECT/ENVIRONMENT are cut to this width unless columns is SIZE_MAX. */
+#define CTL_COLUMN_WIDTH_CAP 24
+
+/* The `ls` table of a {"tasks":[…]} answer: ID STATUS EXIT SERVICE AGE DURATION COMMAND;
+ * wide adds NAME, PROJECT/ENVIRONMENT and CREATED. now (CLOCK_REALTIME) is what AGE and
+ * a running task's DURATION count to. columns: the line width to fit COMMAND into;
+ * 0 = unknown (COMMAND cut at CTL_COMMAND_WIDTH_DEFAULT), SIZE_MAX = nothing cut.
+ * -EBADMSG without a "tasks" array, -ENOMEM. */
+int ctl_print_task_table(FILE *f, const JsonValue *answer, size_t columns, bool wide, uint64_t now);
+
+/* The STATUS cell: "pending #2", "stopping" (SIGTERM sent), the reason of a failure
+ * ("timeout", "launch-error", "killed (SIGKILL)" for exit code 137), else the status. */
+void ctl_format_status(const JsonValue *task, char *buf, size_t size);
 
 /* `show`: every member of the task object as "key: value", in the API's order, so
  * members added later show up too; null as "-", timeout (seconds) also as a duration. */

@@ -5,7 +5,9 @@
  * reconnects, and the mapping of a task's end to an exit status. Verbs return an exit
  * status (>= 0); helpers return 0 or -errno after printing their message. */
 
+#include <ctype.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -87,7 +89,8 @@ static void help(void) {
                "Commands:\n"
                "  run [OPTIONS] [--] COMMAND...  Submit a task running COMMAND (words joined by\n"
                "                                 spaces into one shell command); prints its id\n"
-               "  ls                             List tasks\n"
+               "  run [OPTIONS] --file=FILE      The same with the script in FILE (- for stdin)\n"
+               "  ls [OPTIONS]                   List tasks (also: list)\n"
                "  show ID                        Show a task (also: inspect)\n"
                "  logs [-f] ID                   Print a task's output; -f follows it until the\n"
                "                                 task ends\n"
@@ -112,11 +115,19 @@ static void help(void) {
                "     --service=SERVICE     Service whose container the task runs in\n"
                "     --project=PROJECT     Lagoon project\n"
                "     --environment=ENV     Lagoon environment\n"
-               "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity\n"
+               "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity (0: none)\n"
                "  -w --wait                Follow the output, then exit with the task's status\n"
                "                           (with --json: silently, then print the task)\n"
+               "     --argv                Run the words of COMMAND as they are (each quoted),\n"
+               "                           not as shell syntax\n"
+               "     --file=FILE           The command is FILE's contents (- for stdin)\n"
                "Options of ls:\n"
-               "     --no-trunc            Do not shorten the COMMAND column\n"
+               "     --status=STATUS,...   Only tasks in these states (pending, running, ...)\n"
+               "     --project=PROJECT     Only the tasks of this Lagoon project\n"
+               "  -q --quiet               Print only the ids (= --format=id)\n"
+               "  -o --format=FORMAT       table, wide (adds NAME, PROJECT/ENVIRONMENT, CREATED),\n"
+               "                           json or id\n"
+               "     --no-trunc            Do not shorten the ID, NAME and COMMAND columns\n"
                "Options of logs:\n"
                "  -f --follow              Keep printing output until the task ends\n"
                "\n"
@@ -499,6 +510,9 @@ enum {
         ARG_ENVIRONMENT,
         ARG_TIMEOUT,
         ARG_NO_TRUNC,
+        ARG_STATUS,
+        ARG_ARGV,
+        ARG_FILE,
 };
 
 /* clang-format off */
@@ -556,6 +570,66 @@ static int open_api(CtlHttp **ret) {
         return r;
 }
 
+/* --argv: each word in single quotes (a ' as '\''), so sh -c runs exactly these words. */
+static int quote_words(char *const *words, char **ret) {
+        size_t n = 1;
+        char *s, *p;
+
+        for (char *const *w = words; *w; w++)
+                n += strlen(*w) * 4 + 3;
+        s = p = malloc(n);
+        if (!s)
+                return -ENOMEM;
+        for (char *const *w = words; *w; w++) {
+                if (w != words)
+                        *p++ = ' ';
+                *p++ = '\'';
+                for (const char *c = *w; *c; c++)
+                        if (*c == '\'')
+                                p = stpcpy(p, "'\\''");
+                        else
+                                *p++ = *c;
+                *p++ = '\'';
+        }
+        *p = 0;
+        *ret = s;
+        return 0;
+}
+
+/* --file: the script, whole; "-" is standard input. At most max bytes + 1 are read, so
+ * the caller can tell a script that is too large. Returns 0 or a usage exit status. */
+static int read_script(const char *path, size_t max, char **ret) {
+        _cleanup_free_ char *buf = malloc(max + 2);
+        _cleanup_close_ int fd = -EBADF;
+        int in = STDIN_FILENO;
+        size_t n = 0;
+
+        if (!buf)
+                return oom(), EXIT_API_ERROR;
+        if (!streq(path, "-")) {
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fd < 0)
+                        return usage_error("run: --file: cannot open '%s': %s", path, strerror(errno));
+                in = fd;
+        }
+        while (n <= max) {
+                ssize_t k = read(in, buf + n, max + 1 - n);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return usage_error("run: --file: cannot read '%s': %s", path, strerror(errno));
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        if (memchr(buf, 0, n))
+                return usage_error("run: --file: '%s' holds a NUL byte: not a script", path);
+        buf[n] = 0;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
 static int join_words(char *const *words, char **ret) {
         size_t n = 0;
         char *s, *p;
@@ -607,15 +681,18 @@ static int verb_run(int argc, char *argv[]) {
                 {"environment", required_argument, NULL, ARG_ENVIRONMENT},
                 {"timeout", required_argument, NULL, ARG_TIMEOUT},
                 {"wait", no_argument, NULL, 'w'},
+                {"argv", no_argument, NULL, ARG_ARGV},
+                {"file", required_argument, NULL, ARG_FILE},
                 {},
         };
-        const char *id = NULL, *name = NULL, *service = NULL, *project = NULL, *environment = NULL, *timeout = NULL,
-                   *new_id;
+        const char *file = NULL, *id = NULL, *name = NULL, *service = NULL, *project = NULL, *environment = NULL,
+                   *timeout = NULL, *new_id;
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_json_ JsonValue *req = NULL, *task = NULL, *final = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {}, final_resp = {};
         _cleanup_free_ char *command = NULL, *body = NULL;
-        bool wait = false;
+        bool wait = false, as_argv = false;
+        uint64_t timeout_usec;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "+hw", options, NULL)) >= 0)
@@ -641,22 +718,64 @@ static int verb_run(int argc, char *argv[]) {
                 case 'w':
                         wait = true;
                         break;
+                case ARG_ARGV:
+                        as_argv = true;
+                        break;
+                case ARG_FILE:
+                        file = optarg;
+                        break;
                 default:
                         r = handle_common_option(c, "run", true);
                         if (r <= 0)
                                 return -r;
                 }
 
-        if (optind >= argc)
+        if (file) {
+                if (optind < argc)
+                        return usage_error("run: --file and a COMMAND on the line: give one of them");
+                if (as_argv)
+                        return usage_error("run: --argv quotes the words of COMMAND; it does not go with --file");
+                r = read_script(file, TASK_COMMAND_MAX, &command);
+                if (r != 0)
+                        return r;
+        } else if (optind >= argc)
                 return usage_error("run: missing command (lagoon-taskctl run [OPTIONS] -- COMMAND...)");
         if (id && check_task_id("run", id) != 0)
                 return EXIT_USAGE;
-        if (timeout && isempty(timeout))
-                return usage_error("run: empty --timeout");
-        if (join_words(argv + optind, &command) < 0)
+        /* Checked here with the daemon's parser, so a bad value is a usage error in the
+         * command line's terms; sent as written all the same. */
+        if (timeout && parse_duration(timeout, &timeout_usec) < 0)
+                return usage_error("run: --timeout: invalid duration '%s' (seconds, or e.g. 30min, 2h, infinity; 0: "
+                                   "none)",
+                                   timeout);
+        {
+                const struct {
+                        const char *option, *value;
+                } given[] = {{"--name", name},
+                             {"--service", service},
+                             {"--project", project},
+                             {"--environment", environment}};
+
+                for (size_t i = 0; i < ELEMENTSOF(given); i++) {
+                        if (!given[i].value)
+                                continue;
+                        if (isempty(given[i].value))
+                                return usage_error("run: %s: empty value", given[i].option);
+                        if (!utf8_is_valid(given[i].value))
+                                return usage_error("run: %s: not valid UTF-8", given[i].option);
+                }
+        }
+        if (!command && (as_argv ? quote_words(argv + optind, &command) : join_words(argv + optind, &command)) < 0)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
-        if (command[strspn(command, " \t\n")] == 0)
+        if (command[strspn(command, " \t\n\r\v\f")] == 0)
                 return usage_error("run: empty command");
+        if (!utf8_is_valid(command))
+                return usage_error("run: the command is not valid UTF-8 (tasks take UTF-8 text; convert it, e.g. "
+                                   "with iconv)");
+        if (strlen(command) > TASK_COMMAND_MAX)
+                return usage_error("run: the command is %zu bytes, more than a task takes (%u: one argument of "
+                                   "execve)",
+                                   strlen(command), TASK_COMMAND_MAX);
 
         req = json_new_object();
         if (!req)
@@ -712,22 +831,74 @@ static size_t terminal_columns(void) {
         return ws.ws_col;
 }
 
+/* Appends "&key=value" (the first one with '?'), value percent-encoded. */
+static int append_query(char **path, const char *key, const char *value) {
+        _cleanup_free_ char *enc = malloc(strlen(value) * 3 + 1), *joined = NULL;
+        char *p = enc;
+
+        if (!enc)
+                return -ENOMEM;
+        for (const unsigned char *c = (const unsigned char *) value; *c; c++)
+                if (isalnum(*c) || strchr("-._~", *c))
+                        *p++ = (char) *c;
+                else
+                        p += sprintf(p, "%%%02X", *c);
+        *p = 0;
+        if (asprintf(&joined, "%s%c%s=%s", *path, strchr(*path, '?') ? '&' : '?', key, enc) < 0)
+                return -ENOMEM;
+        free(*path);
+        *path = TAKE_PTR(joined);
+        return 0;
+}
+
+typedef enum LsFormat { LS_TABLE, LS_WIDE, LS_JSON, LS_ID } LsFormat;
+
 static int verb_ls(int argc, char *argv[]) {
         static const struct option options[] = {
                 COMMON_OPTIONS,
                 {"no-trunc", no_argument, NULL, ARG_NO_TRUNC},
+                {"status", required_argument, NULL, ARG_STATUS},
+                {"project", required_argument, NULL, ARG_PROJECT},
+                {"quiet", no_argument, NULL, 'q'},
+                {"format", required_argument, NULL, 'o'},
                 {},
         };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
+        _cleanup_free_ char *path = strdup("/v1/tasks");
+        const char *status = NULL, *project = NULL;
+        LsFormat format = LS_TABLE;
         bool no_trunc = false;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        if (!path)
+                return oom(), EXIT_API_ERROR;
+        while ((c = getopt_long(argc, argv, "hqo:", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_NO_TRUNC:
                         no_trunc = true;
+                        break;
+                case ARG_STATUS:
+                        status = optarg;
+                        break;
+                case ARG_PROJECT:
+                        project = optarg;
+                        break;
+                case 'q':
+                        format = LS_ID;
+                        break;
+                case 'o':
+                        if (streq(optarg, "table"))
+                                format = LS_TABLE;
+                        else if (streq(optarg, "wide"))
+                                format = LS_WIDE;
+                        else if (streq(optarg, "json"))
+                                format = LS_JSON;
+                        else if (streq(optarg, "id"))
+                                format = LS_ID;
+                        else
+                                return usage_error("ls: --format: unknown format '%s' (table, wide, json, id)", optarg);
                         break;
                 default:
                         r = handle_common_option(c, "ls", true);
@@ -736,16 +907,53 @@ static int verb_ls(int argc, char *argv[]) {
                 }
         if (expect_args("ls", argc, argv, 0, "") != 0)
                 return EXIT_USAGE;
+        if (arg_json)
+                format = LS_JSON;
+        if (status) {
+                /* Checked here too, so a typo is a usage error in CLI terms. */
+                for (const char *p = status;;) {
+                        size_t k = strcspn(p, ",");
+                        _cleanup_free_ char *word = strndup(p, k);
 
-        if (open_api(&h) < 0 || api_call(h, "GET", "/v1/tasks", NULL, &resp) < 0)
+                        if (!word)
+                                return oom(), EXIT_API_ERROR;
+                        if (task_status_from_string(word) < 0)
+                                return usage_error("ls: --status: unknown status '%s' (new, pending, running, "
+                                                   "complete, failed, cancelled)",
+                                                   word);
+                        if (!p[k])
+                                break;
+                        p += k + 1;
+                }
+                if (append_query(&path, "status", status) < 0)
+                        return oom(), EXIT_API_ERROR;
+        }
+        if (project && append_query(&path, "project", project) < 0)
+                return oom(), EXIT_API_ERROR;
+
+        if (open_api(&h) < 0 || api_call(h, "GET", path, NULL, &resp) < 0)
                 return EXIT_API_ERROR;
-        if (arg_json) {
+        if (format == LS_JSON) {
                 print_body(&resp);
                 return 0;
         }
         if (parse_response_json(&resp, JSON_OBJECT, &v) < 0)
                 return EXIT_API_ERROR;
-        r = ctl_print_task_table(stdout, v, no_trunc ? SIZE_MAX : terminal_columns());
+        if (format == LS_ID) {
+                const JsonValue *tasks = json_get(v, "tasks");
+
+                if (!json_is_array(tasks))
+                        return ctl_error("invalid answer from lagoon-taskd: no \"tasks\" array"), EXIT_API_ERROR;
+                for (size_t i = 0; i < json_length(tasks); i++) {
+                        const char *tid = json_get_string(json_array_at(tasks, i), "id");
+
+                        if (tid && task_id_is_valid(tid))
+                                puts(tid);
+                }
+                return 0;
+        }
+        r = ctl_print_task_table(stdout, v, no_trunc ? SIZE_MAX : terminal_columns(), format == LS_WIDE,
+                                 now_usec(CLOCK_REALTIME));
         if (r == -EBADMSG)
                 return ctl_error("invalid answer from lagoon-taskd: no \"tasks\" array"), EXIT_API_ERROR;
         if (r < 0)
@@ -1022,7 +1230,7 @@ typedef struct Verb {
 
 /* Each verb's --help: its arguments after the name (the alias's own name is shown),
  * what it does, its own options. */
-#define ARGS_RUN "[OPTIONS] [--] COMMAND..."
+#define ARGS_RUN "[OPTIONS] [--] COMMAND... | [OPTIONS] --file=FILE"
 #define HELP_RUN \
         "Submit a task running COMMAND (words joined by spaces into one shell command) and\n" \
         "print its id.\n\n" \
@@ -1031,12 +1239,22 @@ typedef struct Verb {
         "     --service=SERVICE     Service whose container the task runs in\n" \
         "     --project=PROJECT     Lagoon project\n" \
         "     --environment=ENV     Lagoon environment\n" \
-        "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity\n" \
+        "     --timeout=DURATION    Time limit, e.g. 90, 30min, 2h, infinity (0: none)\n" \
         "  -w --wait                Follow the output, then exit with the task's status\n" \
-        "                           (with --json: silently, then print the task)\n"
+        "                           (with --json: silently, then print the task)\n" \
+        "     --argv                Run the words of COMMAND as they are (each quoted for the\n" \
+        "                           shell): run --argv -- printf '%s\\n' \"it's\"\n" \
+        "     --file=FILE           The command is FILE's contents, a script (- for stdin)\n"
 #define HELP_LS \
-        "List tasks, oldest first (ls and list are the same).\n\n" \
-        "     --no-trunc            Do not shorten the COMMAND column\n"
+        "List tasks, oldest first (ls and list are the same). STATUS says why a task failed\n" \
+        "(timeout, launch-error, killed (SIGKILL), ...) and \"stopping\" once SIGTERM was sent.\n\n" \
+        "     --status=STATUS,...   Only tasks in these states (new, pending, running,\n" \
+        "                           complete, failed, cancelled)\n" \
+        "     --project=PROJECT     Only the tasks of this Lagoon project\n" \
+        "  -q --quiet               Print only the ids (= --format=id)\n" \
+        "  -o --format=FORMAT       table, wide (adds NAME, PROJECT/ENVIRONMENT, CREATED),\n" \
+        "                           json or id\n" \
+        "     --no-trunc            Do not shorten the ID, NAME and COMMAND columns\n"
 #define HELP_SHOW "Show a task as \"key: value\" lines (show and inspect are the same).\n"
 #define HELP_LOGS \
         "Print a task's output.\n\n" \

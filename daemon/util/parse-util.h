@@ -20,5 +20,8 @@ bool dns_label_is_valid(const char *s);
 /* Whether an http:// or https:// URL names a loopback host (localhost, 127.0.0.0/8, [::1]):
  * plain http is acceptable only there for URLs that carry a token. */
 bool url_host_is_loopback(const char *url);
+/* Whether s is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), as JSON strings must be. */
+bool utf8_is_valid(const char *s);
 /* Format a duration as systemd does ("1h 30min", "infinity"). */
 char *format_duration(uint64_t usec);

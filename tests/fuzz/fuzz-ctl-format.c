@@ -34,9 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (json_parse((const char *) data, size, 16, &v, NULL) < 0)
                 return 0;
 
-        (void) ctl_print_task_table(devnull, v, 0);
-        (void) ctl_print_task_table(devnull, v, 80);
-        (void) ctl_print_task_table(devnull, v, SIZE_MAX);
+        (void) ctl_print_task_table(devnull, v, 0, false, 0);
+        (void) ctl_print_task_table(devnull, v, 80, true, UINT64_MAX);
+        (void) ctl_print_task_table(devnull, v, SIZE_MAX, true, 1);
         check_task(v);
         tasks = json_get(v, "tasks");
         for (size_t i = 0; i < json_length(tasks); i++)
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!wrapped || json_object_set(wrapped, "tasks", json_new_array()) < 0 ||
             json_array_append(json_get(wrapped, "tasks"), json_copy(v)) < 0)
                 return 0;
-        if (ctl_print_task_table(devnull, wrapped, 40) < 0)
+        if (ctl_print_task_table(devnull, wrapped, 40, false, 1700000000000000) < 0)
                 __builtin_trap();
         return 0;
 }

@@ -885,15 +885,16 @@ class TaskdTestCase(unittest.TestCase):
         txt = read_text(os.path.join(self.container_dir(task_id), "conmon.pid"))
         return int(txt.strip()) if txt and txt.strip() else None
 
-    def taskctl(self, *args, timeout=120, env=None, socket_path=None):
-        """Runs $TASKCTL with the socket of this test; returns CompletedProcess (text)."""
+    def taskctl(self, *args, timeout=120, env=None, socket_path=None, input=None):
+        """Runs $TASKCTL with the socket of this test; returns CompletedProcess (text;
+        stdin is `input`, else empty)."""
         e = dict(os.environ)
         e["LAGOON_TASKD_SOCKET"] = socket_path or self.socket_path
         e.update(env or {})
         argv = [TASKCTL, "--socket", socket_path or self.socket_path, *args]
         try:
             return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  timeout=timeout, env=e)
+                                  timeout=timeout, env=e, input=input or "")
         except subprocess.TimeoutExpired as ex:
             raise AssertionError(f"{' '.join(argv)} did not end within {timeout}s; output: "
                                  f"{ex.stdout!r} {ex.stderr!r}") from None

@@ -229,6 +229,116 @@ class TestTaskctl(harness.TaskdTestCase):
         h = json.loads(self.ctl_ok("health", "--json").stdout)
         self.assertEqual((h["status"], h["journal"], h["lastReload"]), ("ok", "ok", "refused"))
 
+    def test_ls_columns_reasons_filters(self):
+        ok, bad, killed, slow, stuck = (self.new_id(t) for t in ("ok", "bad", "killed", "slow", "stuck"))
+        long_id = "x" * 100
+        self.submit_ok("echo fine", id=ok, project="p1")
+        self.submit_ok("exit 3", id=bad, project="p2", name="the bad one")
+        # A child killed by SIGKILL: its shell exits 137 (sh is PID 1 and would not die).
+        self.submit_ok("sh -c 'kill -KILL $$'; exit $?", id=killed, project="p1")
+        self.submit_ok("sleep 60", id=slow, timeout=1)
+        self.submit_ok("true", id=long_id)
+        for tid in (ok, bad, killed, long_id):
+            self.client.wait_final(tid)
+        # sh -c as PID 1 ignores SIGTERM: the task stays "stopping" for KillGraceSec=2.
+        self.submit_ok("sleep 60", id=stuck)
+        self.client.wait_status(stuck, "running")
+        self.assertEqual(self.client.cancel(stuck).status, 202)
+        t = self.client.task(stuck)
+        self.assertEqual(t["status"], "running", t)
+        self.assertRegex(t.get("stoppingAt", ""), r"^20\d\d-", t)
+        rows = {line.split()[0]: line for line in self.ctl_ok("ls", "--no-trunc").stdout.splitlines()[1:]}
+        self.assertRegex(rows[stuck], rf"^{stuck} +stopping +- +cli ")
+        self.assertIn("stoppingAt:", self.ctl_ok("show", stuck).stdout)
+        self.client.wait_final(slow)
+        self.client.wait_final(stuck)
+
+        r = self.ctl_ok("ls")
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "STATUS", "EXIT", "SERVICE", "AGE", "DURATION", "COMMAND"])
+        rows = {line.split()[0]: line for line in lines[1:]}
+        self.assertRegex(rows[ok], rf"^{ok} +complete +0 +cli +\d+s +\d+s +echo fine$")
+        self.assertRegex(rows[bad], rf"^{bad} +failed +3 ")
+        self.assertRegex(rows[killed], rf"^{killed} +killed \(SIGKILL\) +137 ")
+        self.assertRegex(rows[slow], rf"^{slow} +timeout ")
+        self.assertRegex(rows[stuck], rf"^{stuck} +cancelled ")
+        # The id column is capped (24), so a long id does not push COMMAND away.
+        self.assertIn("x" * 21 + "...  ", r.stdout)
+        self.assertNotIn("x" * 25, r.stdout)
+        self.assertIn(long_id, self.ctl_ok("ls", "--no-trunc").stdout)
+
+        wide = self.ctl_ok("ls", "-o", "wide").stdout.splitlines()
+        self.assertEqual(wide[0].split(), ["ID", "NAME", "STATUS", "EXIT", "SERVICE", "PROJECT/ENVIRONMENT", "CREATED",
+                                           "AGE", "DURATION", "COMMAND"])
+        self.assertRegex(next(line for line in wide if line.startswith(bad)), r" the bad one +failed +3 +cli +p2/main ")
+        self.assertEqual(self.ctl_ok("ls", "--format=wide").stdout.splitlines()[0], wide[0])
+
+        # Filters, done by the daemon (the API's query) and shown as ids.
+        self.assertEqual(self.ctl_ok("ls", "-q", "--project=p1").stdout.split(), [ok, killed])
+        self.assertEqual(self.ctl_ok("ls", "--quiet", "--status=failed", "--project=p1").stdout.split(), [killed])
+        self.assertEqual(sorted(self.ctl_ok("ls", "--format=id", "--status=failed,cancelled").stdout.split()),
+                         sorted([bad, killed, slow, stuck]))
+        self.assertEqual(self.ctl_ok("ls", "-q", "--status=pending").stdout, "")
+        got = json.loads(self.ctl_ok("ls", "--status=complete", "-o", "json").stdout)["tasks"]
+        self.assertEqual(sorted(t["id"] for t in got), sorted([ok, long_id]))
+        r = self.client.get("/v1/tasks?status=failed&environment=main&project=p2")
+        self.assertEqual([t["id"] for t in r.json["tasks"]], [bad], r)
+        self.assertEqual(self.client.get("/v1/tasks?project=nope").json["tasks"], [])
+        for q in ("status=bogus", "status=", "status=failed,,complete"):
+            r = self.client.get(f"/v1/tasks?{q}")
+            self.assertEqual((r.status, r.json["error"]), (400, "bad-request"), q)
+            self.assertIn("invalid status filter", r.json["message"], q)
+        for args in (("--status=bogus",), ("-o", "yaml"), ("extra",)):
+            r = self.taskctl("ls", *args)
+            self.assertEqual(r.returncode, 2, r)
+        self.assertIn("--status: unknown status 'bogus'", self.taskctl("ls", "--status=failed,bogus").stderr)
+
+    def test_run_input(self):
+        words = ("printf", "[%s]\\n", "two  words", "it's")
+        r = self.taskctl("run", "--wait", "--", *words)
+        self.assertNotEqual(r.returncode, 0, "joined into shell syntax, the quote is unterminated")
+        r = self.ctl_ok("run", "--wait", "--argv", "--", *words)
+        self.assertEqual(r.stdout, "[two  words]\n[it's]\n")
+        script = os.path.join(self.tmp, "script.sh")
+        with open(script, "w") as f:
+            f.write("set -e\nfor i in 1 2; do\n  echo \"line $i\"\ndone\nexit 3\n")
+        r = self.taskctl("run", "--wait", f"--file={script}")
+        self.assertEqual((r.returncode, r.stdout), (3, "line 1\nline 2\n"), r)
+        r = self.taskctl("run", "--wait", "--file=-", input="echo from stdin\n")
+        self.assertEqual((r.returncode, r.stdout), (0, "from stdin\n"), r)
+        n_tasks = len(self.client.tasks())
+
+        # Refused by taskctl itself, exit 2, in the command line's terms; nothing submitted.
+        bad_utf8 = os.fsdecode(b"echo \xff bad")
+        for args, message in (
+                (("--", bad_utf8), "run: the command is not valid UTF-8"),
+                ((f"--name={os.fsdecode(b'n' + bytes([0xff]))}", "--", "true"), "run: --name: not valid UTF-8"),
+                (("--timeout=abc", "--", "true"), "run: --timeout: invalid duration 'abc'"),
+                (("--timeout=-5", "--", "true"), "run: --timeout: invalid duration '-5'"),
+                (("--project=", "--", "true"), "run: --project: empty value"),
+                (("--", "   "), "run: empty command"),
+                (("--", "x" * (127 * 1024 + 1)), "more than a task takes"),
+                ((f"--file={script}", "echo"), "--file and a COMMAND"),
+                (("--file=/nonexistent/script",), "cannot open '/nonexistent/script'"),
+        ):
+            r = self.taskctl("run", *args)
+            self.assertEqual(r.returncode, 2, r)
+            self.assertIn(message, r.stderr)
+        self.assertEqual(len(self.client.tasks()), n_tasks)
+
+        # --timeout=0 is "no limit", as DefaultTimeoutSec=0.
+        tid = self.new_id("notimeout")
+        self.ctl_ok("run", f"--id={tid}", "--timeout=0", "--", "true")
+        self.assertIsNone(self.client.task(tid)["timeout"])
+        # The API refuses a blank command as taskctl does.
+        r = self.client.submit(" \t\n ")
+        self.assertEqual((r.status, r.json["error"]), (400, "bad-request"), r)
+        self.assertIn("only white space", r.json["message"])
+        # An unknown service: the configured ones are named.
+        r = self.taskctl("run", "--service=nope", "--", "true")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("unknown service 'nope' (configured: cli) (unknown-service)", r.stderr)
+
     def test_alert_rules_and_dashboard(self):
         p = promcheck.promtool("check", "rules", ALERTS)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

@@ -337,9 +337,12 @@ else
         expect "commands" exactly run ls list show inspect logs cancel stop rm prune wait health help -- lagoon-taskctl ""
         expect "commands by prefix" exactly ls list logs -- lagoon-taskctl l
         expect "global options" has --socket= --json --help --version -- lagoon-taskctl --
-        expect "run options" has --id= --name= --service= --project= --environment= --timeout= --wait --json --socket= --help -- lagoon-taskctl run --
+        expect "run options" has --id= --name= --service= --project= --environment= --timeout= --wait --argv --file= --json --socket= --help -- lagoon-taskctl run --
         expect "run options after others" has --timeout= --wait -- lagoon-taskctl --json run --id=x --
-        expect "ls options" exactly --no-trunc --json --socket= --help -- lagoon-taskctl ls --
+        expect "ls options" exactly --status= --project= --quiet --format= --no-trunc --json --socket= --help -- lagoon-taskctl ls --
+        expect "--status= values" exactly pending -- lagoon-taskctl ls --status = pe
+        expect "--status= list" exactly running,failed -- lagoon-taskctl ls --status = running,fa
+        expect "-o values" exactly wide -- lagoon-taskctl ls -o wi
         expect "logs options" has --follow --socket= -- lagoon-taskctl logs --
         expect "logs has no --json" not --json -- lagoon-taskctl logs --
         expect "one option completes" exactly --no-trunc -- lagoon-taskctl ls --no

@@ -213,6 +213,18 @@ TEST(parse_good) {
                 parse_ok("{\"command\":\"x\",\"timeout\":\"infinity\"}", &req, &json);
                 ASSERT_EQ(req.timeout_usec, USEC_INFINITY);
         }
+        /* 0 is "no limit", as DefaultTimeoutSec=0 (a TaskRequest's 0 would be the default). */
+        for (size_t i = 0; i < 3; i++) {
+                static const char *const zero[] = {"{\"command\":\"x\",\"timeout\":0}",
+                                                   "{\"command\":\"x\",\"timeout\":\"0\"}",
+                                                   "{\"command\":\"x\",\"timeout\":\"0s\"}"};
+                _cleanup_json_ JsonValue *json = NULL;
+
+                parse_ok(zero[i], &req, &json);
+                ASSERT_EQ(req.timeout_usec, USEC_INFINITY);
+        }
+        parse_bad("{\"command\":\" \\t\\n \"}", "member 'command' holds only white space");
+        parse_bad("{\"command\":\"   \"}", "member 'command' holds only white space");
         {
                 _cleanup_json_ JsonValue *json = NULL;
 
@@ -306,16 +318,13 @@ TEST(parse_bad) {
                   "\"}",
                   "member 'id' must be 1-128 characters");
 
-        parse_bad("{\"command\":\"x\",\"timeout\":-5}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":0}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":1.5}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":1e3}", "member 'timeout' must be a positive integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":-5}", "member 'timeout' must be a non-negative integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":1.5}", "member 'timeout' must be a non-negative integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":1e3}", "member 'timeout' must be a non-negative integer");
         parse_bad("{\"command\":\"x\",\"timeout\":\"abc\"}", "got \"abc\"");
-        parse_bad("{\"command\":\"x\",\"timeout\":\"\"}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":\"0\"}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":\"0s\"}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":\"-5s\"}", "member 'timeout' must be a positive integer");
-        parse_bad("{\"command\":\"x\",\"timeout\":\"5 parsecs\"}", "member 'timeout' must be a positive integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":\"\"}", "member 'timeout' must be a non-negative integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":\"-5s\"}", "member 'timeout' must be a non-negative integer");
+        parse_bad("{\"command\":\"x\",\"timeout\":\"5 parsecs\"}", "member 'timeout' must be a non-negative integer");
         parse_bad("{\"command\":\"x\",\"timeout\":true}", "got boolean");
         parse_bad("{\"command\":\"x\",\"timeout\":[30]}", "got array");
         parse_bad("{\"command\":\"x\",\"timeout\":99999999999999999999}", "member 'timeout' is too large");

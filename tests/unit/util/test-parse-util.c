@@ -283,6 +283,45 @@ static void test_url_host_is_loopback(void) {
                 }
 }
 
+static void test_utf8_is_valid(void) {
+        static const char *const good[] = {
+                "",
+                "plain ascii",
+                "caf\xc3\xa9!",
+                "\xe2\x82\xac",
+                "\xf0\x9f\x98\x80",
+                "\xed\x9f\xbf",
+                "\xef\xbf\xbf",
+                "\xf4\x8f\xbf\xbf",
+                "\x7f",
+        };
+        static const char *const bad[] = {
+                "\xff",
+                "\xfe\xff",
+                "n\xff\x61me",
+                "\x80",
+                "\xc3",
+                "\xc3(",
+                "\xc0\xaf",
+                "\xc1\xbf",
+                "\xe0\x80\xaf",
+                "\xed\xa0\x80",
+                "\xe2\x82",
+                "\xf0\x8f\xbf\xbf",
+                "\xf4\x90\x80\x80",
+                "\xf5\x80\x80\x80",
+                "latin-1 \xe9t\xe9",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                ASSERT(utf8_is_valid(good[i]));
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (utf8_is_valid(bad[i])) {
+                        fprintf(stderr, "bad[%zu] taken for UTF-8\n", i);
+                        abort();
+                }
+}
+
 int main(void) {
         test_parse_duration();
         test_format_duration();
@@ -290,6 +329,7 @@ int main(void) {
         test_parse_boolean();
         test_split_words();
         test_url_host_is_loopback();
+        test_utf8_is_valid();
 
         printf("test-parse-util: all tests passed\n");
         return 0;
