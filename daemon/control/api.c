@@ -424,6 +424,12 @@ static enum MHD_Result handle_health(Api *a, struct MHD_Connection *connection) 
                                    : st->last_reload_ok ? "ok"
                                                         : "refused") < 0 ||
             json_object_set_string(v, "lastReloadAt", reload_at) < 0 ||
+            /* Launches stop while a record could not be written or space is low. */
+            json_object_set_string(v, "state",
+                                   st->store_error < 0 ? "write-failed"
+                                   : st->low_space     ? "low-space"
+                                                       : "ok") < 0 ||
+            (st->store_error < 0 && json_object_set_string(v, "stateError", strerror(-st->store_error)) < 0) ||
             (reloaded && !st->last_reload_ok &&
              json_object_set_string(v, "lastReloadError", st->last_reload_error) < 0))
                 return respond_oom(connection);

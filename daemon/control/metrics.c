@@ -101,6 +101,14 @@ static void render_manager(FILE *f, Manager *m) {
         family(f, "last_reload_timestamp_seconds", "gauge",
                "Unix time of the last reload, 0 when there was none since the start.");
         sample_seconds(f, "last_reload_timestamp_seconds", NULL, st->last_reload_usec);
+        one_u64(f, "state_writable", "gauge",
+                "0 while a task record could not be written (launches stop, the write is retried), else 1.",
+                st->store_error == 0);
+        one_u64(f, "state_write_failures_total", "counter", "Task record writes that failed (ENOSPC, EIO, ...).",
+                st->store_failures);
+        one_u64(f, "state_low_space", "gauge",
+                "1 if the state directory had less than MinFreeSpace= free at the last look before a launch, else 0.",
+                st->low_space);
         family(f, "start_time_seconds", "gauge", "Unix time the daemon started (a change means a restart).");
         sample_seconds(f, "start_time_seconds", NULL, st->start_usec);
 }

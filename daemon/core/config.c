@@ -550,6 +550,15 @@ static int config_parse_size(const char *file, unsigned line, const char *key, c
         return 0;
 }
 
+/* A size, or 0 for none. */
+static int config_parse_size_or_zero(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        if (streq(value, "0")) {
+                *(uint64_t *) data = 0;
+                return 0;
+        }
+        return config_parse_size(file, line, key, value, data);
+}
+
 /* A file holding one credential (password, token, key): read now, trailing whitespace
  * dropped; the value joins the secrets in config_finalize(). */
 static int
@@ -594,6 +603,7 @@ static const ConfigItem config_items[] = {
         {SECTION_TASKS, "KillGraceSec", config_parse_finite_duration, offsetof(Config, kill_grace_usec), "10s"},
         {SECTION_TASKS, "KeepFinished", config_parse_unsigned, offsetof(Config, keep_finished), "100"},
         {SECTION_TASKS, "TaskLogSizeMax", config_parse_size, offsetof(Config, task_log_size_max), "32M"},
+        {SECTION_TASKS, "MinFreeSpace", config_parse_size_or_zero, offsetof(Config, min_free_space), "64M"},
         {SECTION_TASKS, "DefaultService", config_parse_service_name, offsetof(Config, default_service), "cli"},
         {SECTION_TASKS, "DefaultProject", config_parse_label, offsetof(Config, default_project), "local"},
         {SECTION_TASKS, "DefaultEnvironment", config_parse_label, offsetof(Config, default_environment), "local"},

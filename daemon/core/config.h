@@ -7,7 +7,7 @@
  *   [Daemon]   StateDirectory=, RuntimeDirectory=, ListenSocket=, SocketGroup=, LogLevel=
  *   [Runtime]  Runtime=, RuntimeArguments=, Conmon=, ConmonArguments=
  *   [Tasks]    MaxRunning=, MaxRunningPerEnvironment=, MaxQueued=, DefaultTimeoutSec=,
- *              KillGraceSec=, KeepFinished=, TaskLogSizeMax=, DefaultService=, DefaultProject=,
+ *              KillGraceSec=, KeepFinished=, TaskLogSizeMax=, MinFreeSpace=, DefaultService=, DefaultProject=,
  *              DefaultEnvironment=, Secret=, SecretFile=
  *   [Lagoon]   TargetName=, BrokerURL=, BrokerUser=, BrokerPasswordFile=, BrokerCAFile=,
  *              BrokerCertFile=, BrokerKeyFile=, BrokerHeartbeatSec=, BrokerPrefetch=,
@@ -72,6 +72,7 @@ typedef struct Config {
         uint64_t kill_grace_usec;             /* KillGraceSec=, default 10s: SIGTERM → SIGKILL */
         unsigned keep_finished;               /* KeepFinished=, default 100 finished tasks (records + logs) */
         uint64_t task_log_size_max;           /* TaskLogSizeMax=, default 32 MiB: cap of a task log file */
+        uint64_t min_free_space;              /* MinFreeSpace=, default 64 MiB: no launch below it, 0 = no check */
         char *default_service;                /* DefaultService=, default "cli" */
         char *default_project;                /* DefaultProject=, default "local" */
         char *default_environment;            /* DefaultEnvironment=, default "local" */

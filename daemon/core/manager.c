@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <signal.h>
 #include <poll.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/random.h>
@@ -30,6 +31,7 @@
 #include "store.h"
 
 #define TIMER_ACCURACY_USEC (10 * USEC_PER_MSEC)
+#define MANAGER_STORE_RETRY_USEC (2 * USEC_PER_SEC)
 
 typedef struct ManagedTask {
         Manager *manager;
@@ -42,6 +44,13 @@ typedef struct ManagedTask {
         sd_event_source *deadline_source;
         sd_event_source *kill_source;
         uint64_t launch_begin_usec; /* CLOCK_MONOTONIC, for the launch latency metric */
+        /* A record write failed (ENOSPC, EIO): what the retry timer still has to write. */
+        bool unsaved;  /* the record as it is in memory */
+        bool deferred; /* a transition, not made (nor announced) until it is on disk */
+        TaskStatus deferred_to;
+        char *deferred_reason;
+        bool deferred_end;      /* … the task's end: its container stays until then */
+        bool deferred_keep_dir; /* … and its directory is to be kept */
 } ManagedTask;
 
 /* A finished task's container being removed by a helper, off the loop. */
@@ -61,6 +70,7 @@ struct Manager {
         uint64_t last_seq;
         unsigned n_running;
         sd_event_source *dispatch_source;
+        sd_event_source *store_retry_source; /* a record write failed: writes it again */
         struct {
                 manager_task_cb_t cb;
                 void *userdata;
@@ -84,6 +94,7 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
         kube_pod_free(mt->pod);
         node_lookup_cancel(mt->lookup);
         strv_free(mt->secrets);
+        free(mt->deferred_reason);
         task_free(mt->task);
         free(mt);
         return NULL;
@@ -126,6 +137,7 @@ Manager *manager_free(Manager *m) {
         free(m->tasks);
         node_free(m->node); /* after the tasks: their pods use its clients */
         sd_event_source_disable_unref(m->dispatch_source);
+        sd_event_source_disable_unref(m->store_retry_source);
         store_free(m->store);
         config_free(m->config);
         sd_event_unref(m->event);
@@ -255,8 +267,11 @@ unsigned manager_n_queued(Manager *m) {
 static void manager_update_status(Manager *m) {
         _cleanup_free_ char *s = NULL;
 
-        if (asprintf(&s, "STATUS=%s%u running, %u queued", m->shutting_down ? "Stopping: " : "", m->n_running,
-                     manager_n_queued(m)) < 0)
+        if (asprintf(&s, "STATUS=%s%s%u running, %u queued", m->shutting_down ? "Stopping: " : "",
+                     m->stats.store_error < 0 ? "State not writable, launches stopped: "
+                     : m->stats.low_space     ? "State directory low on space, launches stopped: "
+                                              : "",
+                     m->n_running, manager_n_queued(m)) < 0)
                 return;
         if (streq_ptr(s, m->last_status))
                 return;
@@ -343,19 +358,93 @@ int manager_task_log_path(Manager *m, const char *id, char **ret) {
         return store_task_log_path(m->store, id, ret);
 }
 
-/* Persists, then announces. A failed write is logged but the in-memory state still
- * moves on: refusing to track a task that really ended helps nobody. */
-static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const char *reason) {
-        Task *t = mt->task;
+static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* Armed once per round: failures meanwhile do not push it out. */
+static void manager_arm_store_retry(Manager *m) {
+        int enabled = SD_EVENT_OFF, r;
+
+        if (m->store_retry_source && sd_event_source_get_enabled(m->store_retry_source, &enabled) >= 0 &&
+            enabled != SD_EVENT_OFF)
+                return;
+        if (m->store_retry_source)
+                r = sd_event_source_set_time_relative(m->store_retry_source, MANAGER_STORE_RETRY_USEC);
+        else
+                r = sd_event_add_time_relative(m->event, &m->store_retry_source, CLOCK_MONOTONIC,
+                                               MANAGER_STORE_RETRY_USEC, TIMER_ACCURACY_USEC, on_store_retry, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->store_retry_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Failed to arm the state write retry: %m");
+        (void) sd_event_source_set_description(m->store_retry_source, "store-retry");
+}
+
+/* A record write failed: no launch until the timer wrote every record again. */
+static void manager_store_failed(Manager *m, int error) {
+        m->stats.store_failures++;
+        if (m->stats.store_error == 0)
+                log_error_errno(error, "State directory not writable (%m): launches stop until it is.");
+        m->stats.store_error = error;
+        manager_update_status(m);
+        manager_arm_store_retry(m);
+}
+
+/* The record as it is in memory; kept for the retry when it cannot be written. */
+static int manager_save(Manager *m, ManagedTask *mt) {
         int r;
 
+        r = store_save(m->store, mt->task);
+        if (r < 0) {
+                mt->unsaved = true;
+                manager_store_failed(m, r);
+                return log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
+        }
+        mt->unsaved = false;
+        return 0;
+}
+
+/* Persists, then announces. A write that fails (ENOSPC, EIO) stops the transition: the
+ * task stays as its record says, nothing is announced, launches stop, and the retry
+ * timer makes the transition (other than to running: that is a launch, done again
+ * from the queue) once it can be written. */
+static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const char *reason) {
+        Task *t = mt->task;
+        TaskStatus from = t->status;
+        uint64_t started = t->started_usec, finished = t->finished_usec;
+        _cleanup_free_ char *old_reason = NULL;
+        int r;
+
+        if (t->reason && !(old_reason = strdup(t->reason)))
+                return log_oom();
         r = task_transition(t, to, reason, now_usec(CLOCK_REALTIME));
         if (r < 0)
                 return log_error_errno(r, "Task %s: invalid transition %s → %s.", t->id,
                                        task_status_to_string(t->status), task_status_to_string(to));
         r = store_save(m->store, t);
-        if (r < 0)
-                log_error_errno(r, "Task %s: failed to persist status %s: %m", t->id, task_status_to_string(to));
+        if (r < 0) {
+                free(t->reason);
+                t->reason = TAKE_PTR(old_reason);
+                t->status = from;
+                t->started_usec = started;
+                t->finished_usec = finished;
+                if (to != TASK_RUNNING) {
+                        mt->deferred = true;
+                        mt->deferred_to = to;
+                        if (reason != mt->deferred_reason && free_and_strdup(&mt->deferred_reason, reason) < 0)
+                                mt->deferred_reason = NULL; /* then retried without one */
+                }
+                mt->unsaved = true;
+                manager_store_failed(m, r);
+                return log_error_errno(r, "Task %s: failed to persist status %s, not %s: %m", t->id,
+                                       task_status_to_string(to),
+                                       to == TASK_RUNNING ? "launched (it stays queued)" : "announced (retried)");
+        }
+        mt->unsaved = false;
+        if (mt->deferred) {
+                mt->deferred = false;
+                if (reason != mt->deferred_reason)
+                        mt->deferred_reason = mfree(mt->deferred_reason);
+        }
         if (task_status_is_final(to)) {
                 m->stats.finished[to]++;
                 if (to == TASK_FAILED && reason &&
@@ -465,7 +554,8 @@ static bool pod_in_use(const char *namespace, const char *name, void *userdata) 
         for (size_t i = 0; i < m->n_tasks; i++) {
                 const Task *t = m->tasks[i]->task;
 
-                if (m->tasks[i]->pod && streq_ptr(t->pod, name) && streq_ptr(t->namespace, namespace))
+                if ((m->tasks[i]->pod || m->tasks[i]->deferred_end) && streq_ptr(t->pod, name) &&
+                    streq_ptr(t->namespace, namespace))
                         return true;
         }
         return false;
@@ -539,13 +629,15 @@ sync:
                 log_warning_errno(r, "Task %s: failed to remove its container: %m", id);
 }
 
+static void manager_task_release(Manager *m, ManagedTask *mt, bool keep_dir);
+
 /* The task's container or pod ended (or was lost): drain its output, record the result,
  * clean up. status >= 0: the exit status; < 0: lost, with lost_reason (a task reason) or
  * the errno. */
 static void
 manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_reason, const char *task_data) {
         Task *t = mt->task;
-        _cleanup_free_ char *reason = NULL, *dir = NULL, *task_data_error = NULL;
+        _cleanup_free_ char *reason = NULL, *task_data_error = NULL;
         bool keep_dir = false, was_pod = mt->pod;
         TaskStatus to;
         int r;
@@ -592,11 +684,31 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         if (m->n_running > 0)
                 m->n_running--;
         t->launch_step = TASK_LAUNCH_NONE;
-        (void) manager_transition(m, mt, to, reason);
+        r = manager_transition(m, mt, to, reason);
 
         mt->container = runtime_container_free(mt->container);
         mt->pod = kube_pod_free(mt->pod);
         mt->logtail = logtail_free(mt->logtail);
+        if (r < 0 && mt->deferred) {
+                /* Not on disk yet: the container (or pod) stays, so a restart meanwhile
+                 * finds the end again instead of a running task without a container. */
+                mt->deferred_end = true;
+                mt->deferred_keep_dir = keep_dir;
+                return;
+        }
+        manager_task_release(m, mt, keep_dir);
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+}
+
+/* An ended task's container or pod, once its end is on disk: kept, removed, or handed
+ * to a clean-up helper. */
+static void manager_task_release(Manager *m, ManagedTask *mt, bool keep_dir) {
+        _cleanup_free_ char *dir = NULL;
+        Task *t = mt->task;
+        bool was_pod = t->pod;
+        int r;
+
         r = store_container_dir(m->store, t->id, &dir);
         if (r >= 0 && keep_dir) {
                 /* So a restart does not remove it either. */
@@ -614,8 +726,6 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
                 manager_cleanup_start(m, t->id, dir);
         if (was_pod)
                 node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods, pod_in_use, m);
-        manager_prune_finished(m);
-        manager_schedule_dispatch(m);
 }
 
 static void on_container_exit(RuntimeContainer *c, int status, const char *error, void *userdata) {
@@ -637,9 +747,9 @@ static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *us
         int r;
 
         mt->task->launch_step = step;
-        r = store_save(m->store, mt->task);
+        r = manager_save(m, mt);
         if (r < 0)
-                log_error_errno(r, "Task %s: failed to persist launch step %s: %m", mt->task->id,
+                log_error_errno(r, "Task %s: launch step %s not on disk (retried): %m", mt->task->id,
                                 task_launch_step_to_string(step));
         log_debug("Task %s: launch step %s.", mt->task->id, task_launch_step_to_string(step));
         if (step == TASK_LAUNCH_STARTED)
@@ -699,9 +809,7 @@ static int manager_stop_running(Manager *m, ManagedTask *mt) {
 
         if (mt->task->kill_usec == 0)
                 mt->task->kill_usec = now_usec(CLOCK_REALTIME);
-        r = store_save(m->store, mt->task);
-        if (r < 0)
-                log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
+        (void) manager_save(m, mt);
         if (mt->container) {
                 r = runtime_container_kill(mt->container, SIGTERM);
                 if (r < 0)
@@ -878,7 +986,12 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
          * it a second time. */
         m->n_running++;
         t->launch_step = TASK_LAUNCH_PREPARED;
-        (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+        if (manager_transition(m, mt, TASK_RUNNING, NULL) < 0) {
+                /* Not on disk, so not launched: it waits in the queue. */
+                m->n_running--;
+                t->launch_step = TASK_LAUNCH_NONE;
+                return;
+        }
         debug_stop_at("prepared");
 
         RuntimeSpec spec = {
@@ -996,7 +1109,12 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
         /* Persisted with the pod's name before the pod exists: a restarted daemon finds
          * it again by that name instead of creating a second one. */
         m->n_running++;
-        (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+        if (manager_transition(m, mt, TASK_RUNNING, NULL) < 0) {
+                /* Not on disk, so not launched: it waits in the queue. */
+                m->n_running--;
+                t->pod = mfree(t->pod);
+                return;
+        }
 
         KubePodSpec spec = {
                 .namespace = t->namespace,
@@ -1111,18 +1229,99 @@ static bool environment_has_room(Manager *m, const Task *t) {
         return n < m->config->max_running_per_environment;
 }
 
+/* Free space on the state directory's file systems (the records may have their own):
+ * below MinFreeSpace= a launch could not write its record, log or container. */
+static bool manager_has_space(Manager *m) {
+        _cleanup_free_ char *tasks = NULL;
+        uint64_t free_bytes = UINT64_MAX;
+        bool low;
+
+        if (m->config->min_free_space == 0)
+                return true;
+        tasks = path_join(store_state_dir(m->store), "tasks");
+        for (unsigned i = 0; i < 2; i++) {
+                const char *p = i == 0 ? store_state_dir(m->store) : tasks;
+                struct statvfs sv;
+
+                if (p && statvfs(p, &sv) >= 0)
+                        free_bytes = MIN(free_bytes, (uint64_t) sv.f_bavail * sv.f_frsize);
+        }
+        m->stats.state_free_bytes = free_bytes == UINT64_MAX ? 0 : free_bytes;
+        low = free_bytes < m->config->min_free_space;
+        if (low != m->stats.low_space) {
+                if (low)
+                        log_error("State directory %s has %" PRIu64 " bytes free, less than MinFreeSpace=%" PRIu64
+                                  ": launches stop until there is more.",
+                                  store_state_dir(m->store), free_bytes, m->config->min_free_space);
+                else
+                        log_notice("State directory %s has %" PRIu64 " bytes free again: launches resume.",
+                                   store_state_dir(m->store), free_bytes);
+                m->stats.low_space = low;
+                manager_update_status(m);
+        }
+        return !low;
+}
+
+static bool manager_has_pending(Manager *m) {
+        for (size_t i = 0; i < m->n_tasks; i++)
+                if (m->tasks[i]->task->status == TASK_PENDING && !m->tasks[i]->deferred)
+                        return true;
+        return false;
+}
+
+/* Writes what could not be written, in order, and makes (and announces) the deferred
+ * transitions; the first failure waits for the next round. */
+static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        int r = 0;
+
+        for (size_t i = 0; i < m->n_tasks && r >= 0; i++) {
+                ManagedTask *mt = m->tasks[i];
+
+                if (mt->deferred) {
+                        _cleanup_free_ char *reason = TAKE_PTR(mt->deferred_reason);
+
+                        mt->deferred = false;
+                        if (!task_transition_allowed(mt->task->status, mt->deferred_to))
+                                continue; /* overtaken (a cancel of a task whose failure waited) */
+                        r = manager_transition(m, mt, mt->deferred_to, reason);
+                        if (r >= 0 && mt->deferred_end) {
+                                mt->deferred_end = false;
+                                manager_task_release(m, mt, mt->deferred_keep_dir);
+                        }
+                } else if (mt->unsaved)
+                        r = manager_save(m, mt);
+        }
+        if (r < 0)
+                return 0; /* re-armed by the failure */
+        if (m->stats.store_error < 0) {
+                log_notice("State directory writable again: every record written, launches resume.");
+                m->stats.store_error = 0;
+                manager_update_status(m);
+        }
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+        return 0;
+}
+
 static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
 
         if (m->shutting_down)
                 return 0;
+        if (m->stats.store_error < 0)
+                return 0; /* the retry timer dispatches again */
+        if (manager_has_pending(m) && !manager_has_space(m)) {
+                manager_arm_store_retry(m); /* looks again */
+                return 0;
+        }
         /* Oldest first; a task blocked only by its environment's limit does not
          * hold back tasks of other environments. */
-        for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running; i++) {
+        for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running && m->stats.store_error == 0; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (mt->task->status != TASK_PENDING || mt->lookup || !environment_has_room(m, mt->task) ||
-                    manager_cleaning(m, mt->task->id))
+                if (mt->task->status != TASK_PENDING || mt->lookup || mt->deferred ||
+                    !environment_has_room(m, mt->task) || manager_cleaning(m, mt->task->id))
                         continue;
                 manager_launch(m, mt);
         }
@@ -1374,9 +1573,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                         (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
                         return;
                 }
-                r = store_save(m->store, mt->task);
-                if (r < 0)
-                        log_error_errno(r, "Task %s: failed to persist: %m", mt->task->id);
+                (void) manager_save(m, mt);
                 return;
         }
         if (r < 0) {
@@ -1500,9 +1697,9 @@ int manager_set_reported(Manager *m, const char *id, TaskStatus reported) {
         if (mt->task->reported == reported)
                 return 0;
         mt->task->reported = reported;
-        r = store_save(m->store, mt->task);
+        r = manager_save(m, mt);
         if (r < 0)
-                return log_error_errno(r, "Task %s: failed to persist: %m", id);
+                return r;
         /* Not pruned here: callers run inside transitions that still use the task. */
         if (task_status_is_final(reported))
                 manager_schedule_dispatch(m);

@@ -112,6 +112,10 @@ typedef struct ManagerStats {
         uint64_t last_reload_usec; /* CLOCK_REALTIME of the last reload, 0 = none yet */
         char *last_reload_error;   /* why the last reload was refused */
         char *last_reload_changes; /* what the last successful reload changed, "" = nothing */
+        uint64_t store_failures;   /* task record writes that failed (ENOSPC, EIO, …) */
+        int store_error;           /* < 0: the last write failed and not all are written again yet */
+        bool low_space;            /* the state directory had less than MinFreeSpace= free at a launch */
+        uint64_t state_free_bytes; /* as seen at that look */
 } ManagerStats;
 const ManagerStats *manager_get_stats(Manager *m);
 /* main.c tells the outcome of a SIGHUP: error < 0 with a message, or the changes made. */

@@ -1615,6 +1615,12 @@ static int adopt_prepared(RuntimeContainer *c) {
                 return launch_arm(c);
         }
         if (r == -ESRCH) {
+                int status_code;
+
+                /* The step after this one may not have reached the disk (ENOSPC): an
+                 * exit file says the container ran. */
+                if (read_exit_file(c->exit_path, &status_code) >= 0)
+                        return container_defer(c, status_code, NULL);
                 /* conmon is gone: a report it left decides. */
                 r = launch_read_sync(c, &error);
                 if (r < 0)
@@ -1626,6 +1632,8 @@ static int adopt_prepared(RuntimeContainer *c) {
         }
         if (r < 0)
                 return r;
+        /* Created and started too, perhaps, when those steps could not be recorded. */
+        c->adopting = true;
         r = launch_arm(c);
         if (r < 0)
                 return r;

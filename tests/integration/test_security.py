@@ -2,10 +2,14 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Attacks against the real daemon (issue 15): a task's taskData as a symlink to a host
 file or as a FIFO; a task record near the size limit across a restart, one over it; a
-multi-line secret and one printed JSON-escaped, masked everywhere."""
+multi-line secret and one printed JSON-escaped, masked everywhere; the records' file
+system full mid-run."""
 
+import errno
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -165,6 +169,95 @@ class TestSecretForms(BusTestCase):
         self.assertEqual(self.client.logs("m1").splitlines(), want)
         self.assertEqual(self.journal.task_messages("m1", expect=len(want)), want)
         self.assertEqual(self.peer.task_logs("m1")[-1]["message"].splitlines()[-len(want):], want)
+
+
+class TestStateFull(BusTestCase):
+    """The records' file system fills up while a task runs: its end is not announced
+    (API, Lagoon, STATUS=) before it is on disk, nothing is launched meanwhile, and once
+    there is room again the end is recorded as it was and the queued task runs once."""
+
+    def fill(self, path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            for chunk in (65536, 4096, 512, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError as e:
+                    self.assertEqual(e.errno, errno.ENOSPC)
+        finally:
+            os.close(fd)
+
+    def record(self, task_id):
+        with open(os.path.join(self.state_dir, "tasks", f"{task_id}.json")) as f:
+            return json.load(f)["status"]
+
+    def state(self):
+        return self.client.health().json.get("state")
+
+    def message(self, task_id, command):
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        body["task"].update(id=task_id, command=command, service="nginx")
+        return body
+
+    def assert_held(self, seconds):
+        """For longer than a retry round: the disk's word is the only one given."""
+        self.peer.settle(seconds)
+        self.assertEqual((self.client.task("d1")["status"], self.record("d1")), ("running", "running"))
+        self.assertEqual((self.client.task("d2")["status"], self.record("d2")), ("pending", "pending"))
+        self.assertEqual(self.peer.status_list("d1").count("complete"), 0, self.peer.status_list("d1"))
+        self.assertNotIn("running", self.peer.status_list("d2"))
+
+    def test_full_state_file_system_mid_run(self):
+        tasks_dir = os.path.join(self.state_dir, "tasks")
+        os.makedirs(tasks_dir)
+        self.addCleanup(shutil.rmtree, self.tmp, True)  # after the unmount below
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "lagoon-it-state", tasks_dir],
+                       check=True)
+        # (tearDown unmounts what is under the test's directory; this is for a failed start)
+        self.addCleanup(lambda: os.path.ismount(tasks_dir) and subprocess.run(["umount", tasks_dir]))
+        d = self.start_daemon(tasks={"MaxRunning": 1, "MinFreeSpace": "64K"})
+        self.peer.publish(self.message("d1", "echo one-ran; sleep 3"))
+        self.peer.wait_status("d1", "running")
+        self.peer.publish(self.message("d2", "echo two-ran"))
+        harness.wait_until(lambda: self.client.get("/v1/tasks/d2").status == 200, 30, what="d2 queued")
+        filler = os.path.join(tasks_dir, ".filler")
+        self.fill(filler)
+
+        # d1 ends, its record cannot take it: nothing is told, nothing launched.
+        harness.wait_until(lambda: self.state() == "write-failed", 30, what="health to say write-failed")
+        h = self.client.health().json
+        self.assertEqual(h["stateError"], os.strerror(errno.ENOSPC), h)
+        metrics = self.client.get("/metrics").text
+        self.assertIn("lagoon_taskd_state_writable 0\n", metrics)
+        self.assertRegex(metrics, r"lagoon_taskd_state_write_failures_total [1-9]")
+        self.assertTrue(any("State not writable" in raw for _, _, raw in d.notify.messages))
+        self.assert_held(2.5)
+
+        # A restart while full: d1 is adopted (its container kept), ends again, still
+        # unwritten; d2 waits (no room for a launch).
+        d.restart()
+        harness.wait_until(lambda: self.state() == "write-failed", 30, what="write-failed after the restart")
+        self.assert_held(2.5)
+
+        os.unlink(filler)
+        f1, f2 = self.client.wait_final("d1", 30), self.client.wait_final("d2", 30)
+        self.assertEqual((f1["status"], f1.get("exitCode")), ("complete", 0), f1)
+        self.assertEqual((f2["status"], f2.get("exitCode")), ("complete", 0), f2)
+        self.assertEqual((self.record("d1"), self.record("d2")), ("complete", "complete"))
+        self.assertEqual(self.state(), "ok")
+        self.assertIn("lagoon_taskd_state_writable 1\n", self.client.get("/metrics").text)
+        self.peer.wait_status("d2", "complete")
+        self.peer.settle(1)
+        for tid in ("d1", "d2"):
+            statuses = self.peer.status_list(tid)
+            self.assertEqual((statuses.count("running"), [s for s in statuses if s in harness.FINAL]),
+                             (1, ["complete"]), (tid, statuses))
+        # Each ran once: one launch in all of the daemon's runs, its output once.
+        log = d.stderr(all_runs=True)
+        for tid, line in (("d1", "one-ran"), ("d2", "two-ran")):
+            self.assertEqual(log.count(f"Task {tid}: running."), 1, tid)
+            self.assertEqual(self.client.logs(tid).splitlines(), [line])
 
 
 tearDownModule = lh.stop_module_broker
