@@ -116,38 +116,44 @@ class TestTaskData(BusTestCase):
 class TestRecordLimit(BusTestCase):
     """store_save wrote any size, store_load_all refused over 1 MiB: a large task vanished
     on restart. New records are capped at 640 KiB (room to grow to the 1 MiB both sides
-    use), refused at submission."""
+    use), refused at submission. A Lagoon task's biggest parts (its command, its two
+    variable lists, each one environment entry) are each capped at 127 KiB, so the
+    largest it can be comes close to the cap and survives a restart; a list over it is
+    refused by name."""
 
     NEW_MAX = 640 * 1024
+    ENTRY_MAX = 127 * 1024
 
-    def message(self, task_id, total):
+    def message(self, task_id, per_list):
         body, _ = lh.fixture_body("amqp-in-task-standard.json")
         body["task"]["id"] = task_id
-        body["task"]["command"] = "sleep 3"
+        body["task"]["command"] = "sleep 3 #" + "c" * (self.ENTRY_MAX - 4096)
         body["task"]["service"] = "nginx"
         # Values of secret-named variables are kept in the record (to mask output after
-        # a restart too): the field of a standard task that has no per-entry limit.
+        # a restart too), besides the list they came in (LAGOON_PROJECT_VARIABLES,
+        # LAGOON_ENVIRONMENT_VARIABLES in the task's environment).
         n = 8
-        body["project"]["variables"]["environment"] = lh.b64json(
-            [{"name": f"BIG_{i}_PASSWORD", "value": chr(ord("a") + i) * (total // n), "scope": "runtime"}
-             for i in range(n)])
+        for k, where in enumerate(("project", "environment")):
+            body["project"]["variables"][where] = lh.b64json(
+                [{"name": f"BIG_{k}{i}_PASSWORD", "value": chr(ord("a") + i) * (per_list // n), "scope": "runtime"}
+                 for i in range(n)])
         return body
 
     def test_large_record_survives_restart_oversized_refused(self):
         d = self.start_daemon()
-        self.peer.publish(self.message("r1", 560 * 1024))
+        self.peer.publish(self.message("r1", self.ENTRY_MAX - 4096))
         self.peer.wait_status("r1", "running")
         record = os.path.join(self.state_dir, "tasks", "r1.json")
         size = os.path.getsize(record)
-        self.assertTrue(0.85 * self.NEW_MAX < size <= self.NEW_MAX, size)
+        self.assertTrue(0.7 * self.NEW_MAX < size <= self.NEW_MAX, size)
         d.restart()
         self.assertEqual(self.client.wait_final("r1", 60)["status"], "complete")
         self.assertEqual(os.listdir(os.path.join(self.state_dir, "tasks", "corrupt"))
                          if os.path.isdir(os.path.join(self.state_dir, "tasks", "corrupt")) else [], [])
 
-        self.peer.publish(self.message("r2", 700 * 1024))
+        self.peer.publish(self.message("r2", self.ENTRY_MAX + 1024))
         self.peer.wait_status("r2", "failed")
-        self.assertIn("task is too large", self.peer.task_logs("r2")[-1]["message"])
+        self.assertIn("LAGOON_PROJECT_VARIABLES is too long", self.peer.task_logs("r2")[-1]["message"])
         self.assertEqual(self.client.get("/v1/tasks/r2").status, 404)
 
 
