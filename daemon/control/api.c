@@ -37,6 +37,14 @@
 #define API_BODY_DISCARD_MAX ((uint64_t) 16 * 1024 * 1024)
 #define API_JSON_DEPTH_MAX 16U
 #define API_CONNECTION_LIMIT 256U
+/* One user (followers included) cannot take them all: a non-root peer's share, and the
+ * slots only root's connections may take. */
+#define API_CONNECTIONS_PER_UID 32U
+#define API_CONNECTIONS_ROOT_RESERVED 16U
+/* A follower waiting for output is let go after this (MHD never times out a suspended
+ * connection); the stream ends and clients reconnect (lagoon-taskctl does). */
+#define API_FOLLOWER_LIFETIME_USEC (600 * USEC_PER_SEC)
+#define API_ACCEPT_BATCH 64U
 #define API_CONNECTION_TIMEOUT_SEC 60U
 #define API_READ_BLOCK_SIZE ((size_t) 64 * 1024)
 /* Suspended followers are not watched by MHD; check for clients that went away. */
@@ -44,6 +52,13 @@
 #define API_SOCKET_NAME "api"
 
 typedef struct Follower Follower;
+typedef struct Peer Peer;
+
+typedef struct UidCount {
+        uid_t uid;
+        unsigned n;
+        bool warned; /* refused once: logged */
+} UidCount;
 
 struct Api {
         sd_event *event;
@@ -56,6 +71,12 @@ struct Api {
         sd_event_source *check_source; /* periodic check of suspended followers */
 
         char *bound_path; /* socket we bound ourselves: unlinked on free */
+        int listen_fd;    /* accepted from here, then handed to MHD */
+        sd_event_source *listen_source;
+        Peer *accepted; /* from on_accept() to on_connection() */
+        UidCount *uids; /* open connections per peer uid */
+        size_t n_uids;
+        unsigned n_non_root;
 
         Follower *followers;
         bool run_pending; /* a connection was resumed: MHD_run() must come soon */
@@ -65,12 +86,12 @@ struct Api {
 };
 
 /* Per connection, from MHD_OPTION_NOTIFY_CONNECTION: the peer check, done once. */
-typedef struct Peer {
+struct Peer {
         uid_t uid;
         gid_t gid;
         pid_t pid;
         bool allowed;
-} Peer;
+};
 
 /* Per request (MHD's con_cls). */
 typedef struct Request {
@@ -94,7 +115,9 @@ struct Follower {
         char *log_path;
         int fd; /* the task log, opened once it exists */
         bool suspended;
-        bool gone; /* client went away while suspended */
+        bool gone;           /* client went away while suspended */
+        bool expired;        /* API_FOLLOWER_LIFETIME_USEC passed */
+        uint64_t since_usec; /* CLOCK_MONOTONIC of its start */
         Follower *prev, *next;
 };
 
@@ -701,6 +724,8 @@ static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max
 
         if (f->gone || f->api->stopping)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (f->expired)
+                return MHD_CONTENT_READER_END_OF_STREAM;
 
         if (f->fd < 0) {
                 r = open_log(f->log_path, &f->fd);
@@ -775,6 +800,7 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
                 f->connection_fd = info ? info->connect_fd : -EBADF;
                 f->task_id = strdup(id);
                 f->log_path = TAKE_PTR(path);
+                f->since_usec = now_usec(CLOCK_MONOTONIC);
                 if (!f->task_id) {
                         follower_free(f);
                         return respond_oom(connection);
@@ -893,6 +919,115 @@ static int peer_check(Api *a, int fd, Peer *ret) {
         return 0;
 }
 
+static UidCount *uid_count(Api *a, uid_t uid, bool add) {
+        UidCount *l;
+
+        for (size_t i = 0; i < a->n_uids; i++)
+                if (a->uids[i].uid == uid)
+                        return a->uids + i;
+        if (!add)
+                return NULL;
+        l = reallocarray(a->uids, a->n_uids + 1, sizeof(UidCount));
+        if (!l)
+                return NULL;
+        a->uids = l;
+        l[a->n_uids] = (UidCount){.uid = uid};
+        return l + a->n_uids++;
+}
+
+static void uid_count_change(Api *a, uid_t uid, int delta) {
+        UidCount *c = uid_count(a, uid, delta > 0);
+
+        if (uid != 0)
+                a->n_non_root = delta > 0 ? a->n_non_root + 1 : a->n_non_root - (a->n_non_root > 0);
+        if (!c)
+                return;
+        if (delta > 0)
+                c->n++;
+        else if (c->n > 0 && --c->n == 0)
+                *c = a->uids[--a->n_uids]; /* the last one moves here */
+}
+
+/* NULL: let it in; else why not. Root is bounded by MHD's limit only, so it always
+ * finds API_CONNECTIONS_ROOT_RESERVED slots. */
+static const char *api_admit(Api *a, const Peer *p, unsigned *ret_n) {
+        const UidCount *c;
+
+        if (p->uid == 0)
+                return NULL;
+        c = uid_count(a, p->uid, false);
+        *ret_n = c ? c->n : 0;
+        if (*ret_n >= API_CONNECTIONS_PER_UID)
+                return "too many connections from this user";
+        if (a->n_non_root >= API_CONNECTION_LIMIT - API_CONNECTIONS_ROOT_RESERVED)
+                return "too many connections (the rest are kept for root)";
+        return NULL;
+}
+
+/* A short answer written before anything is read; AF_UNIX keeps it for the client
+ * across our close(). */
+static void api_refuse(int fd, const char *why) {
+        char body[256], buf[512];
+        int nb, n;
+
+        nb = snprintf(body, sizeof(body), "{\"error\":\"too-many-connections\",\"message\":\"%s\"}\n", why);
+        n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     nb, body);
+        if (n > 0 && (size_t) n < sizeof(buf))
+                (void) send(fd, buf, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void api_run(Api *a);
+
+/* Accepted here rather than by MHD: the peer is checked and counted before MHD gives
+ * it a slot, so one user cannot hold them all. */
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Api *a = userdata;
+
+        for (unsigned i = 0; i < API_ACCEPT_BATCH; i++) {
+                struct sockaddr_un sa = {};
+                socklen_t len = sizeof(sa);
+                _cleanup_close_ int cfd = -EBADF;
+                _cleanup_free_ Peer *p = NULL;
+                const char *why;
+                unsigned n = 0;
+
+                cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (cfd < 0) {
+                        if (errno == EINTR || errno == ECONNABORTED)
+                                continue;
+                        if (errno != EAGAIN)
+                                log_warning_errno(errno, "Failed to accept an API connection: %m");
+                        break;
+                }
+                p = malloc(sizeof(Peer));
+                if (!p)
+                        continue; /* closed */
+                (void) peer_check(a, cfd, p);
+                why = api_admit(a, p, &n);
+                if (why) {
+                        UidCount *c = uid_count(a, p->uid, false);
+
+                        if (c && !c->warned)
+                                log_notice("API: refusing connections of uid %u (pid %u): %s (%u open).",
+                                           (unsigned) p->uid, (unsigned) p->pid, why, n);
+                        if (c)
+                                c->warned = true;
+                        api_refuse(cfd, why);
+                        continue;
+                }
+                a->accepted = TAKE_PTR(p);
+                /* MHD closes the socket itself when it refuses it. */
+                if (MHD_add_connection(a->daemon, TAKE_FD(cfd), (const struct sockaddr *) &sa, sizeof(sa)) != MHD_YES)
+                        log_debug_errno(errno, "API: the HTTP server refused a connection: %m");
+                a->accepted = mfree(a->accepted); /* not taken: refused */
+        }
+        api_run(a);
+        return 0;
+}
+
 static void on_connection(void *userdata,
                           struct MHD_Connection *connection,
                           void **socket_context,
@@ -902,19 +1037,27 @@ static void on_connection(void *userdata,
         Peer *p;
 
         if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+                p = *socket_context;
+                if (p)
+                        uid_count_change(a, p->uid, -1);
                 *socket_context = mfree(*socket_context);
                 return;
         }
         if (code != MHD_CONNECTION_NOTIFY_STARTED)
                 return;
 
-        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-        p = malloc(sizeof(Peer));
-        if (!info || !p) {
-                free(p); /* the handler then denies */
-                return;
+        /* Checked as it was accepted; a connection MHD took by another way is checked now. */
+        p = TAKE_PTR(a->accepted);
+        if (!p) {
+                info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+                p = malloc(sizeof(Peer));
+                if (!info || !p) {
+                        free(p); /* the handler then denies */
+                        return;
+                }
+                (void) peer_check(a, info->connect_fd, p);
         }
-        (void) peer_check(a, info->connect_fd, p);
+        uid_count_change(a, p->uid, +1);
         if (!p->allowed)
                 log_notice("Denied API access to uid %u (pid %u): not root and not in group %s.", (unsigned) p->uid,
                            (unsigned) p->pid, strna(manager_get_config(a->manager)->socket_group));
@@ -1187,11 +1330,15 @@ static int on_follower_check(sd_event_source *s, uint64_t usec, void *userdata) 
 
                 if (!f->suspended || f->connection_fd < 0)
                         continue;
-                if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+                if (usec >= f->since_usec + API_FOLLOWER_LIFETIME_USEC) {
+                        log_debug("API: letting the log follower of task %s go (lifetime).", f->task_id);
+                        f->expired = true;
+                } else if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
                         continue;
-
-                log_debug("API: log follower of task %s went away.", f->task_id);
-                f->gone = true;
+                else {
+                        log_debug("API: log follower of task %s went away.", f->task_id);
+                        f->gone = true;
+                }
                 f->suspended = false;
                 MHD_resume_connection(f->connection);
                 resumed = true;
@@ -1400,6 +1547,7 @@ int api_new(sd_event *e, Manager *m, Api **ret) {
                 return log_oom();
         a->event = sd_event_ref(e);
         a->manager = m;
+        a->listen_fd = -EBADF;
 
         r = socket_from_systemd(&fd);
         if (r < 0)
@@ -1416,21 +1564,24 @@ int api_new(sd_event *e, Manager *m, Api **ret) {
                 }
         }
 
-        /* From here MHD owns fd and closes it (in MHD_stop_daemon). */
+        a->listen_fd = fd; /* ours: we accept, MHD serves (MHD_add_connection) */
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                return log_error_errno(errno, "Failed to make the API socket non-blocking: %m");
         a->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, a,
+                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL,
+                on_request, a,
                 /* first, so that MHD's own option checks are logged through us too */
-                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a, MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned) API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                (unsigned) API_CONNECTION_TIMEOUT_SEC, MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
-        if (!a->daemon) {
-                /* MHD closes the socket on some failure paths and not on others */
-                if (fcntl(fd, F_GETFD) >= 0)
-                        safe_close(fd);
+                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a, MHD_OPTION_CONNECTION_LIMIT, (unsigned) API_CONNECTION_LIMIT,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) API_CONNECTION_TIMEOUT_SEC, MHD_OPTION_NOTIFY_CONNECTION,
+                on_connection, a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
+        if (!a->daemon)
                 return log_error_errno(EIO, "Failed to start the HTTP server on the API socket.");
-        }
         a->running = true;
+
+        r = sd_event_add_io(e, &a->listen_source, fd, EPOLLIN, on_accept, a);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the API socket: %m");
+        (void) sd_event_source_set_description(a->listen_source, "api-listen");
 
         info = MHD_get_daemon_info(a->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         if (!info || info->epoll_fd < 0)
@@ -1464,6 +1615,8 @@ Api *api_free(Api *a) {
         if (!a)
                 return NULL;
 
+        a->listen_source = sd_event_source_unref(a->listen_source);
+        a->listen_fd = safe_close(a->listen_fd);
         a->check_source = sd_event_source_unref(a->check_source);
         a->time_source = sd_event_source_unref(a->time_source);
         /* before MHD closes the epoll fd */
@@ -1490,6 +1643,8 @@ Api *api_free(Api *a) {
         if (a->bound_path && unlink(a->bound_path) < 0 && errno != ENOENT)
                 log_debug_errno(errno, "Failed to remove %s: %m", a->bound_path);
         free(a->bound_path);
+        free(a->uids);
+        free(a->accepted);
         sd_event_unref(a->event);
         return mfree(a);
 }

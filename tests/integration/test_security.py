@@ -3,9 +3,11 @@
 """Attacks against the real daemon (issue 15): a task's taskData as a symlink to a host
 file or as a FIFO; a task record near the size limit across a restart, one over it; a
 multi-line secret and one printed JSON-escaped, masked everywhere; the records' file
-system full mid-run."""
+system full mid-run; one group member's idle connections and log followers against
+root's health check."""
 
 import errno
+import grp
 import json
 import os
 import shutil
@@ -264,6 +266,83 @@ class TestStateFull(BusTestCase):
         for tid, line in (("d1", "one-ran"), ("d2", "two-ran")):
             self.assertEqual(log.count(f"Task {tid}: running."), 1, tid)
             self.assertEqual(self.client.logs(tid).splitlines(), [line])
+
+
+# Run as a group member: opens N connections, sends REQUEST on each, reports how many
+# were refused (503 too-many-connections) and how many are held; holds them until stdin
+# closes.
+HOG_SCRIPT = r"""
+import json, socket, sys, time
+path, n, req = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode().decode("unicode_escape").encode()
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    try:
+        s.sendall(req)
+    except OSError:
+        pass  # refused and closed already: its answer is still there to read
+    socks.append(s)
+time.sleep(1)
+refused = held = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        b = s.recv(4096)
+    except BlockingIOError:
+        b = None
+    if b and b.startswith(b"HTTP/1.1 503") and b"too-many-connections" in b:
+        refused += 1
+    elif b is None or b.startswith(b"HTTP/1.1 200"):
+        held += 1
+print(json.dumps({"refused": refused, "held": held}), flush=True)
+sys.stdin.read()
+"""
+
+
+class TestApiLockout(harness.TaskdTestCase):
+    """One member of SocketGroup= held every connection (idle ones, log followers:
+    suspended, never timed out) and root's health check timed out. Per-uid caps, slots
+    kept for root."""
+
+    PER_UID = 32
+
+    def hog(self, n, request):
+        gid = grp.getgrnam(harness.SOCKET_GROUP).gr_gid
+        p = subprocess.Popen(["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", harness.SYSTEM_PYTHON,
+                              "-c", HOG_SCRIPT, self.socket_path, str(n), request],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.track_process(p)
+        return p, json.loads(p.stdout.readline())
+
+    def test_idle_connections_and_followers_leave_root_room(self):
+        self.write_config()
+        self.daemon()
+        tid = self.submit_ok("sleep 120")["id"]
+        self.client.wait_status(tid, "running")
+        followers, f = self.hog(300, f"GET /v1/tasks/{tid}/logs?follow=1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        idle, i = self.hog(300, "GET /v1/health HTTP/1.1\\r\\nHost: x\\r\\n")
+        self.assertEqual((f["held"], f["refused"]), (self.PER_UID, 300 - self.PER_UID), f)
+        self.assertEqual((i["held"], i["refused"]), (0, 300), i)
+        worst = 0
+        for _ in range(20):
+            t0 = time.monotonic()
+            self.assertHealthy()
+            worst = max(worst, time.monotonic() - t0)
+        self.assertLess(worst, 0.1, f"root's /v1/health took {worst * 1000:.0f} ms")
+        harness.log(f"root's /v1/health: worst of 20 {worst * 1000:.1f} ms with 600 connections tried by a member")
+        # The member's share comes back once its connections are gone.
+        for p in (followers, idle):
+            p.stdin.close()
+            p.wait(10)
+        harness.wait_until(lambda: self.hog_once(), 15, what="the member's connections to be let in again")
+        self.client.cancel(tid)
+
+    def hog_once(self):
+        p, r = self.hog(1, "GET /v1/health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        p.stdin.close()
+        p.wait(10)
+        return r["held"] == 1
 
 
 tearDownModule = lh.stop_module_broker
