@@ -14,6 +14,7 @@
 #include "lagoon.h"
 #include "log.h"
 #include "manager.h"
+#include "preflight.h"
 
 static const char *arg_config = NULL;
 static int arg_log_level = -1;
@@ -129,6 +130,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(lagoon_freep) Lagoon *lagoon = NULL;
         Context ctx = {};
         bool check_only;
+        unsigned problems;
         sigset_t ss;
         int r;
 
@@ -137,10 +139,22 @@ static int run(int argc, char *argv[]) {
                 return r;
 
         r = config_load(arg_config, &config);
+        if (r == -EINVAL)
+                return log_error_errno(r, "Configuration %s refused: see the problems above.",
+                                       arg_config ?: CONFIG_PATH_DEFAULT);
         if (r < 0)
                 return log_error_errno(r, "Failed to load configuration %s: %m", arg_config ?: CONFIG_PATH_DEFAULT);
         apply_log_level(config);
+        /* A configuration that parses can still fail every task: say so, and refuse it
+         * with --check-config (a running daemon only warns: a bundle may come later). */
+        problems = preflight_check(config);
         if (check_only) {
+                if (problems > 0) {
+                        log_error("Configuration %s parses, but %u problem%s above would fail tasks.",
+                                  arg_config ?: CONFIG_PATH_DEFAULT, problems, problems == 1 ? "" : "s");
+                        return -EINVAL;
+                }
+                preflight_summary(config, stdout);
                 log_info("Configuration is valid.");
                 return 0;
         }

@@ -5,7 +5,7 @@ set -euo pipefail
 
 BUILD_DEPS="meson ninja-build pkg-config gcc libsystemd-dev libcurl4-openssl-dev libyajl-dev
             libseccomp-dev libssl-dev libmicrohttpd-dev librabbitmq-dev libyaml-dev"
-RUN_DEPS="conmon runc busybox-static"
+RUN_DEPS="conmon runc busybox-static catatonit"
 TEST_DEPS="clang-format git crun umoci systemd systemd-container python3 curl jq clang libclang-rt-14-dev util-linux
            openssl rabbitmq-server python3-pika python3-prometheus-client prometheus scdoc groff-base man-db
            bash-completion containerd

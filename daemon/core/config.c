@@ -117,6 +117,17 @@ static int config_parse_path(const char *file, unsigned line, const char *key, c
         return 0;
 }
 
+/* A path, or "no" for none (the empty value restores the default, as everywhere). */
+static int config_parse_optional_path(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char **p = data;
+
+        if (streq(value, "no")) {
+                *p = mfree(*p);
+                return 0;
+        }
+        return config_parse_path(file, line, key, value, data);
+}
+
 static int config_parse_socket_path(const char *file, unsigned line, const char *key, const char *value, void *data) {
         struct sockaddr_un sa;
 
@@ -594,6 +605,7 @@ static const ConfigItem config_items[] = {
         {SECTION_RUNTIME, "RuntimeArguments", config_parse_words, offsetof(Config, runtime_args), NULL, true},
         {SECTION_RUNTIME, "Conmon", config_parse_command, offsetof(Config, conmon), "conmon"},
         {SECTION_RUNTIME, "ConmonArguments", config_parse_words, offsetof(Config, conmon_args), NULL, true},
+        {SECTION_RUNTIME, "Init", config_parse_optional_path, offsetof(Config, init), "/usr/bin/catatonit"},
 
         {SECTION_TASKS, "MaxRunning", config_parse_unsigned_positive, offsetof(Config, max_running), "4"},
         {SECTION_TASKS, "MaxRunningPerEnvironment", config_parse_unsigned,
@@ -683,6 +695,45 @@ static const ConfigItem *config_item_find(Section section, const char *key) {
         return NULL;
 }
 
+/* Levenshtein distance, case-insensitive, capped: only "close" matters. */
+static size_t edit_distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b), prev[65], cur[65];
+
+        if (la > 64 || lb > 64)
+                return SIZE_MAX;
+        for (size_t j = 0; j <= lb; j++)
+                prev[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                cur[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t sub =
+                                prev[j - 1] + (tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]));
+                        cur[j] = MIN(MIN(prev[j] + 1, cur[j - 1] + 1), sub);
+                }
+                memcpy(prev, cur, sizeof(size_t) * (lb + 1));
+        }
+        return prev[lb];
+}
+
+/* The key of the section closest to an unknown one, for "did you mean"; NULL if none is close. */
+static const char *config_item_suggest(Section section, const char *key) {
+        const char *best = NULL;
+        size_t best_d = 3; /* at most two edits */
+
+        for (size_t i = 0; i < ELEMENTSOF(config_items); i++) {
+                size_t d;
+
+                if (config_items[i].section != section)
+                        continue;
+                d = edit_distance(config_items[i].key, key);
+                if (d < best_d) {
+                        best_d = d;
+                        best = config_items[i].key;
+                }
+        }
+        return best;
+}
+
 static int config_item_apply(const ConfigItem *item, void *base, const char *file, unsigned line, const char *value) {
         void *data = (uint8_t *) base + item->offset;
 
@@ -717,6 +768,7 @@ Config *config_free(Config *c) {
         free(c->runtime);
         strv_free(c->runtime_args);
         free(c->conmon);
+        free(c->init);
         strv_free(c->conmon_args);
         free(c->default_service);
         free(c->default_project);
@@ -936,7 +988,7 @@ static int parse_section_header(Config *c, const char *file, unsigned line, Pars
                 return 0;
         }
 
-        log_syntax(file, line, "Unknown section [%s], ignoring its keys.", l);
+        log_syntax(file, line, "Unknown section [%s].", l);
         return -EINVAL;
 }
 
@@ -969,7 +1021,7 @@ static int parse_line(Config *c, const char *file, unsigned line, ParseState *st
         /* The line itself is not echoed: it may hold a secret. */
         eq = strchr(l, '=');
         if (!eq) {
-                log_syntax(file, line, "Missing '=' in assignment, ignoring line.");
+                log_syntax(file, line, "Missing '=' in assignment.");
                 return -EINVAL;
         }
         *eq = '\0';
@@ -977,21 +1029,26 @@ static int parse_line(Config *c, const char *file, unsigned line, ParseState *st
         value = strstrip(eq + 1);
 
         if (*key == '\0') {
-                log_syntax(file, line, "Missing key name before '=', ignoring line.");
+                log_syntax(file, line, "Missing key name before '='.");
                 return -EINVAL;
         }
         if (st->section == SECTION_NONE) {
-                log_syntax(file, line, "Assignment %s= outside of any section, ignoring.", key);
+                log_syntax(file, line, "Assignment %s= outside of any section.", key);
                 return -EINVAL;
         }
 
         item = config_item_find(st->section == SECTION_IMAGE ? SECTION_SERVICE : st->section, key);
         if (!item) {
-                log_syntax(file, line, "Unknown key %s= in section [%s%s%s], ignoring.", key,
-                           section_names[st->section], st->section >= SECTION_SERVICE ? " " : "",
+                const char *hint =
+                        config_item_suggest(st->section == SECTION_IMAGE ? SECTION_SERVICE : st->section, key);
+
+                /* Any problem refuses the whole configuration: nothing is "ignored". */
+                log_syntax(file, line, "Unknown key %s= in section [%s%s%s]%s%s%s", key, section_names[st->section],
+                           st->section >= SECTION_SERVICE ? " " : "",
                            st->section == SECTION_SERVICE ? c->services[st->service].name
                            : st->section == SECTION_IMAGE ? c->images[st->service].name
-                                                          : "");
+                                                          : "",
+                           hint ? "; did you mean " : ".", strempty(hint), hint ? "=?" : "");
                 return -EINVAL;
         }
 
@@ -1017,7 +1074,7 @@ int config_parse_string(Config *c, const char *file_name, const char *text, size
         }
 
         if (size > CONFIG_FILE_MAX) {
-                log_error("%s: File is larger than 1 MiB, ignoring.", file_name);
+                log_error("%s: File is larger than 1 MiB.", file_name);
                 return -EINVAL;
         }
 
@@ -1033,13 +1090,13 @@ int config_parse_string(Config *c, const char *file_name, const char *text, size
                         len--;
 
                 if (len > CONFIG_LINE_MAX) {
-                        log_syntax(file_name, line, "Line is longer than 64 KiB, ignoring.");
+                        log_syntax(file_name, line, "Line is longer than 64 KiB.");
                         n_problems++;
                         cont = mfree(cont);
                         continue;
                 }
                 if (memchr(l, '\0', len)) {
-                        log_syntax(file_name, line, "Line contains a NUL byte, ignoring.");
+                        log_syntax(file_name, line, "Line contains a NUL byte.");
                         n_problems++;
                         cont = mfree(cont);
                         continue;
@@ -1057,7 +1114,7 @@ int config_parse_string(Config *c, const char *file_name, const char *text, size
                         cont_len = 0;
                 }
                 if (cont_len + len > CONFIG_LINE_MAX) {
-                        log_syntax(file_name, cont_line, "Continued line is longer than 64 KiB, ignoring.");
+                        log_syntax(file_name, cont_line, "Continued line is longer than 64 KiB.");
                         n_problems++;
                         cont = mfree(cont);
                         continue;
@@ -1259,11 +1316,11 @@ static int config_load_file(Config *c, const char *path) {
         if (r == -ENOENT || r == -ENOMEM)
                 return r;
         if (r == -EFBIG) {
-                log_error("%s: File is larger than 1 MiB, ignoring.", path);
+                log_error("%s: File is larger than 1 MiB.", path);
                 return -EINVAL;
         }
         if (r == -EBADFD) {
-                log_error("%s: Not a regular file, ignoring.", path);
+                log_error("%s: Not a regular file.", path);
                 return -EINVAL;
         }
         if (r < 0) {

@@ -5,7 +5,7 @@
  * drop-ins, INI in systemd style. See README "Configuration" for every key.
  *
  *   [Daemon]   StateDirectory=, RuntimeDirectory=, ListenSocket=, SocketGroup=, LogLevel=
- *   [Runtime]  Runtime=, RuntimeArguments=, Conmon=, ConmonArguments=
+ *   [Runtime]  Runtime=, RuntimeArguments=, Conmon=, ConmonArguments=, Init=
  *   [Tasks]    MaxRunning=, MaxRunningPerEnvironment=, MaxQueued=, DefaultTimeoutSec=,
  *              KillGraceSec=, KeepFinished=, TaskLogSizeMax=, MinFreeSpace=, DefaultService=, DefaultProject=,
  *              DefaultEnvironment=, Secret=, SecretFile=
@@ -63,6 +63,7 @@ typedef struct Config {
                                 resets */
         char *conmon;        /* Conmon=, default "conmon" (PATH lookup) */
         char **conmon_args;  /* ConmonArguments=, like RuntimeArguments= */
+        char *init;          /* Init=, default /usr/bin/catatonit; NULL (Init=no): none */
 
         /* [Tasks] */
         unsigned max_running;                 /* MaxRunning=, default 4, >= 1 */

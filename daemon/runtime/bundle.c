@@ -820,7 +820,7 @@ static bool executable_in_root(int root_fd, const char *path) {
         return S_ISREG(st.st_mode) && (st.st_mode & 0111);
 }
 
-int bundle_command_args(const char *rootfs, const char *command, char ***ret) {
+int bundle_command_args(const char *rootfs, const char *command, const char *init, char ***ret) {
         _cleanup_close_ int root_fd = -EBADF;
         bool lagoon;
         char **args;
@@ -839,6 +839,10 @@ int bundle_command_args(const char *rootfs, const char *command, char ***ret) {
         if (lagoon) {
                 const char *const l[] = {"/sbin/tini", "--", "/lagoon/entrypoints.sh", "/bin/sh", "-c", command, NULL};
                 args = strv_copy((char *const *) l);
+        } else if (init && executable_in_root(root_fd, "/bin/sh")) {
+                /* Without a shell the runtime's exec fails: a launch error, not the init's. */
+                const char *const l[] = {init, "--", "/bin/sh", "-c", command, NULL};
+                args = strv_copy((char *const *) l);
         } else {
                 const char *const l[] = {"/bin/sh", "-c", command, NULL};
                 args = strv_copy((char *const *) l);
@@ -846,7 +850,7 @@ int bundle_command_args(const char *rootfs, const char *command, char ***ret) {
         if (!args)
                 return -ENOMEM;
         *ret = args;
-        return 0;
+        return !lagoon && init && streq(args[0], init);
 }
 
 int bundle_read_config(const char *bundle_dir, JsonValue **ret, char **ret_error) {

@@ -54,12 +54,18 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
  * itself may be relative to the working directory). -EINVAL when root.path is missing. */
 int bundle_rootfs_path(const char *bundle_dir, const JsonValue *service_config, char **ret);
 
+/* Where the daemon's Init= is bind-mounted in a task container that gets it (/dev is a
+ * tmpfs in OCI configs, so the runtime can create the mount point there). */
+#define BUNDLE_INIT_PATH "/dev/init"
+
 /* process.args for a shell command: Lagoon's
  * "/sbin/tini -- /lagoon/entrypoints.sh /bin/sh -c CMD" when the rootfs has both as
- * executable regular files, else "/bin/sh -c CMD". Paths are resolved with the rootfs
- * as "/" (openat2 RESOLVE_IN_ROOT, or an lstat walk on old kernels): no symlink leads
- * out of it. -ENOENT etc. when rootfs cannot be opened. */
-int bundle_command_args(const char *rootfs, const char *command, char ***ret);
+ * executable regular files, else "/bin/sh -c CMD", with "INIT --" before it when init
+ * (a path in the container) is given and the rootfs has /bin/sh: a shell as PID 1
+ * ignores SIGTERM, so a cancel would always wait for KillGraceSec=. Paths are resolved
+ * with the rootfs as "/" (openat2 RESOLVE_IN_ROOT, or an lstat walk on old kernels): no
+ * symlink leads out of it. Returns 1 when init is used, 0 when not; -ENOENT etc. when rootfs cannot be opened. */
+int bundle_command_args(const char *rootfs, const char *command, const char *init, char ***ret);
 
 /* Reads (at most 4 MiB) and parses <bundle_dir>/config.json; messages name the path. */
 int bundle_read_config(const char *bundle_dir, JsonValue **ret, char **ret_error);

@@ -1369,7 +1369,7 @@ static int bundle_make(RuntimeContainer *c,
         size_t n_mounts = spec->n_mounts, size = 0;
         int r;
 
-        mounts = calloc(spec->n_mounts + 1, sizeof(BundleMount));
+        mounts = calloc(spec->n_mounts + 2, sizeof(BundleMount));
         if (!mounts)
                 return -ENOMEM;
         if (spec->n_mounts > 0)
@@ -1391,11 +1391,17 @@ static int bundle_make(RuntimeContainer *c,
                 return -ENOMEM;
 
         if (t->command) {
-                r = bundle_command_args(rootfs, t->command, &args);
+                /* Without the init on this host (Init= not installed), tasks run as before. */
+                const char *init = spec->config->init;
+                bool have_init = init && access(init, X_OK) == 0;
+
+                r = bundle_command_args(rootfs, t->command, have_init ? BUNDLE_INIT_PATH : NULL, &args);
                 if (r < 0) {
                         set_error(ret_error, "building the task's command: %s", strerror(-r));
                         return r;
                 }
+                if (r > 0)
+                        mounts[n_mounts++] = (BundleMount){init, BUNDLE_INIT_PATH, true};
         }
         r = make_hostname(t, &hostname);
         if (r < 0)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -240,8 +241,8 @@ class TestTaskctl(harness.TaskdTestCase):
         self.submit_ok("true", id=long_id)
         for tid in (ok, bad, killed, long_id):
             self.client.wait_final(tid)
-        # sh -c as PID 1 ignores SIGTERM: the task stays "stopping" for KillGraceSec=2.
-        self.submit_ok("sleep 60", id=stuck)
+        # A task that ignores SIGTERM stays "stopping" for KillGraceSec=2.
+        self.submit_ok("trap '' TERM; sleep 60", id=stuck)
         self.client.wait_status(stuck, "running")
         self.assertEqual(self.client.cancel(stuck).status, 202)
         t = self.client.task(stuck)
@@ -338,6 +339,72 @@ class TestTaskctl(harness.TaskdTestCase):
         r = self.taskctl("run", "--service=nope", "--", "true")
         self.assertEqual(r.returncode, 1, r)
         self.assertIn("unknown service 'nope' (configured: cli) (unknown-service)", r.stderr)
+
+    def test_init_is_pid1(self):
+        """A plain image gets Init= (catatonit) as PID 1, so a shell command reacts to
+        SIGTERM at once instead of taking KillGraceSec= (30 s here)."""
+        if not os.access("/usr/bin/catatonit", os.X_OK):
+            self.skipTest("catatonit not installed")
+        self.write_config(tasks={"KillGraceSec": 30})
+        self.d.restart()
+        # "; echo": a last simple command would be exec'd by sh and be PID 1 itself.
+        show_pid1 = "tr '\\0' ' ' </proc/1/cmdline; echo"
+        r = self.ctl_ok("run", "--wait", "--", show_pid1)
+        self.assertEqual(r.stdout, f"/dev/init -- /bin/sh -c {show_pid1} \n")
+        tid = self.new_id("term")
+        self.submit_ok("sleep 300", id=tid)
+        self.client.wait_status(tid, "running")
+        t0 = time.monotonic()
+        self.assertEqual(self.client.cancel(tid).status, 202)
+        t = self.client.wait_final(tid, timeout=60)
+        self.assertEqual(t["status"], "cancelled", t)
+        self.assertLess(time.monotonic() - t0, 15, "SIGTERM ended the task, not SIGKILL after 30 s")
+        # Init=no: the shell is PID 1, as before.
+        self.write_config(tasks={"KillGraceSec": 30}, runtime={"Init": "no"})
+        self.d.restart()
+        r = self.ctl_ok("run", "--wait", "--", show_pid1)
+        self.assertEqual(r.stdout, f"/bin/sh -c {show_pid1} \n")
+
+    def test_check_config(self):
+        r = subprocess.run([harness.TASKD, "--config", self.config_path, "--check-config"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("Configuration is valid.", r.stderr)
+        self.assertIn(f"[Service cli] Bundle={self.bundle} (default)", r.stdout)
+        self.assertRegex(r.stdout, r"MaxRunning=4 .*KillGraceSec=2s")
+        # Parses, but every task would fail: refused, each problem said.
+        cfg = self.base_config()
+        cfg["Runtime"].update({"Runtime": "nosuchruntime", "Conmon": "/no/conmon"})
+        cfg["Tasks"]["DefaultService"] = "web"
+        cfg["Service nocfg"] = {"Bundle": self.tmp}
+        os.makedirs(os.path.join(self.tmp, "norootfs"))
+        with open(os.path.join(self.tmp, "norootfs", "config.json"), "w") as f:
+            json.dump({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["sh"]}}, f)
+        cfg["Service norootfs"] = {"Bundle": os.path.join(self.tmp, "norootfs")}
+        bad = self.write_config(config=cfg, path=os.path.join(self.tmp, "bad.conf"))
+        r = subprocess.run([harness.TASKD, "--config", bad, "--check-config"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 1, r)
+        for message in ("Runtime=nosuchruntime: No such file or directory (looked up in PATH)",
+                        "Conmon=/no/conmon: No such file or directory",
+                        f"[Service nocfg] Bundle={self.tmp}: {self.tmp}/config.json: No such file or directory",
+                        f"[Service norootfs] Bundle={self.tmp}/norootfs: its rootfs {self.tmp}/norootfs/rootfs is "
+                        "missing",
+                        "DefaultService=web names no [Service web] section (configured: cli, nocfg, norootfs)",
+                        "parses, but 5 problems above would fail tasks"):
+            self.assertIn(message, r.stderr)
+        # A typo: "did you mean", and no "ignoring" for a file that is refused.
+        with open(bad, "w") as f:
+            f.write("[Tasks]\nMaxRuning=3\nKilGraceSec=1\nNothingLikeIt=1\n[Bogus]\n")
+        r = subprocess.run([harness.TASKD, "--config", bad, "--check-config"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(f"{bad}:2: Unknown key MaxRuning= in section [Tasks]; did you mean MaxRunning=?", r.stderr)
+        self.assertIn(f"{bad}:3: Unknown key KilGraceSec= in section [Tasks]; did you mean KillGraceSec=?", r.stderr)
+        self.assertIn(f"{bad}:4: Unknown key NothingLikeIt= in section [Tasks].", r.stderr)
+        self.assertIn(f"Configuration {bad} refused", r.stderr)
+        self.assertNotIn("ignoring", r.stderr)
+        self.assertNotIn("Invalid argument", r.stderr)
 
     def test_alert_rules_and_dashboard(self):
         p = promcheck.promtool("check", "rules", ALERTS)

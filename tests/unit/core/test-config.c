@@ -285,6 +285,14 @@ static void test_all_keys(void) {
         parse_ok(c, "[Service php]\nSeccomp=auto\n");
         ASSERT(s->seccomp == SECCOMP_MODE_AUTO);
 
+        /* Init=: a path, "no", or empty for the default. */
+        parse_ok(c, "[Runtime]\nInit=/usr/libexec/podman/catatonit\n");
+        ASSERT_STREQ(c->init, "/usr/libexec/podman/catatonit");
+        parse_ok(c, "[Runtime]\nInit=no\n");
+        ASSERT(!c->init);
+        parse_ok(c, "[Runtime]\nInit=no\nInit=\n");
+        ASSERT_STREQ(c->init, "/usr/bin/catatonit");
+
         /* Durations: "infinity", 0 = no timeout, combinations. */
         parse_ok(c, "[Tasks]\nDefaultTimeoutSec=infinity\nKillGraceSec=0\n");
         ASSERT(c->default_timeout_usec == USEC_INFINITY);
@@ -470,6 +478,7 @@ static void test_invalid_values(void) {
                 {"[Tasks]\nDefaultTimeoutSec=1 fortnight\n", 2},
                 {"[Tasks]\nDefaultTimeoutSec=99999999999999999999w\n", 2},
                 {"[Tasks]\nKillGraceSec=infinity\n", 2},
+                {"[Runtime]\nInit=catatonit\n", 2},
                 {"[Tasks]\nDefaultService=a b\n", 2},
                 {"[Tasks]\nDefaultProject=a\tb\n", 2},
                 {"[Tasks]\nSecretFile=relative.txt\n", 2},

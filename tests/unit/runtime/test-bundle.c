@@ -691,10 +691,26 @@ static char *make_rootfs(const char *base, const char *name) {
         return p;
 }
 
-static void assert_args(const char *rootfs, bool lagoon) {
-        _cleanup_strv_free_ char **args = NULL;
+static void assert_args_sh(const char *rootfs, bool lagoon, bool has_sh) {
+        _cleanup_strv_free_ char **args = NULL, **with_init = NULL;
 
-        ASSERT_OK(bundle_command_args(rootfs, "drush cr; echo 'x'", &args));
+        /* An init goes before the plain shell only (Lagoon images bring tini), and only
+         * when there is a shell for it to start (else the launch fails, as without). */
+        ASSERT(bundle_command_args(rootfs, "drush cr; echo 'x'", "/dev/init", &with_init) ==
+               (!lagoon && has_sh ? 1 : 0));
+        if (lagoon)
+                ASSERT_STREQ(with_init[0], "/sbin/tini");
+        else if (!has_sh)
+                ASSERT_STREQ(with_init[0], "/bin/sh");
+        else {
+                ASSERT(strv_length(with_init) == 5);
+                ASSERT_STREQ(with_init[0], "/dev/init");
+                ASSERT_STREQ(with_init[1], "--");
+                ASSERT_STREQ(with_init[2], "/bin/sh");
+                ASSERT_STREQ(with_init[4], "drush cr; echo 'x'");
+        }
+
+        ASSERT(bundle_command_args(rootfs, "drush cr; echo 'x'", NULL, &args) == 0);
         if (lagoon) {
                 ASSERT(strv_length(args) == 6);
                 ASSERT_STREQ(args[0], "/sbin/tini");
@@ -712,6 +728,10 @@ static void assert_args(const char *rootfs, bool lagoon) {
                 ASSERT_STREQ(args[1], "-c");
                 ASSERT_STREQ(args[2], "drush cr; echo 'x'");
         }
+}
+
+static void assert_args(const char *rootfs, bool lagoon) {
+        assert_args_sh(rootfs, lagoon, false);
 }
 
 static void check_command_args(const char *base) {
@@ -745,11 +765,16 @@ static void check_command_args(const char *base) {
         assert_args(linked, true);
         assert_args(loop, false);
         assert_args(dir_tini, false);
+        {
+                _cleanup_free_ char *plain_sh = path_join(base, "plain-sh");
+                ASSERT(plain_sh);
+                assert_args_sh(plain_sh, false, true);
+        }
         /* The escaping links do point at real files on the host side. */
         host_file = path_join(host, "lagoon/entrypoints.sh");
         ASSERT(host_file && access(host_file, X_OK) == 0);
-        ASSERT(bundle_command_args(missing, "x", &args) == -ENOENT && !args);
-        ASSERT(bundle_command_args(NULL, "x", &args) == -EINVAL && !args);
+        ASSERT(bundle_command_args(missing, "x", NULL, &args) == -ENOENT && !args);
+        ASSERT(bundle_command_args(NULL, "x", NULL, &args) == -EINVAL && !args);
 }
 
 static void setup_rootfs_layouts(const char *base) {
@@ -763,6 +788,11 @@ static void setup_rootfs_layouts(const char *base) {
         write_file(host, "lagoon/entrypoints.sh", "#!/bin/sh\n", 0755);
 
         free(make_rootfs(base, "empty"));
+
+        r = make_rootfs(base, "plain-sh");
+        make_dirs(r, "bin");
+        write_file(r, "bin/sh", "#!/bin/sh\n", 0755);
+        r = mfree(r);
 
         r = make_rootfs(base, "only-tini");
         make_dirs(r, "sbin");
