@@ -640,6 +640,8 @@ static enum MHD_Result handle_submit(Api *a, struct MHD_Connection *connection, 
         case -EEXIST:
                 return respond_error(connection, MHD_HTTP_CONFLICT, "conflict", "%s",
                                      error ?: "a different task with this id exists");
+        case -EPERM:
+                return respond_error(connection, MHD_HTTP_FORBIDDEN, "forbidden", "%s", error ?: "not allowed");
         case -EBUSY:
                 return respond_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "queue-full", "%s",
                                      error ?: "the task queue is full");

@@ -677,6 +677,7 @@ static const ConfigItem config_items[] = {
         {SECTION_KUBERNETES, "CRIORunRoot", config_parse_path, offsetof(Config, crio_run_root),
          "/run/containers/storage"},
         {SECTION_KUBERNETES, "KeepTaskPods", config_parse_unsigned, offsetof(Config, keep_task_pods), "1"},
+        {SECTION_KUBERNETES, "APINamespaces", config_parse_words, offsetof(Config, api_namespaces), NULL, true},
         {SECTION_KUBERNETES, "ClaimNamespace", config_parse_namespace_prefix, offsetof(Config, claim_namespace), NULL},
         {SECTION_KUBERNETES, "ClaimDurationSec", config_parse_finite_duration, offsetof(Config, claim_duration_usec),
          "60s"},
@@ -767,6 +768,7 @@ Config *config_free(Config *c) {
         free(c->socket_group);
         free(c->runtime);
         strv_free(c->runtime_args);
+        strv_free(c->api_namespaces);
         free(c->conmon);
         free(c->init);
         strv_free(c->conmon_args);
@@ -1302,6 +1304,22 @@ int config_finalize(Config *c) {
                 if (credentials[i] && !strv_contains(c->secrets, credentials[i]) &&
                     strv_extend(&c->secrets, credentials[i]) < 0)
                         return log_oom();
+        /* Files an advanced task gets mounted (it can print them), and the cluster tokens:
+         * their contents as they are now (a file that cannot be read is reported where it
+         * is used). */
+        const char *files[] = {c->ssh_key_file, c->deployer_token_file, c->kube_token_file, c->kubelet_token_file};
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                _cleanup_free_ char *data = NULL;
+                size_t n = 0;
+
+                if (!files[i] || read_full_file(files[i], 64 * 1024, &data, &n) < 0)
+                        continue;
+                while (n > 0 && strchr(" \t\r\n", data[n - 1]))
+                        data[--n] = 0;
+                if (n > 0 && strlen(data) == n && !strv_contains(c->secrets, data) &&
+                    strv_extend(&c->secrets, data) < 0)
+                        return log_oom();
+        }
 
         return ret;
 }

@@ -142,6 +142,8 @@ typedef struct Config {
         char *containerd_state;        /* ContainerdState=, default /run/containerd */
         char *containerd_namespace;    /* ContainerdNamespace=, default k8s.io */
         char *crio_run_root;           /* CRIORunRoot=, default /run/containers/storage */
+        char **api_namespaces;         /* APINamespaces=: globs of the namespaces tasks from the control API may
+                                        * use in node mode; none by default */
         unsigned keep_task_pods;       /* KeepTaskPods=, default 1 finished task pod per namespace */
         char *claim_namespace;         /* ClaimNamespace=: cluster mode, tasks claimed as Leases there */
         uint64_t claim_duration_usec;  /* ClaimDurationSec=, default 60 s */

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -1343,6 +1344,13 @@ static int generate_id(char **ret) {
         return 0;
 }
 
+static bool namespace_allowed(char *const *globs, const char *namespace) {
+        for (char *const *g = globs; g && *g; g++)
+                if (fnmatch(*g, namespace, 0) == 0)
+                        return true;
+        return false;
+}
+
 /* What the kernel or the store could not take later fails here, with its name. */
 static int check_field_limits(const TaskRequest *req, char **ret_error) {
         const struct {
@@ -1464,6 +1472,14 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return error_message(ret_error, -EINVAL,
                                      "cannot derive a namespace from project '%s' and environment '%s'", project,
                                      environment);
+        /* In node mode the namespace picks the Deployment (its service account, volumes,
+         * securityContext) or the pod to clone: from the control API only where allowed. */
+        if (!req->lagoon && m->node &&
+            (req->image ? node_api(m->node) != NULL : !config_find_service(m->config, service)) &&
+            !namespace_allowed(m->config->api_namespaces, t->namespace))
+                return error_message(ret_error, -EPERM,
+                                     "namespace %s is not open to tasks from the control API (APINamespaces=)",
+                                     t->namespace);
         t->created_usec = now_usec(CLOCK_REALTIME);
         t->timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : m->config->default_timeout_usec;
         t->seq = m->last_seq + 1;

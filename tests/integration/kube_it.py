@@ -96,6 +96,7 @@ class NodePeers:
 
     def __init__(self, tmp, namespace):
         self.tmp = tmp
+        self.namespace = namespace
         self.api = kh.KubeApiPeer(os.path.join(tmp, "api"), seeds=[FIXTURE], seed_namespace=namespace,
                                   namespaces=[namespace], node_name=NODE)
         self.kubelet = kh.KubeletPeer(os.path.join(tmp, "kubelet"), node_name=NODE)
@@ -120,7 +121,8 @@ class NodePeers:
 
     def section(self, containerd=None, **extra):
         s = {"NodeName": NODE, "KubeletURL": self.kubelet.url, "KubeletCAFile": self.kubelet.ca_file,
-             "KubeletTokenFile": self.kubelet_token, "Kubeconfig": self.kubeconfig}
+             "KubeletTokenFile": self.kubelet_token, "Kubeconfig": self.kubeconfig,
+             "APINamespaces": self.namespace}
         if containerd:
             s["ContainerdState"] = containerd.state
             s["ContainerdNamespace"] = "k8s.io"

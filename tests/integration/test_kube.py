@@ -42,7 +42,7 @@ class KubeTest(harness.TaskdTestCase):
             self.api.stop()
 
     def start_daemon(self, keep_task_pods=None, kubeconfig=None):
-        kube = {"NodeName": "node-1", "Kubeconfig": kubeconfig or self.kubeconfig}
+        kube = {"NodeName": "node-1", "Kubeconfig": kubeconfig or self.kubeconfig, "APINamespaces": "proj-* other-?"}
         if keep_task_pods is not None:
             kube["KeepTaskPods"] = str(keep_task_pods)
         self.write_config(services={"cli": None}, extra={"Kubernetes": kube})
@@ -61,6 +61,19 @@ class KubeTest(harness.TaskdTestCase):
         return [r for r in self.api.requests() if r["method"] == "DELETE" and r["path"].endswith("/pods/" + name)]
 
     # ------------------------------------------------------------------------------
+
+    def test_api_tasks_only_in_allowed_namespaces(self):
+        """A member of SocketGroup= chose the namespace (project-environment) and got a pod
+        of any Deployment there; now only in APINamespaces=, refused before any API call."""
+        self.start_daemon()
+        self.api.requests(clear=True)
+        for project, env in (("kube", "system"), ("other", "xx"), ("lagoon", "core")):
+            r = self.client.submit("id", service="cli", project=project, environment=env)
+            self.assertEqual((r.status, r.json["error"]), (403, "forbidden"), r)
+            self.assertIn(f"namespace {project}-{env} is not open to tasks from the control API (APINamespaces=)",
+                          r.json["message"])
+        self.assertEqual([q["path"] for q in self.api.requests() if "/namespaces/" in q["path"]], [])
+        self.assertEqual(self.client.get("/v1/tasks").json["tasks"], [])
 
     def test_standard_task_pod_from_the_deployment(self):
         lines = [f"line {i} of the task" for i in range(20)]

@@ -179,6 +179,22 @@ class TestSecretForms(BusTestCase):
         self.assertEqual(self.peer.task_logs("m1")[-1]["message"].splitlines()[-len(want):], want)
 
 
+class TestCredentialFiles(BusTestCase):
+    def test_deployer_token_and_ssh_key_contents_masked(self):
+        # Both are mounted into advanced tasks, which can print them.
+        token, key = "deployer-token-Zq81x", "-----BEGIN OPENSSH PRIVATE KEY-----\nkeybody-Zq81x\n-----END OPENSSH PRIVATE KEY-----"
+        paths = {}
+        for name, text in (("DeployerTokenFile", token + "\n"), ("SSHKeyFile", key + "\n")):
+            paths[name] = os.path.join(self.tmp, name)
+            with open(paths[name], "w") as f:
+                f.write(text)
+            os.chmod(paths[name], 0o600)
+        self.start_daemon(lagoon=paths)
+        t = self.submit_ok(f"echo {token}; cat <<'EOF'\n{key}\nEOF", service="nginx")
+        self.assertEqual(self.client.wait_final(t["id"], 60)["status"], "complete")
+        self.assertEqual(self.client.logs(t["id"]).splitlines(), ["***"] * 4)
+
+
 class TestStateFull(BusTestCase):
     """The records' file system fills up while a task runs: its end is not announced
     (API, Lagoon, STATUS=) before it is on disk, nothing is launched meanwhile, and once
