@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "parse-util.h"
+#include "redact.h"
 #include "task.h"
 #include "user-util.h"
 
@@ -413,11 +414,42 @@ static enum MHD_Result respond_oom(struct MHD_Connection *connection) {
         return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error", "out of memory");
 }
 
+/* A task as the API shows it: the secrets in force (Secret=, the task's own) masked in its
+ * command, as they are in its output. */
+static int api_task_json(Api *a, const Task *t, unsigned position, JsonValue **ret) {
+        _cleanup_(json_freep) JsonValue *v = NULL;
+        _cleanup_strv_free_ char **secrets = NULL, **forms = NULL;
+        _cleanup_free_ char *masked = NULL;
+        int r;
+
+        r = task_to_json(t, position, &v);
+        if (r < 0)
+                return r;
+        if (t->command) {
+                secrets = strv_copy(manager_get_config(a->manager)->secrets);
+                if (!secrets)
+                        return -ENOMEM;
+                for (char *const *s = t->secrets; s && *s; s++)
+                        if (strv_extend(&secrets, *s) < 0)
+                                return -ENOMEM;
+                r = redact_secret_forms(secrets, &forms);
+                if (r < 0)
+                        return r;
+                if (redact_needed(t->command, strlen(t->command), forms)) {
+                        masked = redact(t->command, strlen(t->command), forms, NULL);
+                        if (!masked || json_object_set_string(v, "command", masked) < 0)
+                                return -ENOMEM;
+                }
+        }
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
 static enum MHD_Result respond_task(Api *a, struct MHD_Connection *connection, unsigned status, const Task *t) {
         _cleanup_(json_freep) JsonValue *v = NULL;
         int r;
 
-        r = task_to_json(t, manager_queue_position(a->manager, t), &v);
+        r = api_task_json(a, t, manager_queue_position(a->manager, t), &v);
         if (r < 0)
                 return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
                                      "failed to format task: %s", strerror(-r));
@@ -539,7 +571,7 @@ static enum MHD_Result handle_list(Api *a, struct MHD_Connection *connection) {
                     (project && !streq_ptr(tasks[i]->project, project)) ||
                     (environment && !streq_ptr(tasks[i]->environment, environment)))
                         continue;
-                r = task_to_json(tasks[i], manager_queue_position(a->manager, tasks[i]), &item);
+                r = api_task_json(a, tasks[i], manager_queue_position(a->manager, tasks[i]), &item);
                 if (r < 0)
                         return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
                                              "failed to format task: %s", strerror(-r));
@@ -591,7 +623,7 @@ static enum MHD_Result handle_delete(Api *a, struct MHD_Connection *connection, 
         if (!t)
                 return respond_not_found(connection, id);
         /* The answer is the task as it was: formatted before it goes. */
-        r = task_to_json(t, 0, &v);
+        r = api_task_json(a, t, 0, &v);
         if (r < 0)
                 return respond_oom(connection);
         r = manager_remove_task(a->manager, id);

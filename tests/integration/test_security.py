@@ -316,6 +316,18 @@ sys.stdin.read()
 """
 
 
+class TestApiCommandMasked(harness.TaskdTestCase):
+    def test_secret_not_returned_in_command(self):
+        self.write_config(tasks={"Secret": "hunter2-secret"})
+        self.daemon()
+        t = self.submit_ok("echo hunter2-secret")
+        self.assertEqual(t["command"], "echo ***")
+        self.client.wait_final(t["id"], 60)
+        self.assertEqual(self.client.task(t["id"])["command"], "echo ***")
+        self.assertNotIn("hunter2-secret", self.client.get("/v1/tasks").text)
+        self.assertEqual(self.client.logs(t["id"]), "***\n")
+
+
 class TestApiLockout(harness.TaskdTestCase):
     """One member of SocketGroup= held every connection (idle ones, log followers:
     suspended, never timed out) and root's health check timed out. Per-uid caps, slots
