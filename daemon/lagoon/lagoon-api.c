@@ -7,9 +7,10 @@
  * ready token of APITokenFile=. The token never reaches a log line: the detail texts
  * only quote the API's answer, and the header buffer is wiped after use.
  *
- * Classification (lagoon-api.h): transport errors, 5xx and 429 are worth another try;
- * other 4xx (401/403 from Lagoon's auth middleware, 400 from Apollo for a request it
- * cannot coerce) and 2xx answers carrying GraphQL "errors" (resolver failures) are not.
+ * Classification (lagoon-api.h): transport errors, 5xx, 429 and 401/403 (Lagoon's auth
+ * middleware: a token refused, retried with a new one) are worth another try; other 4xx
+ * (400 from Apollo for a request it cannot coerce) and 2xx answers carrying GraphQL
+ * "errors" (resolver failures) are not.
  * Status codes outside those ranges (1xx, 3xx) are retried: the request may not have
  * reached the API, and updateTask is idempotent. */
 
@@ -23,6 +24,7 @@
 #include "log.h"
 
 #define LAGOON_API_ISSUER "lagoon-taskd"
+#define IN_SET_LONG(x, a, b, c) ((x) == (a) || (x) == (b) || (x) == (c))
 #define LAGOON_API_TOKEN_LIFETIME_SEC 60U
 #define LAGOON_API_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define LAGOON_API_MAX_RESPONSE ((size_t) 1024U * 1024U)
@@ -229,7 +231,9 @@ classify(int error, long status, const char *body, size_t size, const char *erro
         if (format_body_excerpt(body ?: "", body ? size : 0, &excerpt) >= 0)
                 (void) error_message(ret_detail, -EIO, "HTTP %ld: %s", status, excerpt);
 
-        if (status >= 400 && status < 500 && status != 429)
+        /* 401/403: the token (clock skew past its 60 s, a secret being rotated), not the
+         * update, was refused: another try with a new token may pass. */
+        if (status >= 400 && status < 500 && !IN_SET_LONG(status, 401, 403, 429))
                 return LAGOON_API_REJECTED;
         return LAGOON_API_RETRY;
 }

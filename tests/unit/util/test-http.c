@@ -736,9 +736,10 @@ TEST(lagoon_api_answers) {
         CHECK_ANSWER(200, "{\"errors\":\"bad\"}", LAGOON_API_REJECTED, "GraphQL error: (no message)");
         CHECK_ANSWER(200, "{\"errors\":[{\"message\":7}]}", LAGOON_API_REJECTED, "GraphQL error: (no message)");
 
-        CHECK_ANSWER(401, "{\"errors\":[{\"message\":\"Unauthorized - Bearer token required\"}]}", LAGOON_API_REJECTED,
+        /* 401/403: the token was refused (skew, rotation), not the update: tried again. */
+        CHECK_ANSWER(401, "{\"errors\":[{\"message\":\"Unauthorized - Bearer token required\"}]}", LAGOON_API_RETRY,
                      "HTTP 401: {\"errors\":[{\"message\":\"Unauthorized - Bearer token required\"}]}");
-        CHECK_ANSWER(403, "", LAGOON_API_REJECTED, "HTTP 403: (empty body)");
+        CHECK_ANSWER(403, "", LAGOON_API_RETRY, "HTTP 403: (empty body)");
         CHECK_ANSWER(404, "Cannot POST /x\r\n", LAGOON_API_REJECTED, "HTTP 404: Cannot POST /x  ");
         CHECK_ANSWER(429, "slow down", LAGOON_API_RETRY, "HTTP 429: slow down");
         CHECK_ANSWER(500, "{\"errors\":[{\"message\":\"boom\"}]}", LAGOON_API_RETRY, NULL);
@@ -995,7 +996,7 @@ TEST(lagoon_api) {
         ASSERT_OK(free_and_strdup(&c_bad->jwt_secret, "not-the-secret"));
         ASSERT_OK(lagoon_api_new(client, c_bad, &api_bad));
         api_send(api_bad, complete, &r);
-        ASSERT_EQ(r.result, LAGOON_API_REJECTED);
+        ASSERT_EQ(r.result, LAGOON_API_RETRY);
         ASSERT_STREQ(r.detail, "HTTP 401: {\"errors\": [{\"message\": \"Unauthorized - Legacy token invalid: invalid "
                                "signature\"}]}");
 
@@ -1005,7 +1006,7 @@ TEST(lagoon_api) {
         api_bad = lagoon_api_free(api_bad);
         ASSERT_OK(lagoon_api_new(client, c_bad, &api_bad));
         api_send(api_bad, complete, &r);
-        ASSERT_EQ(r.result, LAGOON_API_REJECTED);
+        ASSERT_EQ(r.result, LAGOON_API_RETRY);
         ASSERT(strstr(r.detail, "Token audience mismatch."));
 
         /* A ready token (APITokenFile=) is sent as it is, and never shows in the detail. */
@@ -1015,7 +1016,7 @@ TEST(lagoon_api) {
         ASSERT_OK(free_and_strdup(&c_token->api_token, "opaque-token-value"));
         ASSERT_OK(lagoon_api_new(client, c_token, &api_token));
         api_send(api_token, complete, &r);
-        ASSERT_EQ(r.result, LAGOON_API_REJECTED);
+        ASSERT_EQ(r.result, LAGOON_API_RETRY);
         ASSERT(strstr(r.detail, "HTTP 401: "));
         ASSERT(strstr(r.detail, "Bearer token malformed"));
         ASSERT(!strstr(r.detail, "opaque-token-value"));
