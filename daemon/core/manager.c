@@ -260,7 +260,7 @@ unsigned manager_n_running(Manager *m) {
 unsigned manager_n_queued(Manager *m) {
         unsigned n = 0;
         for (size_t i = 0; i < m->n_tasks; i++)
-                if (m->tasks[i]->task->status == TASK_PENDING)
+                if (m->tasks[i]->task->status == TASK_PENDING && !task_launching(m->tasks[i]->task))
                         n++;
         return n;
 }
@@ -344,10 +344,10 @@ int manager_list_tasks(Manager *m, const Task ***ret, size_t *ret_n) {
 unsigned manager_queue_position(Manager *m, const Task *t) {
         unsigned pos = 0;
 
-        if (t->status != TASK_PENDING)
+        if (t->status != TASK_PENDING || task_launching(t))
                 return 0;
         for (size_t i = 0; i < m->n_tasks; i++) {
-                if (m->tasks[i]->task->status == TASK_PENDING)
+                if (m->tasks[i]->task->status == TASK_PENDING && !task_launching(m->tasks[i]->task))
                         pos++;
                 if (m->tasks[i]->task == t)
                         return pos;
@@ -428,7 +428,8 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
                 t->status = from;
                 t->started_usec = started;
                 t->finished_usec = finished;
-                if (to != TASK_RUNNING) {
+                if (to != TASK_RUNNING || t->launch_step == TASK_LAUNCH_STARTED) {
+                        /* (running after the start is no launch: it is made once on disk) */
                         mt->deferred = true;
                         mt->deferred_to = to;
                         if (reason != mt->deferred_reason && free_and_strdup(&mt->deferred_reason, reason) < 0)
@@ -436,9 +437,10 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
                 }
                 mt->unsaved = true;
                 manager_store_failed(m, r);
-                return log_error_errno(r, "Task %s: failed to persist status %s, not %s: %m", t->id,
-                                       task_status_to_string(to),
-                                       to == TASK_RUNNING ? "launched (it stays queued)" : "announced (retried)");
+                return log_error_errno(
+                        r, "Task %s: failed to persist status %s, not %s: %m", t->id, task_status_to_string(to),
+                        to == TASK_RUNNING && t->launch_step != TASK_LAUNCH_STARTED ? "launched (it stays queued)"
+                                                                                    : "announced (retried)");
         }
         mt->unsaved = false;
         if (mt->deferred) {
@@ -684,6 +686,9 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         }
         if (m->n_running > 0)
                 m->n_running--;
+        /* Started, but its running record is not on disk yet: it ran all the same. */
+        if (task_launching(t) && t->launch_step == TASK_LAUNCH_STARTED)
+                (void) task_transition(t, TASK_RUNNING, NULL, now_usec(CLOCK_REALTIME));
         t->launch_step = TASK_LAUNCH_NONE;
         r = manager_transition(m, mt, to, reason);
 
@@ -741,6 +746,8 @@ static void on_container_exit(RuntimeContainer *c, int status, const char *error
         manager_task_ended(mt->manager, mt, status, error ? reason ?: "launch-error" : NULL, NULL);
 }
 
+static int arm_deadline(Manager *m, ManagedTask *mt);
+
 /* Recorded before the launcher relies on the step: a restart resumes from it. */
 static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *userdata) {
         ManagedTask *mt = userdata;
@@ -748,11 +755,17 @@ static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *us
         int r;
 
         mt->task->launch_step = step;
-        r = manager_save(m, mt);
-        if (r < 0)
-                log_error_errno(r, "Task %s: launch step %s not on disk (retried): %m", mt->task->id,
-                                task_launch_step_to_string(step));
         log_debug("Task %s: launch step %s.", mt->task->id, task_launch_step_to_string(step));
+        /* Running once its process exists: the API, STATUS= and Lagoon say so only now. */
+        if (step == TASK_LAUNCH_STARTED && mt->task->status == TASK_PENDING) {
+                (void) manager_transition(m, mt, TASK_RUNNING, NULL);
+                (void) arm_deadline(m, mt); /* TimeoutSec= counts from the start */
+        } else {
+                r = manager_save(m, mt);
+                if (r < 0)
+                        log_error_errno(r, "Task %s: launch step %s not on disk (retried): %m", mt->task->id,
+                                        task_launch_step_to_string(step));
+        }
         if (step == TASK_LAUNCH_STARTED)
                 manager_launch_done(m, mt); /* the create and start happen after runtime_container_start() */
         /* A stop asked for while the launch was in flight reached no process. */
@@ -982,17 +995,17 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
         if (r < 0)
                 return manager_launch_failed(m, mt, r, "prepare launch");
 
-        /* Persist "running" before the container exists: should the daemon die in
-         * between, the next start finds a running task to adopt and never starts
-         * it a second time. */
-        m->n_running++;
+        /* The launch is recorded before the container exists: should the daemon die in
+         * between, the next start resumes it and never starts the task a second time.
+         * The task stays pending until its container started (on_container_step). */
         t->launch_step = TASK_LAUNCH_PREPARED;
-        if (manager_transition(m, mt, TASK_RUNNING, NULL) < 0) {
+        if (manager_save(m, mt) < 0) {
                 /* Not on disk, so not launched: it waits in the queue. */
-                m->n_running--;
                 t->launch_step = TASK_LAUNCH_NONE;
                 return;
         }
+        m->n_running++;
+        manager_task_changed(m, mt);
         debug_stop_at("prepared");
 
         RuntimeSpec spec = {
@@ -1023,7 +1036,6 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
-        (void) arm_deadline(m, mt);
 }
 
 static bool dns_label_ok(const char *s) {
@@ -1224,7 +1236,7 @@ static bool environment_has_room(Manager *m, const Task *t) {
                 return true;
         for (size_t i = 0; i < m->n_tasks; i++) {
                 const Task *o = m->tasks[i]->task;
-                if (o->status == TASK_RUNNING && streq(o->namespace, t->namespace))
+                if ((o->status == TASK_RUNNING || task_launching(o)) && streq(o->namespace, t->namespace))
                         n++;
         }
         return n < m->config->max_running_per_environment;
@@ -1321,7 +1333,7 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running && m->stats.store_error == 0; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (mt->task->status != TASK_PENDING || mt->lookup || mt->deferred ||
+                if (mt->task->status != TASK_PENDING || task_launching(mt->task) || mt->lookup || mt->deferred ||
                     !environment_has_room(m, mt->task) || manager_cleaning(m, mt->task->id))
                         continue;
                 manager_launch(m, mt);
@@ -1545,7 +1557,7 @@ int manager_cancel(Manager *m, const char *id) {
                 if (m->n_running > 0)
                         m->n_running--;
         }
-        if (mt->task->status != TASK_RUNNING) {
+        if (mt->task->status != TASK_RUNNING && !mt->container) {
                 (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
                 manager_prune_finished(m);
                 return 0;
@@ -1610,7 +1622,8 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", mt->task->id);
-        (void) arm_deadline(m, mt);
+        if (mt->task->status == TASK_RUNNING)
+                (void) arm_deadline(m, mt); /* else once its container started */
         if (mt->task->kill_usec > 0)
                 (void) arm_kill_timer(m, mt);
 }
@@ -1678,6 +1691,10 @@ int manager_start(Manager *m) {
                 switch (mt->task->status) {
                 case TASK_NEW:
                         (void) manager_transition(m, mt, TASK_PENDING, NULL);
+                        break;
+                case TASK_PENDING:
+                        if (task_launching(mt->task))
+                                manager_adopt(m, mt);
                         break;
                 case TASK_RUNNING:
                         manager_adopt(m, mt);

@@ -215,8 +215,12 @@ TaskLaunchStep task_launch_step_from_string(const char *s) {
         return _TASK_LAUNCH_STEP_INVALID;
 }
 
+bool task_launching(const Task *t) {
+        return t->status == TASK_PENDING && t->launch_step != TASK_LAUNCH_NONE;
+}
+
 int task_requeue(Task *t) {
-        if (t->status != TASK_RUNNING)
+        if (t->status != TASK_RUNNING && !task_launching(t))
                 return -EINVAL;
         t->status = TASK_PENDING;
         t->started_usec = 0;

@@ -37,8 +37,9 @@ typedef enum TaskStatus {
 #define TASK_LABEL_MAX 255U /* service, project, environment, as in the configuration */
 #define TASK_IMAGE_MAX 1024U
 
-/* How far the launch of a running task got, recorded before the launcher relies on the
- * step's effect, so a restarted daemon resumes from it (README, "Launch"). */
+/* How far a launch got, recorded before the launcher relies on the step's effect, so a
+ * restarted daemon resumes from it (README, "Launch"). The task stays pending until the
+ * runtime started its container: "running" means its process exists. */
 typedef enum TaskLaunchStep {
         TASK_LAUNCH_NONE,     /* not launched, or a record from before steps were recorded */
         TASK_LAUNCH_PREPARED, /* slot taken; the container dir and conmon may exist */
@@ -73,7 +74,7 @@ typedef struct Task {
         uint64_t timeout_usec;  /* from start; USEC_INFINITY = none */
         uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
 
-        TaskLaunchStep launch_step; /* while running (record only) */
+        TaskLaunchStep launch_step; /* while launching or running (record only) */
         char *container_id;         /* runtime container id while launched */
         char *pod;                  /* API-pod tasks: the pod's name (in namespace) */
 
@@ -134,6 +135,8 @@ int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now);
  * queue (a restart found nothing of its container): pending, launch step and start time
  * cleared. -EINVAL when not running. */
 int task_requeue(Task *t);
+/* Pending, with a launch in flight (a slot taken, launchStep recorded). */
+bool task_launching(const Task *t);
 
 /* JSON form. queue_position > 0 is included as "queuePosition" (pending tasks). */
 int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);

@@ -7,6 +7,7 @@ once in the task log and in journald. Then a short random SIGKILL loop over laun
 (LAGOON_TEST_LONG=1: the issue's full one, 40 kills and five 20 000-line tasks)."""
 
 import os
+import json
 import random
 import signal
 import subprocess
@@ -61,6 +62,12 @@ class TestLaunchCrash(harness.TaskdTestCase):
                 self.submit_ok(f"echo ran {step}; echo two; exit 3", id=tid)
                 harness.wait_until(lambda: proc_state(d.pid) == "T", 30, what=f"the daemon to stop at {step}")
                 self.assertIn(f"stopping at {step}", d.stderr())
+                # "running" only once the container started: before, its process does not exist.
+                with open(os.path.join(self.state_dir, "tasks", f"{tid}.json")) as f:
+                    rec = json.load(f)
+                want = "running" if step == "started" else "pending"
+                self.assertEqual(rec["status"], want, f"record at step {step}: {rec}")
+                self.assertIn(rec.get("launchStep"), ("prepared", "created", "started"), rec)
                 d.kill9()
                 d.start()
                 t = self.client.wait_final(tid, 60)

@@ -221,8 +221,11 @@ class TestSupervision(harness.TaskdTestCase):
             overlapping = sum(1 for s2, f2 in spans if s2 <= s < f2)
             self.assertLessEqual(overlapping, 2, spans)
         starts = [s for s, _ in spans]
-        # FIFO: tasks start in submission order (q1 ends first, then q2 takes its place…).
-        self.assertEqual(sorted(range(5), key=lambda i: (starts[i], i)), list(range(5)), starts)
+        # FIFO: the queued ones start in submission order, each in a slot a running one freed
+        # (q1 ends first, then q2 takes its place…). q0 and q1 launch together, in parallel:
+        # either container may start first.
+        self.assertLess(max(starts[:2]), min(starts[2:]), starts)
+        self.assertEqual(starts[2:], sorted(starts[2:]), starts)
 
     def test_max_running_per_environment(self):
         self.start(MaxRunning=4, MaxRunningPerEnvironment=1)
