@@ -8,6 +8,7 @@ tasks with JSON_PAYLOAD masking and taskData."""
 
 import base64
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -256,7 +257,7 @@ class TestBus(harness.TaskdTestCase):
         task_data = lh.b64json({"sourceNamespace": "a", "destinationNamespace": "b"})
         image = self.make_image_bundle(
             'echo "payload=$JSON_PAYLOAD"; echo "pod=$PODNAME ns=$NAMESPACE"; '
-            'echo "vars=$LAGOON_PROJECT_VARIABLES"; cat /var/run/secrets/lagoon/ssh/ssh-privatekey; '
+            'echo "vars=$LAGOON_PROJECT_VARIABLES"; sha256sum /var/run/secrets/lagoon/ssh/ssh-privatekey; '
             f'printf %s {task_data} > "$LAGOON_TASK_DATA_FILE"')
         key = os.path.join(self.tmp, "ssh-key")
         with open(key, "w") as f:
@@ -275,7 +276,9 @@ class TestBus(harness.TaskdTestCase):
         self.assertIn("pod=lagoon-task-81 ns=nginx-example-main\n", log)
         # Decoded, as remote-controller passes it.
         self.assertIn("vars=" + base64.b64decode(body["project"]["variables"]["project"]).decode() + "\n", log)
-        self.assertIn("-----BEGIN FAKE KEY-----", log)
+        # The key reached the task (its digest); its text is masked in the output.
+        self.assertIn(hashlib.sha256(b"-----BEGIN FAKE KEY-----\n").hexdigest(), log)
+        self.assertNotIn("BEGIN FAKE KEY", log)
         # And never in journald either.
         msgs = self.journal.task_messages("81")
         self.assertIn("payload=***", msgs)  # one message per line
@@ -283,7 +286,7 @@ class TestBus(harness.TaskdTestCase):
 
     def test_active_standby_gets_token_and_key(self):
         image = self.make_image_bundle(
-            "cat /var/run/secrets/kubernetes.io/serviceaccount/token /var/run/secrets/lagoon/deployer/token "
+            "sha256sum /var/run/secrets/kubernetes.io/serviceaccount/token /var/run/secrets/lagoon/deployer/token "
             "/var/run/secrets/lagoon/ssh/ssh-privatekey; (echo x >> /var/run/secrets/lagoon/ssh/ssh-privatekey) 2>/dev/null "
             "|| echo read-only")
         files = {}
@@ -299,8 +302,12 @@ class TestBus(harness.TaskdTestCase):
         self.peer.publish(body, "misc")
         self.peer.wait_status("84", "complete")
         log = self.peer.task_logs("84")[-1]["message"]
-        self.assertEqual(log.count("TOKEN-CONTENT\n"), 2, log)
-        self.assertIn("KEY-CONTENT\nread-only\n", log)
+        # Digests: the files' text is masked in task output (DeployerTokenFile=, SSHKeyFile=).
+        self.assertEqual(log.count(hashlib.sha256(b"TOKEN-CONTENT\n").hexdigest()), 2, log)
+        self.assertIn(hashlib.sha256(b"KEY-CONTENT\n").hexdigest(), log)
+        self.assertIn("read-only\n", log)
+        self.assertNotIn("TOKEN-CONTENT", log)
+        self.assertNotIn("KEY-CONTENT", log)
 
     def test_advanced_task_bad_task_data(self):
         image = self.make_image_bundle('printf "not base64!" > "$LAGOON_TASK_DATA_FILE"')
