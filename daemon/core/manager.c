@@ -260,7 +260,7 @@ unsigned manager_n_running(Manager *m) {
 unsigned manager_n_queued(Manager *m) {
         unsigned n = 0;
         for (size_t i = 0; i < m->n_tasks; i++)
-                if (m->tasks[i]->task->status == TASK_PENDING && !task_launching(m->tasks[i]->task))
+                if (task_queued(m->tasks[i]->task))
                         n++;
         return n;
 }
@@ -344,10 +344,10 @@ int manager_list_tasks(Manager *m, const Task ***ret, size_t *ret_n) {
 unsigned manager_queue_position(Manager *m, const Task *t) {
         unsigned pos = 0;
 
-        if (t->status != TASK_PENDING || task_launching(t))
+        if (!task_queued(t))
                 return 0;
         for (size_t i = 0; i < m->n_tasks; i++) {
-                if (m->tasks[i]->task->status == TASK_PENDING && !task_launching(m->tasks[i]->task))
+                if (task_queued(m->tasks[i]->task))
                         pos++;
                 if (m->tasks[i]->task == t)
                         return pos;
@@ -760,12 +760,8 @@ static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *us
         if (step == TASK_LAUNCH_STARTED && mt->task->status == TASK_PENDING) {
                 (void) manager_transition(m, mt, TASK_RUNNING, NULL);
                 (void) arm_deadline(m, mt); /* TimeoutSec= counts from the start */
-        } else {
-                r = manager_save(m, mt);
-                if (r < 0)
-                        log_error_errno(r, "Task %s: launch step %s not on disk (retried): %m", mt->task->id,
-                                        task_launch_step_to_string(step));
-        }
+        } else
+                (void) manager_save(m, mt); /* logs, and the retry timer writes it */
         if (step == TASK_LAUNCH_STARTED)
                 manager_launch_done(m, mt); /* the create and start happen after runtime_container_start() */
         /* A stop asked for while the launch was in flight reached no process. */
@@ -1277,7 +1273,7 @@ static bool manager_has_space(Manager *m) {
 
 static bool manager_has_pending(Manager *m) {
         for (size_t i = 0; i < m->n_tasks; i++)
-                if (m->tasks[i]->task->status == TASK_PENDING && !m->tasks[i]->deferred)
+                if (task_queued(m->tasks[i]->task) && !m->tasks[i]->deferred)
                         return true;
         return false;
 }
@@ -1333,8 +1329,8 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running && m->stats.store_error == 0; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (mt->task->status != TASK_PENDING || task_launching(mt->task) || mt->lookup || mt->deferred ||
-                    !environment_has_room(m, mt->task) || manager_cleaning(m, mt->task->id))
+                if (!task_queued(mt->task) || mt->lookup || mt->deferred || !environment_has_room(m, mt->task) ||
+                    manager_cleaning(m, mt->task->id))
                         continue;
                 manager_launch(m, mt);
         }

@@ -219,6 +219,10 @@ bool task_launching(const Task *t) {
         return t->status == TASK_PENDING && t->launch_step != TASK_LAUNCH_NONE;
 }
 
+bool task_queued(const Task *t) {
+        return t->status == TASK_PENDING && t->launch_step == TASK_LAUNCH_NONE;
+}
+
 int task_requeue(Task *t) {
         if (t->status != TASK_RUNNING && !task_launching(t))
                 return -EINVAL;

@@ -137,6 +137,8 @@ int task_transition(Task *t, TaskStatus to, const char *reason, uint64_t now);
 int task_requeue(Task *t);
 /* Pending, with a launch in flight (a slot taken, launchStep recorded). */
 bool task_launching(const Task *t);
+/* Pending, waiting in the queue for a slot (no launch in flight). */
+bool task_queued(const Task *t);
 
 /* JSON form. queue_position > 0 is included as "queuePosition" (pending tasks). */
 int task_to_json(const Task *t, unsigned queue_position, JsonValue **ret);

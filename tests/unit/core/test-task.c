@@ -37,6 +37,25 @@ TEST(state_machine) {
         ASSERT_EQ(task_status_from_string(NULL), _TASK_STATUS_INVALID);
 }
 
+/* A launch in flight keeps the task pending but out of the queue; a requeue puts it back. */
+TEST(launching) {
+        _cleanup_(task_freep) Task *t = task_new();
+
+        ASSERT(t);
+        ASSERT(!task_queued(t)); /* new */
+        ASSERT_OK(task_transition(t, TASK_PENDING, NULL, 1));
+        ASSERT(task_queued(t) && !task_launching(t));
+        ASSERT_EQ(task_requeue(t), -EINVAL);
+        t->launch_step = TASK_LAUNCH_PREPARED;
+        ASSERT(task_launching(t) && !task_queued(t));
+        ASSERT_OK(task_requeue(t));
+        ASSERT(task_queued(t));
+        ASSERT_EQ(t->launch_step, TASK_LAUNCH_NONE);
+        t->launch_step = TASK_LAUNCH_STARTED;
+        ASSERT_OK(task_transition(t, TASK_RUNNING, NULL, 2));
+        ASSERT(!task_queued(t) && !task_launching(t));
+}
+
 TEST(ids) {
         char longid[TASK_ID_MAX + 2];
 
@@ -297,6 +316,7 @@ TEST(store) {
 
 int main(void) {
         RUN(state_machine);
+        RUN(launching);
         RUN(ids);
         RUN(namespace);
         RUN(json_forms);
