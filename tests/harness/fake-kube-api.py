@@ -56,6 +56,15 @@ Modelled on kube-apiserver (k8s.io/apiserver + pkg/registry, v1.27-1.30):
     strings; wrong JSON types are 400 decode errors). DELETE honours
     DeleteOptions.preconditions {uid, resourceVersion}: 409 Conflict 'Precondition
     failed: UID in precondition: x, UID in object meta: y'.
+  * RoleBindings (rbac.authorization.k8s.io/v1; roles, clusterroles and
+    clusterrolebindings are stored as seeded, unchecked): the v1 defaults (roleRef.apiGroup,
+    User/Group subjects' apiGroup), ValidateRoleBinding's 422 causes (roleRef.apiGroup,
+    roleRef.kind Role|ClusterRole, roleRef.name required; subjects' kind
+    ServiceAccount|User|Group, name required, a ServiceAccount's name a DNS subdomain and
+    apiGroup ""), 400 on wrong JSON types, 422 'cannot change roleRef' on PUT, and the
+    escalation check: with --deny bind:clusterroles:NS (bind:roles:NS) a binding of that
+    role in NS is 403 'user "u" (groups=[...]) is attempting to grant RBAC permissions
+    not currently held' (the fake's user holds everything else, so only bind decides).
   * PATCH with application/merge-patch+json (RFC 7386 on the whole object; metadata.
     name/namespace/uid kept); json-patch and strategic-merge also answered 415 here.
     PUT replaces (409 Conflict on a stale metadata.resourceVersion).
@@ -196,7 +205,12 @@ RESOURCES = {
     ("/apis/apps/v1", "replicasets"): ("ReplicaSet", True),
     ("/apis/batch/v1", "jobs"): ("Job", True),
     ("/apis/coordination.k8s.io/v1", "leases"): ("Lease", True),
+    ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"): ("RoleBinding", True),
+    ("/apis/rbac.authorization.k8s.io/v1", "roles"): ("Role", True),
+    ("/apis/rbac.authorization.k8s.io/v1", "clusterroles"): ("ClusterRole", False),
+    ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings"): ("ClusterRoleBinding", False),
 }
+RBAC_GROUP = "rbac.authorization.k8s.io"
 CLUSTER_KINDS = {"Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding",
                  "StorageClass", "CustomResourceDefinition", "PriorityClass"}
 POD_FIELDS = {
@@ -336,6 +350,65 @@ def validate_lease(obj):
 
 def bad_request(msg):
     return ApiError(status(400, "BadRequest", msg))
+
+
+def not_supported(value, supported):
+    """field.NotSupported's text."""
+    return f'Unsupported value: "{value}": supported values: ' + ", ".join(f'"{v}"' for v in supported)
+
+
+def validate_role_binding(obj):
+    """rbac/v1 RoleBinding as the server takes it: the decoder's type checks (400), the
+    v1 defaults (roleRef.apiGroup, and a User/Group subject's apiGroup, default to
+    rbac.authorization.k8s.io), then pkg/apis/rbac/validation ValidateRoleBinding (a
+    ServiceAccount subject of a RoleBinding needs no namespace: it defaults to the
+    binding's). Returns the causes for a 422."""
+    ref = obj.get("roleRef")
+    if ref is None:
+        ref = obj["roleRef"] = {}
+    if not isinstance(ref, dict):
+        raise bad_request("json: cannot unmarshal into Go struct field RoleBinding.roleRef of type v1.RoleRef")
+    subjects = obj.get("subjects")
+    if subjects is not None and (not isinstance(subjects, list) or not all(isinstance(x, dict) for x in subjects)):
+        raise bad_request("json: cannot unmarshal into Go struct field RoleBinding.subjects of type []v1.Subject")
+    for where, d in [("RoleRef", ref)] + [("Subject", x) for x in subjects or []]:
+        for f in ("apiGroup", "kind", "name", "namespace"):
+            if d.get(f) is not None and not isinstance(d[f], str):
+                raise bad_request(f"json: cannot unmarshal {type(d[f]).__name__} into Go struct field "
+                                  f"{where}.{f} of type string")
+    if not ref.get("apiGroup"):
+        ref["apiGroup"] = RBAC_GROUP
+    causes = []
+    if ref["apiGroup"] != RBAC_GROUP:
+        causes.append(("roleRef.apiGroup", "FieldValueNotSupported", not_supported(ref["apiGroup"], [RBAC_GROUP])))
+    if ref.get("kind", "") not in ("Role", "ClusterRole"):
+        causes.append(("roleRef.kind", "FieldValueNotSupported",
+                       not_supported(ref.get("kind", ""), ["Role", "ClusterRole"])))
+    if not ref.get("name"):
+        causes.append(("roleRef.name", "FieldValueRequired", "Required value"))
+    elif "/" in ref["name"] or "%" in ref["name"] or ref["name"] in (".", ".."):
+        causes.append(("roleRef.name", "FieldValueInvalid", f'Invalid value: "{ref["name"]}": may not contain '
+                       "'/' or '%' or be '.' or '..'"))
+    for i, sub in enumerate(subjects or []):
+        path = f"subjects[{i}]"
+        kind, name = sub.get("kind", ""), sub.get("name", "")
+        if kind in ("User", "Group") and not sub.get("apiGroup"):
+            sub["apiGroup"] = RBAC_GROUP
+        if not name:
+            causes.append((path + ".name", "FieldValueRequired", "Required value"))
+        if kind == "ServiceAccount":
+            if name and (len(name) > 253 or not DNS1123_SUBDOMAIN.match(name)):
+                causes.append((path + ".name", "FieldValueInvalid", f'Invalid value: "{name}": {SUBDOMAIN_MSG}'))
+            if sub.get("apiGroup"):
+                causes.append((path + ".apiGroup", "FieldValueNotSupported", not_supported(sub["apiGroup"], [""])))
+        elif kind in ("User", "Group"):
+            if sub["apiGroup"] != RBAC_GROUP:
+                causes.append((path + ".apiGroup", "FieldValueNotSupported",
+                               not_supported(sub["apiGroup"], [RBAC_GROUP])))
+        else:
+            causes.append((path + ".kind", "FieldValueNotSupported",
+                           not_supported(kind, ["ServiceAccount", "User", "Group"])))
+    return causes
 
 
 # ------------------------------------------------------------------------ selectors
@@ -1105,6 +1178,32 @@ class Handler(BaseHTTPRequestHandler):
                                   f'in API group "{res.group}" {where}', name=name, kind=res.plural,
                                   group=res.group))
 
+    def confirm_no_escalation(self, res, ns, obj):
+        """A RoleBinding grants its role: the RBAC registry lets it through when the user
+        may "bind" that role, or already holds every permission in it. Here the user holds
+        everything not --deny'd, so a --deny of bind on the role (bind:clusterroles: for a
+        ClusterRole, bind:roles:NS for a Role) stands for "neither": 403 with the
+        registry's escalation message. As in the registry, this comes before validation."""
+        ref = obj.get("roleRef") or {}
+        cluster = ref.get("kind") == "ClusterRole"
+        target = Resource("/apis/rbac.authorization.k8s.io/v1", "clusterroles" if cluster else "roles",
+                          ref.get("kind"), not cluster)
+        try:
+            # BindingAuthorized asks in the binding's namespace, for either kind of role.
+            self.authorize(self.user, "bind", target, ns, ref.get("name"))
+        except ApiError:
+            user = self.user
+            groups = ["system:authenticated"]
+            if user.startswith("system:serviceaccount:"):
+                sa_ns = user.split(":")[2]
+                groups = ["system:serviceaccounts", "system:serviceaccounts:" + sa_ns, "system:authenticated"]
+            name = obj["metadata"].get("name", "")
+            raise ApiError(status(403, "Forbidden", f'{res.plural}.{res.group} "{name}" is forbidden: user "{user}" '
+                                  "(groups=[" + " ".join(f'"{g}"' for g in groups) + "]) is attempting to grant "
+                                  "RBAC permissions not currently held:\n"
+                                  '{APIGroups:["*"], Resources:["*"], Verbs:["*"]}', name=name, kind=res.plural,
+                                  group=res.group))
+
     def inject(self):
         with STORE.cond:
             for f in STORE.fail:
@@ -1139,6 +1238,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routing
     def api(self, user):
+        self.user = user
         p = self.url_path.rstrip("/")
         if p == "/version":
             return self.send_json(200, {"major": "1", "minor": "29", "gitVersion": "v1.29.0-fake",
@@ -1288,6 +1388,10 @@ class Handler(BaseHTTPRequestHandler):
                 causes += self.validate_pod(obj)
             elif res.kind == "Lease":
                 causes += validate_lease(obj)
+            elif res.kind == "RoleBinding":
+                causes += validate_role_binding(obj)
+                obj.setdefault("metadata", md)["name"] = name
+                self.confirm_no_escalation(res, ns, obj)
             if causes:
                 raise invalid(res.kind, name, causes, res.group)
             if res.namespaced and not STORE.namespace_exists(ns):
@@ -1486,6 +1590,16 @@ class Handler(BaseHTTPRequestHandler):
                 raise self.conflict(res, name)
             if res.kind == "Lease":
                 causes = validate_lease(obj)
+                if causes:
+                    raise invalid(res.kind, name, causes, res.group)
+            if res.kind == "RoleBinding":
+                causes = validate_role_binding(obj)
+                if not causes and obj["roleRef"] != o.get("roleRef"):
+                    r = obj["roleRef"]
+                    causes = [("roleRef", "FieldValueInvalid", "Invalid value: rbac.RoleRef{APIGroup:"
+                               f'"{r.get("apiGroup", "")}", Kind:"{r.get("kind", "")}", Name:"{r.get("name", "")}"'
+                               "}: cannot change roleRef")]
+                self.confirm_no_escalation(res, ns, obj)
                 if causes:
                     raise invalid(res.kind, name, causes, res.group)
             md = dict(md)

@@ -5,8 +5,9 @@ fake-kubelet.py, kube_harness.py) against the real wire format, over real HTTPS 
 http.client: authentication and RBAC errors, every resource and verb with its Status
 errors, selectors, watches with resourceVersion, bookmarks, timeouts, compaction and
 410, scripted pods, pod logs with follow/sinceTime/timestamps, merge-patch, graceful
-deletion, TokenRequest, injected failures, dropped connections, the kubelet's /pods
-and a TLS client with the wrong CA. No root needed; skips (77) without openssl."""
+deletion, TokenRequest, RoleBindings (validation, escalation check), injected failures,
+dropped connections, the kubelet's /pods and a TLS client with the wrong CA. No root
+needed; skips (77) without openssl."""
 
 import http.client
 import json
@@ -75,7 +76,8 @@ class KubePeerTest(unittest.TestCase):
         cls.client_ca = kh.make_ca(os.path.join(cls.tmp, "client-ca"), "client-ca")
         cls.api = kh.KubeApiPeer(
             cls.tmp, tokens=(kh.DEFAULT_TOKEN, "other-token=jane"), seeds=[kh.DEPLOYMENT_CLI], seed_namespace=NS,
-            namespaces=["locked"], deny=["create:pods:locked", "list:secrets:", "get:pods/log:locked"],
+            namespaces=["locked"], deny=["create:pods:locked", "list:secrets:", "get:pods/log:locked",
+                                            "bind:clusterroles:locked"],
             client_ca=cls.client_ca[0], bookmark_interval=0.3,
             scripts={"log:1": LOG_SCRIPT, "bad:1": PULL_SCRIPT, "wait:1": WAIT_SCRIPT}).start()
 
@@ -524,6 +526,72 @@ class KubePeerTest(unittest.TestCase):
         self.assertStatus(self.api.patch(path, {"metadata": {"resourceVersion": "1"}}), 409, "Conflict")
         self.assertStatus(self.api.patch(self.pods_path() + "/nope", {}), 404, "NotFound")
         self.api.delete(path + "?gracePeriodSeconds=0")
+
+    def test_role_bindings(self):
+        """rbac.authorization.k8s.io/v1 RoleBindings as the active/standby switch uses
+        them: 201 with the v1 defaults, 409 AlreadyExists, 404 on get/delete when absent,
+        422 with ValidateRoleBinding's causes, 400 on wrong types, 422 on a changed
+        roleRef, and 403 from the escalation check (no bind on the role)."""
+        base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings"
+        rb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+              "metadata": {"name": "lagoon-deployer-activestandby"},
+              "roleRef": {"kind": "ClusterRole", "name": "admin"},
+              "subjects": [{"kind": "ServiceAccount", "name": "lagoon-deployer", "namespace": "proj-standby"}]}
+        self.assertStatus(self.api.get(base + "/lagoon-deployer-activestandby"), 404, "NotFound",
+                          'rolebindings.rbac.authorization.k8s.io "lagoon-deployer-activestandby" not found')
+        r = self.api.post(base, rb)
+        self.assertEqual(r.status, 201, r)
+        out = r.json()
+        self.assertEqual(out["kind"], "RoleBinding")
+        self.assertEqual(out["apiVersion"], "rbac.authorization.k8s.io/v1")
+        self.assertEqual(out["metadata"]["namespace"], NS)
+        self.assertEqual(out["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": "admin"})
+        self.assertEqual(out["subjects"][0], rb["subjects"][0])
+        self.assertEqual(self.api.get(base + "/lagoon-deployer-activestandby").json()["metadata"]["uid"],
+                         out["metadata"]["uid"])
+        self.assertStatus(self.api.post(base, rb), 409, "AlreadyExists",
+                          'rolebindings.rbac.authorization.k8s.io "lagoon-deployer-activestandby" already exists')
+        # The roleRef of a binding never changes (the object is deleted and made again).
+        changed = json.loads(json.dumps(out))
+        changed["roleRef"]["name"] = "edit"
+        st = self.assertStatus(self.api.request("PUT", base + "/lagoon-deployer-activestandby", changed), 422,
+                               "Invalid")
+        self.assertIn("cannot change roleRef", st["message"])
+        # Validation, with the causes the real server lists.
+        bad = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bad"},
+               "roleRef": {"apiGroup": "example.com", "kind": "Thing"},
+               "subjects": [{"kind": "ServiceAccount", "name": "Not_A_Name", "apiGroup": "x"},
+                            {"kind": "Robot", "name": "r"}, {"kind": "User"}]}
+        st = self.assertStatus(self.api.post(base, bad), 422, "Invalid")
+        fields = [c["field"] for c in st["details"]["causes"]]
+        self.assertEqual(fields, ["roleRef.apiGroup", "roleRef.kind", "roleRef.name", "subjects[0].name",
+                                  "subjects[0].apiGroup", "subjects[1].kind", "subjects[2].name"])
+        self.assertTrue(st["message"].startswith('RoleBinding.rbac.authorization.k8s.io "bad" is invalid: ['),
+                        st["message"])
+        self.assertIn('roleRef.kind: Unsupported value: "Thing": supported values: "Role", "ClusterRole"',
+                      st["message"])
+        self.assertStatus(self.api.post(base, dict(bad, roleRef="admin")), 400, "BadRequest")
+        self.assertStatus(self.api.post(base, dict(rb, metadata={"name": "n2"}, subjects={"kind": "User"})), 400,
+                          "BadRequest")
+        self.assertStatus(self.api.get(base + "/bad"), 404, "NotFound")
+        # Granting admin where the user may not bind it, and does not hold it all.
+        locked = "/apis/rbac.authorization.k8s.io/v1/namespaces/locked/rolebindings"
+        st = self.assertStatus(self.api.post(locked, rb), 403, "Forbidden")
+        self.assertIn('rolebindings.rbac.authorization.k8s.io "lagoon-deployer-activestandby" is forbidden: user '
+                      f'"{kh.DEFAULT_USER}" (groups=["system:serviceaccounts" "system:serviceaccounts:lagoon" '
+                      '"system:authenticated"]) is attempting to grant RBAC permissions not currently held',
+                      st["message"])
+        self.assertStatus(self.api.get(locked + "/lagoon-deployer-activestandby"), 404, "NotFound")
+        # A namespace that does not exist.
+        self.assertStatus(self.api.post("/apis/rbac.authorization.k8s.io/v1/namespaces/nope/rolebindings", rb), 404,
+                          "NotFound", 'namespaces "nope" not found')
+        # Delete: 200 with the object, then 404.
+        r = self.api.delete(base + "/lagoon-deployer-activestandby")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["metadata"]["uid"], out["metadata"]["uid"])
+        self.assertStatus(self.api.delete(base + "/lagoon-deployer-activestandby"), 404, "NotFound")
+        self.assertEqual(self.api.get(base).json()["items"], [])
 
     def test_leases(self):
         """coordination.k8s.io/v1 Leases as claims use them: create-if-absent (409
