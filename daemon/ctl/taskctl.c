@@ -5,6 +5,7 @@
  * reconnects, and the mapping of a task's end to an exit status. Verbs return an exit
  * status (>= 0); helpers return 0 or -errno after printing their message. */
 
+#include <assert.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <fcntl.h>
@@ -35,9 +36,17 @@
 #define POLL_MIN_USEC (100 * USEC_PER_MSEC)
 #define POLL_MAX_USEC (1 * USEC_PER_SEC)
 
+typedef enum LsFormat { LS_TABLE, LS_WIDE, LS_JSON, LS_ID } LsFormat;
+
 static const char *arg_socket = NULL;
 static const char *arg_verb = NULL; /* as typed: an alias's --help names the alias */
 static bool arg_json = false;
+/* The verbs' own options (see the verbs' option tables). */
+static const char *arg_id = NULL, *arg_name = NULL, *arg_service = NULL, *arg_project = NULL, *arg_environment = NULL,
+                  *arg_timeout = NULL, *arg_file = NULL, *arg_status = NULL;
+static uint64_t arg_timeout_usec = UINT64_MAX;
+static bool arg_wait = false, arg_argv = false, arg_no_trunc = false, arg_follow = false;
+static LsFormat arg_format = LS_TABLE;
 
 /* Prepared before SIGINT is armed: a signal handler may only write(2) and _exit(2). */
 static char interrupt_message[TASK_ID_MAX * 3 + 256];
@@ -547,15 +556,6 @@ static int handle_common_option(int c, const char *verb, bool json_allowed) {
         }
 }
 
-/* The verb's positional arguments, checked: exactly n of them. */
-static int expect_args(const char *verb, int argc, char *argv[], int n, const char *what) {
-        if (argc - optind < n)
-                return usage_error("%s: missing %s", verb, what);
-        if (argc - optind > n)
-                return usage_error("%s: unexpected argument '%s'", verb, argv[optind + n]);
-        return 0;
-}
-
 static int open_api(CtlHttp **ret) {
         const char *path = arg_socket ?: getenv("LAGOON_TASKD_SOCKET");
         int r;
@@ -646,115 +646,71 @@ static int join_words(char *const *words, char **ret) {
         return 0;
 }
 
-/* For the verbs that take only the common options and then n_args arguments (a
- * task id when 1): parses them and returns -1 to go on, or the exit status. */
-static int parse_simple_verb(const char *verb, int argc, char *argv[], int n_args, const char **ret_id) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
-        int c, r;
-
-        /* No "+": options may follow the task id ("show ID --json"), as in kubectl. */
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                r = handle_common_option(c, verb, true);
-                if (r <= 0)
-                        return -r;
+static int parse_run_option(int c) {
+        switch (c) {
+        case ARG_ID:
+                arg_id = optarg;
+                break;
+        case ARG_NAME:
+                arg_name = optarg;
+                break;
+        case ARG_SERVICE:
+                arg_service = optarg;
+                break;
+        case ARG_PROJECT:
+                arg_project = optarg;
+                break;
+        case ARG_ENVIRONMENT:
+                arg_environment = optarg;
+                break;
+        case ARG_TIMEOUT:
+                /* Checked here with the daemon's parser, so a bad value is a usage error in
+                 * the command line's terms; sent as written all the same. */
+                if (parse_duration(optarg, &arg_timeout_usec) < 0)
+                        return usage_error("run: --timeout: invalid duration '%s' (seconds, or e.g. 30min, 2h, "
+                                           "infinity; 0: none)",
+                                           optarg);
+                arg_timeout = optarg;
+                break;
+        case 'w':
+                arg_wait = true;
+                break;
+        case ARG_ARGV:
+                arg_argv = true;
+                break;
+        case ARG_FILE:
+                arg_file = optarg;
+                break;
         }
-        if (expect_args(verb, argc, argv, n_args, n_args > 0 ? "task id" : "") != 0)
-                return EXIT_USAGE;
-        if (n_args > 0) {
-                if (check_task_id(verb, argv[optind]) != 0)
-                        return EXIT_USAGE;
-                *ret_id = argv[optind];
-        }
-        return -1;
+        return 0;
 }
 
-static int verb_run(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {"id", required_argument, NULL, ARG_ID},
-                {"name", required_argument, NULL, ARG_NAME},
-                {"service", required_argument, NULL, ARG_SERVICE},
-                {"project", required_argument, NULL, ARG_PROJECT},
-                {"environment", required_argument, NULL, ARG_ENVIRONMENT},
-                {"timeout", required_argument, NULL, ARG_TIMEOUT},
-                {"wait", no_argument, NULL, 'w'},
-                {"argv", no_argument, NULL, ARG_ARGV},
-                {"file", required_argument, NULL, ARG_FILE},
-                {},
-        };
-        const char *file = NULL, *id = NULL, *name = NULL, *service = NULL, *project = NULL, *environment = NULL,
-                   *timeout = NULL, *new_id;
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int verb_run(CtlHttp *h, char **args, int n_args) {
         _cleanup_json_ JsonValue *req = NULL, *task = NULL, *final = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {}, final_resp = {};
         _cleanup_free_ char *command = NULL, *body = NULL;
-        bool wait = false, as_argv = false;
-        uint64_t timeout_usec;
-        int c, r;
+        const char *new_id;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "+hw", options, NULL)) >= 0)
-                switch (c) {
-                case ARG_ID:
-                        id = optarg;
-                        break;
-                case ARG_NAME:
-                        name = optarg;
-                        break;
-                case ARG_SERVICE:
-                        service = optarg;
-                        break;
-                case ARG_PROJECT:
-                        project = optarg;
-                        break;
-                case ARG_ENVIRONMENT:
-                        environment = optarg;
-                        break;
-                case ARG_TIMEOUT:
-                        timeout = optarg;
-                        break;
-                case 'w':
-                        wait = true;
-                        break;
-                case ARG_ARGV:
-                        as_argv = true;
-                        break;
-                case ARG_FILE:
-                        file = optarg;
-                        break;
-                default:
-                        r = handle_common_option(c, "run", true);
-                        if (r <= 0)
-                                return -r;
-                }
-
-        if (file) {
-                if (optind < argc)
+        if (arg_file) {
+                if (n_args > 0)
                         return usage_error("run: --file and a COMMAND on the line: give one of them");
-                if (as_argv)
+                if (arg_argv)
                         return usage_error("run: --argv quotes the words of COMMAND; it does not go with --file");
-                r = read_script(file, TASK_COMMAND_MAX, &command);
+                r = read_script(arg_file, TASK_COMMAND_MAX, &command);
                 if (r != 0)
                         return r;
-        } else if (optind >= argc)
+        } else if (n_args == 0)
                 return usage_error("run: missing command (lagoon-taskctl run [OPTIONS] -- COMMAND...)");
-        if (id && check_task_id("run", id) != 0)
+        if (arg_id && check_task_id("run", arg_id) != 0)
                 return EXIT_USAGE;
-        /* Checked here with the daemon's parser, so a bad value is a usage error in the
-         * command line's terms; sent as written all the same. */
-        if (timeout && parse_duration(timeout, &timeout_usec) < 0)
-                return usage_error("run: --timeout: invalid duration '%s' (seconds, or e.g. 30min, 2h, infinity; 0: "
-                                   "none)",
-                                   timeout);
         {
                 const struct {
                         const char *option, *value;
-                } given[] = {{"--name", name},
-                             {"--service", service},
-                             {"--project", project},
-                             {"--environment", environment}};
+                } given[] = {{"--name", arg_name},
+                             {"--service", arg_service},
+                             {"--project", arg_project},
+                             {"--environment", arg_environment}};
 
                 for (size_t i = 0; i < ELEMENTSOF(given); i++) {
                         if (!given[i].value)
@@ -765,7 +721,7 @@ static int verb_run(int argc, char *argv[]) {
                                 return usage_error("run: %s: not valid UTF-8", given[i].option);
                 }
         }
-        if (!command && (as_argv ? quote_words(argv + optind, &command) : join_words(argv + optind, &command)) < 0)
+        if (!command && (arg_argv ? quote_words(args, &command) : join_words(args, &command)) < 0)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
         if (command[strspn(command, " \t\n\r\v\f")] == 0)
                 return usage_error("run: empty command");
@@ -781,17 +737,16 @@ static int verb_run(int argc, char *argv[]) {
         if (!req)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
         /* The timeout goes as written: the API parses durations itself (one parser). */
-        if (json_object_set_string(req, "command", command) < 0 || (id && json_object_set_string(req, "id", id) < 0) ||
-            (name && json_object_set_string(req, "name", name) < 0) ||
-            (service && json_object_set_string(req, "service", service) < 0) ||
-            (project && json_object_set_string(req, "project", project) < 0) ||
-            (environment && json_object_set_string(req, "environment", environment) < 0) ||
-            (timeout && json_object_set_string(req, "timeout", timeout) < 0) ||
+        if (json_object_set_string(req, "command", command) < 0 ||
+            (arg_id && json_object_set_string(req, "id", arg_id) < 0) ||
+            (arg_name && json_object_set_string(req, "name", arg_name) < 0) ||
+            (arg_service && json_object_set_string(req, "service", arg_service) < 0) ||
+            (arg_project && json_object_set_string(req, "project", arg_project) < 0) ||
+            (arg_environment && json_object_set_string(req, "environment", arg_environment) < 0) ||
+            (arg_timeout && json_object_set_string(req, "timeout", arg_timeout) < 0) ||
             json_format(req, false, &body, NULL) < 0)
                 return ctl_error("out of memory"), EXIT_API_ERROR;
 
-        if (open_api(&h) < 0)
-                return EXIT_API_ERROR;
         if (api_call(h, "POST", "/v1/tasks", body, &resp) < 0)
                 return EXIT_API_ERROR;
         if (parse_response_json(&resp, JSON_OBJECT, &task) < 0)
@@ -804,7 +759,7 @@ static int verb_run(int argc, char *argv[]) {
         if (resp.status == 200)
                 ctl_error("task %s exists already; it was not submitted again", new_id);
 
-        if (!wait) {
+        if (!arg_wait) {
                 if (arg_json)
                         print_body(&resp);
                 else
@@ -851,67 +806,14 @@ static int append_query(char **path, const char *key, const char *value) {
         return 0;
 }
 
-typedef enum LsFormat { LS_TABLE, LS_WIDE, LS_JSON, LS_ID } LsFormat;
-
-static int verb_ls(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {"no-trunc", no_argument, NULL, ARG_NO_TRUNC},
-                {"status", required_argument, NULL, ARG_STATUS},
-                {"project", required_argument, NULL, ARG_PROJECT},
-                {"quiet", no_argument, NULL, 'q'},
-                {"format", required_argument, NULL, 'o'},
-                {},
-        };
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
-        _cleanup_(ctl_response_done) CtlResponse resp = {};
-        _cleanup_json_ JsonValue *v = NULL;
-        _cleanup_free_ char *path = strdup("/v1/tasks");
-        const char *status = NULL, *project = NULL;
-        LsFormat format = LS_TABLE;
-        bool no_trunc = false;
-        int c, r;
-
-        if (!path)
-                return oom(), EXIT_API_ERROR;
-        while ((c = getopt_long(argc, argv, "hqo:", options, NULL)) >= 0)
-                switch (c) {
-                case ARG_NO_TRUNC:
-                        no_trunc = true;
-                        break;
-                case ARG_STATUS:
-                        status = optarg;
-                        break;
-                case ARG_PROJECT:
-                        project = optarg;
-                        break;
-                case 'q':
-                        format = LS_ID;
-                        break;
-                case 'o':
-                        if (streq(optarg, "table"))
-                                format = LS_TABLE;
-                        else if (streq(optarg, "wide"))
-                                format = LS_WIDE;
-                        else if (streq(optarg, "json"))
-                                format = LS_JSON;
-                        else if (streq(optarg, "id"))
-                                format = LS_ID;
-                        else
-                                return usage_error("ls: --format: unknown format '%s' (table, wide, json, id)", optarg);
-                        break;
-                default:
-                        r = handle_common_option(c, "ls", true);
-                        if (r <= 0)
-                                return -r;
-                }
-        if (expect_args("ls", argc, argv, 0, "") != 0)
-                return EXIT_USAGE;
-        if (arg_json)
-                format = LS_JSON;
-        if (status) {
+static int parse_ls_option(int c) {
+        switch (c) {
+        case ARG_NO_TRUNC:
+                arg_no_trunc = true;
+                break;
+        case ARG_STATUS:
                 /* Checked here too, so a typo is a usage error in CLI terms. */
-                for (const char *p = status;;) {
+                for (const char *p = optarg;;) {
                         size_t k = strcspn(p, ",");
                         _cleanup_free_ char *word = strndup(p, k);
 
@@ -925,13 +827,45 @@ static int verb_ls(int argc, char *argv[]) {
                                 break;
                         p += k + 1;
                 }
-                if (append_query(&path, "status", status) < 0)
-                        return oom(), EXIT_API_ERROR;
+                arg_status = optarg;
+                break;
+        case ARG_PROJECT:
+                arg_project = optarg;
+                break;
+        case 'q':
+                arg_format = LS_ID;
+                break;
+        case 'o':
+                if (streq(optarg, "table"))
+                        arg_format = LS_TABLE;
+                else if (streq(optarg, "wide"))
+                        arg_format = LS_WIDE;
+                else if (streq(optarg, "json"))
+                        arg_format = LS_JSON;
+                else if (streq(optarg, "id"))
+                        arg_format = LS_ID;
+                else
+                        return usage_error("ls: --format: unknown format '%s' (table, wide, json, id)", optarg);
+                break;
         }
-        if (project && append_query(&path, "project", project) < 0)
+        return 0;
+}
+
+static int verb_ls(CtlHttp *h, char **args, int n_args) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *v = NULL;
+        _cleanup_free_ char *path = strdup("/v1/tasks");
+        LsFormat format = arg_json ? LS_JSON : arg_format;
+        int r;
+
+        if (!path)
+                return oom(), EXIT_API_ERROR;
+        if (arg_status && append_query(&path, "status", arg_status) < 0)
+                return oom(), EXIT_API_ERROR;
+        if (arg_project && append_query(&path, "project", arg_project) < 0)
                 return oom(), EXIT_API_ERROR;
 
-        if (open_api(&h) < 0 || api_call(h, "GET", path, NULL, &resp) < 0)
+        if (api_call(h, "GET", path, NULL, &resp) < 0)
                 return EXIT_API_ERROR;
         if (format == LS_JSON) {
                 print_body(&resp);
@@ -952,7 +886,7 @@ static int verb_ls(int argc, char *argv[]) {
                 }
                 return 0;
         }
-        r = ctl_print_task_table(stdout, v, no_trunc ? SIZE_MAX : terminal_columns(), format == LS_WIDE,
+        r = ctl_print_task_table(stdout, v, arg_no_trunc ? SIZE_MAX : terminal_columns(), format == LS_WIDE,
                                  now_usec(CLOCK_REALTIME));
         if (r == -EBADMSG)
                 return ctl_error("invalid answer from lagoon-taskd: no \"tasks\" array"), EXIT_API_ERROR;
@@ -961,7 +895,8 @@ static int verb_ls(int argc, char *argv[]) {
         return 0;
 }
 
-static int verb_show(CtlHttp *h, const char *id) {
+static int verb_show(CtlHttp *h, char **args, int n_args) {
+        const char *id = args[0];
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
 
@@ -980,38 +915,20 @@ static int logs_sink(const void *data, size_t size, void *userdata) {
         return loop_write(STDOUT_FILENO, data, size);
 }
 
-static int verb_logs(int argc, char *argv[]) {
-        static const struct option options[] = {
-                {"socket", required_argument, NULL, ARG_SOCKET},
-                {"help", no_argument, NULL, 'h'},
-                {"follow", no_argument, NULL, 'f'},
-                {},
-        };
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
+static int parse_logs_option(int c) {
+        if (c == 'f')
+                arg_follow = true;
+        return 0;
+}
+
+static int verb_logs(CtlHttp *h, char **args, int n_args) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *task = NULL;
         _cleanup_free_ char *path = NULL;
-        bool follow = false;
-        const char *id;
-        int c, r;
+        const char *id = args[0];
+        int r;
 
-        while ((c = getopt_long(argc, argv, "hf", options, NULL)) >= 0)
-                switch (c) {
-                case 'f':
-                        follow = true;
-                        break;
-                default:
-                        r = handle_common_option(c, "logs", false);
-                        if (r <= 0)
-                                return -r;
-                }
-        if (expect_args("logs", argc, argv, 1, "task id") != 0 || check_task_id("logs", argv[optind]) != 0)
-                return EXIT_USAGE;
-        id = argv[optind];
-
-        if (open_api(&h) < 0)
-                return EXIT_API_ERROR;
-        if (follow)
+        if (arg_follow)
                 return follow_task(h, id, STDOUT_FILENO, &resp, &task) < 0 ? EXIT_API_ERROR : 0;
 
         if (task_path(id, "/logs", &path) < 0)
@@ -1026,7 +943,8 @@ static int verb_logs(int argc, char *argv[]) {
         return 0;
 }
 
-static int verb_cancel(CtlHttp *h, const char *id) {
+static int verb_cancel(CtlHttp *h, char **args, int n_args) {
+        const char *id = args[0];
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_free_ char *path = NULL;
 
@@ -1059,41 +977,17 @@ static int remove_task(CtlHttp *h, const char *id) {
         return 0;
 }
 
-/* For the verbs that take one or more task ids after their options: checks them all
- * before anything is done, then opens the API. 0, or the exit status. */
-static int open_api_for_ids(const char *verb, int argc, char *argv[], CtlHttp **ret) {
-        if (optind >= argc)
-                return usage_error("%s: missing task id", verb);
-        for (int i = optind; i < argc; i++)
-                if (check_task_id(verb, argv[i]) != 0)
-                        return EXIT_USAGE;
-        return open_api(ret) < 0 ? EXIT_API_ERROR : 0;
-}
+static int verb_rm(CtlHttp *h, char **args, int n_args) {
+        int ret = 0;
 
-static int verb_rm(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {},
-        };
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
-        int c, r, ret = 0;
-
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                r = handle_common_option(c, "rm", true);
-                if (r <= 0)
-                        return -r;
-        }
-        r = open_api_for_ids("rm", argc, argv, &h);
-        if (r != 0)
-                return r;
         /* Like rm(1): the others are still removed when one fails. */
-        for (int i = optind; i < argc; i++)
-                if (remove_task(h, argv[i]) < 0)
+        for (int i = 0; i < n_args; i++)
+                if (remove_task(h, args[i]) < 0)
                         ret = EXIT_API_ERROR;
         return ret;
 }
 
-static int verb_prune(CtlHttp *h, const char *id) {
+static int verb_prune(CtlHttp *h, char **args, int n_args) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
         JsonValue *tasks;
@@ -1145,49 +1039,35 @@ static int arm_wait_timeout(const char *text, uint64_t usec) {
         return 0;
 }
 
-static int verb_wait(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {"timeout", required_argument, NULL, ARG_TIMEOUT},
-                {},
-        };
-        _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
-        const char *timeout = NULL;
-        uint64_t timeout_usec = UINT64_MAX;
-        int c, r, ret = -1;
+static int parse_wait_option(int c) {
+        if (c == ARG_TIMEOUT) {
+                if (parse_duration(optarg, &arg_timeout_usec) < 0 || arg_timeout_usec == 0)
+                        return usage_error("wait: --timeout: invalid duration '%s'", optarg);
+                arg_timeout = optarg;
+        }
+        return 0;
+}
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
-                switch (c) {
-                case ARG_TIMEOUT:
-                        timeout = optarg;
-                        if (parse_duration(optarg, &timeout_usec) < 0 || timeout_usec == 0)
-                                return usage_error("wait: --timeout: invalid duration '%s'", optarg);
-                        break;
-                default:
-                        r = handle_common_option(c, "wait", true);
-                        if (r <= 0)
-                                return -r;
-                }
-        r = open_api_for_ids("wait", argc, argv, &h);
-        if (r != 0)
-                return r;
-        if (timeout_usec != UINT64_MAX && arm_wait_timeout(timeout, timeout_usec) < 0)
+static int verb_wait(CtlHttp *h, char **args, int n_args) {
+        int ret = -1;
+
+        if (arg_timeout_usec != UINT64_MAX && arm_wait_timeout(arg_timeout, arg_timeout_usec) < 0)
                 return ctl_error("wait: cannot arm the timeout: %s", strerror(errno)), EXIT_API_ERROR;
 
         /* In the order given: the total wait is the longest task's either way. */
-        for (int i = optind; i < argc; i++) {
+        for (int i = 0; i < n_args; i++) {
                 _cleanup_(ctl_response_done) CtlResponse resp = {};
                 _cleanup_json_ JsonValue *task = NULL;
                 int status;
 
                 /* Following the log without showing it wakes us exactly when the task ends. */
-                if (follow_task(h, argv[i], -EBADF, &resp, &task) < 0)
+                if (follow_task(h, args[i], -EBADF, &resp, &task) < 0)
                         return EXIT_API_ERROR;
                 status = exit_status_of(task);
                 if (arg_json)
                         print_body(&resp);
-                else if (argc - optind > 1)
-                        printf("%s %d\n", argv[i], status);
+                else if (n_args > 1)
+                        printf("%s %d\n", args[i], status);
                 fflush(stdout);
                 if (ret < 0 || (ret == 0 && status != 0))
                         ret = status;
@@ -1195,7 +1075,7 @@ static int verb_wait(int argc, char *argv[]) {
         return ret;
 }
 
-static int verb_health(CtlHttp *h, const char *id) {
+static int verb_health(CtlHttp *h, char **args, int n_args) {
         _cleanup_(ctl_response_done) CtlResponse resp = {};
         _cleanup_json_ JsonValue *v = NULL;
         int r;
@@ -1217,14 +1097,19 @@ static int verb_health(CtlHttp *h, const char *id) {
         return resp.status == 200 ? 0 : EXIT_API_ERROR;
 }
 
-/* A verb either parses its own options (run), or takes only the common ones and n_args
- * positional arguments (a task id when 1): then the table parses them and opens the API
- * for it. */
+/* A verb: its own options (on top of the common ones, parsed by run_verb() wherever they
+ * stand, except for run, where COMMAND's words begin at the first non-option), its
+ * positional arguments, and the function that does it with the API opened. */
 typedef struct Verb {
-        const char *name;
-        int (*run)(int argc, char *argv[]);
-        int (*run_simple)(CtlHttp *h, const char *id);
-        int n_args;
+        const char *name, *alias;
+        const char *short_options;    /* the verb's own */
+        const struct option *options; /* the verb's own, {}-terminated, or NULL */
+        int (*parse)(int c);          /* one of them: 0, or the exit status */
+        int min_args, max_args;       /* max_args -1: any number */
+        bool ids;                     /* the arguments are task ids, checked before anything is sent */
+        bool no_json;
+        bool stop_at_args;
+        int (*run)(CtlHttp *h, char **args, int n_args);
         const char *args, *help; /* for the verb's --help */
 } Verb;
 
@@ -1275,49 +1160,113 @@ typedef struct Verb {
         "Show the daemon's state: status, version, running and queued tasks, whether\n" \
         "journald is reachable, the last reload's result. Exits 1 while the daemon is stopping.\n"
 
-static const Verb verbs[] = {
-        {"run", .run = verb_run, .args = ARGS_RUN, .help = HELP_RUN},
-        {"ls", .run = verb_ls, .args = "[OPTIONS]", .help = HELP_LS},
-        {"list", .run = verb_ls, .args = "[OPTIONS]", .help = HELP_LS},
-        {"logs", .run = verb_logs, .args = "[-f] ID", .help = HELP_LOGS},
-        {"show", .run_simple = verb_show, .n_args = 1, .args = "ID", .help = HELP_SHOW},
-        {"inspect", .run_simple = verb_show, .n_args = 1, .args = "ID", .help = HELP_SHOW},
-        {"cancel", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
-        {"stop", .run_simple = verb_cancel, .n_args = 1, .args = "ID", .help = HELP_CANCEL},
-        {"wait", .run = verb_wait, .args = "[--timeout=DURATION] ID...", .help = HELP_WAIT},
-        {"rm", .run = verb_rm, .args = "ID...", .help = HELP_RM},
-        {"prune", .run_simple = verb_prune, .n_args = 0, .args = "", .help = HELP_PRUNE},
-        {"health", .run_simple = verb_health, .n_args = 0, .args = "", .help = HELP_HEALTH},
+static const struct option run_options[] = {
+        {"id", required_argument, NULL, ARG_ID},
+        {"name", required_argument, NULL, ARG_NAME},
+        {"service", required_argument, NULL, ARG_SERVICE},
+        {"project", required_argument, NULL, ARG_PROJECT},
+        {"environment", required_argument, NULL, ARG_ENVIRONMENT},
+        {"timeout", required_argument, NULL, ARG_TIMEOUT},
+        {"wait", no_argument, NULL, 'w'},
+        {"argv", no_argument, NULL, ARG_ARGV},
+        {"file", required_argument, NULL, ARG_FILE},
+        {},
+};
+static const struct option ls_options[] = {
+        {"no-trunc", no_argument, NULL, ARG_NO_TRUNC},     {"status", required_argument, NULL, ARG_STATUS},
+        {"project", required_argument, NULL, ARG_PROJECT}, {"quiet", no_argument, NULL, 'q'},
+        {"format", required_argument, NULL, 'o'},          {},
+};
+static const struct option logs_options[] = {
+        {"follow", no_argument, NULL, 'f'},
+        {},
+};
+static const struct option wait_options[] = {
+        {"timeout", required_argument, NULL, ARG_TIMEOUT},
+        {},
 };
 
-static void verb_help(const char *verb) {
+static const Verb verbs[] = {
+        {"run", .short_options = "w", .options = run_options, .parse = parse_run_option, .max_args = -1,
+         .stop_at_args = true, .run = verb_run, .args = ARGS_RUN, .help = HELP_RUN},
+        {"ls", "list", .short_options = "qo:", .options = ls_options, .parse = parse_ls_option, .run = verb_ls,
+         .args = "[OPTIONS]", .help = HELP_LS},
+        {"logs", .short_options = "f", .options = logs_options, .parse = parse_logs_option, .min_args = 1,
+         .max_args = 1, .ids = true, .no_json = true, .run = verb_logs, .args = "[-f] ID", .help = HELP_LOGS},
+        {"show", "inspect", .min_args = 1, .max_args = 1, .ids = true, .run = verb_show, .args = "ID",
+         .help = HELP_SHOW},
+        {"cancel", "stop", .min_args = 1, .max_args = 1, .ids = true, .run = verb_cancel, .args = "ID",
+         .help = HELP_CANCEL},
+        {"wait", .options = wait_options, .parse = parse_wait_option, .min_args = 1, .max_args = -1, .ids = true,
+         .run = verb_wait, .args = "[--timeout=DURATION] ID...", .help = HELP_WAIT},
+        {"rm", .min_args = 1, .max_args = -1, .ids = true, .run = verb_rm, .args = "ID...", .help = HELP_RM},
+        {"prune", .run = verb_prune, .args = "", .help = HELP_PRUNE},
+        {"health", .run = verb_health, .args = "", .help = HELP_HEALTH},
+};
+
+static const Verb *find_verb(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                if (streq(verb, verbs[i].name)) {
-                        printf("%s %s%s%s\n\n%s\n", program_invocation_short_name, verbs[i].name,
-                               isempty(verbs[i].args) ? "" : " ", verbs[i].args, verbs[i].help);
-                        break;
-                }
+                if (streq(name, verbs[i].name) || streq_ptr(name, verbs[i].alias))
+                        return &verbs[i];
+        return NULL;
+}
+
+static void verb_help(const char *verb) {
+        const Verb *v = find_verb(verb);
+
+        if (v)
+                printf("%s %s%s%s\n\n%s\n", program_invocation_short_name, verb, isempty(v->args) ? "" : " ", v->args,
+                       v->help);
         printf("Common options:\n"
                "     --socket=PATH         Control socket (default: $LAGOON_TASKD_SOCKET, else\n"
                "                           " SOCKET_PATH_DEFAULT ")\n"
                "%s"
                "  -h --help                Show this help\n",
-               streq(verb, "logs") ? "" : "     --json                Print the API's JSON instead of text\n");
+               v && v->no_json ? "" : "     --json                Print the API's JSON instead of text\n");
 }
 
 static int run_verb(const Verb *v, int argc, char *argv[]) {
+        static const struct option common[] = {
+                COMMON_OPTIONS,
+        };
         _cleanup_(ctl_http_freep) CtlHttp *h = NULL;
-        const char *id = NULL;
-        int r;
+        struct option options[ELEMENTSOF(common) + 16] = {};
+        char short_options[16];
+        size_t n = 0;
+        int c, r;
 
-        if (v->run)
-                return v->run(argc, argv);
-        r = parse_simple_verb(v->name, argc, argv, v->n_args, &id);
-        if (r >= 0)
-                return r;
+        memcpy(options, common, sizeof(common));
+        for (const struct option *o = v->options; o && o->name; o++) {
+                assert(ELEMENTSOF(common) + n < ELEMENTSOF(options) - 1);
+                options[ELEMENTSOF(common) + n++] = *o;
+        }
+        /* Without "+", options may follow the task id ("show ID --json"), as in kubectl. */
+        snprintf(short_options, sizeof(short_options), "%sh%s", v->stop_at_args ? "+" : "", v->short_options ?: "");
+
+        while ((c = getopt_long(argc, argv, short_options, options, NULL)) >= 0) {
+                if (IN_SET(c, ARG_SOCKET, ARG_JSON, 'h', '?')) {
+                        r = handle_common_option(c, v->name, !v->no_json);
+                        if (r <= 0)
+                                return -r;
+                        continue;
+                }
+                r = v->parse(c);
+                if (r != 0)
+                        return r;
+        }
+
+        n = (size_t) (argc - optind);
+        if ((int) n < v->min_args)
+                return usage_error("%s: missing task id", arg_verb);
+        if (v->max_args >= 0 && (int) n > v->max_args)
+                return usage_error("%s: unexpected argument '%s'", arg_verb, argv[optind + v->max_args]);
+        for (int i = optind; v->ids && i < argc; i++)
+                if (check_task_id(arg_verb, argv[i]) != 0)
+                        return EXIT_USAGE;
+
         if (open_api(&h) < 0)
                 return EXIT_API_ERROR;
-        return v->run_simple(h, id);
+        return v->run(h, argv + optind, (int) n);
 }
 
 int main(int argc, char *argv[]) {
@@ -1327,6 +1276,7 @@ int main(int argc, char *argv[]) {
                 {},
         };
         _cleanup_free_ char *verb_argv0 = NULL;
+        const Verb *v;
         const char *verb;
         int c, r;
 
@@ -1349,27 +1299,25 @@ int main(int argc, char *argv[]) {
                 return 0;
         }
 
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
-                if (!streq(verb, verbs[i].name))
-                        continue;
+        v = find_verb(verb);
+        if (!v)
+                return usage_error("unknown command '%s'", verb);
 
-                /* getopt's own messages then read "lagoon-taskctl run: unrecognized option". */
-                if (asprintf(&verb_argv0, "%s %s", program_invocation_short_name, verb) < 0)
-                        return ctl_error("out of memory"), EXIT_API_ERROR;
-                argv[optind] = verb_argv0;
-                arg_verb = verbs[i].name;
+        /* getopt's own messages then read "lagoon-taskctl run: unrecognized option". */
+        if (asprintf(&verb_argv0, "%s %s", program_invocation_short_name, verb) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        argv[optind] = verb_argv0;
+        arg_verb = verb;
 
-                if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK) {
-                        ctl_error("cannot initialize libcurl");
-                        return EXIT_API_ERROR;
-                }
-                argc -= optind;
-                argv += optind;
-                optind = 0; /* GNU getopt: start over on the verb's arguments */
-                r = run_verb(&verbs[i], argc, argv);
-                fflush(stdout);
-                curl_global_cleanup();
-                return r;
+        if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK) {
+                ctl_error("cannot initialize libcurl");
+                return EXIT_API_ERROR;
         }
-        return usage_error("unknown command '%s'", verb);
+        argc -= optind;
+        argv += optind;
+        optind = 0; /* GNU getopt: start over on the verb's arguments */
+        r = run_verb(v, argc, argv);
+        fflush(stdout);
+        curl_global_cleanup();
+        return r;
 }

@@ -187,8 +187,9 @@ mapfile -t ctl_long < <({
         perl -ne 'print "$1\n" while /\{\s*"([a-z][a-z-]*)"\s*,\s*(?:no|required|optional)_argument/g' "$TASKCTL_C"
         perl -0777 -ne 'if (/static void help\(void\)\s*\{(.*?)\n\}/s) { my $h = $1; print "$1\n" while $h =~ /(?<![\w-])--([a-z][a-z-]+)/g }' "$TASKCTL_C"
 } | sort -u)
-mapfile -t ctl_short < <(perl -ne 'print "$_\n" for map { split //, $_ } /getopt_long\([^,]+,\s*[^,]+,\s*"\+?([A-Za-z:]*)"/g' "$TASKCTL_C" | tr -d ':' | grep . | sort -u)
-mapfile -t ctl_verbs < <(perl -0777 -ne 'if (/\bverbs\[\]\s*=\s*\{(.*?)\};/s) { my $t = $1; print "$1\n" while $t =~ /\{\s*"([a-z]+)"\s*,/g }' "$TASKCTL_C")
+mapfile -t ctl_short < <(perl -ne 'print "$_\n" for map { split //, $_ } /(?:getopt_long\([^,]+,\s*[^,]+,\s*|\.short_options\s*=\s*)"\+?([A-Za-z:]*)"/g' "$TASKCTL_C" | tr -d ':' | grep . | sort -u)
+# Each verb's row starts with its name and, for an alias, the alias.
+mapfile -t ctl_verbs < <(perl -0777 -ne 'if (/\bverbs\[\]\s*=\s*\{(.*?)\};/s) { my $t = $1; while ($t =~ /\{\s*"([a-z]+)"\s*,(?:\s*"([a-z]+)"\s*,)?/g) { print "$1\n"; print "$2\n" if defined $2 } }' "$TASKCTL_C")
 ((${#ctl_long[@]} >= 10)) || fail "found only ${#ctl_long[@]} long options in taskctl.c: the test's parser is out of date"
 ((${#ctl_verbs[@]} >= 7)) || fail "found only ${#ctl_verbs[@]} commands in taskctl.c: the test's parser is out of date"
 ctl_verbs+=(help) # handled before the verb table
