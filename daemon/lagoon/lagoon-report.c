@@ -207,7 +207,7 @@ static int build_task(const LagoonJob *j, JsonValue **ret) {
         r = json_object_set(task, "id", new_string_utf8(id, strlen(id)));
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        for (size_t i = 0; i < ELEMENTSOF(keys) - j->not_found; i++) { /* command last */
                 r = set_text(task, keys[i], info_string(j, "task", keys[i]));
                 if (r < 0)
                         return r;
@@ -254,14 +254,15 @@ static int build_meta(const LagoonJob *j, MetaKind kind, JsonValue **ret) {
 
         if ((r = set_text(meta, "environment", info_string(j, "environment", "name"))) < 0)
                 return r;
-        if (kind != META_LOGS && info_id(j, "environment", &id) &&
+        if (kind != META_LOGS && !j->not_found && info_id(j, "environment", &id) &&
             (r = json_object_set_int64(meta, "environmentId", id)) < 0)
                 return r;
         if ((r = set_text(meta, "jobName", name)) < 0 || (r = set_text(meta, "jobStatus", status)) < 0)
                 return r;
         if (kind == META_STATUS && (r = set_text(meta, "project", info_string(j, "project", "name"))) < 0)
                 return r;
-        if (kind != META_LOGS && info_id(j, "project", &id) && (r = json_object_set_int64(meta, "projectId", id)) < 0)
+        if (kind != META_LOGS && !j->not_found && info_id(j, "project", &id) &&
+            (r = json_object_set_int64(meta, "projectId", id)) < 0)
                 return r;
         if (kind == META_EVENT && (r = set_text(meta, "projectName", info_string(j, "project", "name"))) < 0)
                 return r;
@@ -272,7 +273,7 @@ static int build_meta(const LagoonJob *j, MetaKind kind, JsonValue **ret) {
                 return r;
         if ((r = json_object_set(meta, "task", TAKE_PTR(task))) < 0)
                 return r;
-        if ((r = set_text(meta, "key", json_get_string(j->info, "key"))) < 0)
+        if (!j->not_found && (r = set_text(meta, "key", json_get_string(j->info, "key"))) < 0)
                 return r;
         if (kind == META_STATUS && (r = set_text(meta, "advancedData", j->advanced_data)) < 0)
                 return r;

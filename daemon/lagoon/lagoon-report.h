@@ -6,6 +6,7 @@
  * schema: LagoonMessage, LagoonLog, LagoonLogMeta with omitempty members). Pure: no I/O
  * except lagoon_report_read_log(), no logging above debug. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,10 @@ typedef struct LagoonJob {
         uint64_t start_usec;       /* 0 = omit startTime */
         uint64_t end_usec;         /* 0 = omit endTime */
         const char *advanced_data; /* taskData, verbatim; NULL = omit */
+        /* remote-controller's answer to a cancel of a task it does not have
+         * (lagoontask_helpers.go updateLagoonTask): the task's names, no key, ids,
+         * command, remoteId or clusterName, so Lagoon keeps the remoteId it has. */
+        bool not_found;
 } LagoonJob;
 
 /* jobStatus text: "pending", "running", "complete", "failed", "cancelled"; NULL for

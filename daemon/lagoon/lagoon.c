@@ -192,6 +192,8 @@ static int queue_status(Lagoon *l, const char *task_id, const LagoonJob *job) {
                 r = queue_bus(l, task_id, "status", EXCHANGE_TASKS, ROUTING_KEY_STATUS, body, size, false);
                 if (r < 0)
                         return r;
+        }
+        if (l->amqp && !job->not_found) { /* remote-controller sends no event for it either */
                 r = lagoon_report_event(job, &body, &size);
                 if (r < 0)
                         return log_error_errno(r, "Task %s: failed to build its status event: %m", task_id);
@@ -301,6 +303,38 @@ static int report_failure_of(Lagoon *l,
 
 static int report_failure(Lagoon *l, const LagoonMessage *msg, TaskStatus status, const char *reason) {
         return report_failure_of(l, msg->task_id, msg->info, msg->namespace, status, reason);
+}
+
+/* The answer to a cancel of a task this daemon does not have (never here, removed, or
+ * another daemon's): remote-controller's, cancelled with start = end = now and without a
+ * remoteId, so Lagoon keeps the one it has (its S3 log is <taskId>-<remoteId>). */
+static int report_cancel_unknown(Lagoon *l, const LagoonMessage *msg) {
+        const JsonValue *task = json_get(msg->info, "task");
+        uint64_t now = now_usec(CLOCK_REALTIME);
+        LagoonJob job = {
+                .info = msg->info,
+                .namespace = msg->namespace,
+                .job_name = json_get_string(task, "taskName") ?: json_get_string(task, "name") ?: msg->task_id,
+                .status = TASK_CANCELLED,
+                .start_usec = now,
+                .end_usec = now,
+                .not_found = true,
+        };
+
+        return queue_status(l, msg->task_id, &job);
+}
+
+/* The answer to a cancel of a task that ended here: its final status again, as recorded
+ * (its remoteId, times and result). Lagoon asks to cancel a task it still shows running
+ * when the final status has not reached it yet or lost a race; the truth settles it,
+ * where "cancelled" would hide a result and a start = end = now its duration. */
+static int report_cancel_finished(Lagoon *l, const Task *t) {
+        LagoonJob job;
+
+        if (!t->lagoon)
+                return 0;
+        job_from_task(l, t, t->status, &job);
+        return queue_status(l, t->id, &job);
 }
 
 /* What a claim carries for a survivor to report the task if this node dies: the names
@@ -752,9 +786,17 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                         r = -ENOENT;
                 }
                 /* Lagoon wants an answer even for a task it thinks is stuck. */
-                log_info("Task %s: cancel requested by Lagoon for a task that is %s; answering cancelled.",
-                         msg->task_id, r == -EALREADY ? "finished" : "unknown here");
-                r = report_failure(l, msg, TASK_CANCELLED, NULL);
+                t = r == -EALREADY ? manager_get_task(l->manager, msg->task_id) : NULL;
+                if (t) {
+                        log_info("Task %s: cancel requested by Lagoon for a task that is %s; answering with that "
+                                 "status again.",
+                                 msg->task_id, task_status_to_string(t->status));
+                        r = report_cancel_finished(l, t);
+                } else {
+                        log_info("Task %s: cancel requested by Lagoon for a task unknown here; answering cancelled.",
+                                 msg->task_id);
+                        r = report_cancel_unknown(l, msg);
+                }
                 return r < 0 ? r : 1;
         }
 

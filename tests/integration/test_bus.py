@@ -225,10 +225,25 @@ class TestBus(harness.TaskdTestCase):
         self.peer.publish(self.cancel_message("9999"), "misc")
         unknown = self.peer.wait_status("9999", "cancelled")
         self.assertEqual(unknown["meta"]["startTime"], unknown["meta"]["endTime"])
+        # remote-controller's answer for a task it does not have: no remoteId (Lagoon keeps
+        # the task's: its S3 log is <taskId>-<remoteId>), key, ids or clusterName; no event.
+        self.assertEqual(set(unknown["meta"]), {"environment", "jobName", "jobStatus", "project", "task",
+                                                "startTime", "endTime"}, unknown)
+        self.assertEqual(unknown["meta"]["task"], {"id": "9999", "name": "x", "taskName": "x"})
+        # A task that ended here: its final status again, with its own remoteId and times.
+        self.peer.publish(self.standard_message("73", "true"))
+        done = self.peer.wait_status("73", "complete")
+        self.peer.publish(self.cancel_message("73"), "misc")
+        harness.wait_until(lambda: self.peer.poll() or self.peer.status_list("73").count("complete") == 2, 30,
+                           what="the answer to the cancel of a finished task")
         self.peer.settle()
+        again = [s for s in self.peer.statuses if s["meta"]["task"]["id"] == "73"][-1]
+        self.assertEqual(again["meta"], done["meta"])
         self.assertEqual(self.peer.status_list("71"), ["pending", "running", "cancelled"])
         self.assertEqual(self.peer.status_list("72"), ["pending", "cancelled"])
         self.assertEqual(self.peer.status_list("9999"), ["cancelled"])
+        self.assertEqual(self.peer.events("9999"), [])
+        self.assertEqual(self.peer.task_logs("9999"), [])
         self.assertNotIn("never", self.peer.task_logs("72")[-1]["message"])
         self.assertEqual(self.client.task("71")["status"], "cancelled")
 

@@ -225,6 +225,39 @@ TEST(status_omitted) {
         ASSERT(!out);
 }
 
+/* A cancel of a task not found: remote-controller's updateLagoonTask() members only (the
+ * task's id, name, taskName, service; environment, project, jobName, jobStatus, times);
+ * no remoteId, so actions-handler keeps the task's. Its API update has none either. */
+TEST(status_cancel_not_found) {
+        _cleanup_json_ JsonValue *info = NULL;
+        _cleanup_free_ char *out = NULL;
+        size_t size;
+
+        info = P("{\"key\":\"deploytarget:task:cancel\",\"task\":{\"id\":\"9\",\"name\":\"n\",\"taskName\":\"tn\","
+                 "\"service\":\"cli\",\"command\":\"env\"},\"project\":{\"id\":3,\"name\":\"p\"},"
+                 "\"environment\":{\"id\":4,\"name\":\"e\"}}");
+        LagoonJob j = {
+                .info = info,
+                .namespace = "p-e",
+                .job_name = "tn",
+                .status = TASK_CANCELLED,
+                .start_usec = START_USEC,
+                .end_usec = START_USEC,
+                .not_found = true,
+        };
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        assert_output(out, size,
+                      "{\"type\":\"task\",\"namespace\":\"p-e\",\"meta\":{\"environment\":\"e\","
+                      "\"jobName\":\"tn\",\"jobStatus\":\"cancelled\",\"project\":\"p\","
+                      "\"task\":{\"id\":\"9\",\"name\":\"n\",\"taskName\":\"tn\",\"service\":\"cli\"},"
+                      "\"startTime\":\"2006-01-02 15:04:05\",\"endTime\":\"2006-01-02 15:04:05\"}}");
+        out = mfree(out);
+        ASSERT_OK(lagoon_report_update_task(&j, &out, &size));
+        ASSERT(strstr(out, "\"patch\":{\"status\":\"CANCELLED\",\"started\":\"2006-01-02 15:04:05\","
+                           "\"completed\":\"2006-01-02 15:04:05\"}"));
+        ASSERT(!strstr(out, "remoteId"));
+}
+
 TEST(status_names) {
         _cleanup_free_ char *t = NULL;
 
@@ -572,6 +605,7 @@ int main(void) {
 
         RUN(status_fixtures);
         RUN(status_omitted);
+        RUN(status_cancel_not_found);
         RUN(status_names);
         RUN(event);
         RUN(logs);
