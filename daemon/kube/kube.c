@@ -541,13 +541,7 @@ static void call_finish(KubeCall *call, int error, long status, JsonValue *body,
         kube_call_free(call);
 }
 
-static void on_call_http_done(HttpCall *hc,
-                              int error,
-                              long status,
-                              const char *body,
-                              size_t size,
-                              const char *error_text,
-                              void *userdata);
+static void on_call_http_done(HttpCall *hc, const HttpResult *res, void *userdata);
 
 static int call_attempt(KubeCall *call, char **ret_error) {
         call->attempt++;
@@ -591,13 +585,7 @@ static uint64_t retry_after_usec(HttpCall *hc) {
         return MIN((uint64_t) v * USEC_PER_SEC, RETRY_AFTER_MAX_USEC);
 }
 
-static void on_call_http_done(HttpCall *hc,
-                              int error,
-                              long status,
-                              const char *body,
-                              size_t size,
-                              const char *error_text,
-                              void *userdata) {
+static void on_call_http_done(HttpCall *hc, const HttpResult *res, void *userdata) {
         KubeCall *call = userdata;
         _cleanup_json_ JsonValue *v = NULL;
         _cleanup_free_ char *text = NULL;
@@ -608,46 +596,46 @@ static void on_call_http_done(HttpCall *hc,
 
         /* Transient: no answer (except TLS problems, which another try does not fix),
          * throttling, server errors. */
-        if (error < 0)
-                retry = error != -EPROTO && error != -ENOMEM && error != -EINVAL;
+        if (res->error < 0)
+                retry = res->error != -EPROTO && res->error != -ENOMEM && res->error != -EINVAL;
         else
-                retry = status == 429 || status >= 500;
+                retry = res->status == 429 || res->status >= 500;
         if (retry) {
                 uint64_t delay = backoff_usec(call->client, call->attempt);
-                if (error == 0)
+                if (res->error == 0)
                         delay = MAX(delay, retry_after_usec(hc));
                 if (call_may_retry(call, delay)) {
                         log_debug("Kubernetes %s %s: %s, retrying in %" PRIu64 " ms", call->method, call->path,
-                                  error < 0 ? strna(error_text) : "server error", delay / USEC_PER_MSEC);
+                                  res->error < 0 ? strna(res->error_text) : "server error", delay / USEC_PER_MSEC);
                         r = arm_timer(call->client, &call->retry_timer, delay, on_call_retry, call, "kube-retry");
                         if (r >= 0)
                                 return;
                 }
         }
 
-        if (error < 0) {
-                call_finish(call, error, 0, NULL, error_text);
+        if (res->error < 0) {
+                call_finish(call, res->error, 0, NULL, res->error_text);
                 return;
         }
 
-        if (size > 0) {
-                r = json_parse(body, size, 0, &v, NULL);
-                if (r < 0 && status >= 200 && status < 300) {
+        if (res->size > 0) {
+                r = json_parse(res->body, res->size, 0, &v, NULL);
+                if (r < 0 && res->status >= 200 && res->status < 300) {
                         _cleanup_free_ char *t = NULL;
-                        if (asprintf(&t, "%s %s: the answer (HTTP %ld) is not JSON", call->method, call->path, status) <
-                            0)
+                        if (asprintf(&t, "%s %s: the answer (HTTP %ld) is not JSON", call->method, call->path,
+                                     res->status) < 0)
                                 t = NULL;
-                        call_finish(call, -EBADMSG, status, NULL, t ?: "answer is not JSON");
+                        call_finish(call, -EBADMSG, res->status, NULL, t ?: "answer is not JSON");
                         return;
                 }
         }
-        r = error_from_status(status);
+        r = error_from_status(res->status);
         if (r < 0) {
-                text = status_error_text(call->method, call->path, status, v, body, size);
-                call_finish(call, r, status, TAKE_PTR(v), text ?: "API error");
+                text = status_error_text(call->method, call->path, res->status, v, res->body, res->size);
+                call_finish(call, r, res->status, TAKE_PTR(v), text ?: "API error");
                 return;
         }
-        call_finish(call, 0, status, TAKE_PTR(v), NULL);
+        call_finish(call, 0, res->status, TAKE_PTR(v), NULL);
 }
 
 int kube_request(KubeClient *k,
@@ -940,31 +928,25 @@ static int on_watch_data(HttpCall *hc, long status, const void *data, size_t siz
         return r;
 }
 
-static void on_watch_http_done(HttpCall *hc,
-                               int error,
-                               long status,
-                               const char *body,
-                               size_t size,
-                               const char *error_text,
-                               void *userdata) {
+static void on_watch_http_done(HttpCall *hc, const HttpResult *res, void *userdata) {
         KubeWatch *w = userdata;
         KubeClient *k = w->client;
 
         w->watch_call = NULL;
         watch_enter(w);
 
-        if (error == -ESTALE || status == 410) {
+        if (res->error == -ESTALE || res->status == 410) {
                 /* Too old: everything since may be lost, so list again (the consumer
                  * sees SYNCED again and can find what vanished). */
                 log_debug("Kubernetes watch %s: resourceVersion %s expired, relisting", w->collection,
                           strna(w->resource_version));
                 w->failures = 0;
                 watch_schedule(w, WATCH_DO_LIST, 0);
-        } else if (error < 0) {
+        } else if (res->error < 0) {
                 w->failures++;
-                log_debug("Kubernetes watch %s interrupted: %s", w->collection, strna(error_text));
+                log_debug("Kubernetes watch %s interrupted: %s", w->collection, strna(res->error_text));
                 watch_schedule(w, WATCH_DO_WATCH, backoff_usec(k, w->failures));
-        } else if (status == 200) {
+        } else if (res->status == 200) {
                 /* The normal end (timeoutSeconds): resume from the last resourceVersion,
                  * at once unless the server keeps closing streams at once. */
                 bool quick = now_usec(CLOCK_MONOTONIC) - w->watch_started_usec < USEC_PER_SEC && w->watch_events == 0;
@@ -976,16 +958,16 @@ static void on_watch_http_done(HttpCall *hc,
         } else {
                 _cleanup_json_ JsonValue *st = NULL;
                 _cleanup_free_ char *path = watch_path(w, true), *text = NULL;
-                int r = error_from_status(status);
+                int r = error_from_status(res->status);
 
                 (void) json_parse(strempty(w->error_body), w->error_size, 0, &st, NULL);
-                text = status_error_text("GET", strempty(path), status, st, w->error_body, w->error_size);
+                text = status_error_text("GET", strempty(path), res->status, st, w->error_body, w->error_size);
                 w->failures++;
                 if (IS_AUTH_ERROR(r)) {
                         watch_emit(w, KUBE_WATCH_ERROR, NULL, r, text ?: "access denied");
                         if (!w->freed)
                                 watch_schedule(w, WATCH_DO_LIST, k->limits.auth_retry_usec);
-                } else if (status == 429 || status >= 500) {
+                } else if (res->status == 429 || res->status >= 500) {
                         log_debug("Kubernetes watch %s: %s", w->collection, strna(text));
                         watch_schedule(w, WATCH_DO_WATCH, backoff_usec(k, w->failures));
                 } else {
@@ -1183,20 +1165,14 @@ static int on_log_data(HttpCall *hc, long status, const void *data, size_t size,
         return 0;
 }
 
-static void on_log_http_done(HttpCall *hc,
-                             int error,
-                             long status,
-                             const char *body,
-                             size_t size,
-                             const char *error_text,
-                             void *userdata) {
+static void on_log_http_done(HttpCall *hc, const HttpResult *res, void *userdata) {
         KubeLog *l = userdata;
         _cleanup_free_ char *text = NULL;
 
         l->call = NULL;
         l->dispatching++;
 
-        if (error == 0 && status == 200) {
+        if (res->error == 0 && res->status == 200) {
                 /* A last line without a newline. */
                 if (l->size > 0) {
                         if (l->size + 1 > l->allocated) {
@@ -1212,20 +1188,20 @@ static void on_log_http_done(HttpCall *hc,
                 }
                 if (!l->freed)
                         l->end_cb(l, 0, NULL, l->userdata);
-        } else if (error < 0) {
-                if (error != -ECANCELED)
-                        l->end_cb(l, error, error_text, l->userdata);
+        } else if (res->error < 0) {
+                if (res->error != -ECANCELED)
+                        l->end_cb(l, res->error, res->error_text, l->userdata);
         } else {
                 _cleanup_json_ JsonValue *st = NULL;
                 const char *m;
-                int r = error_from_status(status);
+                int r = error_from_status(res->status);
 
                 (void) json_parse(strempty(l->error_body), l->error_size, 0, &st, NULL);
                 m = json_get_string(st, "message") ?: strempty(l->error_body);
-                if (status == 400 &&
+                if (res->status == 400 &&
                     (strstr(m, "waiting to start") || strstr(m, "PodInitializing") || strstr(m, "ContainerCreating")))
                         r = -EAGAIN;
-                text = status_error_text("GET", l->path, status, st, l->error_body, l->error_size);
+                text = status_error_text("GET", l->path, res->status, st, l->error_body, l->error_size);
                 l->end_cb(l, r, text ?: "log request failed", l->userdata);
         }
 

@@ -238,13 +238,7 @@ classify(int error, long status, const char *body, size_t size, const char *erro
         return LAGOON_API_RETRY;
 }
 
-static void on_http_done(HttpCall *call,
-                         int error,
-                         long status,
-                         const char *body,
-                         size_t size,
-                         const char *error_text,
-                         void *userdata) {
+static void on_http_done(HttpCall *call, const HttpResult *res, void *userdata) {
         LagoonApi *a = userdata;
         _cleanup_free_ char *detail = NULL;
         lagoon_api_done_cb_t cb = a->callback;
@@ -255,7 +249,7 @@ static void on_http_done(HttpCall *call,
         a->callback = NULL;
         a->userdata = NULL;
 
-        result = classify(error, status, body, size, error_text, &detail);
+        result = classify(res->error, res->status, res->body, res->size, res->error_text, &detail);
         if (result != LAGOON_API_DELIVERED && !detail)
                 detail = strdup("(out of memory formatting the answer)");
         log_debug("Lagoon API request: %s%s%s",

@@ -355,12 +355,17 @@ static void finish_call(HttpCall *call, CURLcode code) {
                 if (error < 0)
                         error_text = text;
 
+                bool collected = error == 0 && !call->on_data;
+                HttpResult result = {
+                        .error = error,
+                        .status = status,
+                        .body = collected ? strempty(call->response) : NULL,
+                        .size = collected ? call->response_size : 0,
+                        .error_text = error_text,
+                };
+
                 call->in_callback = true;
-                if (call->on_data)
-                        call->callback(call, error, status, NULL, 0, error_text, call->userdata);
-                else
-                        call->callback(call, error, status, error == 0 ? strempty(call->response) : NULL,
-                                       error == 0 ? call->response_size : 0, error_text, call->userdata);
+                call->callback(call, &result, call->userdata);
         }
 
         http_call_free(call);

@@ -44,21 +44,24 @@ typedef struct HttpRequest {
         uint64_t idle_timeout_usec; /* > 0: fail with -ETIMEDOUT when no byte arrived for this long */
 } HttpRequest;
 
-/* Called once per call from the event loop (never from inside http_request()).
- * Any method may carry a body (POST, PUT, PATCH, DELETE).
+/* How a call ended, handed to its done callback.
  * error < 0: no HTTP answer (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -E2BIG,
  * -EPROTO for TLS failures incl. certificate verification, -EIO otherwise), or the
  * error a streaming call's on_data returned, with a readable error_text (curl's
  * message). error == 0: status is the HTTP status and body/size the response body
- * (NUL-terminated; NULL/0 for streaming calls). The call is freed after the callback
- * returns. */
-typedef void (*http_done_cb_t)(HttpCall *call,
-                               int error,
-                               long status,
-                               const char *body,
-                               size_t size,
-                               const char *error_text,
-                               void *userdata);
+ * (NUL-terminated; NULL/0 for streaming calls). */
+typedef struct HttpResult {
+        int error;
+        long status;
+        const char *body;
+        size_t size;
+        const char *error_text; /* NULL when error == 0 */
+} HttpResult;
+
+/* Called once per call from the event loop (never from inside http_request()).
+ * Any method may carry a body (POST, PUT, PATCH, DELETE). The call and the result are
+ * freed after the callback returns. */
+typedef void (*http_done_cb_t)(HttpCall *call, const HttpResult *result, void *userdata);
 
 int http_client_new(sd_event *e, HttpClient **ret);
 /* Cancels every pending call without calling their callbacks. */

@@ -174,30 +174,29 @@ static void result_clear(Result *r) {
         *r = (Result){};
 }
 
-static void
-on_done(HttpCall *call, int error, long status, const char *body, size_t size, const char *error_text, void *userdata) {
+static void on_done(HttpCall *call, const HttpResult *res, void *userdata) {
         Result *r = userdata;
 
         ASSERT(!in_request);
         ASSERT(call);
         r->calls++;
         r->done = true;
-        r->error = error;
-        r->status = status;
-        if (error == 0 && !body) {
+        r->error = res->error;
+        r->status = res->status;
+        if (res->error == 0 && !res->body) {
                 /* Streaming calls: the body went to on_data. */
-                ASSERT_EQ(size, 0u);
-                ASSERT(!error_text);
-        } else if (error == 0) {
-                ASSERT_EQ(body[size], 0);
-                r->body = malloc(size + 1);
+                ASSERT_EQ(res->size, 0u);
+                ASSERT(!res->error_text);
+        } else if (res->error == 0) {
+                ASSERT_EQ(res->body[res->size], 0);
+                r->body = malloc(res->size + 1);
                 ASSERT(r->body);
-                memcpy(r->body, body, size + 1);
-                r->size = size;
-                ASSERT(!error_text);
+                memcpy(r->body, res->body, res->size + 1);
+                r->size = res->size;
+                ASSERT(!res->error_text);
         } else {
-                ASSERT(error_text && error_text[0]);
-                r->error_text = strdup(error_text);
+                ASSERT(res->error_text && res->error_text[0]);
+                r->error_text = strdup(res->error_text);
         }
 }
 
@@ -569,13 +568,7 @@ TEST(invalid_requests) {
 static HttpClient *doomed = NULL;
 static unsigned doomed_calls = 0;
 
-static void on_done_free_client(HttpCall *call,
-                                int error,
-                                long status,
-                                const char *body,
-                                size_t size,
-                                const char *error_text,
-                                void *userdata) {
+static void on_done_free_client(HttpCall *call, const HttpResult *res, void *userdata) {
         doomed_calls++;
         ASSERT(!http_client_free(doomed));
         ASSERT(*(bool *) userdata == false);
@@ -586,16 +579,10 @@ static void on_done_free_client(HttpCall *call,
 static unsigned chain_left = 0;
 static char *chain_url = NULL;
 
-static void on_done_chain(HttpCall *call,
-                          int error,
-                          long status,
-                          const char *body,
-                          size_t size,
-                          const char *error_text,
-                          void *userdata) {
+static void on_done_chain(HttpCall *call, const HttpResult *res, void *userdata) {
         ASSERT(!in_request);
-        ASSERT_EQ(error, 0);
-        ASSERT_STREQ(body, "hello");
+        ASSERT_EQ(res->error, 0);
+        ASSERT_STREQ(res->body, "hello");
         if (--chain_left > 0) {
                 in_request = true;
                 ASSERT_OK(http_request(client, &(HttpRequest){.url = chain_url}, on_done_chain, userdata, NULL));
