@@ -1670,6 +1670,48 @@ static void on_corrupt(const char *file_name, int error, const char *message, vo
         log_error_errno(error, "Corrupt task record %s (%s), moved to tasks/corrupt/.", file_name, message);
 }
 
+/* A container directory whose task has no record (it was corrupt and moved aside): its
+ * container or pod would run on unseen, so it is stopped and removed. A kept one has
+ * ended already. */
+static void manager_sweep_orphans(Manager *m) {
+        _cleanup_strv_free_ char **ids = NULL;
+        int r;
+
+        r = store_list_container_dirs(m->store, &ids);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to list container directories: %m");
+                return;
+        }
+        for (char **id = ids; id && *id; id++) {
+                _cleanup_free_ char *dir = NULL, *kept = NULL, *ns = NULL, *name = NULL;
+
+                if (manager_find(m, *id) || store_container_dir(m->store, *id, &dir) < 0 ||
+                    !(kept = path_join(dir, "kept")) || access(kept, F_OK) == 0)
+                        continue;
+                r = kube_pod_dir_read(dir, &ns, &name);
+                if (r == -ENOENT) {
+                        log_error("Task %s has a container but no record (see tasks/corrupt/): stopping and removing "
+                                  "it; its output stays in logs/%s.log.",
+                                  *id, *id);
+                        manager_cleanup_start(m, *id, dir);
+                } else if (r < 0)
+                        log_warning_errno(r,
+                                          "Task %s has a container directory but no record, and its pod marker "
+                                          "cannot be read; leaving %s alone: %m",
+                                          *id, dir);
+                else {
+                        log_error("Task %s has a pod but no record (see tasks/corrupt/): deleting pod %s/%s.", *id, ns,
+                                  name);
+                        r = node_delete_orphan_pod(m->node, ns, name, dir);
+                        if (r < 0)
+                                log_warning_errno(r,
+                                                  "Task %s: cannot delete pod %s/%s now, trying again at the next "
+                                                  "start: %m",
+                                                  *id, ns, name);
+                }
+        }
+}
+
 int manager_start(Manager *m) {
         int r;
 
@@ -1701,6 +1743,7 @@ int manager_start(Manager *m) {
                         break;
                 }
         }
+        manager_sweep_orphans(m);
         log_info("Loaded %zu task records: %u running, %u queued.", m->n_tasks, m->n_running, manager_n_queued(m));
         manager_prune_finished(m);
         manager_update_status(m);

@@ -269,6 +269,30 @@ int store_container_dir(Store *s, const char *id, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+int store_list_container_dirs(Store *s, char ***ret) {
+        _cleanup_strv_free_ char **ids = NULL;
+        _cleanup_close_ int dfd = -EBADF;
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        dfd = open(s->containers_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        d = fdopendir(dfd);
+        if (!d)
+                return -errno;
+        TAKE_FD(dfd);
+        while ((de = readdir(d)))
+                if (de->d_type == DT_DIR && task_id_is_valid(de->d_name) && (r = strv_extend(&ids, de->d_name)) < 0)
+                        break;
+        closedir(d);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(ids);
+        return 0;
+}
+
 const char *store_state_dir(Store *s) {
         return s->state_dir;
 }

@@ -40,4 +40,7 @@ int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, 
 /* Paths of per-task files kept under the state dir. */
 int store_task_log_path(Store *s, const char *id, char **ret); /* <state>/logs/<id>.log */
 int store_container_dir(Store *s, const char *id, char **ret); /* <state>/containers/<id> */
+/* The task ids that have a directory under <state>/containers/ (names that are no task id
+ * are skipped), as a NULL-terminated strv; *ret is NULL when there are none. */
+int store_list_container_dirs(Store *s, char ***ret);
 const char *store_state_dir(Store *s);

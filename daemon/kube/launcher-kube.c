@@ -20,10 +20,12 @@
 #include "fs-util.h"
 #include "launcher-kube.h"
 #include "log.h"
+#include "parse-util.h"
 #include "task-pod.h"
 #include "task.h"
 
 #define CRI_LOG_NAME "ctr.log"
+#define POD_MARKER_NAME "pod" /* which pod the directory belongs to */
 /* After the container terminated, how long to wait for the log stream to end by itself. */
 #define LOG_DRAIN_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define LOG_RETRY_USEC (1 * USEC_PER_SEC)
@@ -507,6 +509,40 @@ static int kp_new(sd_event *e,
         return 0;
 }
 
+/* "<namespace>\n<name>\n": both DNS names, so the marker needs no escaping. */
+static int write_pod_marker(KubePod *p) {
+        _cleanup_free_ char *path = path_join(p->dir, POD_MARKER_NAME), *text = NULL;
+        int n;
+
+        if (!path || (n = asprintf(&text, "%s\n%s\n", p->namespace, p->name)) < 0)
+                return -ENOMEM;
+        return write_file_atomic(path, text, (size_t) n, 0600);
+}
+
+int kube_pod_dir_read(const char *container_dir, char **ret_namespace, char **ret_name) {
+        _cleanup_free_ char *path = path_join(container_dir, POD_MARKER_NAME), *text = NULL, *ns = NULL, *name = NULL;
+        char *nl, *end;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = read_regular_file_at(AT_FDCWD, path, 1024, &text, NULL);
+        if (r < 0)
+                return r;
+        nl = strchr(text, '\n');
+        end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (!end || end[1] != 0)
+                return -EBADMSG;
+        *nl = *end = 0;
+        if (!dns_label_is_valid(text) || !dns_label_is_valid(nl + 1))
+                return -EBADMSG;
+        if (!(ns = strdup(text)) || !(name = strdup(nl + 1)))
+                return -ENOMEM;
+        *ret_namespace = TAKE_PTR(ns);
+        *ret_name = TAKE_PTR(name);
+        return 0;
+}
+
 int kube_pod_start(sd_event *e,
                    KubeClient *k,
                    const KubePodSpec *spec,
@@ -522,6 +558,9 @@ int kube_pod_start(sd_event *e,
         int r;
 
         r = kp_new(e, k, spec, task_id, cb, userdata, &p);
+        if (r < 0)
+                return error_message(ret_error, r, "preparing %s: %s", spec->container_dir, strerror(-r));
+        r = write_pod_marker(p);
         if (r < 0)
                 return error_message(ret_error, r, "preparing %s: %s", spec->container_dir, strerror(-r));
         r = json_format(pod, false, &body, NULL);

@@ -48,6 +48,11 @@ int kube_pod_start(sd_event *e,
                    KubePod **ret,
                    char **ret_error);
 
+/* The pod a container directory belongs to, from the marker kube_pod_start() leaves
+ * there (so a task whose record is lost does not leave its pod running): -ENOENT when
+ * the directory is not a pod's, -EBADMSG when the marker is not a namespace and name. */
+int kube_pod_dir_read(const char *container_dir, char **ret_namespace, char **ret_name);
+
 /* Resumes a pod started by an earlier daemon: the log continues after the last line in
  * ctr.log. A pod that is gone ends the task as failed ("pod-lost: …"). */
 int kube_pod_adopt(sd_event *e,

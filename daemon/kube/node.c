@@ -27,6 +27,7 @@ typedef struct PendingOp {
         unsigned keep;
         node_pod_in_use_t in_use;
         void *userdata;
+        char *remove_dir; /* an orphan's container directory, removed once its pod is deleted */
 } PendingOp;
 
 struct Node {
@@ -79,6 +80,7 @@ static void pending_free(PendingOp *op) {
                         op->node->pending[i] = NULL;
         kube_call_cancel(op->call);
         free(op->namespace);
+        free(op->remove_dir);
         free(op);
 }
 
@@ -581,21 +583,40 @@ static void on_pod_deleted(KubeCall *call, int error, long status, JsonValue *bo
 
         op->call = NULL;
         if (error < 0 && error != -ENOENT)
-                log_warning("Deleting an old task pod in %s failed: %s", strna(op->namespace), strna(text));
+                log_warning("Deleting %s task pod in %s failed: %s", op->remove_dir ? "an orphaned" : "an old",
+                            strna(op->namespace), strna(text));
+        else if (op->remove_dir) {
+                int r = rm_rf(op->remove_dir);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to remove %s: %m", op->remove_dir);
+        }
         pending_free(op);
 }
 
-static void delete_pod(Node *n, const char *namespace, const char *name) {
+static int delete_pod(Node *n, const char *namespace, const char *name, const char *remove_dir) {
         _cleanup_free_ char *ns = kube_escape(namespace), *nm = kube_escape(name), *path = NULL;
         PendingOp *op;
+        int r;
 
         if (!ns || !nm || asprintf(&path, "/api/v1/namespaces/%s/pods/%s", ns, nm) < 0)
-                return;
+                return -ENOMEM;
         op = pending_new(n, namespace, 0);
         if (!op)
-                return;
-        if (kube_request(n->api, "DELETE", path, NULL, NULL, on_pod_deleted, op, &op->call) < 0)
+                return -EBUSY;
+        if (remove_dir && !(op->remove_dir = strdup(remove_dir))) {
                 pending_free(op);
+                return -ENOMEM;
+        }
+        r = kube_request(n->api, "DELETE", path, NULL, NULL, on_pod_deleted, op, &op->call);
+        if (r < 0)
+                pending_free(op);
+        return r;
+}
+
+int node_delete_orphan_pod(Node *n, const char *namespace, const char *name, const char *dir) {
+        if (!n->api)
+                return -EOPNOTSUPP;
+        return delete_pod(n, namespace, name, dir);
 }
 
 static void on_prune_list(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
@@ -626,7 +647,7 @@ static void on_prune_list(KubeCall *call, int error, long status, JsonValue *bod
                 if (!name || (op->in_use && op->in_use(op->namespace, name, op->userdata)))
                         continue;
                 log_debug("Pod %s/%s: removed by retention (KeepTaskPods=%u).", op->namespace, name, op->keep);
-                delete_pod(n, op->namespace, name);
+                (void) delete_pod(n, op->namespace, name, NULL);
         }
 out:
         pending_free(op);

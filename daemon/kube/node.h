@@ -86,3 +86,8 @@ const char *node_name(Node *n);
  * one for which in_use() says its task is still followed. */
 typedef bool (*node_pod_in_use_t)(const char *namespace, const char *name, void *userdata);
 void node_prune_task_pods(Node *n, const char *namespace, unsigned keep, node_pod_in_use_t in_use, void *userdata);
+
+/* The pod of a task whose record is lost: deletes it, then removes dir, the task's
+ * container directory (a failed delete keeps dir, so the next start tries again).
+ * -EOPNOTSUPP without an API server, -EBUSY when too many requests are in flight. */
+int node_delete_orphan_pod(Node *n, const char *namespace, const char *name, const char *dir);

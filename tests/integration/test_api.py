@@ -290,6 +290,33 @@ class TestState(harness.TaskdTestCase):
         t = self.run_task("echo after")
         self.assertEqual(t["status"], "complete", t)
 
+    def containers_of_this_test(self):
+        out = subprocess.run([harness.RUNC, "--root", "/run/runc", "list", "-f", "json"], check=True,
+                             stdout=subprocess.PIPE, timeout=30).stdout
+        return [c["id"] for c in json.loads(out or b"null") or []
+                if (c.get("bundle") or "").startswith(self.tmp + "/")]
+
+    def test_corrupt_record_of_running_task_stops_its_container(self):
+        """A running task's record that cannot be read back must not leave its container
+        running unseen (issue 15, point 6): the restarted daemon stops and removes it."""
+        d = self.daemon()
+        t = self.submit_ok("echo started; exec sleep 300")
+        self.client.wait_status(t["id"], ("running",), 30)
+        harness.wait_until(lambda: self.client.logs(t["id"]) == "started\n", 15, what="the task's first line")
+        d.kill9()
+        self.assertEqual(self.containers_of_this_test(), [f"lagoon-task-{t['id']}"])
+        with open(os.path.join(self.state_dir, "tasks", f"{t['id']}.json"), "w") as f:
+            f.write('{"id": "' + t["id"])
+        d.start()
+        self.assertHealthy()
+        harness.wait_until(lambda: not self.containers_of_this_test(), 30, what="the orphaned container's removal")
+        harness.wait_until(lambda: not os.path.exists(os.path.join(self.state_dir, "containers", t["id"])), 30,
+                           what="the orphaned container's directory removed")
+        self.assertIn(f"Task {t['id']} has a container but no record", d.stderr())
+        self.assertErrorResponse(self.client.get(f"/v1/tasks/{t['id']}"), 404)
+        self.assertTrue(os.path.exists(os.path.join(self.state_dir, "tasks", "corrupt", f"{t['id']}.json")))
+        self.assertEqual(harness.read_text(os.path.join(self.state_dir, "logs", f"{t['id']}.log")), "started\n")
+
 
 if __name__ == "__main__":
     harness.main()

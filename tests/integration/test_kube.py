@@ -214,6 +214,22 @@ class KubeTest(harness.TaskdTestCase):
         self.assertEqual(self.journal.task_messages("lagoon-task-restart", expect=len(lines)), lines)
         self.assertEqual(len(self.created_pods()), 1)
 
+    def test_corrupt_record_of_running_pod_deletes_it(self):
+        """A pod task whose record cannot be read back is not left running unseen: the
+        restarted daemon deletes the pod named in its container directory (issue 15, 6)."""
+        self.script({"start": True}, {"log": "started"}, {"wait": True}, {"exit": 0})
+        d = self.start_daemon()
+        self.run_until_running("lagoon-task-orphan", "sleep 100")
+        d.kill9()
+        with open(os.path.join(self.state_dir, "tasks", "lagoon-task-orphan.json"), "w") as f:
+            f.write("{")
+        d.start()
+        harness.wait_until(lambda: self.deletes("lagoon-task-orphan"), 15, what="the orphaned pod deleted")
+        harness.wait_until(lambda: not os.path.exists(os.path.join(self.state_dir, "containers", "lagoon-task-orphan")),
+                           15, what="its container directory removed")
+        self.assertIn("Task lagoon-task-orphan has a pod but no record", d.stderr())
+        self.assertEqual(self.client.get("/v1/tasks/lagoon-task-orphan").status, 404)
+
     def test_retention_keeps_the_newest_task_pods(self):
         self.script({"start": True}, {"log": "x"}, {"exit": 0})
         self.start_daemon(keep_task_pods=1)
