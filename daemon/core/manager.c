@@ -28,6 +28,7 @@
 #include "logtail.h"
 #include "manager.h"
 #include "node.h"
+#include "parse-util.h"
 #include "task-pod.h"
 #include "store.h"
 
@@ -1034,19 +1035,12 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
 }
 
-static bool dns_label_ok(const char *s) {
-        size_t n = strlen(s);
-
-        return n > 0 && n <= 63 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n && s[0] != '-' &&
-               s[n - 1] != '-';
-}
-
 /* The pod is named like the task (Lagoon's names are "lagoon-task-<random>"), else
  * derived from its id. */
 static int task_pod_name(const Task *t, char **ret) {
         char *s;
 
-        if (t->name && dns_label_ok(t->name))
+        if (t->name && dns_label_is_valid(t->name))
                 s = strdup(t->name);
         else {
                 if (asprintf(&s, "lagoon-task-%.50s", t->id) < 0)
