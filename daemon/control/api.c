@@ -425,6 +425,14 @@ static int api_task_json(Api *a, const Task *t, unsigned position, JsonValue **r
         r = task_to_json(t, position, &v);
         if (r < 0)
                 return r;
+        /* Stopping: when SIGKILL follows (KillGraceSec=, or the cancel's own time). */
+        if (t->status == TASK_RUNNING && t->kill_usec > 0) {
+                _cleanup_free_ char *at = NULL;
+
+                r = format_timestamp_rfc3339(manager_kill_at(a->manager, t), &at);
+                if (r < 0 || (r = json_object_set_string(v, "killAt", at)) < 0)
+                        return r;
+        }
         if (t->command) {
                 secrets = strv_copy(manager_get_config(a->manager)->secrets);
                 if (!secrets)
@@ -538,6 +546,20 @@ static const char *get_argument(struct MHD_Connection *connection, const char *k
         return MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, key);
 }
 
+/* A query argument that must be text: -EBADMSG when it holds a NUL (%00), which would
+ * cut it short unseen. *ret is NULL when it is not given. */
+static int get_text_argument(struct MHD_Connection *connection, const char *key, const char **ret) {
+        const char *v = NULL;
+        size_t n = 0;
+
+        if (MHD_lookup_connection_value_n(connection, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) != MHD_YES)
+                v = NULL;
+        if (v && strlen(v) != n)
+                return -EBADMSG;
+        *ret = v;
+        return 0;
+}
+
 static enum MHD_Result handle_list(Api *a, struct MHD_Connection *connection) {
         _cleanup_(json_freep) JsonValue *v = NULL;
         _cleanup_free_ const Task **tasks = NULL;
@@ -597,10 +619,18 @@ static enum MHD_Result handle_get(Api *a, struct MHD_Connection *connection, con
 }
 
 static enum MHD_Result handle_cancel(Api *a, struct MHD_Connection *connection, const char *id) {
+        const char *time_arg = NULL;
+        uint64_t grace = UINT64_MAX;
         const Task *t;
         int r;
 
-        r = manager_cancel(a->manager, id);
+        /* ?time=DURATION: SIGKILL that long after SIGTERM instead of KillGraceSec= (0: at once). */
+        if (get_text_argument(connection, "time", &time_arg) < 0 ||
+            (time_arg && (parse_duration(time_arg, &grace) < 0 || grace == USEC_INFINITY)))
+                return respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad-request",
+                                     "invalid value for 'time', expected a duration (e.g. 0, 5, 30s, 2min)");
+
+        r = manager_cancel_with_grace(a->manager, id, grace);
         if (r == -ENOENT)
                 return respond_not_found(connection, id);
         if (r == -EALREADY)

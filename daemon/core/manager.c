@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <poll.h>
@@ -801,13 +802,19 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+uint64_t manager_kill_at(Manager *m, const Task *t) {
+        if (t->kill_usec == 0)
+                return 0;
+        return t->kill_at_usec > 0 ? t->kill_at_usec : t->kill_usec + m->config->kill_grace_usec;
+}
+
 static int arm_kill_timer(Manager *m, ManagedTask *mt) {
         int r;
 
-        if (mt->kill_source)
-                return 0;
-        r = sd_event_add_time(m->event, &mt->kill_source, CLOCK_REALTIME,
-                              mt->task->kill_usec + m->config->kill_grace_usec, TIMER_ACCURACY_USEC, on_kill_timer, mt);
+        if (mt->kill_source) /* a cancel with a shorter grace moves it */
+                return sd_event_source_set_time(mt->kill_source, manager_kill_at(m, mt->task));
+        r = sd_event_add_time(m->event, &mt->kill_source, CLOCK_REALTIME, manager_kill_at(m, mt->task),
+                              TIMER_ACCURACY_USEC, on_kill_timer, mt);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to arm the kill timer: %m", mt->task->id);
         (void) sd_event_source_set_description(mt->kill_source, "task-kill");
@@ -828,7 +835,9 @@ static int manager_stop_running(Manager *m, ManagedTask *mt) {
         }
         if (mt->pod) {
                 /* The kubelet sends SIGTERM, then SIGKILL after the grace period. */
-                r = kube_pod_stop(mt->pod, (unsigned) (m->config->kill_grace_usec / USEC_PER_SEC));
+                uint64_t at = manager_kill_at(m, mt->task), n = now_usec(CLOCK_REALTIME);
+
+                r = kube_pod_stop(mt->pod, (unsigned) MIN((at > n ? at - n : 0) / USEC_PER_SEC, (uint64_t) UINT_MAX));
                 if (r < 0)
                         log_warning_errno(r, "Task %s: failed to delete its pod: %m", mt->task->id);
         }
@@ -1535,6 +1544,10 @@ int manager_remove_task(Manager *m, const char *id) {
 }
 
 int manager_cancel(Manager *m, const char *id) {
+        return manager_cancel_with_grace(m, id, UINT64_MAX);
+}
+
+int manager_cancel_with_grace(Manager *m, const char *id, uint64_t grace_usec) {
         ManagedTask *mt = manager_find(m, id);
 
         if (!mt)
@@ -1553,6 +1566,12 @@ int manager_cancel(Manager *m, const char *id) {
                 return 0;
         }
         log_info("Task %s: cancelling.", id);
+        if (grace_usec != UINT64_MAX) {
+                uint64_t n = now_usec(CLOCK_REALTIME), at = grace_usec > UINT64_MAX - n ? UINT64_MAX : n + grace_usec;
+
+                if (mt->task->kill_usec == 0 || at < manager_kill_at(m, mt->task))
+                        mt->task->kill_at_usec = at;
+        }
         mt->deadline_source = sd_event_source_disable_unref(mt->deadline_source);
         (void) manager_stop_running(m, mt);
         manager_task_changed(m, mt);

@@ -86,6 +86,11 @@ unsigned manager_queue_position(Manager *m, const Task *t); /* 1-based, 0 when n
 /* -ENOENT unknown, -EALREADY already finished. A queued task is cancelled at once; a
  * running one gets SIGTERM, then SIGKILL after KillGraceSec=, and ends "cancelled". */
 int manager_cancel(Manager *m, const char *id);
+/* As manager_cancel(), with grace_usec instead of KillGraceSec= between SIGTERM and
+ * SIGKILL (0: SIGKILL at once); a task already stopping keeps the earlier of the two. */
+int manager_cancel_with_grace(Manager *m, const char *id, uint64_t grace_usec);
+/* When a stopping task gets SIGKILL (CLOCK_REALTIME); 0 when it is not stopping. */
+uint64_t manager_kill_at(Manager *m, const Task *t);
 
 /* Removes a finished task's record and log now, as KeepFinished= would later. -ENOENT
  * unknown, -EBUSY not finished yet, -EAGAIN its final status is not yet queued for

@@ -364,6 +364,7 @@ int task_to_record(const Task *t, JsonValue **ret) {
             (r = json_object_set(o, "finishedUsec", json_new_uint64(t->finished_usec))) < 0 ||
             (r = json_object_set(o, "timeoutUsec", json_new_uint64(t->timeout_usec))) < 0 ||
             (r = json_object_set(o, "killUsec", json_new_uint64(t->kill_usec))) < 0 ||
+            (r = json_object_set(o, "killAtUsec", json_new_uint64(t->kill_at_usec))) < 0 ||
             (r = json_object_set_boolean(o, "cancelRequested", t->cancel_requested)) < 0 ||
             (r = json_object_set_boolean(o, "timedOut", t->timed_out)) < 0 ||
             (r = json_object_set_string(o, "containerId", t->container_id)) < 0)
@@ -480,6 +481,7 @@ int task_from_json(const JsonValue *v, Task **ret) {
             (r = get_u64(v, "startedUsec", &t->started_usec)) < 0 ||
             (r = get_u64(v, "finishedUsec", &t->finished_usec)) < 0 ||
             (r = get_u64(v, "timeoutUsec", &t->timeout_usec)) < 0 || (r = get_u64(v, "killUsec", &t->kill_usec)) < 0 ||
+            (r = get_u64(v, "killAtUsec", &t->kill_at_usec)) < 0 ||
             (r = get_bool(v, "cancelRequested", &t->cancel_requested)) < 0 ||
             (r = get_bool(v, "timedOut", &t->timed_out)) < 0)
                 return r;

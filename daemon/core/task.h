@@ -73,6 +73,7 @@ typedef struct Task {
         uint64_t finished_usec; /* 0 = not yet */
         uint64_t timeout_usec;  /* from start; USEC_INFINITY = none */
         uint64_t kill_usec;     /* CLOCK_REALTIME when SIGTERM was sent, 0 = not yet */
+        uint64_t kill_at_usec;  /* when SIGKILL follows, if a cancel gave its own grace; 0 = KillGraceSec= */
 
         TaskLaunchStep launch_step; /* while launching or running (record only) */
         char *container_id;         /* runtime container id while launched */

@@ -44,8 +44,9 @@ static bool arg_json = false;
 /* The verbs' own options (see the verbs' option tables). */
 static const char *arg_id = NULL, *arg_name = NULL, *arg_service = NULL, *arg_project = NULL, *arg_environment = NULL,
                   *arg_timeout = NULL, *arg_file = NULL, *arg_status = NULL;
+static const char *arg_time = NULL;
 static uint64_t arg_timeout_usec = UINT64_MAX;
-static bool arg_wait = false, arg_argv = false, arg_no_trunc = false, arg_follow = false;
+static bool arg_wait = false, arg_argv = false, arg_no_trunc = false, arg_follow = false, arg_no_wait = false;
 static LsFormat arg_format = LS_TABLE;
 
 /* Prepared before SIGINT is armed: a signal handler may only write(2) and _exit(2). */
@@ -103,7 +104,8 @@ static void help(void) {
                "  show ID                        Show a task (also: inspect)\n"
                "  logs [-f] ID                   Print a task's output; -f follows it until the\n"
                "                                 task ends\n"
-               "  cancel ID                      Cancel a queued or running task (also: stop)\n"
+               "  cancel [--no-wait] [-t D] ID   Cancel a queued or running task and wait until it\n"
+               "                                 has ended (also: stop)\n"
                "  rm ID...                       Remove finished tasks (record and log)\n"
                "  prune                          Remove every finished task\n"
                "  wait [--timeout=D] ID...       Wait for tasks to end; exit with their status\n"
@@ -137,6 +139,9 @@ static void help(void) {
                "  -o --format=FORMAT       table, wide (adds NAME, PROJECT/ENVIRONMENT, CREATED),\n"
                "                           json or id\n"
                "     --no-trunc            Do not shorten the ID, NAME and COMMAND columns\n"
+               "Options of cancel:\n"
+               "     --no-wait             Return once SIGTERM was sent\n"
+               "  -t --time=DURATION       SIGKILL after DURATION instead of KillGraceSec=\n"
                "Options of logs:\n"
                "  -f --follow              Keep printing output until the task ends\n"
                "\n"
@@ -522,6 +527,7 @@ enum {
         ARG_STATUS,
         ARG_ARGV,
         ARG_FILE,
+        ARG_NO_WAIT,
 };
 
 /* clang-format off */
@@ -943,17 +949,99 @@ static int verb_logs(CtlHttp *h, char **args, int n_args) {
         return 0;
 }
 
-static int verb_cancel(CtlHttp *h, char **args, int n_args) {
-        const char *id = args[0];
-        _cleanup_(ctl_response_done) CtlResponse resp = {};
-        _cleanup_free_ char *path = NULL;
+static int parse_cancel_option(int c) {
+        uint64_t usec;
 
-        if (task_path(id, "/cancel", &path) < 0)
-                return ctl_error("out of memory"), EXIT_API_ERROR;
-        if (api_call(h, "POST", path, NULL, &resp) < 0)
+        switch (c) {
+        case ARG_NO_WAIT:
+                arg_no_wait = true;
+                break;
+        case 't':
+                if (parse_duration(optarg, &usec) < 0 || usec == USEC_INFINITY)
+                        return usage_error("%s: --time: invalid duration '%s' (seconds, or e.g. 30s, 2min; 0: SIGKILL "
+                                           "at once)",
+                                           arg_verb, optarg);
+                arg_time = optarg;
+                break;
+        }
+        return 0;
+}
+
+/* Seconds from one RFC 3339 member of a to one of b; -1 when either is missing. */
+static double seconds_between(const JsonValue *a, const char *from, const JsonValue *b, const char *to) {
+        const char *x = json_get_string(a, from), *y = json_get_string(b, to);
+        uint64_t ux, uy;
+
+        if (!x || !y || parse_timestamp_rfc3339(x, &ux) < 0 || parse_timestamp_rfc3339(y, &uy) < 0 || uy < ux)
+                return -1;
+        return (double) (uy - ux) / USEC_PER_SEC;
+}
+
+/* What a cancel did, for stderr, from the task as the cancel left it and as it ended. */
+static void cancel_note(const char *id, const JsonValue *stopping, const JsonValue *final) {
+        const JsonValue *t = final ?: stopping;
+        const char *status = json_get_string(t, "status");
+        int64_t code = -1;
+        double d;
+
+        (void) json_int64(json_get(t, "exitCode"), &code);
+        if (!streq_ptr(json_get_string(stopping, "status"), "running")) {
+                if (streq_ptr(status, "cancelled"))
+                        ctl_error("task %s cancelled before it started", id);
+                else
+                        ctl_error("task %s had already ended (%s)", id, strna(status));
+                return;
+        }
+        if (!final) {
+                d = seconds_between(stopping, "stoppingAt", stopping, "killAt");
+                if (d >= 0)
+                        ctl_error("task %s: SIGTERM sent, SIGKILL in %.0fs if it is still running", id, d);
+                else
+                        ctl_error("task %s: SIGTERM sent", id);
+                return;
+        }
+        d = seconds_between(stopping, "stoppingAt", final, "finishedAt");
+        if (!streq_ptr(status, "cancelled"))
+                ctl_error("task %s ended (%s) before it was stopped", id, strna(status));
+        else if (code == 128 + SIGKILL)
+                ctl_error("task %s killed (SIGKILL) after %.1fs: it did not stop on SIGTERM", id, MAX(d, 0.0));
+        else
+                ctl_error("task %s stopped after %.1fs", id, MAX(d, 0.0));
+}
+
+/* Like podman stop: SIGTERM, then wait until the task has ended (SIGKILL after the grace
+ * period), and a task that had already ended is no error. */
+static int verb_cancel(CtlHttp *h, char **args, int n_args) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {}, final_resp = {};
+        _cleanup_json_ JsonValue *task = NULL, *final = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0];
+        int r;
+
+        if (task_path(id, "/cancel", &path) < 0 || (arg_time && append_query(&path, "time", arg_time) < 0))
+                return oom(), EXIT_API_ERROR;
+        r = ctl_http_request(h, "POST", path, NULL, /* stream= */ false, NULL, NULL, &resp);
+        if (r < 0)
+                return report_transport_error(h, r), EXIT_API_ERROR;
+        if (resp.status == 409) {
+                /* Ended already (conflict): say how, as podman stop does for a stopped container. */
+                ctl_response_done(&resp);
+                if (get_task(h, id, &resp, &task) < 0)
+                        return EXIT_API_ERROR;
+                cancel_note(id, task, NULL);
+        } else if (resp.status < 200 || resp.status >= 300)
+                return report_api_error(&resp), EXIT_API_ERROR;
+        else if (parse_response_json(&resp, JSON_OBJECT, &task) < 0)
                 return EXIT_API_ERROR;
+        else if (!streq_ptr(json_get_string(task, "status"), "running") || arg_no_wait)
+                cancel_note(id, task, NULL);
+        else {
+                if (follow_task(h, id, -EBADF, &final_resp, &final) < 0)
+                        return EXIT_API_ERROR;
+                cancel_note(id, task, final);
+        }
         if (arg_json)
-                print_body(&resp);
+                print_body(final ? &final_resp : &resp);
         else
                 puts(id);
         return 0;
@@ -1146,7 +1234,11 @@ typedef struct Verb {
         "  -f --follow              Keep printing output until the task ends\n"
 #define HELP_CANCEL \
         "Cancel a queued task at once, a running one with SIGTERM, then SIGKILL after\n" \
-        "KillGraceSec= (cancel and stop are the same). Prints the id.\n"
+        "KillGraceSec= (cancel and stop are the same), and wait until it has ended. Prints\n" \
+        "the id, and on stderr what was done. A task that had already ended is no error.\n\n" \
+        "     --no-wait             Return once SIGTERM was sent\n" \
+        "  -t --time=DURATION       SIGKILL after DURATION (e.g. 5, 30s; 0: at once) instead\n" \
+        "                           of KillGraceSec=\n"
 #define HELP_WAIT \
         "Wait for the tasks to end; exit with the status of the first one (in the order given)\n" \
         "that did not end with 0, else 0 (see lagoon-taskctl --help). With several ids, print\n" \
@@ -1181,6 +1273,11 @@ static const struct option logs_options[] = {
         {"follow", no_argument, NULL, 'f'},
         {},
 };
+static const struct option cancel_options[] = {
+        {"no-wait", no_argument, NULL, ARG_NO_WAIT},
+        {"time", required_argument, NULL, 't'},
+        {},
+};
 static const struct option wait_options[] = {
         {"timeout", required_argument, NULL, ARG_TIMEOUT},
         {},
@@ -1195,7 +1292,8 @@ static const Verb verbs[] = {
          .max_args = 1, .ids = true, .no_json = true, .run = verb_logs, .args = "[-f] ID", .help = HELP_LOGS},
         {"show", "inspect", .min_args = 1, .max_args = 1, .ids = true, .run = verb_show, .args = "ID",
          .help = HELP_SHOW},
-        {"cancel", "stop", .min_args = 1, .max_args = 1, .ids = true, .run = verb_cancel, .args = "ID",
+        {"cancel", "stop", .short_options = "t:", .options = cancel_options, .parse = parse_cancel_option,
+         .min_args = 1, .max_args = 1, .ids = true, .run = verb_cancel, .args = "[--no-wait] [--time=DURATION] ID",
          .help = HELP_CANCEL},
         {"wait", .options = wait_options, .parse = parse_wait_option, .min_args = 1, .max_args = -1, .ids = true,
          .run = verb_wait, .args = "[--timeout=DURATION] ID...", .help = HELP_WAIT},

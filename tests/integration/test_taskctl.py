@@ -40,10 +40,6 @@ class TestTaskctl(harness.TaskdTestCase):
         self.client.wait_final(tid)
         for verb in ("show", "wait", "cancel"):
             r = self.taskctl(verb, tid, "--json")
-            if verb == "cancel":
-                self.assertEqual(r.returncode, 1, r)  # finished: conflict, but parsed
-                self.assertIn("already finished", r.stderr)
-                continue
             self.assertEqual(r.returncode, 0, r)
             self.assertEqual(json.loads(r.stdout)["id"], tid, r)
         r = self.ctl_ok("logs", tid, "-f")
@@ -170,6 +166,46 @@ class TestTaskctl(harness.TaskdTestCase):
         self.assertEqual(json.loads(self.ctl_ok("rm", tid, "--json").stdout)["status"], "complete")
         self.assertEqual(self.taskctl("rm").returncode, 2)
         self.assertEqual(self.taskctl("rm", "-bad").returncode, 2)
+
+    def test_cancel_waits_like_podman_stop(self):
+        stuck, plain, quick = self.new_id("stuck"), self.new_id("plain"), self.new_id("quick")
+        self.submit_ok("trap '' TERM; sleep 300", id=stuck)
+        self.submit_ok("sleep 300", id=plain)
+        self.submit_ok("echo done", id=quick)
+        self.client.wait_final(quick)
+        self.client.wait_status(stuck, "running")
+        self.client.wait_status(plain, "running")
+        # --no-wait: back once SIGTERM was sent; the grace (KillGraceSec=2) is said.
+        t0 = time.monotonic()
+        r = self.ctl_ok("cancel", "--no-wait", plain)
+        self.assertLess(time.monotonic() - t0, 1.5, r)
+        self.assertEqual(r.stdout, f"{plain}\n")
+        self.assertIn(f"task {plain}: SIGTERM sent, SIGKILL in 2s", r.stderr)
+        # A task that ignores SIGTERM: waits for the SIGKILL --time=1 sends (not the 2 s grace).
+        t0 = time.monotonic()
+        r = self.ctl_ok("stop", stuck, "--time=1", "--json")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9, r)
+        self.assertLess(time.monotonic() - t0, 1.9, r)
+        self.assertEqual(json.loads(r.stdout)["status"], "cancelled", r)
+        self.assertRegex(r.stderr, rf"task {stuck} killed \(SIGKILL\) after 1\.\ds")
+        # One that stops on SIGTERM (Init= forwards it) is waited for too.
+        self.assertEqual(self.client.wait_final(plain)["status"], "cancelled")
+        again = self.new_id("again")
+        self.submit_ok("sleep 300", id=again)
+        self.client.wait_status(again, "running")
+        r = self.ctl_ok("cancel", again)
+        self.assertRegex(r.stderr, rf"task {again} stopped after \d+\.\ds")
+        self.assertEqual(self.client.task(again)["status"], "cancelled")
+        # Already ended: no error, says so (podman stop of a stopped container).
+        r = self.ctl_ok("cancel", quick)
+        self.assertEqual(r.stdout, f"{quick}\n")
+        self.assertIn(f"task {quick} had already ended (complete)", r.stderr)
+        self.assertEqual(self.taskctl("cancel", "nope").returncode, 1)
+        for bad in ("abc", "infinity", "-1", ""):
+            self.assertEqual(self.taskctl("cancel", f"--time={bad}", quick).returncode, 2, bad)
+        for q in ("time=abc", "time=infinity", "time=-1", "time=", "time=1%00"):
+            r = self.client.post(f"/v1/tasks/{quick}/cancel?{q}")
+            self.assertEqual((r.status, r.json["error"]), (400, "bad-request"), q)
 
     def test_wait_several_and_timeout(self):
         ok, bad, slow = self.new_id("ok"), self.new_id("bad"), self.new_id("slow")
