@@ -13,6 +13,7 @@
 #include "lagoon-report.h"
 
 #define BANNER_RULE "================================================================================"
+#define RESULT_RULE "========================================" /* remote-controller's cancel banner */
 /* How far back (or forward) a cut of the capped log looks for a line break. */
 #define LINE_SEARCH_MAX (4U * 1024U)
 
@@ -376,6 +377,33 @@ int lagoon_report_logs(const LagoonJob *j, const char *log, size_t log_size, cha
                 return r;
         text = mfree(text); /* the tree holds its own copy; keep the peak lower */
         return json_format(msg, false, ret, ret_size);
+}
+
+int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status, const char *reason) {
+        _cleanup_free_ char *banner = NULL;
+        bool nl = *log_size > 0 && (*log)[*log_size - 1] != '\n';
+        size_t n;
+        char *p;
+
+        if (status == TASK_CANCELLED)
+                banner = strdup(RESULT_RULE "\nTask cancelled\n" RESULT_RULE "\n");
+        else if (status == TASK_FAILED && !isempty(reason) && !startswith(reason, "exit-code ")) {
+                if (asprintf(&banner, RESULT_RULE "\nTask failed: %s\n" RESULT_RULE "\n", reason) < 0)
+                        banner = NULL;
+        } else
+                return 0;
+        if (!banner)
+                return -ENOMEM;
+        n = strlen(banner);
+        p = realloc(*log, *log_size + nl + n + 1);
+        if (!p)
+                return -ENOMEM;
+        if (nl)
+                p[(*log_size)++] = '\n';
+        memcpy(p + *log_size, banner, n + 1);
+        *log = p;
+        *log_size += n;
+        return 0;
 }
 
 /* The API's task id is Int!: a decimal integer that fits 32 bits. */

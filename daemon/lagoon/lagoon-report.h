@@ -58,6 +58,13 @@ int lagoon_report_event(const LagoonJob *j, char **ret, size_t *ret_size);
  * invalid UTF-8: invalid bytes become U+FFFD so the JSON stays valid. */
 int lagoon_report_logs(const LagoonJob *j, const char *log, size_t log_size, char **ret, size_t *ret_size);
 
+/* What remote-controller appends below a task's output in its final log, for a task
+ * that did not just run to its exit code: a cancel ("Task cancelled") or a failure with
+ * its reason ("Task failed: timeout", "…: image-pull: …", "…: pod-deleted: …"), between
+ * two rules of 40 '='. Appended to log (a newline first when it does not end in one);
+ * nothing for other statuses and for "exit-code N" (the output says why). */
+int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status, const char *reason);
+
 /* The body of a GraphQL request for Lagoon's API:
  * {"query":"mutation updateTask($id: Int!, $patch: UpdateTaskPatchInput!) {…}",
  *  "variables":{"id":<task id as number>,"patch":{"status":"RUNNING","started":"…",

@@ -176,6 +176,12 @@ static int queue_task_logs(Lagoon *l, const Task *t, const LagoonJob *job) {
         r = lagoon_report_read_log(path, config(l)->log_size_max, &log, &log_size);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to read its log %s: %m", t->id, path);
+        /* Why it failed, below its output, where Lagoon's UI shows it. */
+        if (task_status_is_final(job->status)) {
+                r = lagoon_report_append_result(&log, &log_size, job->status, t->reason);
+                if (r < 0)
+                        return log_oom();
+        }
         return queue_logs(l, t->id, job, log, log_size);
 }
 

@@ -154,6 +154,15 @@ class TestBus(harness.TaskdTestCase):
         self.assertEqual(logs[-1]["meta"]["jobStatus"], "failed")
         self.assertIn("line 1\nline 2\nline 3\n", logs[-1]["message"])
 
+    def test_timeout_reason_in_lagoon_log(self):
+        self.start_daemon(tasks={"DefaultTimeoutSec": 1, "KillGraceSec": 1})
+        self.peer.publish(self.standard_message("42", "echo before the deadline; sleep 30"))
+        self.peer.wait_status("42", "failed", timeout=30)
+        text = self.peer.task_logs("42")[-1]["message"]
+        self.assertTrue(text.endswith("before the deadline\n========================================\n"
+                                      "Task failed: timeout\n========================================\n"), text)
+        self.assertNotIn("Task failed", "".join(m["message"] for m in self.peer.task_logs("42")[:-1]))
+
     def test_duplicate_delivery_runs_once(self):
         self.start_daemon()
         body = self.standard_message("7", "echo once >> /tmp/count; sleep 1; cat /tmp/count")
@@ -242,6 +251,11 @@ class TestBus(harness.TaskdTestCase):
         self.assertEqual(self.peer.status_list("71"), ["pending", "running", "cancelled"])
         self.assertEqual(self.peer.status_list("72"), ["pending", "cancelled"])
         self.assertEqual(self.peer.status_list("9999"), ["cancelled"])
+        # The cancel below the output, as remote-controller appends it.
+        for tid in ("71", "72"):
+            self.assertTrue(self.peer.task_logs(tid)[-1]["message"].endswith(
+                "========================================\nTask cancelled\n"
+                "========================================\n"), self.peer.task_logs(tid)[-1]["message"])
         self.assertEqual(self.peer.events("9999"), [])
         self.assertEqual(self.peer.task_logs("9999"), [])
         self.assertNotIn("never", self.peer.task_logs("72")[-1]["message"])
@@ -333,6 +347,7 @@ class TestBus(harness.TaskdTestCase):
         self.peer.wait_status("82", "failed")
         t = self.client.task("82")
         self.assertTrue(t["reason"].startswith("taskdata:"), t)
+        self.assertIn("\nTask failed: taskdata: ", self.peer.task_logs("82")[-1]["message"])
 
     def test_advanced_task_unknown_image(self):
         self.start_daemon()

@@ -115,6 +115,18 @@ class KubeBusTest(harness.TaskdTestCase):
         t = self.client.task("92")
         self.assertTrue(t["reason"].startswith("taskdata:"), t)
 
+        self.assertIn("\nTask failed: taskdata: ", self.peer.task_logs("92")[-1]["message"])
+
+    def test_eviction_reason_in_lagoon_log(self):
+        self.api.set_script(RUNNER_IMAGE, {"steps": [
+            {"start": True}, {"evict": "The node was low on resource: memory. "}]})
+        self.start_daemon()
+        self.peer.publish(self.message("93", "lagoon-task-adv93", lh.b64json({}), ssh_key=False), "misc")
+        self.peer.wait_status("93", "failed")
+        text = self.peer.task_logs("93")[-1]["message"]
+        self.assertTrue(text.endswith("========================================\nTask failed: evicted: The node was low "
+                                      "on resource: memory. \n========================================\n"), text)
+
 
 if __name__ == "__main__":
     reason = lh.missing()

@@ -258,6 +258,34 @@ TEST(status_cancel_not_found) {
         ASSERT(!strstr(out, "remoteId"));
 }
 
+#define RULE40 "========================================"
+
+static void check_result(const char *log, TaskStatus status, const char *reason, const char *expect) {
+        char *buf = log ? strdup(log) : NULL;
+        size_t size = log ? strlen(log) : 0;
+
+        ASSERT(!log || buf);
+        ASSERT_OK(lagoon_report_append_result(&buf, &size, status, reason));
+        ASSERT_EQ(size, strlen(expect));
+        ASSERT(memcmp(buf ?: "", expect, size) == 0);
+        ASSERT(!buf || buf[size] == 0);
+        free(buf);
+}
+
+TEST(append_result) {
+        check_result("out\n", TASK_CANCELLED, NULL, "out\n" RULE40 "\nTask cancelled\n" RULE40 "\n");
+        check_result("out", TASK_FAILED, "timeout", "out\n" RULE40 "\nTask failed: timeout\n" RULE40 "\n");
+        check_result(NULL, TASK_FAILED, "image-pull: ErrImagePull: not found",
+                     RULE40 "\nTask failed: image-pull: ErrImagePull: not found\n" RULE40 "\n");
+        check_result("", TASK_FAILED, "pod-deleted: the pod was deleted before the task ended",
+                     RULE40 "\nTask failed: pod-deleted: the pod was deleted before the task ended\n" RULE40 "\n");
+        /* the output says why; nothing to say for the others */
+        check_result("out", TASK_FAILED, "exit-code 3", "out");
+        check_result("out", TASK_FAILED, NULL, "out");
+        check_result("out", TASK_COMPLETE, NULL, "out");
+        check_result("out", TASK_RUNNING, "timeout", "out");
+}
+
 TEST(status_names) {
         _cleanup_free_ char *t = NULL;
 
@@ -607,6 +635,7 @@ int main(void) {
         RUN(status_omitted);
         RUN(status_cancel_not_found);
         RUN(status_names);
+        RUN(append_result);
         RUN(event);
         RUN(logs);
         RUN(invalid_utf8);
