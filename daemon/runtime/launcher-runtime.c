@@ -48,6 +48,9 @@
 #define SMALL_FILE_MAX 4096U
 #define HOSTNAME_MAX_LEN 63U
 
+/* A NULL-terminated vector literal; -Wwrite-strings makes literals const. */
+#define STRV(...) ((char *const *) (const char *const[]){__VA_ARGS__, NULL})
+
 struct RuntimeContainer {
         sd_event *event;
         char *id;
@@ -161,23 +164,29 @@ typedef struct ChildSetup {
 
 #define CHILD_SETUP_NULL ((ChildSetup){.pass_fd = -EBADF, .stderr_fd = -EBADF})
 
+/* An sd-event daemon blocks the signals it handles and may ignore SIGPIPE; both survive
+ * fork and exec. A child resets them before it runs anything else. */
+static void child_reset_signals(void) {
+        struct sigaction sa = {.sa_handler = SIG_DFL};
+        sigset_t ss;
+
+        (void) sigemptyset(&ss);
+        (void) sigprocmask(SIG_SETMASK, &ss, NULL);
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) sigaction(sig, &sa, NULL);
+}
+
 static _noreturn_ void child_exec(const char *path,
                                   char *const *argv,
                                   char *const *envp,
                                   int null_fd,
                                   int stderr_fd,
                                   const ChildSetup *setup) {
-        struct sigaction sa = {.sa_handler = SIG_DFL};
         int pass_fd = setup->pass_fd;
-        sigset_t ss;
 
-        /* An sd-event daemon blocks the signals it handles and may ignore SIGPIPE; both
-         * survive exec and would reach the container process. */
-        (void) sigemptyset(&ss);
-        (void) sigprocmask(SIG_SETMASK, &ss, NULL);
-        for (int sig = 1; sig < _NSIG; sig++)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) sigaction(sig, &sa, NULL);
+        /* They would reach the container process. */
+        child_reset_signals();
 
         if (setup->new_session && setsid() < 0)
                 _exit(127);
@@ -510,13 +519,10 @@ int runtime_parse_sync_message(const char *data, size_t size, int64_t *ret_pid, 
         return 0;
 }
 
-/* Runs "<runtime> [runtime_args] verb args…" to its end. Returns 0 on success; on a non-zero
- * exit -EIO with the runtime's error text in *ret_error. */
+/* "<runtime> [runtime_args] verb args…": a command line of the OCI runtime. */
 static int
-runtime_run(const char *runtime, char *const *runtime_args, const char *verb, char *const *args, char **ret_error) {
+runtime_argv(const char *runtime, char *const *runtime_args, const char *verb, char *const *args, char ***ret) {
         _cleanup_strv_free_ char **argv = NULL;
-        _cleanup_free_ char *err = NULL;
-        Child ch = CHILD_NULL;
         int r;
 
         r = strv_extend(&argv, runtime);
@@ -526,6 +532,22 @@ runtime_run(const char *runtime, char *const *runtime_args, const char *verb, ch
                 r = strv_extend(&argv, verb);
         for (char *const *a = args; r >= 0 && a && *a; a++)
                 r = strv_extend(&argv, *a);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+/* Runs "<runtime> [runtime_args] verb args…" to its end. Returns 0 on success; on a non-zero
+ * exit -EIO with the runtime's error text in *ret_error. */
+static int
+runtime_run(const char *runtime, char *const *runtime_args, const char *verb, char *const *args, char **ret_error) {
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *err = NULL;
+        Child ch = CHILD_NULL;
+        int r;
+
+        r = runtime_argv(runtime, runtime_args, verb, args, &argv);
         if (r < 0)
                 return r;
 
@@ -969,13 +991,7 @@ static void launch_start(RuntimeContainer *c) {
         Child ch = CHILD_NULL;
         int r;
 
-        r = strv_extend(&argv, c->runtime);
-        for (char *const *a = c->runtime_args; r >= 0 && a && *a; a++)
-                r = strv_extend(&argv, *a);
-        if (r >= 0)
-                r = strv_extend(&argv, "start");
-        if (r >= 0)
-                r = strv_extend(&argv, c->id);
+        r = runtime_argv(c->runtime, c->runtime_args, "start", STRV(c->id), &argv);
         if (r >= 0)
                 r = child_spawn(c->runtime, argv, NULL, &CHILD_SETUP_NULL, &ch);
         if (r >= 0) {
@@ -1105,9 +1121,6 @@ static int launch_resume_soon(RuntimeContainer *c) {
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
-
-/* A NULL-terminated vector literal; -Wwrite-strings makes literals const. */
-#define STRV(...) ((char *const *) (const char *const[]){__VA_ARGS__, NULL})
 
 /* Overlay options are a comma-separated list and lowerdir a colon-separated stack. */
 static bool overlay_path_ok(const char *p) {
@@ -1448,6 +1461,49 @@ static int bundle_make(RuntimeContainer *c,
         return 0;
 }
 
+/* What the service gives a task: its config.json, the rootfs the overlay's lower layer
+ * is, and its seccomp profile when Seccomp= names one. */
+static int service_read(const RuntimeSpec *spec,
+                        const ServiceConfig *svc,
+                        const char *bundle_dir,
+                        const char *service_name,
+                        JsonValue **ret_config,
+                        char **ret_lower,
+                        JsonValue **ret_profile,
+                        char **ret_error) {
+        _cleanup_(json_freep) JsonValue *config = NULL, *profile = NULL;
+        _cleanup_free_ char *lower = NULL, *error = NULL;
+        int r;
+
+        r = bundle_read_config(bundle_dir, &config, &error);
+        if (r < 0) {
+                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
+                return r;
+        }
+        if (spec->service_rootfs) {
+                lower = strdup(spec->service_rootfs);
+                r = lower ? 0 : -ENOMEM;
+        } else
+                r = bundle_rootfs_path(bundle_dir, config, &lower);
+        if (r < 0) {
+                set_error(ret_error, "service %s: no usable root.path: %s", strna(service_name), strerror(-r));
+                return r;
+        }
+        if (svc->seccomp == SECCOMP_MODE_PROFILE) {
+                error = mfree(error);
+                r = seccomp_profile_load(svc->seccomp_profile, &profile, &error);
+                if (r < 0) {
+                        set_error(ret_error, "seccomp profile of service %s: %s", strna(service_name),
+                                  error ?: strerror(-r));
+                        return r;
+                }
+        }
+        *ret_config = TAKE_PTR(config);
+        *ret_lower = TAKE_PTR(lower);
+        *ret_profile = TAKE_PTR(profile);
+        return 0;
+}
+
 /* The synchronous part of a launch (all of it file system work): the container dir, the
  * overlay, config.json, then conmon spawned. The rest follows from the loop. */
 static int start_steps(sd_event *e,
@@ -1463,7 +1519,7 @@ static int start_steps(sd_event *e,
         const Task *t = spec->task;
         const char *bundle_dir = spec->service_bundle_dir ?: svc->bundle, *service_name = svc->name ?: t->service;
         _cleanup_(json_freep) JsonValue *service_config = NULL, *profile = NULL;
-        _cleanup_free_ char *lower = NULL, *conmon = NULL, *runtime = NULL, *error = NULL;
+        _cleanup_free_ char *lower = NULL, *conmon = NULL, *runtime = NULL;
         RuntimeContainer *c;
         int r;
 
@@ -1486,29 +1542,9 @@ static int start_steps(sd_event *e,
                 return r;
         }
 
-        r = bundle_read_config(bundle_dir, &service_config, &error);
-        if (r < 0) {
-                set_error(ret_error, "service %s: %s", strna(service_name), error ?: strerror(-r));
+        r = service_read(spec, svc, bundle_dir, service_name, &service_config, &lower, &profile, ret_error);
+        if (r < 0)
                 return r;
-        }
-        if (spec->service_rootfs) {
-                lower = strdup(spec->service_rootfs);
-                r = lower ? 0 : -ENOMEM;
-        } else
-                r = bundle_rootfs_path(bundle_dir, service_config, &lower);
-        if (r < 0) {
-                set_error(ret_error, "service %s: no usable root.path: %s", strna(service_name), strerror(-r));
-                return r;
-        }
-        if (svc->seccomp == SECCOMP_MODE_PROFILE) {
-                error = mfree(error);
-                r = seccomp_profile_load(svc->seccomp_profile, &profile, &error);
-                if (r < 0) {
-                        set_error(ret_error, "seccomp profile of service %s: %s", strna(service_name),
-                                  error ?: strerror(-r));
-                        return r;
-                }
-        }
 
         r = container_dir_make(c, made_dir, ret_error);
         if (r < 0)
@@ -1576,13 +1612,7 @@ static int runtime_is_created(RuntimeContainer *c) {
         Child ch = CHILD_NULL;
         int r;
 
-        r = strv_extend(&argv, c->runtime);
-        for (char *const *a = c->runtime_args; r >= 0 && a && *a; a++)
-                r = strv_extend(&argv, *a);
-        if (r >= 0)
-                r = strv_extend(&argv, "state");
-        if (r >= 0)
-                r = strv_extend(&argv, c->id);
+        r = runtime_argv(c->runtime, c->runtime_args, "state", STRV(c->id), &argv);
         if (r < 0)
                 return r;
         setup.stdout_to_stderr = true; /* the state JSON and any error, in one pipe */
@@ -1817,16 +1847,9 @@ int runtime_container_remove_fork(const Config *config,
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
-                struct sigaction sa = {.sa_handler = SIG_DFL};
-                sigset_t ss;
-
                 /* The daemon's blocked and ignored signals would make it unkillable by
                  * SIGTERM; its fds (the lock, the sockets) must not outlive it here. */
-                (void) sigemptyset(&ss);
-                (void) sigprocmask(SIG_SETMASK, &ss, NULL);
-                for (int sig = 1; sig < _NSIG; sig++)
-                        if (sig != SIGKILL && sig != SIGSTOP)
-                                (void) sigaction(sig, &sa, NULL);
+                child_reset_signals();
                 (void) close_range(3, ~0U, 0);
                 debug_stop_at("cleanup");
                 _exit(runtime_container_remove(config, task_id, container_dir) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
