@@ -316,20 +316,70 @@ static int credentials_user(Doc *d,
         return 0;
 }
 
+/* The credentials of the context (context, or current-context) of a loaded kubeconfig. */
+static int
+credentials_from_document(Doc *d, const char *context, const char *dir, const char *data_dir, KubeCredentials **ret) {
+        _cleanup_(kube_credentials_freep) KubeCredentials *c = NULL;
+        yaml_node_t *root, *ctx, *cluster, *user = NULL;
+        const char *ctx_name, *cluster_name, *user_name, *namespace;
+        int r;
+
+        root = yaml_document_get_root_node(&d->doc);
+        if (!root || root->type != YAML_MAPPING_NODE)
+                return error_message(d->ret_error, -EINVAL, "kubeconfig %s: not a kubeconfig (no top-level mapping)",
+                                     d->path);
+
+        ctx_name = context ?: scalar(map_get(d, root, "current-context"));
+        if (!ctx_name)
+                return error_message(d->ret_error, -ENOENT,
+                                     "kubeconfig %s: no current-context set and no context given", d->path);
+        r = find_named(d, root, "contexts", "context", "context", ctx_name, &ctx);
+        if (r < 0)
+                return r;
+        cluster_name = scalar(map_get(d, ctx, "cluster"));
+        if (!cluster_name)
+                return error_message(d->ret_error, -EINVAL, "kubeconfig %s: context \"%s\" names no cluster", d->path,
+                                     ctx_name);
+        r = find_named(d, root, "clusters", "cluster", "cluster", cluster_name, &cluster);
+        if (r < 0)
+                return r;
+        user_name = scalar(map_get(d, ctx, "user"));
+        if (user_name) {
+                r = find_named(d, root, "users", "user", "user", user_name, &user);
+                if (r < 0)
+                        return r;
+        }
+
+        c = kube_credentials_new();
+        if (!c)
+                return -ENOMEM;
+        r = credentials_cluster(d, cluster, cluster_name, dir, data_dir, c);
+        if (r < 0)
+                return r;
+        /* The context's namespace. */
+        namespace = scalar(map_get(d, ctx, "namespace"));
+        if (namespace && !(c->namespace = strdup(namespace)))
+                return -ENOMEM;
+        if (user) {
+                r = credentials_user(d, user, user_name, dir, data_dir, c);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
 int kube_credentials_from_kubeconfig(const char *path,
                                      const char *context,
                                      const char *data_dir,
                                      KubeCredentials **ret,
                                      char **ret_error) {
-        _cleanup_(kube_credentials_freep) KubeCredentials *c = NULL;
         _cleanup_free_ char *text = NULL, *dir = NULL, *path_copy = NULL;
         yaml_parser_t parser_storage;
         _cleanup_(yaml_parser_deletep) yaml_parser_t *parser = NULL;
         Doc d = {.path = path, .ret_error = ret_error};
-        yaml_node_t *root, *ctx, *cluster, *user = NULL;
-        const char *ctx_name, *cluster_name, *user_name;
         size_t size = 0;
-        bool loaded = false;
         int r;
 
         if (!path || !ret)
@@ -350,67 +400,12 @@ int kube_credentials_from_kubeconfig(const char *path,
         parser = &parser_storage;
         yaml_parser_set_input_string(parser, (const unsigned char *) text, size);
         if (!yaml_parser_load(parser, &d.doc))
-                return error_message(ret_error, -EINVAL, "kubeconfig %s: invalid YAML: %s at line %zu", path,
-                                     strna(parser->problem), parser->problem_mark.line + 1);
-        loaded = true;
-
-        root = yaml_document_get_root_node(&d.doc);
-        if (!root || root->type != YAML_MAPPING_NODE) {
-                r = error_message(ret_error, -EINVAL, "kubeconfig %s: not a kubeconfig (no top-level mapping)", path);
-                goto finish;
-        }
-
-        ctx_name = context ?: scalar(map_get(&d, root, "current-context"));
-        if (!ctx_name) {
-                r = error_message(ret_error, -ENOENT, "kubeconfig %s: no current-context set and no context given",
-                                  path);
-                goto finish;
-        }
-        r = find_named(&d, root, "contexts", "context", "context", ctx_name, &ctx);
-        if (r < 0)
-                goto finish;
-        cluster_name = scalar(map_get(&d, ctx, "cluster"));
-        if (!cluster_name) {
-                r = error_message(ret_error, -EINVAL, "kubeconfig %s: context \"%s\" names no cluster", path, ctx_name);
-                goto finish;
-        }
-        r = find_named(&d, root, "clusters", "cluster", "cluster", cluster_name, &cluster);
-        if (r < 0)
-                goto finish;
-        user_name = scalar(map_get(&d, ctx, "user"));
-        if (user_name) {
-                r = find_named(&d, root, "users", "user", "user", user_name, &user);
-                if (r < 0)
-                        goto finish;
-        }
-
-        c = kube_credentials_new();
-        if (!c) {
-                r = -ENOMEM;
-                goto finish;
-        }
-
-        r = credentials_cluster(&d, cluster, cluster_name, dir, data_dir, c);
-        if (r < 0)
-                goto finish;
-
-        /* The context's namespace. */
-        if (scalar(map_get(&d, ctx, "namespace")) && !(c->namespace = strdup(scalar(map_get(&d, ctx, "namespace"))))) {
-                r = -ENOMEM;
-                goto finish;
-        }
-
-        if (user) {
-                r = credentials_user(&d, user, user_name, dir, data_dir, c);
-                if (r < 0)
-                        goto finish;
-        }
-
-        *ret = TAKE_PTR(c);
-        r = 0;
-finish:
-        if (loaded)
+                r = error_message(ret_error, -EINVAL, "kubeconfig %s: invalid YAML: %s at line %zu", path,
+                                  strna(parser->problem), parser->problem_mark.line + 1);
+        else {
+                r = credentials_from_document(&d, context, dir, data_dir, ret);
                 yaml_document_delete(&d.doc);
+        }
         explicit_bzero(text, size);
         return r;
 }
