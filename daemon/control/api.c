@@ -425,6 +425,13 @@ static int api_task_json(Api *a, const Task *t, unsigned position, JsonValue **r
         r = task_to_json(t, position, &v);
         if (r < 0)
                 return r;
+        if (position > 0) {
+                _cleanup_free_ char *why = NULL;
+
+                r = manager_wait_reason(a->manager, t, &why);
+                if (r < 0 || (why && (r = json_object_set_string(v, "waitReason", why)) < 0))
+                        return r;
+        }
         /* Stopping: when SIGKILL follows (KillGraceSec=, or the cancel's own time). */
         if (t->status == TASK_RUNNING && t->kill_usec > 0) {
                 _cleanup_free_ char *at = NULL;

@@ -1274,6 +1274,40 @@ static bool manager_has_space(Manager *m) {
         return !low;
 }
 
+int manager_wait_reason(Manager *m, const Task *t, char **ret) {
+        ManagedTask *mt = manager_find(m, t->id);
+        char *s = NULL;
+        int r = 0;
+
+        if (!mt || !task_queued(t)) {
+                *ret = NULL;
+                return 0;
+        }
+        /* In the order the dispatcher checks them. */
+        if (m->shutting_down)
+                s = strdup("the daemon is stopping");
+        else if (m->stats.store_error < 0 || mt->deferred)
+                s = strdup("the state directory cannot be written");
+        else if (m->stats.low_space)
+                r = asprintf(&s, "less free space than MinFreeSpace=%" PRIu64 " in the state directory",
+                             m->config->min_free_space);
+        else if (mt->lookup)
+                s = strdup("looking up where its service runs");
+        else if (m->n_running >= m->config->max_running)
+                r = asprintf(&s, "MaxRunning=%u reached", m->config->max_running);
+        else if (!environment_has_room(m, t))
+                r = asprintf(&s, "MaxRunningPerEnvironment=%u reached in %s", m->config->max_running_per_environment,
+                             t->namespace);
+        else if (manager_cleaning(m, t->id))
+                s = strdup("an earlier task of the same id is being cleaned up");
+        else
+                s = strdup("about to be launched");
+        if (r < 0 || !s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
 static bool manager_has_pending(Manager *m) {
         for (size_t i = 0; i < m->n_tasks; i++)
                 if (task_queued(m->tasks[i]->task) && !m->tasks[i]->deferred)

@@ -91,6 +91,9 @@ int manager_cancel(Manager *m, const char *id);
 int manager_cancel_with_grace(Manager *m, const char *id, uint64_t grace_usec);
 /* When a stopping task gets SIGKILL (CLOCK_REALTIME); 0 when it is not stopping. */
 uint64_t manager_kill_at(Manager *m, const Task *t);
+/* Why a queued task has not been launched yet, for an operator ("MaxRunning=4 reached");
+ * *ret NULL when it is not queued. -ENOMEM. */
+int manager_wait_reason(Manager *m, const Task *t, char **ret);
 
 /* Removes a finished task's record and log now, as KeepFinished= would later. -ENOENT
  * unknown, -EBUSY not finished yet, -EAGAIN its final status is not yet queued for

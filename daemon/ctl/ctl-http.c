@@ -22,6 +22,9 @@ struct CtlHttp {
         bool connect_failed;
         bool ever_answered;
         char error[CURL_ERROR_SIZE];
+        ctl_http_tick_t tick;
+        void *tick_userdata;
+        uint64_t tick_next; /* CLOCK_MONOTONIC */
 };
 
 typedef struct Transfer {
@@ -145,6 +148,28 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
+static int xferinfo_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+        Transfer *t = userdata;
+        CtlHttp *h = t->http;
+        uint64_t n = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        if (n < h->tick_next)
+                return 0;
+        h->tick_next = n + CTL_HTTP_TICK_USEC;
+        r = h->tick(h->tick_userdata);
+        if (r < 0) {
+                t->sink_error = r;
+                return 1; /* CURLE_ABORTED_BY_CALLBACK */
+        }
+        return 0;
+}
+
+void ctl_http_set_tick(CtlHttp *h, ctl_http_tick_t tick, void *userdata) {
+        h->tick = tick;
+        h->tick_userdata = userdata;
+}
+
 static int map_curl_error(CtlHttp *h, CURLcode c, const Transfer *t) {
         long os_errno = 0, status = 0;
 
@@ -162,6 +187,7 @@ static int map_curl_error(CtlHttp *h, CURLcode c, const Transfer *t) {
                 (void) curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &os_errno);
                 return os_errno > 0 ? -(int) os_errno : -ECONNREFUSED;
         case CURLE_WRITE_ERROR:
+        case CURLE_ABORTED_BY_CALLBACK:
                 return t->sink_error < 0 ? t->sink_error : -EIO;
         case CURLE_OPERATION_TIMEDOUT:
                 return -ETIMEDOUT;
@@ -220,6 +246,13 @@ int ctl_http_request(CtlHttp *h,
         if (!stream && (curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
                         curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_TIME, IDLE_LIMIT_SEC) != CURLE_OK))
                 return -ENOMEM;
+        if (stream && h->tick) {
+                h->tick_next = 0;
+                if (curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, xferinfo_cb) != CURLE_OK ||
+                    curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, &t) != CURLE_OK ||
+                    curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L) != CURLE_OK)
+                        return -ENOMEM;
+        }
 
         if (streq(method, "POST")) {
                 /* No "Expect: 100-continue" round trip for bigger bodies. */

@@ -45,6 +45,13 @@ int ctl_http_request(CtlHttp *h,
                      void *userdata,
                      CtlResponse *ret);
 
+/* While a streamed request (stream=true) runs, tick is called about every
+ * CTL_HTTP_TICK_USEC, the first time as it starts (run --wait's progress, which asks on
+ * another CtlHttp: never on this one); a negative errno aborts the request with it. */
+#define CTL_HTTP_TICK_USEC (500 * USEC_PER_MSEC)
+typedef int (*ctl_http_tick_t)(void *userdata);
+void ctl_http_set_tick(CtlHttp *h, ctl_http_tick_t tick, void *userdata);
+
 bool ctl_http_connect_failed(const CtlHttp *h);
 /* Whether any request got a response: a later connect failure is then a daemon restart. */
 bool ctl_http_ever_answered(const CtlHttp *h);

@@ -691,7 +691,77 @@ static int parse_run_option(int c) {
         return 0;
 }
 
+/* Seconds from one RFC 3339 member of a to one of b; -1 when either is missing. */
+static double seconds_between(const JsonValue *a, const char *from, const JsonValue *b, const char *to) {
+        const char *x = json_get_string(a, from), *y = json_get_string(b, to);
+        uint64_t ux, uy;
+
+        if (!x || !y || parse_timestamp_rfc3339(x, &ux) < 0 || parse_timestamp_rfc3339(y, &uy) < 0 || uy < ux)
+                return -1;
+        return (double) (uy - ux) / USEC_PER_SEC;
+}
+
+/* run --wait on a terminal: what the task waits for, on stderr, while the follow
+ * request waits (its tick), asked on a connection of its own. */
+typedef struct Progress {
+        CtlHttp *http;
+        const char *id;
+        char *said; /* what was said last, so each state is said once */
+} Progress;
+
+static void progress_done(Progress *p) {
+        p->http = ctl_http_free(p->http);
+        p->said = mfree(p->said);
+}
+
+static int progress_tick(void *userdata) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *task = NULL;
+        _cleanup_free_ char *path = NULL, *key = NULL, *line = NULL;
+        Progress *p = userdata;
+        const char *status, *step, *why;
+        uint64_t pos = 0;
+        double d;
+
+        /* Progress is a courtesy: a failed look is not worth a word. */
+        if (task_path(p->id, "", &path) < 0 ||
+            ctl_http_request(p->http, "GET", path, NULL, /* stream= */ false, NULL, NULL, &resp) < 0 ||
+            resp.status != 200 || json_parse(resp.body, resp.size, JSON_DEPTH_MAX_DEFAULT, &task, NULL) < 0 ||
+            !json_is_object(task))
+                return 0;
+        status = json_get_string(task, "status");
+        step = json_get_string(task, "launchStep");
+        why = json_get_string(task, "waitReason");
+        (void) json_uint64(json_get(task, "queuePosition"), &pos);
+
+        if (streq_ptr(status, "pending") && pos > 0) {
+                if (asprintf(&key, "queued #%" PRIu64 ": %s", pos, why ?: "waiting for a slot") < 0)
+                        return 0;
+                line = strdup(key);
+        } else if (streq_ptr(status, "pending") && step) {
+                if (asprintf(&key, "starting (%s)", step) < 0)
+                        return 0;
+                line = strdup(key);
+        } else if (streq_ptr(status, "running") && json_get_string(task, "stoppingAt")) {
+                key = strdup("stopping");
+                d = seconds_between(task, "stoppingAt", task, "killAt");
+                if (d >= 0 &&
+                    asprintf(&line, "stopping: SIGTERM sent, SIGKILL %.0fs later if it is still running", d) < 0)
+                        line = NULL;
+        } else
+                return 0;
+        if (!key || streq_ptr(key, p->said))
+                return 0;
+        fprintf(stderr, "%s: task %s ", program_invocation_short_name, p->id);
+        ctl_print_clean(stderr, line ?: key, 200, '?');
+        fputc('\n', stderr);
+        free(p->said);
+        p->said = TAKE_PTR(key);
+        return 0;
+}
+
 static int verb_run(CtlHttp *h, char **args, int n_args) {
+        _cleanup_(progress_done) Progress progress = {};
         _cleanup_json_ JsonValue *req = NULL, *task = NULL, *final = NULL;
         _cleanup_(ctl_response_done) CtlResponse resp = {}, final_resp = {};
         _cleanup_free_ char *command = NULL, *body = NULL;
@@ -774,6 +844,9 @@ static int verb_run(CtlHttp *h, char **args, int n_args) {
         }
 
         arm_interrupt(new_id);
+        progress.id = new_id;
+        if (isatty(STDERR_FILENO) && ctl_http_new(ctl_http_socket_path(h), &progress.http) >= 0)
+                ctl_http_set_tick(h, progress_tick, &progress);
         r = follow_task(h, new_id, arg_json ? -EBADF : STDOUT_FILENO, &final_resp, &final);
         if (r < 0)
                 return EXIT_API_ERROR;
@@ -965,16 +1038,6 @@ static int parse_cancel_option(int c) {
                 break;
         }
         return 0;
-}
-
-/* Seconds from one RFC 3339 member of a to one of b; -1 when either is missing. */
-static double seconds_between(const JsonValue *a, const char *from, const JsonValue *b, const char *to) {
-        const char *x = json_get_string(a, from), *y = json_get_string(b, to);
-        uint64_t ux, uy;
-
-        if (!x || !y || parse_timestamp_rfc3339(x, &ux) < 0 || parse_timestamp_rfc3339(y, &uy) < 0 || uy < ux)
-                return -1;
-        return (double) (uy - ux) / USEC_PER_SEC;
 }
 
 /* What a cancel did, for stderr, from the task as the cancel left it and as it ended. */

@@ -5,10 +5,12 @@ state-directory lock, and GET /metrics read by the Prometheus client's parser.""
 
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,19 @@ ALERTS = os.path.join(harness.SRCDIR, "docs", "prometheus-alerts.yml")
 # Series only a daemon with [Lagoon] exports.
 LAGOON_ONLY = {promcheck.PREFIX + n for n in ("outbox_messages", "outbox_oldest_age_seconds", "broker_up",
                                                "broker_disconnects_total", "lagoon_api_up")}
+
+
+def read_all(fd, into):
+    """Reads a pty master until every slave end is closed."""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        into.extend(data)
+    os.close(fd)
 
 
 class TestTaskctl(harness.TaskdTestCase):
@@ -206,6 +221,42 @@ class TestTaskctl(harness.TaskdTestCase):
         for q in ("time=abc", "time=infinity", "time=-1", "time=", "time=1%00"):
             r = self.client.post(f"/v1/tasks/{quick}/cancel?{q}")
             self.assertEqual((r.status, r.json["error"]), (400, "bad-request"), q)
+
+    def test_run_wait_progress_on_a_terminal(self):
+        blockers = [self.new_id("block") for _ in range(4)]  # MaxRunning=4
+        for b in blockers:
+            self.submit_ok("sleep 300", id=b)
+        for b in blockers:
+            self.client.wait_status(b, "running")
+        tid = self.new_id("queued")
+        master, slave = pty.openpty()
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "run", "--wait", f"--id={tid}",
+                              "--timeout=1", "--", "echo out; trap '' TERM; sleep 300"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        self.track_process(p)
+        err = bytearray()
+        reader = threading.Thread(target=lambda: read_all(master, err), daemon=True)
+        reader.start()
+        harness.wait_until(lambda: b"queued #1" in err, 15, what="the queue position on the terminal")
+        self.assertIn(f"lagoon-taskctl: task {tid} queued #1: MaxRunning=4 reached".encode(), err)
+        self.assertRegex(self.ctl_ok("show", tid).stdout, r"waitReason: +MaxRunning=4 reached")
+        self.assertEqual(self.client.task(tid)["waitReason"], "MaxRunning=4 reached")
+        self.ctl_ok("cancel", "--no-wait", blockers[0])
+        # It runs, hits its timeout, ignores SIGTERM: stopping for KillGraceSec=2, then SIGKILL.
+        out, _ = p.communicate(timeout=30)
+        reader.join(10)
+        self.assertEqual(p.returncode, 124, err)
+        self.assertEqual(out, b"out\n")
+        text = err.decode()
+        self.assertEqual(text.count("queued #1"), 1, text)  # each state said once
+        self.assertIn(f"task {tid} stopping: SIGTERM sent, SIGKILL 2s later if it is still running", text)
+        self.assertIn("timed out", text)
+        # Not a terminal: nothing of the kind.
+        r = self.ctl_ok("run", "--wait", "--", "echo quiet")
+        self.assertEqual(r.stderr, "")
+        for b in blockers[1:]:
+            self.client.cancel(b)
 
     def test_wait_several_and_timeout(self):
         ok, bad, slow = self.new_id("ok"), self.new_id("bad"), self.new_id("slow")
