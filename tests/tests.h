@@ -2,13 +2,16 @@
 #pragma once
 
 /* Helpers every C test shares: a failed check prints where and aborts the test binary;
- * a growing buffer; whole-file append and read. */
+ * a growing buffer; whole-file append and read; shell commands; the daemon's signal
+ * set-up; CRI log records. */
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -56,16 +59,52 @@
                 printf("ok - %s\n", #name); \
         } while (0)
 
-/* asprintf() that cannot fail (the test aborts). */
+/* vasprintf() and asprintf() that cannot fail (the test aborts). */
+static inline char *strfv(const char *format, va_list ap) _printf_(1, 0);
+static inline char *strfv(const char *format, va_list ap) {
+        char *s = NULL;
+
+        ASSERT(vasprintf(&s, format, ap) >= 0);
+        return s;
+}
+
 static inline char *strf(const char *format, ...) _printf_(1, 2);
 static inline char *strf(const char *format, ...) {
         va_list ap;
-        char *s = NULL;
+        char *s;
 
         va_start(ap, format);
-        ASSERT(vasprintf(&s, format, ap) >= 0);
+        s = strfv(format, ap);
         va_end(ap);
         return s;
+}
+
+/* Runs a shell command made from format; its exit status, 255 when it did not exit. */
+static inline int shell(const char *format, ...) _printf_(1, 2);
+static inline int shell(const char *format, ...) {
+        va_list ap;
+        char *cmd;
+        int r;
+
+        va_start(ap, format);
+        cmd = strfv(format, ap);
+        va_end(ap);
+        r = system(cmd);
+        free(cmd);
+        return WIFEXITED(r) ? WEXITSTATUS(r) : 255;
+}
+
+/* As in the daemon: the signals sd-event handles blocked, SIGPIPE ignored, so a test sees
+ * what its children would inherit. */
+static inline void signals_as_daemon(void) {
+        sigset_t ss;
+
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGCHLD);
+        ASSERT(sigprocmask(SIG_BLOCK, &ss, NULL) == 0);
+        signal(SIGPIPE, SIG_IGN);
 }
 
 /* A growing byte buffer, always NUL-terminated once anything was added. */
@@ -89,20 +128,60 @@ static inline void buf_add(Buf *b, const void *data, size_t len) {
 static inline void buf_printf(Buf *b, const char *format, ...) _printf_(2, 3);
 static inline void buf_printf(Buf *b, const char *format, ...) {
         va_list ap;
-        char *s = NULL;
-        int n;
+        char *s;
 
         va_start(ap, format);
-        n = vasprintf(&s, format, ap);
+        s = strfv(format, ap);
         va_end(ap);
-        ASSERT(n >= 0);
-        buf_add(b, s, (size_t) n);
+        buf_add(b, s, strlen(s));
         free(s);
 }
 
 static inline void buf_done(Buf *b) {
         free(b->p);
         *b = (Buf){};
+}
+
+static inline size_t buf_count_lines(const Buf *b) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < b->len; i++)
+                n += b->p[i] == '\n';
+        return n;
+}
+
+/* Aborts, showing where they part, unless got holds the bytes of expect. */
+static inline void buf_expect_eq(const char *what, const Buf *got, const Buf *expect) {
+        size_t i = 0, from;
+
+        if (got->len == expect->len && memcmp(got->p, expect->p, got->len) == 0)
+                return;
+        while (i < got->len && i < expect->len && got->p[i] == expect->p[i])
+                i++;
+        from = i > 60 ? i - 60 : 0;
+        fprintf(stderr, "%s differs at byte %zu (got %zu bytes, expected %zu)\n got: \"%.*s\"\nwant: \"%.*s\"\n", what,
+                i, got->len, expect->len, (int) MIN(got->len - from, (size_t) 160), got->p + from,
+                (int) MIN(expect->len - from, (size_t) 160), expect->p + from);
+        TEST_FAIL_HOOK();
+        abort();
+}
+
+/* conmon's CRI log records for lines [from, to) to cri, their text to expect: every 5th
+ * line on stderr, every 7th in three P pieces, the others "line N" + tail. */
+#define CRI_TS "2026-11-28T00:44:13.123456789+00:00"
+static inline void cri_records(Buf *cri, Buf *expect, unsigned from, unsigned to, const char *tail) {
+        for (unsigned i = from; i < to; i++) {
+                const char *stream = i % 5 == 0 ? "stderr" : "stdout";
+                if (i % 7 == 0) {
+                        buf_printf(cri, CRI_TS " %s P line %u ", stream, i);
+                        buf_printf(cri, "\n" CRI_TS " %s P part two ", stream);
+                        buf_printf(cri, "\n" CRI_TS " %s F part three\n", stream);
+                        buf_printf(expect, "line %u part two part three\n", i);
+                } else {
+                        buf_printf(cri, CRI_TS " %s F line %u%s\n", stream, i, tail);
+                        buf_printf(expect, "line %u%s\n", i, tail);
+                }
+        }
 }
 
 /* Appends to a file, creating it. */

@@ -62,19 +62,6 @@ static void run_until(Result *res, unsigned timeout_s) {
         ASSERT(res->count == 1);
 }
 
-static _printf_(1, 2) int sh(const char *fmt, ...) {
-        _cleanup_free_ char *cmd = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&cmd, fmt, ap);
-        va_end(ap);
-        ASSERT(r >= 0);
-        r = system(cmd);
-        return WIFEXITED(r) ? WEXITSTATUS(r) : 255;
-}
-
 static Task *make_task(const char *id, const char *command) {
         Task *t = task_new();
 
@@ -108,7 +95,7 @@ static bool exists(const char *path) {
 }
 
 static bool runtime_knows(const char *task_id) {
-        return sh("runc state lagoon-task-%s >/dev/null 2>&1", task_id) == 0;
+        return shell("runc state lagoon-task-%s >/dev/null 2>&1", task_id) == 0;
 }
 
 static int start_task(const char *service, Task *t, Result *res, RuntimeContainer **ret, char **ret_error) {
@@ -343,9 +330,9 @@ static void test_adopt(void) {
         t = make_task("adopt-created", "exit 7");
         {
                 _cleanup_free_ char *wrapper = file_in(tmpdir, "runc-no-start"), *saved = strdup(config->runtime);
-                ASSERT(sh("printf '#!/bin/sh\n[ \"$1\" = start ] && exit 0\nexec runc \"$@\"\n' > '%s' && "
-                          "chmod +x '%s'",
-                          wrapper, wrapper) == 0);
+                ASSERT(shell("printf '#!/bin/sh\n[ \"$1\" = start ] && exit 0\nexec runc \"$@\"\n' > '%s' && "
+                             "chmod +x '%s'",
+                             wrapper, wrapper) == 0);
                 ASSERT_OK(free_and_strdup(&config->runtime, wrapper));
                 ASSERT_OK(start_task("cli", t, &res, &c, &error));
                 ASSERT_OK(free_and_strdup(&config->runtime, saved));
@@ -353,7 +340,7 @@ static void test_adopt(void) {
         for (int i = 0; i < 10; i++)
                 ASSERT_OK(sd_event_run(event, 20 * USEC_PER_MSEC));
         ASSERT(!res.called);
-        ASSERT(sh("runc state lagoon-task-adopt-created | grep -q '\"created\"'") == 0);
+        ASSERT(shell("runc state lagoon-task-adopt-created | grep -q '\"created\"'") == 0);
         c = runtime_container_free(c);
         adopt(t, &res2, &c);
         run_until(&res2, 30);
@@ -444,9 +431,9 @@ static void setup_service(void) {
 
         svc = file_in(tmpdir, "svc");
         svc_rootfs = file_in(svc, "rootfs");
-        ASSERT(sh("set -e; mkdir -p '%s/bin'; cd '%s'; runc spec; cp /bin/busybox rootfs/bin/busybox; "
-                  "chroot rootfs /bin/busybox --install -s /bin; echo service-data > rootfs/svcfile",
-                  svc_rootfs, svc) == 0);
+        ASSERT(shell("set -e; mkdir -p '%s/bin'; cd '%s'; runc spec; cp /bin/busybox rootfs/bin/busybox; "
+                     "chroot rootfs /bin/busybox --install -s /bin; echo service-data > rootfs/svcfile",
+                     svc_rootfs, svc) == 0);
 
         /* The service has a CRONJOBS variable, which a task must not inherit. */
         cfg_path = file_in(svc, "config.json");
@@ -477,7 +464,7 @@ static void setup_service(void) {
 
         /* A bundle whose rootfs is empty. */
         empty = file_in(tmpdir, "svc-empty");
-        ASSERT(sh("set -e; mkdir -p '%s/rootfs'; cd '%s'; runc spec", empty, empty) == 0);
+        ASSERT(shell("set -e; mkdir -p '%s/rootfs'; cd '%s'; runc spec", empty, empty) == 0);
 
         run = file_in(tmpdir, "run");
         state = file_in(tmpdir, "state");
@@ -578,17 +565,10 @@ int main(void) {
 
         /* Like the daemon: the signals sd-event handles are blocked, SIGPIPE ignored, and
          * some library left an fd without O_CLOEXEC. None of it may reach a task. */
+        signals_as_daemon();
         {
-                sigset_t ss;
-                int fd;
+                int fd = open("/dev/null", O_RDONLY);
 
-                sigemptyset(&ss);
-                sigaddset(&ss, SIGTERM);
-                sigaddset(&ss, SIGINT);
-                sigaddset(&ss, SIGCHLD);
-                ASSERT(sigprocmask(SIG_BLOCK, &ss, NULL) == 0);
-                signal(SIGPIPE, SIG_IGN);
-                fd = open("/dev/null", O_RDONLY);
                 ASSERT(fd >= 0 && dup2(fd, LEAK_FD) == LEAK_FD);
                 close(fd);
         }

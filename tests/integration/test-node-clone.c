@@ -53,20 +53,6 @@ typedef struct Result {
         bool started;
 } Result;
 
-static _printf_(1, 2) int sh(const char *fmt, ...) {
-        _cleanup_free_ char *cmd = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&cmd, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                abort();
-        r = system(cmd);
-        return WIFEXITED(r) ? WEXITSTATUS(r) : 255;
-}
-
 /* Output of a shell command, trailing newline removed; NULL when it failed. */
 static _printf_(1, 2) char *sh_output(const char *fmt, ...) {
         _cleanup_free_ char *cmd = NULL;
@@ -74,12 +60,10 @@ static _printf_(1, 2) char *sh_output(const char *fmt, ...) {
         size_t n;
         va_list ap;
         FILE *f;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&cmd, fmt, ap);
+        cmd = strfv(fmt, ap);
         va_end(ap);
-        ASSERT(r >= 0);
         f = popen(cmd, "re");
         ASSERT(f);
         n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -98,11 +82,11 @@ static void emergency_stop(void) {
         if (once || !ctd_dir || !harness)
                 return;
         once = true;
-        (void) sh("sh '%s' stop '%s' >/dev/null 2>&1", harness, ctd_dir);
+        (void) shell("sh '%s' stop '%s' >/dev/null 2>&1", harness, ctd_dir);
         for (unsigned i = 0; i < 4; i++)
-                (void) sh("awk -v d='%s/' 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | "
-                          "xargs -r -n1 umount -l 2>/dev/null",
-                          tmpdir);
+                (void) shell("awk -v d='%s/' 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | "
+                             "xargs -r -n1 umount -l 2>/dev/null",
+                             tmpdir);
 }
 
 static void on_exit_cb(RuntimeContainer *c, int status, const char *error, void *userdata) {
@@ -280,7 +264,7 @@ static void remove_and_check(Task *t) {
         ASSERT_OK(runtime_container_remove(config, t->id, dir));
         ASSERT(access(dir, F_OK) < 0 && errno == ENOENT);
         ASSERT(!mounted_under(dir));
-        ASSERT(sh("runc state lagoon-task-%s >/dev/null 2>&1", t->id) != 0);
+        ASSERT(shell("runc state lagoon-task-%s >/dev/null 2>&1", t->id) != 0);
 }
 
 static int run_clone(const Clone *clone, const char *id, const char *command, char **ret_log) {
@@ -454,17 +438,7 @@ int main(void) {
         }
         if (getenv("TEST_DEBUG"))
                 log_set_max_level(LOG_DEBUG);
-        /* As the daemon: SIGPIPE ignored, the signals sd-event handles blocked. */
-        {
-                sigset_t ss;
-
-                sigemptyset(&ss);
-                sigaddset(&ss, SIGTERM);
-                sigaddset(&ss, SIGINT);
-                sigaddset(&ss, SIGCHLD);
-                ASSERT(sigprocmask(SIG_BLOCK, &ss, NULL) == 0);
-                signal(SIGPIPE, SIG_IGN);
-        }
+        signals_as_daemon();
 
         harness = find_harness();
         ASSERT(access(harness, R_OK) == 0);
@@ -476,7 +450,7 @@ int main(void) {
         snprintf(sandbox_id, sizeof(sandbox_id), "%s-sandbox", service_id);
 
         printf("containerd: start, image, service container %s\n", service_id);
-        ASSERT(sh("sh '%s' start '%s'", harness, ctd_dir) == 0);
+        ASSERT(shell("sh '%s' start '%s'", harness, ctd_dir) == 0);
         /* A pod as the CRI plugin makes it: a sandbox holding the network, ipc and uts
          * namespaces, the service container joining them by path, with the kubelet's
          * /etc/hosts and termination-log mounts and CRI annotations. */
@@ -490,19 +464,19 @@ int main(void) {
 
                 ASSERT_OK(write_file_atomic(hosts, hosts_text, strlen(hosts_text), 0644));
                 ASSERT_OK(write_file_atomic(termlog_path, "", 0, 0644));
-                ASSERT(sh("sh '%s' run '%s' %s 'exec sleep 600'", harness, ctd_dir, sandbox_id) == 0);
+                ASSERT(shell("sh '%s' run '%s' %s 'exec sleep 600'", harness, ctd_dir, sandbox_id) == 0);
                 ASSERT(asprintf(&sb_pidfile, "%s/state/io.containerd.runtime.v2.task/k8s.io/%s/init.pid", ctd_dir,
                                 sandbox_id) >= 0);
                 ASSERT_OK(read_full_file(sb_pidfile, 64, &pid, NULL));
                 pid[strcspn(pid, "\n")] = 0;
-                ASSERT(sh("sh '%s' run '%s' %s 'echo data > /app/file; exec sleep 600' "
-                          "--with-ns network:/proc/%s/ns/net --with-ns ipc:/proc/%s/ns/ipc --with-ns "
-                          "uts:/proc/%s/ns/uts "
-                          "--annotation io.kubernetes.cri.container-type=container "
-                          "--annotation io.kubernetes.cri.sandbox-id=%s "
-                          "--mount type=bind,src=%s,dst=/etc/hosts,options=rbind:ro "
-                          "--mount type=bind,src=%s,dst=/dev/termination-log,options=rbind:rw",
-                          harness, ctd_dir, service_id, pid, pid, pid, sandbox_id, hosts, termlog_path) == 0);
+                ASSERT(shell("sh '%s' run '%s' %s 'echo data > /app/file; exec sleep 600' "
+                             "--with-ns network:/proc/%s/ns/net --with-ns ipc:/proc/%s/ns/ipc --with-ns "
+                             "uts:/proc/%s/ns/uts "
+                             "--annotation io.kubernetes.cri.container-type=container "
+                             "--annotation io.kubernetes.cri.sandbox-id=%s "
+                             "--mount type=bind,src=%s,dst=/etc/hosts,options=rbind:ro "
+                             "--mount type=bind,src=%s,dst=/dev/termination-log,options=rbind:rw",
+                             harness, ctd_dir, service_id, pid, pid, pid, sandbox_id, hosts, termlog_path) == 0);
                 free(sb_pidfile);
                 ASSERT(asprintf(&sb_pidfile, "/proc/%s/ns/ipc", pid) >= 0);
                 sandbox_ipc = readlink_str(sb_pidfile);
@@ -562,7 +536,7 @@ int main(void) {
         config = config_free(config);
 
         printf("containerd: stop\n");
-        ASSERT(sh("sh '%s' stop '%s'", harness, ctd_dir) == 0);
+        ASSERT(shell("sh '%s' stop '%s'", harness, ctd_dir) == 0);
         ASSERT(kill(clone.bundle.pid, 0) < 0);
         ASSERT(!mounted_under(tmpdir));
         ASSERT(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);

@@ -76,12 +76,10 @@ static bool contains(const char *haystack, const char *fmt, ...) _printf_(2, 3);
 static bool contains(const char *haystack, const char *fmt, ...) {
         _cleanup_free_ char *needle = NULL;
         va_list ap;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&needle, fmt, ap);
+        needle = strfv(fmt, ap);
         va_end(ap);
-        ASSERT(r >= 0);
         return strstr(haystack, needle) != NULL;
 }
 

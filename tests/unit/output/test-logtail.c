@@ -32,7 +32,7 @@
 #include "logtail.h"
 #include "tests.h"
 
-#define TS "2026-11-28T00:44:13.123456789+00:00"
+#define TS CRI_TS
 
 static char dir[] = "/tmp/test-logtail-XXXXXX";
 static Task task = {
@@ -93,17 +93,7 @@ static void remove_file(const char *name) {
 
 static void expect_file(const char *name, const Buf *expect) {
         Buf got = slurp(name);
-        if (got.len != expect->len || memcmp(got.p, expect->p, got.len) != 0) {
-                size_t i = 0;
-                while (i < got.len && i < expect->len && got.p[i] == expect->p[i])
-                        i++;
-                size_t from = i > 60 ? i - 60 : 0;
-                fprintf(stderr,
-                        "%s differs at byte %zu (got %zu bytes, expected %zu)\n got: \"%.*s\"\nwant: \"%.*s\"\n", name,
-                        i, got.len, expect->len, (int) MIN(got.len - from, (size_t) 160), got.p + from,
-                        (int) MIN(expect->len - from, (size_t) 160), expect->p + from);
-                abort();
-        }
+        buf_expect_eq(name, &got, expect);
         buf_done(&got);
 }
 
@@ -401,23 +391,12 @@ static void test_follow(sd_event *e) {
         buf_done(&expect);
 }
 
-/* Appends records for lines [from, to) to the CRI log and their text to expect:
- * every 5th line on stderr, every 7th in three P pieces written separately. */
+/* Appends records for lines [from, to) to the CRI log and their text to expect
+ * (cri_records(): P pieces, both streams). */
 static void gen_to(const char *name, unsigned from, unsigned to, Buf *expect) {
         Buf cri = {};
 
-        for (unsigned i = from; i < to; i++) {
-                const char *stream = i % 5 == 0 ? "stderr" : "stdout";
-                if (i % 7 == 0) {
-                        buf_printf(&cri, TS " %s P line %u ", stream, i);
-                        buf_printf(&cri, "\n" TS " %s P part two ", stream);
-                        buf_printf(&cri, "\n" TS " %s F part three\n", stream);
-                        buf_printf(expect, "line %u part two part three\n", i);
-                } else {
-                        buf_printf(&cri, TS " %s F line %u\n", stream, i);
-                        buf_printf(expect, "line %u\n", i);
-                }
-        }
+        cri_records(&cri, expect, from, to, "");
         append(name, cri.p, cri.len);
         buf_done(&cri);
 }
@@ -698,9 +677,7 @@ static int file_last_line(const char *task_id, uint64_t timeout_usec, uint64_t *
 
 static uint64_t count_lines(const char *name) {
         Buf b = slurp_if_exists(name);
-        uint64_t n = 0;
-        for (size_t i = 0; i < b.len; i++)
-                n += b.p[i] == '\n';
+        uint64_t n = buf_count_lines(&b);
         buf_done(&b);
         return n;
 }
