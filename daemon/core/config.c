@@ -655,6 +655,7 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "RandomNamespacePrefix", config_parse_bool, offsetof(Config, random_namespace_prefix), "no"},
         {SECTION_LAGOON, "ControllerNamespace", config_parse_namespace_prefix, offsetof(Config, controller_namespace),
          NULL},
+        {SECTION_LAGOON, "RemoteControllerTarget", config_parse_word, offsetof(Config, rc_target), NULL},
 
         {SECTION_KUBERNETES, "NodeName", config_parse_word, offsetof(Config, node_name), NULL},
         {SECTION_KUBERNETES, "Kubeconfig", config_parse_path, offsetof(Config, kubeconfig), NULL},
@@ -802,6 +803,7 @@ Config *config_free(Config *c) {
         free(c->lagoon_ssh_port);
         free(c->lagoon_token_host);
         free(c->namespace_prefix);
+        free(c->rc_target);
         free(c->controller_namespace);
         free(c->lagoon_token_port);
         free(c->http_proxy);
@@ -1237,6 +1239,17 @@ int config_finalize(Config *c) {
 
         if ((c->broker_url || c->api_url) && !c->target_name) {
                 log_error("[Lagoon] BrokerURL= and APIURL= need TargetName= (the deploy target's name).");
+                ret = -EINVAL;
+        }
+        if (c->rc_target && !c->broker_url) {
+                log_error("[Lagoon] RemoteControllerTarget= needs BrokerURL= (messages are handed on through the "
+                          "broker).");
+                ret = -EINVAL;
+        }
+        if (c->rc_target && streq_ptr(c->rc_target, c->target_name)) {
+                log_error(
+                        "[Lagoon] RemoteControllerTarget= must differ from TargetName= (remote-controller runs under a "
+                        "second target name).");
                 ret = -EINVAL;
         }
         if (c->random_namespace_prefix) {

@@ -15,7 +15,7 @@
  *              LogUpdateIntervalSec=, LogSizeMax=, SecretVariables=,
  *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
  *              SSHKeyFile=, DeployerTokenFile=, NamespacePrefix=, RandomNamespacePrefix=,
- *              ControllerNamespace=
+ *              ControllerNamespace=, RemoteControllerTarget=
  *   [Kubernetes]  NodeName=, Kubeconfig=, Context=, Server=, CAFile=, TokenFile=,
  *              ClientCertFile=, ClientKeyFile=, InCluster=, KubeletURL=, KubeletCAFile=,
  *              KubeletTokenFile=, KubeletCertFile=, KubeletKeyFile=, ContainerdState=,
@@ -122,6 +122,9 @@ typedef struct Config {
                                           ControllerNamespace= (its --random-prefix) once loaded */
         bool random_namespace_prefix;  /* RandomNamespacePrefix= */
         char *controller_namespace;    /* ControllerNamespace= (its --controller-namespace) */
+        char *rc_target;               /* RemoteControllerTarget=: coexistence with remote-controller running
+                                          under this target name: builds and the non-task misc messages
+                                          go to its queues lagoon-tasks:<rc>:builddeploy|remove|misc */
 
         /* [Kubernetes] — node mode: services without a [Service] section are found through
          * the kubelet (KubeletURL=) and the API server (Kubeconfig=, Server= or InCluster=). */

@@ -86,8 +86,16 @@ typedef struct Queue {
         char *name;
         char *exchange;
         char *routing_key;
+        bool no_consume;
         char *consumer_tag; /* per connection */
 } Queue;
+
+/* A copy of a message's properties in a pool of its own: headers are a table of
+ * nested values, which librabbitmq clones into a pool. */
+struct AmqpProperties {
+        amqp_pool_t pool;
+        amqp_basic_properties_t p;
+};
 
 typedef enum ConfirmState {
         CONFIRM_PENDING,
@@ -161,10 +169,12 @@ struct AmqpClient {
 
         /* message content being received */
         ContentState content_state;
-        bool content_is_delivery; /* false: basic.return, skipped */
+        bool content_is_delivery; /* false: basic.return */
         uint64_t content_tag;
         const Queue *content_queue;
+        char *content_exchange; /* basic.return */
         char *content_routing_key;
+        AmqpProperties *content_props;
         uint8_t *body;
         uint64_t body_size;
         uint64_t body_received;
@@ -447,6 +457,64 @@ static char *rpc_reply_text(amqp_rpc_reply_t reply) {
         return strdup("unknown RPC reply");
 }
 
+/* ---- message properties ---- */
+
+AmqpProperties *amqp_properties_free(AmqpProperties *p) {
+        if (!p)
+                return NULL;
+        empty_amqp_pool(&p->pool);
+        return mfree(p);
+}
+
+static int properties_clone(const amqp_basic_properties_t *from, AmqpProperties **ret) {
+        _cleanup_(amqp_properties_freep) AmqpProperties *n = NULL;
+        static const amqp_flags_t flags[] = {
+                AMQP_BASIC_CONTENT_TYPE_FLAG, AMQP_BASIC_CONTENT_ENCODING_FLAG, AMQP_BASIC_CORRELATION_ID_FLAG,
+                AMQP_BASIC_REPLY_TO_FLAG,     AMQP_BASIC_EXPIRATION_FLAG,       AMQP_BASIC_MESSAGE_ID_FLAG,
+                AMQP_BASIC_TYPE_FLAG,         AMQP_BASIC_USER_ID_FLAG,          AMQP_BASIC_APP_ID_FLAG,
+                AMQP_BASIC_CLUSTER_ID_FLAG,
+        };
+
+        n = calloc(1, sizeof(AmqpProperties));
+        if (!n)
+                return -ENOMEM;
+        init_amqp_pool(&n->pool, 1024);
+        if (!from) {
+                *ret = TAKE_PTR(n);
+                return 0;
+        }
+        n->p = *from;
+
+        amqp_bytes_t *fields[] = {
+                &n->p.content_type, &n->p.content_encoding, &n->p.correlation_id, &n->p.reply_to,
+                &n->p.expiration,   &n->p.message_id,       &n->p.type,           &n->p.user_id,
+                &n->p.app_id,       &n->p.cluster_id,
+        };
+        _Static_assert(ELEMENTSOF(fields) == ELEMENTSOF(flags), "a flag for each field");
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                amqp_bytes_t src = *fields[i];
+
+                if (!(from->_flags & flags[i]) || src.len == 0) {
+                        *fields[i] = amqp_empty_bytes;
+                        continue;
+                }
+                amqp_pool_alloc_bytes(&n->pool, src.len, fields[i]);
+                if (!fields[i]->bytes)
+                        return -ENOMEM;
+                memcpy(fields[i]->bytes, src.bytes, src.len);
+        }
+        n->p.headers = amqp_empty_table;
+        if ((from->_flags & AMQP_BASIC_HEADERS_FLAG) &&
+            amqp_table_clone(&from->headers, &n->p.headers, &n->pool) != AMQP_STATUS_OK)
+                return -ENOMEM;
+        *ret = TAKE_PTR(n);
+        return 0;
+}
+
+int amqp_properties_copy(const AmqpProperties *p, AmqpProperties **ret) {
+        return properties_clone(p ? &p->p : NULL, ret);
+}
+
 /* ---- per-connection state ---- */
 
 static void content_reset(AmqpClient *c) {
@@ -454,7 +522,9 @@ static void content_reset(AmqpClient *c) {
         c->content_is_delivery = false;
         c->content_tag = 0;
         c->content_queue = NULL;
+        c->content_exchange = mfree(c->content_exchange);
         c->content_routing_key = mfree(c->content_routing_key);
+        c->content_props = amqp_properties_free(c->content_props);
         c->body = mfree(c->body);
         c->body_size = c->body_received = 0;
         c->body_oversized = false;
@@ -629,7 +699,8 @@ static void handle_confirm(AmqpClient *c, uint64_t tag, bool multiple, bool ack)
 
 static void content_complete(AmqpClient *c) {
         _cleanup_free_ uint8_t *body = TAKE_PTR(c->body);
-        _cleanup_free_ char *routing_key = TAKE_PTR(c->content_routing_key);
+        _cleanup_free_ char *routing_key = TAKE_PTR(c->content_routing_key), *exchange = TAKE_PTR(c->content_exchange);
+        _cleanup_(amqp_properties_freep) AmqpProperties *props = TAKE_PTR(c->content_props);
         const Queue *q = c->content_queue;
         uint64_t tag = c->content_tag, size = c->body_size;
         bool oversized = c->body_oversized, delivery = c->content_is_delivery;
@@ -638,7 +709,12 @@ static void content_complete(AmqpClient *c) {
         content_reset(c);
 
         if (!delivery) {
-                log_debug("amqp: dropped a returned message (%" PRIu64 " bytes)", size);
+                if (c->callbacks.returned && !oversized)
+                        c->callbacks.returned(c, strempty(exchange), strempty(routing_key),
+                                              body ? (const void *) body : (const void *) "", (size_t) size,
+                                              c->callbacks.userdata);
+                else
+                        log_debug("amqp: dropped a returned message (%" PRIu64 " bytes)", size);
                 return;
         }
 
@@ -665,7 +741,7 @@ static void content_complete(AmqpClient *c) {
 
         if (c->callbacks.delivery)
                 c->callbacks.delivery(c, q->name, routing_key, tag, body ? (const void *) body : (const void *) "",
-                                      (size_t) size, c->callbacks.userdata);
+                                      (size_t) size, props, c->callbacks.userdata);
 }
 
 static const Queue *queue_by_consumer_tag(AmqpClient *c, amqp_bytes_t tag) {
@@ -694,11 +770,18 @@ static void handle_method(AmqpClient *c, const amqp_method_t *m) {
                 break;
         }
 
-        case AMQP_BASIC_RETURN_METHOD:
-                /* mandatory is never set, but a content follows if it happens: skip it. */
+        case AMQP_BASIC_RETURN_METHOD: {
+                const amqp_basic_return_t *ret = m->decoded;
+
+                /* A mandatory publish no queue took; its content follows. */
                 c->content_state = CONTENT_HEADER;
                 c->content_is_delivery = false;
+                c->content_exchange = strdup_bytes(ret->exchange);
+                c->content_routing_key = strdup_bytes(ret->routing_key);
+                if (!c->content_exchange || !c->content_routing_key)
+                        client_fail(c, "out of memory");
                 break;
+        }
 
         case AMQP_BASIC_ACK_METHOD: {
                 const amqp_basic_ack_t *a = m->decoded;
@@ -794,7 +877,11 @@ static void handle_frame(AmqpClient *c, const amqp_frame_t *f) {
                 c->body_size = f->payload.properties.body_size;
                 c->body_received = 0;
                 c->body_oversized = c->body_size > AMQP_BODY_MAX;
-                if (c->content_is_delivery && !c->body_oversized && c->body_size > 0) {
+                if (c->content_is_delivery && properties_clone(f->payload.properties.decoded, &c->content_props) < 0) {
+                        client_fail(c, "out of memory for message properties");
+                        return;
+                }
+                if ((c->content_is_delivery || c->callbacks.returned) && !c->body_oversized && c->body_size > 0) {
                         c->body = malloc(c->body_size);
                         if (!c->body) {
                                 client_fail(c, "out of memory for a %" PRIu64 " byte message", c->body_size);
@@ -1014,6 +1101,8 @@ static int client_handshake(AmqpClient *c) {
                                 return r;
                 }
 
+                if (q->no_consume)
+                        continue;
                 what = mfree(what);
                 if (asprintf(&what, "consuming queue %s failed", q->name) < 0)
                         what = NULL;
@@ -1411,6 +1500,7 @@ int amqp_client_new(sd_event *e,
                     strdup_opt(queues[i].exchange, &c->queues[i].exchange) < 0 ||
                     strdup_opt(queues[i].routing_key ?: "", &c->queues[i].routing_key) < 0)
                         return -ENOMEM;
+                c->queues[i].no_consume = queues[i].no_consume;
         }
 
         r = sd_event_add_defer(e, &c->drain_source, on_drain, c);
@@ -1471,19 +1561,14 @@ int amqp_client_reject(AmqpClient *c, uint64_t delivery_tag, bool requeue) {
         return settle(c, delivery_tag, false, requeue);
 }
 
-int amqp_client_publish(AmqpClient *c,
-                        const char *exchange,
-                        const char *routing_key,
-                        const void *body,
-                        size_t size,
-                        bool persistent,
-                        const char *message_id,
-                        uint64_t *ret_tag) {
-        amqp_basic_properties_t props = {
-                ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
-                .content_type = amqp_cstring_bytes("application/json"),
-                .delivery_mode = persistent ? 2 : 1,
-        };
+static int publish(AmqpClient *c,
+                   const char *exchange,
+                   const char *routing_key,
+                   const void *body,
+                   size_t size,
+                   const amqp_basic_properties_t *props,
+                   bool mandatory,
+                   uint64_t *ret_tag) {
         uint64_t tag;
         int r;
 
@@ -1491,11 +1576,6 @@ int amqp_client_publish(AmqpClient *c,
                 return -EINVAL;
         if (!amqp_client_is_connected(c))
                 return -ENOTCONN;
-
-        if (message_id) {
-                props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-                props.message_id = amqp_cstring_bytes(message_id);
-        }
 
         /* Reserve the slot first, so a successful publish is always tracked. */
         tag = c->next_publish_tag + 1;
@@ -1510,8 +1590,8 @@ int amqp_client_publish(AmqpClient *c,
         }
         c->unconfirmed[c->n_unconfirmed++] = (Unconfirmed){.tag = tag, .state = CONFIRM_PENDING};
 
-        r = amqp_basic_publish(c->conn, AMQP_CHANNEL, bytes_of(exchange), bytes_of(routing_key),
-                               /* mandatory= */ false, /* immediate= */ false, &props,
+        r = amqp_basic_publish(c->conn, AMQP_CHANNEL, bytes_of(exchange), bytes_of(routing_key), mandatory,
+                               /* immediate= */ false, props,
                                (amqp_bytes_t){.len = size, .bytes = (void *) (body ?: "")});
         if (r < 0) {
                 c->n_unconfirmed--;
@@ -1524,6 +1604,40 @@ int amqp_client_publish(AmqpClient *c,
         if (ret_tag)
                 *ret_tag = tag;
         return 0;
+}
+
+int amqp_client_publish(AmqpClient *c,
+                        const char *exchange,
+                        const char *routing_key,
+                        const void *body,
+                        size_t size,
+                        bool persistent,
+                        const char *message_id,
+                        uint64_t *ret_tag) {
+        amqp_basic_properties_t props = {
+                ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
+                .content_type = amqp_cstring_bytes("application/json"),
+                .delivery_mode = persistent ? 2 : 1,
+        };
+
+        if (message_id) {
+                props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+                props.message_id = amqp_cstring_bytes(message_id);
+        }
+        return publish(c, exchange, routing_key, body, size, &props, /* mandatory= */ false, ret_tag);
+}
+
+int amqp_client_publish_as(AmqpClient *c,
+                           const char *exchange,
+                           const char *routing_key,
+                           const void *body,
+                           size_t size,
+                           const AmqpProperties *props,
+                           bool mandatory,
+                           uint64_t *ret_tag) {
+        static const amqp_basic_properties_t none = {};
+
+        return publish(c, exchange, routing_key, body, size, props ? &props->p : &none, mandatory, ret_tag);
 }
 
 unsigned amqp_client_n_unconfirmed(AmqpClient *c) {

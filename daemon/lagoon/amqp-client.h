@@ -45,9 +45,18 @@ typedef struct AmqpQueue {
         const char *name; /* declared durable, bound to exchange with routing_key, consumed */
         const char *exchange;
         const char *routing_key;
+        bool no_consume; /* only declared and bound: another consumer's queue we route to */
 } AmqpQueue;
 
-/* A delivery: queue is the AmqpQueue name it was consumed from. The owner must call
+/* The properties of a delivery (content type, delivery mode, headers, message id, …),
+ * kept to publish the message again unchanged (amqp_client_publish_as()). */
+typedef struct AmqpProperties AmqpProperties;
+int amqp_properties_copy(const AmqpProperties *p, AmqpProperties **ret);
+AmqpProperties *amqp_properties_free(AmqpProperties *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AmqpProperties *, amqp_properties_free);
+
+/* A delivery: queue is the AmqpQueue name it was consumed from; props are valid during
+ * the call only (amqp_properties_copy() keeps them). The owner must call
  * amqp_client_ack() or amqp_client_reject() for it (possibly later), unless the
  * connection is lost first (then the broker requeues it and the tag is void). */
 typedef void (*amqp_delivery_cb_t)(AmqpClient *c,
@@ -56,12 +65,22 @@ typedef void (*amqp_delivery_cb_t)(AmqpClient *c,
                                    uint64_t delivery_tag,
                                    const void *body,
                                    size_t size,
+                                   const AmqpProperties *props,
                                    void *userdata);
-/* A publish was confirmed (ack = true) or refused (basic.nack, or returned as
- * unroutable is NOT reported: mandatory is off). Reported in publish order (ascending
- * tags): the broker confirms messages of different queues in any order, an early
- * confirm waits until every earlier publish is confirmed. */
+/* A publish was confirmed (ack = true) or refused (basic.nack). Reported in publish
+ * order (ascending tags): the broker confirms messages of different queues in any
+ * order, an early confirm waits until every earlier publish is confirmed. A mandatory
+ * publish no queue took is confirmed too (ack), after its return. */
 typedef void (*amqp_confirm_cb_t)(AmqpClient *c, uint64_t publish_tag, bool ack, void *userdata);
+/* A mandatory publish was returned: no queue is bound for its routing key. The broker
+ * sends the return before the publish's confirm; the return names no publish tag, so
+ * the owner matches it by routing key and body. */
+typedef void (*amqp_return_cb_t)(AmqpClient *c,
+                                 const char *exchange,
+                                 const char *routing_key,
+                                 const void *body,
+                                 size_t size,
+                                 void *userdata);
 /* connected: topology declared and consuming. !connected: the connection is gone;
  * every unconfirmed publish and every unacknowledged delivery of it is void. reason is a
  * readable text on loss ("connection refused", "channel closed by broker: 404 NOT_FOUND …"). */
@@ -71,6 +90,7 @@ typedef struct AmqpCallbacks {
         amqp_delivery_cb_t delivery;
         amqp_confirm_cb_t confirm;
         amqp_state_cb_t state;
+        amqp_return_cb_t returned; /* may be NULL: returns are dropped */
         void *userdata;
 } AmqpCallbacks;
 
@@ -107,6 +127,16 @@ int amqp_client_publish(AmqpClient *c,
                         bool persistent,
                         const char *message_id,
                         uint64_t *ret_tag);
+/* Publishes a message with the properties of a delivery, unchanged (props NULL: none).
+ * With mandatory, a message no queue takes comes back through the return callback. */
+int amqp_client_publish_as(AmqpClient *c,
+                           const char *exchange,
+                           const char *routing_key,
+                           const void *body,
+                           size_t size,
+                           const AmqpProperties *props,
+                           bool mandatory,
+                           uint64_t *ret_tag);
 /* Publishes sent and not yet confirmed. */
 unsigned amqp_client_n_unconfirmed(AmqpClient *c);
 

@@ -32,6 +32,7 @@ typedef struct HeldDelivery {
         bool routed; /* from this node's own queue: handed here by another daemon */
         char *body;
         size_t size;
+        AmqpProperties *props; /* as delivered, for a forward */
 } HeldDelivery;
 
 typedef struct Publish {
@@ -39,14 +40,17 @@ typedef struct Publish {
         uint64_t seq;
 } Publish;
 
-/* A message handed on to another node's queue: acknowledged once the broker confirmed
- * the copy. */
+/* A message handed on unchanged (body and properties) to another node's queue or to
+ * remote-controller's: acknowledged once the broker confirmed the copy; refused or
+ * returned (no queue took it), it is held and handled again. */
 typedef struct Forward {
         uint64_t publish_tag;
-        uint64_t delivery_tag;
+        char *routing_key;
+        bool returned;
+        HeldDelivery delivery;
 } Forward;
 
-#define HANDLE_FORWARD 2 /* handle_message(): publish it to the node named, then ack */
+#define HANDLE_FORWARD 2 /* handle_message(): publish it with the routing key named, then ack */
 
 /* Cluster mode: where a standard task's service runs, asked of the API server before
  * the task is claimed; kept until its held message is handled again. */
@@ -72,6 +76,7 @@ struct Lagoon {
         AmqpClient *amqp;
         char *queue_jobs, *queue_misc, *key_jobs, *key_misc;
         char *queue_node_jobs, *queue_node_misc; /* cluster mode: messages handed to this node */
+        char *rc_key_misc; /* RemoteControllerTarget=: <rc>:misc, where the non-task misc messages go */
         Forward *forwards;
         size_t n_forwards;
         Route **routes;
@@ -104,6 +109,35 @@ static const Config *config(Lagoon *l) {
 
 static void bus_schedule_flush(Lagoon *l);
 static void api_schedule(Lagoon *l, uint64_t delay_usec);
+static int held_timer_arm(Lagoon *l, uint64_t delay_usec);
+
+static void held_delivery_done(HeldDelivery *h) {
+        h->body = mfree(h->body);
+        h->props = amqp_properties_free(h->props);
+}
+
+/* Takes over *h (also on failure: then the delivery stays unacknowledged until the
+ * connection goes, and the broker delivers it again). */
+static int hold(Lagoon *l, HeldDelivery *h, uint64_t delay_usec) {
+        HeldDelivery *n = reallocarray(l->held, l->n_held + 1, sizeof(HeldDelivery));
+
+        if (!n) {
+                held_delivery_done(h);
+                return -ENOMEM;
+        }
+        l->held = n;
+        n[l->n_held++] = *h;
+        *h = (HeldDelivery){};
+        return held_timer_arm(l, delay_usec);
+}
+
+static void forwards_clear(Lagoon *l) {
+        for (size_t i = 0; i < l->n_forwards; i++) {
+                free(l->forwards[i].routing_key);
+                held_delivery_done(&l->forwards[i].delivery);
+        }
+        l->n_forwards = 0;
+}
 
 /* ---- outgoing: building reports into the outbox ---- */
 
@@ -515,12 +549,21 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
 
         for (i = 0; i < l->n_forwards; i++)
                 if (l->forwards[i].publish_tag == tag) {
-                        uint64_t delivery = l->forwards[i].delivery_tag;
+                        Forward f = l->forwards[i];
 
                         memmove(l->forwards + i, l->forwards + i + 1, (l->n_forwards - i - 1) * sizeof(Forward));
                         l->n_forwards--;
-                        /* Refused: back to the queue, to be handled (and handed on) again. */
-                        (void) (ack ? amqp_client_ack(c, delivery) : amqp_client_reject(c, delivery, true));
+                        if (ack && !f.returned) {
+                                (void) amqp_client_ack(c, f.delivery.tag);
+                                held_delivery_done(&f.delivery);
+                        } else {
+                                /* Kept unacknowledged and handled (and handed on) again in a
+                                 * second: a requeue would come straight back, in a loop. */
+                                log_warning("The broker %s the message handed on with routing key %s; trying again.",
+                                            f.returned ? "found no queue for" : "refused", f.routing_key);
+                                (void) hold(l, &f.delivery, USEC_PER_SEC);
+                        }
+                        free(f.routing_key);
                         return;
                 }
 
@@ -547,6 +590,29 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
                         e->in_flight = false;
         }
         bus_schedule_flush(l);
+}
+
+/* A forward no queue took (mandatory): the broker returns it before its confirm, which
+ * then does not count. Returns name no publish; identical bodies to the same key are
+ * interchangeable, so the oldest such forward not yet returned is the one. */
+static void on_amqp_return(AmqpClient *c,
+                           const char *exchange,
+                           const char *routing_key,
+                           const void *body,
+                           size_t size,
+                           void *userdata) {
+        Lagoon *l = userdata;
+
+        for (size_t i = 0; i < l->n_forwards; i++) {
+                Forward *f = l->forwards + i;
+
+                if (!f->returned && streq(f->routing_key, routing_key) && f->delivery.size == size &&
+                    (size == 0 || memcmp(f->delivery.body, body, size) == 0)) {
+                        f->returned = true;
+                        return;
+                }
+        }
+        log_debug("A message returned by the broker (routing key %s) matches nothing handed on; ignored.", routing_key);
 }
 
 /* ---- incoming: Lagoon's task messages ---- */
@@ -634,8 +700,6 @@ static void routes_clear(Lagoon *l) {
         l->n_routes = 0;
 }
 
-static int held_timer_arm(Lagoon *l, uint64_t delay_usec);
-
 static void on_located(NodeLookup *lookup, int error, const char *node, void *userdata) {
         Route *rt = userdata;
 
@@ -650,7 +714,8 @@ static void on_located(NodeLookup *lookup, int error, const char *node, void *us
 }
 
 /* Cluster mode, a standard task from the shared queue: 0 run it here, HANDLE_FORWARD to
- * the node that runs its service (*ret_forward), -EAGAIN while the API server is asked. */
+ * the jobs queue of the node that runs its service (*ret_forward: its routing key),
+ * -EAGAIN while the API server is asked. */
 static int route_for(Lagoon *l, const LagoonMessage *msg, char **ret_forward) {
         Node *node = manager_get_node(l->manager);
         Route *rt = NULL;
@@ -689,8 +754,7 @@ static int route_for(Lagoon *l, const LagoonMessage *msg, char **ret_forward) {
         if (rt->node && !streq(rt->node, node_name(node))) {
                 log_info("Task %s: its service %s runs on %s; handed to that node.", msg->task_id, msg->service,
                          rt->node);
-                *ret_forward = TAKE_PTR(rt->node);
-                r = HANDLE_FORWARD;
+                r = asprintf(ret_forward, "%s:node:%s:jobs", l->target, rt->node) < 0 ? -ENOMEM : HANDLE_FORWARD;
         }
         memmove(l->routes + i, l->routes + i + 1, (l->n_routes - i - 1) * sizeof(Route *));
         l->n_routes--;
@@ -723,8 +787,9 @@ static int claim_for(Lagoon *l, const LagoonMessage *msg) {
 }
 
 /* A cancel for a task this daemon does not know, in cluster mode: 1 answer it here (no
- * claim: nobody runs it), HANDLE_FORWARD to the claim's holder (*ret_forward), 0 drop it
- * (the task ended on its holder, which reports it), -EAGAIN ask again. */
+ * claim: nobody runs it), HANDLE_FORWARD to the claim's holder (*ret_forward: the routing
+ * key of its misc queue), 0 drop it (the task ended on its holder, which reports it),
+ * -EAGAIN ask again. */
 static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) {
         const char *holder = NULL;
         bool done = false;
@@ -740,8 +805,7 @@ static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) 
                                  task_id, holder);
                         return 0;
                 }
-                *ret_forward = strdup(holder);
-                if (!*ret_forward)
+                if (asprintf(ret_forward, "%s:node:%s:misc", l->target, holder) < 0)
                         return -ENOMEM;
                 log_info("Task %s: cancel requested by Lagoon; handed to %s, which holds its claim.", task_id, holder);
                 return HANDLE_FORWARD;
@@ -750,8 +814,9 @@ static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) 
 }
 
 /* Handles one message. Returns 1 when it is settled (ack), 0 when it must wait (room in
- * the queue), -EAGAIN when it waits for its claim, HANDLE_FORWARD when it goes to the
- * node *ret_forward names, -EBADMSG when it is to be rejected, other errors: leave it
+ * the queue), -EAGAIN when it waits for its claim, HANDLE_FORWARD when it is handed on
+ * unchanged with the routing key *ret_forward (another node's queue, remote-controller's
+ * misc queue), -EBADMSG when it is to be rejected, other errors: leave it
  * unacknowledged. */
 static int
 handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size_t size, char **ret_forward) {
@@ -768,9 +833,20 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                 if (k < 0 && k != -EINVAL)
                         return k;
         }
+        if (r == -EOPNOTSUPP && l->rc_key_misc) {
+                /* Not a task (a build cancel, a restore, idling, …): remote-controller's. */
+                log_info("Handing a %s message to remote-controller (routing key %s).",
+                         msg && msg->key ? msg->key : "key-less", l->rc_key_misc);
+                *ret_forward = strdup(l->rc_key_misc);
+                return *ret_forward ? HANDLE_FORWARD : -ENOMEM;
+        }
         if (r < 0) {
-                log_error("Rejecting a message from the %s queue: %s%s%s", queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc",
-                          strna(error), msg && msg->task_id ? "; task " : "", msg ? strempty(msg->task_id) : "");
+                log_error("Rejecting a message from the %s queue: %s%s%s%s",
+                          queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc", strna(error),
+                          msg && msg->task_id ? "; task " : "", msg ? strempty(msg->task_id) : "",
+                          r == -EOPNOTSUPP ? " (not a task: set [Lagoon] RemoteControllerTarget= to hand such "
+                                             "messages to remote-controller)"
+                                           : "");
                 if (msg) {
                         r = report_failure(l, msg, TASK_FAILED, error);
                         if (r < 0)
@@ -886,24 +962,32 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
         return 1;
 }
 
-/* Publishes the message to the node's own queue of the same kind; the delivery is
- * acknowledged when the broker confirms the copy. */
-static int forward(Lagoon *l, uint64_t tag, LagoonQueue queue, const char *node, const void *body, size_t size) {
-        _cleanup_free_ char *key = NULL;
-        uint64_t ptag;
+/* Publishes the message unchanged with the routing key; the delivery is acknowledged
+ * when the broker confirms the copy. Mandatory: a copy no queue takes is returned, not
+ * confirmed away. */
+static int forward(Lagoon *l, const HeldDelivery *h, const char *routing_key) {
+        _cleanup_free_ char *key = strdup(routing_key);
+        Forward f = {.delivery = {.tag = h->tag, .queue = h->queue, .routed = h->routed, .size = h->size}};
         Forward *n;
         int r;
 
-        if (asprintf(&key, "%s:node:%s:%s", l->target, node, queue == LAGOON_QUEUE_JOBS ? "jobs" : "misc") < 0)
-                return -ENOMEM;
         n = reallocarray(l->forwards, l->n_forwards + 1, sizeof(Forward));
         if (!n)
                 return -ENOMEM;
         l->forwards = n;
-        r = amqp_client_publish(l->amqp, EXCHANGE_TASKS, key, body, size, /* persistent= */ true, NULL, &ptag);
-        if (r < 0)
-                return log_warning_errno(r, "Failed to hand a message to node %s: %m", node);
-        l->forwards[l->n_forwards++] = (Forward){.publish_tag = ptag, .delivery_tag = tag};
+        f.delivery.body = memdup(h->body, h->size);
+        if (!key || !f.delivery.body || amqp_properties_copy(h->props, &f.delivery.props) < 0) {
+                held_delivery_done(&f.delivery);
+                return -ENOMEM;
+        }
+        r = amqp_client_publish_as(l->amqp, EXCHANGE_TASKS, key, h->body, h->size, h->props, /* mandatory= */ true,
+                                   &f.publish_tag);
+        if (r < 0) {
+                held_delivery_done(&f.delivery);
+                return log_warning_errno(r, "Failed to hand a message on with routing key %s: %m", key);
+        }
+        f.routing_key = TAKE_PTR(key);
+        l->forwards[l->n_forwards++] = f;
         return 0;
 }
 
@@ -942,17 +1026,17 @@ static int on_held_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         for (size_t i = 0; i < l->n_held; i++) {
                 HeldDelivery *h = l->held + i;
-                _cleanup_free_ char *node = NULL;
-                int r = handle_message(l, h->queue, h->routed, h->body, h->size, &node);
+                _cleanup_free_ char *key = NULL;
+                int r = handle_message(l, h->queue, h->routed, h->body, h->size, &key);
 
-                if (r == HANDLE_FORWARD && forward(l, h->tag, h->queue, node, h->body, h->size) < 0)
+                if (r == HANDLE_FORWARD && forward(l, h, key) < 0)
                         r = -EAGAIN;
                 if ((r == 0 || r == -EAGAIN) && manager_is_shutting_down(l->manager) == false) {
                         l->held[w++] = *h;
                         continue;
                 }
                 settle(l, h->tag, r);
-                free(h->body);
+                held_delivery_done(h);
         }
         l->n_held = w;
         if (w > 0) {
@@ -968,19 +1052,19 @@ static void on_amqp_delivery(AmqpClient *c,
                              uint64_t tag,
                              const void *body,
                              size_t size,
+                             const AmqpProperties *props,
                              void *userdata) {
         Lagoon *l = userdata;
-        _cleanup_free_ char *node = NULL;
-        LagoonQueue q;
-        bool routed;
+        _cleanup_free_ char *key = NULL;
+        HeldDelivery h = {.tag = tag, .body = (char *) body, .size = size, .props = (AmqpProperties *) props};
         int r;
 
-        if (find_delivery_queue(l, queue, &q, &routed) < 0) {
+        if (find_delivery_queue(l, queue, &h.queue, &h.routed) < 0) {
                 (void) amqp_client_reject(c, tag, false);
                 return;
         }
-        r = handle_message(l, q, routed, body, size, &node);
-        if (r == HANDLE_FORWARD && forward(l, tag, q, node, body, size) < 0)
+        r = handle_message(l, h.queue, h.routed, body, size, &key);
+        if (r == HANDLE_FORWARD && forward(l, &h, key) < 0)
                 r = -EAGAIN;
         if (!(r == 0 || r == -EAGAIN) || manager_is_shutting_down(l->manager)) {
                 settle(l, tag, r);
@@ -988,19 +1072,16 @@ static void on_amqp_delivery(AmqpClient *c,
         }
 
         /* The queue is full or the claim not settled: hold it (the prefetch window bounds
-         * how many) and retry. */
-        HeldDelivery *n = reallocarray(l->held, l->n_held + 1, sizeof(HeldDelivery));
-        if (!n)
-                return; /* stays unacknowledged */
-        l->held = n;
-        n[l->n_held] =
-                (HeldDelivery){.tag = tag, .queue = q, .routed = routed, .body = memdup(body, size), .size = size};
-        if (!n[l->n_held].body)
+         * how many) and retry. On failure it stays unacknowledged. */
+        h.body = memdup(body, size);
+        h.props = NULL;
+        if (!h.body || amqp_properties_copy(props, &h.props) < 0) {
+                held_delivery_done(&h);
                 return;
-        l->n_held++;
+        }
         if (r == 0)
                 log_notice("Task queue full (MaxQueued=): holding a message from Lagoon until there is room.");
-        (void) held_timer_arm(l, USEC_PER_SEC);
+        (void) hold(l, &h, USEC_PER_SEC);
 }
 
 /* A claim was answered: look at the held messages again now. */
@@ -1017,7 +1098,10 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
         if (connected) {
                 l->bus_connected = true;
                 l->bus_warned = false;
-                log_info("Connected to Lagoon's message bus, consuming %s and %s.", l->queue_jobs, l->queue_misc);
+                log_info("Connected to Lagoon's message bus, consuming %s and %s%s%s%s.", l->queue_jobs, l->queue_misc,
+                         l->rc_key_misc ? "; builds, removals and non-task misc messages go to remote-controller ("
+                                        : "",
+                         l->rc_key_misc ? config(l)->rc_target : "", l->rc_key_misc ? ")" : "");
                 bus_schedule_flush(l);
                 return;
         }
@@ -1035,11 +1119,11 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
         /* Unconfirmed publishes are sent again; held deliveries go back to the queue. */
         outbox_reset_in_flight(l->outbox, OUTBOX_BUS);
         l->n_publishes = 0;
-        l->n_forwards = 0; /* their deliveries went back to the queue with the connection */
+        forwards_clear(l); /* their deliveries went back to the queue with the connection */
         routes_clear(l);
         claim_abandon_unaccepted(l->claims);
         for (size_t i = 0; i < l->n_held; i++)
-                free(l->held[i].body);
+                held_delivery_done(l->held + i);
         l->n_held = 0;
 }
 
@@ -1112,7 +1196,7 @@ Lagoon *lagoon_free(Lagoon *l) {
         sd_event_source_disable_unref(l->api_timer);
         sd_event_source_disable_unref(l->log_timer);
         for (size_t i = 0; i < l->n_held; i++)
-                free(l->held[i].body);
+                held_delivery_done(l->held + i);
         free(l->held);
         free(l->publishes);
         for (size_t i = 0; i < l->n_logs; i++)
@@ -1124,7 +1208,9 @@ Lagoon *lagoon_free(Lagoon *l) {
         free(l->queue_misc);
         free(l->queue_node_jobs);
         free(l->queue_node_misc);
+        forwards_clear(l);
         free(l->forwards);
+        free(l->rc_key_misc);
         routes_clear(l);
         free(l->key_jobs);
         free(l->key_misc);
@@ -1146,12 +1232,31 @@ static int lagoon_new_bus(Lagoon *l) {
                 {EXCHANGE_TASKS, "direct"},
                 {EXCHANGE_LOGS, "direct"},
         };
-        _cleanup_free_ char *key_node_jobs = NULL, *key_node_misc = NULL;
-        AmqpQueue queues[4] = {
+        _cleanup_free_ char *key_node_jobs = NULL, *key_node_misc = NULL, *rc_builddeploy = NULL, *rc_remove = NULL,
+                            *rc_misc = NULL, *key_builddeploy = NULL, *key_remove = NULL;
+        AmqpQueue queues[7] = {
                 {l->queue_jobs, EXCHANGE_TASKS, l->key_jobs},
                 {l->queue_misc, EXCHANGE_TASKS, l->key_misc},
         };
         size_t n_queues = 2;
+
+        /* Coexistence: remote-controller runs under the target name RemoteControllerTarget=
+         * and keeps the builds. Its queues are declared as it declares them (durable, no
+         * arguments), so nothing is unroutable before it first ran: the target's builds and
+         * removals are bound to its queues, the misc messages that are not tasks are handed
+         * to its misc queue (bound as it binds it). Not consumed here. */
+        if (c->rc_target) {
+                if (asprintf(&rc_builddeploy, "lagoon-tasks:%s:builddeploy", c->rc_target) < 0 ||
+                    asprintf(&rc_remove, "lagoon-tasks:%s:remove", c->rc_target) < 0 ||
+                    asprintf(&rc_misc, "lagoon-tasks:%s:misc", c->rc_target) < 0 ||
+                    asprintf(&l->rc_key_misc, "%s:misc", c->rc_target) < 0 ||
+                    asprintf(&key_builddeploy, "%s:builddeploy", l->target) < 0 ||
+                    asprintf(&key_remove, "%s:remove", l->target) < 0)
+                        return -ENOMEM;
+                queues[n_queues++] = (AmqpQueue){rc_builddeploy, EXCHANGE_TASKS, key_builddeploy, .no_consume = true};
+                queues[n_queues++] = (AmqpQueue){rc_remove, EXCHANGE_TASKS, key_remove, .no_consume = true};
+                queues[n_queues++] = (AmqpQueue){rc_misc, EXCHANGE_TASKS, l->rc_key_misc, .no_consume = true};
+        }
 
         /* Cluster mode: this node's own queues, for what other daemons hand it (the
          * cancel of a task whose claim it holds). */
@@ -1178,6 +1283,7 @@ static int lagoon_new_bus(Lagoon *l) {
                 .delivery = on_amqp_delivery,
                 .confirm = on_amqp_confirm,
                 .state = on_amqp_state,
+                .returned = on_amqp_return,
                 .userdata = l,
         };
         r = amqp_client_new(l->event, &settings, exchanges, ELEMENTSOF(exchanges), queues, n_queues, &callbacks,

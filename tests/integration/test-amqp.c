@@ -159,6 +159,7 @@ static void on_delivery(AmqpClient *c,
                         uint64_t tag,
                         const void *body,
                         size_t size,
+                        const AmqpProperties *props,
                         void *userdata) {
         Peer *p = userdata;
         Delivery *d;

@@ -11,12 +11,14 @@ import copy
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
+from lagoon_harness import pika  # noqa: E402
 
 RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"
 
@@ -25,7 +27,9 @@ setUpModule = lh.start_module_broker
 tearDownModule = lh.stop_module_broker
 
 
-class TestBus(harness.TaskdTestCase):
+class BusTestCase(harness.TaskdTestCase):
+    """A daemon on the test's broker, and Lagoon's end of the bus (self.peer)."""
+
     def setUp(self):
         super().setUp()
         self.target = f"it-{os.urandom(3).hex()}"
@@ -58,6 +62,8 @@ class TestBus(harness.TaskdTestCase):
         body["task"]["service"] = service
         return body
 
+
+class TestBus(BusTestCase):
     def assert_status_shape(self, msg, fixture_name, task_id, status, body):
         """Field by field against fixtures/lagoon/amqp-out-controller-<fixture>.json."""
         fixture = lh.fixture_json(fixture_name)
@@ -408,6 +414,149 @@ class TestBus(harness.TaskdTestCase):
         self.assertIn("pw=*** ok\n", log)
         self.assertNotIn("s3cr3t-value", log)
         self.assertIn("pw=*** ok", self.journal.task_messages("91"))
+
+
+# The misc messages remote-controller handles and lagoon-taskd does not run: Lagoon's own
+# shapes, handed to remote-controller's misc queue unchanged.
+RC_FIXTURES = ("lagoon-in-build-cancel.json", "lagoon-in-restic-restore.json", "lagoon-in-environment-idling.json",
+               "lagoon-in-environment-service.json", "lagoon-in-harborpolicy-update.json")
+
+
+class TestCoexistence(BusTestCase):
+    """RemoteControllerTarget=: remote-controller runs under a second target name and keeps
+    builds and the non-task misc messages; lagoon-taskd runs every task."""
+
+    def setUp(self):
+        super().setUp()
+        self.rc = f"rc-{os.urandom(3).hex()}"
+
+    def start_coexisting(self):
+        d = self.start_daemon(lagoon={"RemoteControllerTarget": self.rc})
+        harness.wait_until(lambda: all(self._rc_depth(q) is not None for q in ("builddeploy", "remove", "misc")), 30,
+                           what="remote-controller's queues")
+        return d
+
+    def _rc_depth(self, q):
+        try:
+            return self.peer.ch.queue_declare(f"lagoon-tasks:{self.rc}:{q}", durable=True,
+                                              passive=True).method.message_count
+        except Exception:
+            self.peer.close()
+            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+            return None
+
+    def publish_raw(self, key, body, props):
+        self.peer.ch.basic_publish("lagoon-tasks", key, body, props)
+
+    def rc_get(self, q, n, timeout=15):
+        """The next n messages of remote-controller's queue q: [(properties, body)]."""
+        got = []
+
+        def check():
+            while len(got) < n:
+                method, props, body = self.peer.ch.basic_get(f"lagoon-tasks:{self.rc}:{q}", auto_ack=True)
+                if method is None:
+                    return False
+                got.append((props, body))
+            return True
+        harness.wait_until(check, timeout, interval=0.1, what=f"{n} message(s) in {self.rc}:{q} (have {len(got)})")
+        return got
+
+    @staticmethod
+    def props_dict(p):
+        return {k: getattr(p, k) for k in ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
+                                            "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
+                                            "type", "app_id")}
+
+    def ctl(self, *args):
+        subprocess.run([lh.RABBITMQ_SH, "ctl", lh.BROKER.dir, *args], stdout=subprocess.DEVNULL, check=True,
+                       timeout=120)
+
+    def test_builds_and_misc_go_to_remote_controller(self):
+        d = self.start_coexisting()
+        sent = []
+        for i, name in enumerate(RC_FIXTURES):
+            with open(os.path.join(lh.FIXTURES, "lagoon", name)) as f:
+                outer = json.loads(f.read(), strict=False)
+            self.assertTrue(outer["routing_key"].endswith(":misc"), name)
+            # Every property AMQP has (user_id aside: the broker checks it against the login).
+            props = pika.BasicProperties(
+                content_type=outer["properties"]["content_type"], delivery_mode=outer["properties"]["delivery_mode"],
+                content_encoding="identity", headers={"x-lagoon": name, "n": i, "nested": {"a": [1, "b"]}},
+                priority=3, correlation_id=f"corr-{i}", reply_to="nobody", expiration="600000",
+                message_id=f"msg-{i}", timestamp=1700000000 + i, type="misc", app_id="lagoon-api")
+            sent.append((props, outer["payload"].encode()))
+        # A key nobody knows, and a message without one: remote-controller's too.
+        sent.append((pika.BasicProperties(delivery_mode=2), b'{"key": "deploytarget:route:migrate", "misc": {}}'))
+        sent.append((pika.BasicProperties(), b'{"project": {"name": "p"}}'))
+        for props, body in sent:
+            self.publish_raw(f"{self.target}:misc", body, props)
+        # Builds and removals published for the target land in remote-controller's queues.
+        build = b'{"name": "lagoon-build-abc", "spec": {"project": {"name": "drupal-example"}}}'
+        remove = b'{"projectName": "drupal-example", "branch": "main", "type": "branch"}'
+        self.publish_raw(f"{self.target}:builddeploy", build, pika.BasicProperties(delivery_mode=2))
+        self.publish_raw(f"{self.target}:remove", remove, pika.BasicProperties(delivery_mode=2))
+        # Tasks still run here.
+        self.peer.publish(self.standard_message("101", "echo task here"), "jobs")
+
+        got = self.rc_get("misc", len(sent))
+        for (props, body), (gprops, gbody) in zip(sent, got):
+            self.assertEqual(gbody, body)  # byte for byte
+            self.assertEqual(self.props_dict(gprops), self.props_dict(props))
+        self.assertEqual(self.rc_get("builddeploy", 1)[0][1], build)
+        self.assertEqual(self.rc_get("remove", 1)[0][1], remove)
+        self.peer.wait_status("101", "complete")
+        self.peer.settle(1)
+        self.assertEqual(self.peer.queue_depth("misc"), 0)
+        for q in ("misc", "builddeploy", "remove"):
+            self.assertEqual(self._rc_depth(q), 0, q)  # each once
+        # None of them was a task or reported as one.
+        self.assertEqual([t["id"] for t in self.client.tasks()], ["101"])
+        self.assertEqual({s["meta"]["task"]["id"] for s in self.peer.statuses}, {"101"})
+        self.assertIn("Handing a deploytarget:build:cancel message to remote-controller", d.stderr())
+        self.assertNotIn("Rejecting", d.stderr())
+
+    def test_refused_or_unroutable_forward_is_kept(self):
+        """The broker refuses the copy (remote-controller's queue full, reject-publish), then
+        routes it nowhere (the queue deleted): the message stays unacknowledged here and
+        reaches remote-controller once its queue takes it, once."""
+        d = self.start_coexisting()
+        rc_misc = f"lagoon-tasks:{self.rc}:misc"
+        policy = f"full-{self.rc}"
+        self.ctl("set_policy", "--apply-to", "queues", policy, f"^{rc_misc}$",
+                 '{"max-length": 0, "overflow": "reject-publish"}')
+        body, _ = lh.fixture_body("lagoon-in-environment-idling.json")
+        raw = json.dumps(body).encode()
+        self.publish_raw(f"{self.target}:misc", raw, pika.BasicProperties(delivery_mode=2, message_id="idle-1"))
+        harness.wait_until(lambda: "refused the message handed on" in d.stderr(), 15, what="the refused forward")
+        self.assertEqual(self._rc_depth("misc"), 0)
+        self.assertEqual(self.peer.queue_depth("misc"), 0)  # not ready: delivered, unacknowledged
+        # Remote-controller's queue gone: the copy is returned, not confirmed away.
+        self.peer.ch.queue_delete(rc_misc)
+        self.ctl("clear_policy", policy)
+        harness.wait_until(lambda: "found no queue for the message handed on" in d.stderr(), 15,
+                           what="the returned forward")
+        # Remote-controller starts and declares its queue: the message arrives there, once.
+        self.peer.ch.queue_declare(rc_misc, durable=True)
+        self.peer.ch.queue_bind(rc_misc, "lagoon-tasks", f"{self.rc}:misc")
+        props, got = self.rc_get("misc", 1)[0]
+        self.assertEqual(got, raw)
+        self.assertEqual(props.message_id, "idle-1")
+        self.peer.settle(2)
+        self.assertEqual(self._rc_depth("misc"), 0)
+        # Acknowledged only now: nothing left in the target's queue, redelivered or not.
+        self.peer.close()
+        self.peer = lh.LagoonPeer(lh.BROKER, self.target)
+        self.assertEqual(self.peer.queue_depth("misc"), 0)
+        self.assertHealthy()
+
+    def test_without_remote_controller_says_how(self):
+        d = self.start_daemon()
+        body, _ = lh.fixture_body("lagoon-in-build-cancel.json")
+        self.peer.publish(body, "misc")
+        harness.wait_until(lambda: "Rejecting a message from the misc queue" in d.stderr(), 15, what="the rejection")
+        self.assertIn("set [Lagoon] RemoteControllerTarget= to hand such messages to remote-controller", d.stderr())
+        self.assertEqual(self.peer.queue_depth("misc"), 0)
 
 
 if __name__ == "__main__":

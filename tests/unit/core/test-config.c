@@ -1031,6 +1031,27 @@ static void test_lagoon(void) {
         log = parse_expect(c, "[Lagoon]\nNamespacePrefix=Ab_c\nControllerNamespace=-x\n", -EINVAL);
         ASSERT(strstr(log, "test.conf:2: NamespacePrefix= must be a DNS label"));
         ASSERT(strstr(log, "test.conf:3: ControllerNamespace= must be a DNS label"));
+
+        /* Coexistence with remote-controller: a second target name, on the bus. */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nTargetName=t\nBrokerURL=amqp://127.0.0.1/\nRemoteControllerTarget=t-builds\n");
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->rc_target, "t-builds");
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nTargetName=t\nRemoteControllerTarget=t\n");
+        capture_begin();
+        ASSERT(config_finalize(c) == -EINVAL);
+        log = mfree(log);
+        log = capture_end();
+        ASSERT(strstr(log, "RemoteControllerTarget= needs BrokerURL="));
+        ASSERT(strstr(log, "RemoteControllerTarget= must differ from TargetName="));
+        config_free(c);
+        c = config_new();
+        log = mfree(log);
+        log = parse_expect(c, "[Lagoon]\nRemoteControllerTarget=two words\n", -EINVAL);
+        ASSERT(strstr(log, "test.conf:2: RemoteControllerTarget= needs one word"));
 }
 
 static void test_kubernetes(void) {
