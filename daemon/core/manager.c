@@ -1026,6 +1026,7 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
                 .service_bundle_dir = node_bundle ? node_bundle->bundle_dir : NULL,
                 .service_rootfs = node_bundle ? node_bundle->rootfs : NULL,
                 .netns_path = node_bundle ? node_bundle->netns_path : NULL,
+                .netns_fd = node_bundle ? node_bundle->netns_fd : 0,
         };
         r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
         if (r < 0) {

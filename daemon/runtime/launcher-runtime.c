@@ -37,6 +37,7 @@
 #include "json.h"
 #include "launcher-runtime.h"
 #include "log.h"
+#include "process-util.h"
 #include "seccomp-profile.h"
 
 /* Bound on every synchronous wait for a child (conmon's create report, runtime
@@ -47,6 +48,7 @@
 #define CHILD_OUTPUT_MAX (64U * 1024U)
 #define SMALL_FILE_MAX 4096U
 #define HOSTNAME_MAX_LEN 63U
+#define NETNS_NAME "netns" /* <container dir>/netns: the held network namespace of a node clone */
 
 /* A NULL-terminated vector literal; -Wwrite-strings makes literals const. */
 #define STRV(...) ((char *const *) (const char *const[]){__VA_ARGS__, NULL})
@@ -89,11 +91,6 @@ struct RuntimeContainer {
         void *userdata;
         bool finished;
 };
-
-static int pidfd_open_pid(pid_t pid) {
-        int fd = (int) syscall(SYS_pidfd_open, pid, 0); /* pidfds are always close-on-exec */
-        return fd < 0 ? -errno : fd;
-}
 
 static _printf_(2, 3) void set_error(char **ret_error, const char *format, ...) {
         va_list ap;
@@ -641,11 +638,6 @@ static bool process_has_argument(pid_t pid, const char *id) {
         return false;
 }
 
-static bool pidfd_exited(int pidfd) {
-        struct pollfd p = {.fd = pidfd, .events = POLLIN};
-        return poll(&p, 1, 0) > 0;
-}
-
 /* Opens a pidfd on the conmon named by <dir>/conmon.pid when it is alive and is the
  * conmon of container id. -ESRCH when not (gone, or the pid was reused). */
 static int conmon_open(const char *dir, const char *id, pid_t *ret_pid, int *ret_pidfd) {
@@ -1128,6 +1120,33 @@ static bool overlay_path_ok(const char *p) {
 }
 
 /* lower = the service's rootfs (never written), upper/work = the task's own. */
+/* The network namespace the caller holds, bind-mounted at <dir>/netns as `ip netns add`
+ * does: the container joins it by that path, which names this namespace for as long as
+ * the task needs it (a created container resumed after a restart too), whatever becomes
+ * of the PID it was found by. */
+static int mount_netns(int netns_fd, const char *dir, char **ret_path, char **ret_error) {
+        _cleanup_free_ char *target = path_join(dir, NETNS_NAME);
+        _cleanup_close_ int fd = -EBADF;
+        char source[64];
+
+        if (!target)
+                return -ENOMEM;
+        fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                int r = -errno;
+                set_error(ret_error, "creating %s: %s", target, strerror(-r));
+                return r;
+        }
+        snprintf(source, sizeof(source), "/proc/self/fd/%d", netns_fd);
+        if (mount(source, target, NULL, MS_BIND, NULL) < 0) {
+                int r = -errno;
+                set_error(ret_error, "holding the service's network namespace at %s: %s", target, strerror(-r));
+                return r;
+        }
+        *ret_path = TAKE_PTR(target);
+        return 0;
+}
+
 static int mount_overlay(const char *lower, const char *dir, char **ret_error) {
         _cleanup_free_ char *upper = NULL, *work = NULL, *target = NULL, *opts = NULL;
         struct stat st;
@@ -1519,7 +1538,8 @@ static int start_steps(sd_event *e,
         const Task *t = spec->task;
         const char *bundle_dir = spec->service_bundle_dir ?: svc->bundle, *service_name = svc->name ?: t->service;
         _cleanup_(json_freep) JsonValue *service_config = NULL, *profile = NULL;
-        _cleanup_free_ char *lower = NULL, *conmon = NULL, *runtime = NULL;
+        _cleanup_free_ char *lower = NULL, *conmon = NULL, *runtime = NULL, *netns = NULL;
+        RuntimeSpec held;
         RuntimeContainer *c;
         int r;
 
@@ -1552,6 +1572,14 @@ static int start_steps(sd_event *e,
         r = mount_overlay(lower, c->dir, ret_error);
         if (r < 0)
                 return r;
+        if (spec->netns_fd > STDERR_FILENO) {
+                r = mount_netns(spec->netns_fd, c->dir, &netns, ret_error);
+                if (r < 0)
+                        return r;
+                held = *spec;
+                held.netns_path = netns;
+                spec = &held;
+        }
         r = bundle_make(c, spec, svc, service_name, service_config, profile, ret_error);
         if (r < 0)
                 return r;
@@ -1789,7 +1817,7 @@ int runtime_container_kill(RuntimeContainer *c, int sig) {
 }
 
 int runtime_container_remove(const Config *config, const char *task_id, const char *container_dir) {
-        _cleanup_free_ char *id = NULL, *runtime = NULL, *rootfs = NULL, *error = NULL;
+        _cleanup_free_ char *id = NULL, *runtime = NULL, *error = NULL;
         int r, ret = 0;
 
         if (!config || !task_id || !container_dir)
@@ -1814,15 +1842,19 @@ int runtime_container_remove(const Config *config, const char *task_id, const ch
          * nothing writes into the directory while it is removed. */
         conmon_stop(container_dir, id, CONMON_EXIT_WAIT_USEC);
 
-        rootfs = path_join(container_dir, "rootfs");
-        if (!rootfs)
-                return -ENOMEM;
-        for (unsigned i = 0; i < 16; i++) /* in case it was mounted more than once */
-                if (umount2(rootfs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0) {
-                        if (errno != EINVAL && errno != ENOENT && ret == 0)
-                                ret = log_warning_errno(errno, "Container %s: failed to unmount %s: %m", id, rootfs);
-                        break;
-                }
+        for (const char *const *m = (const char *const[]){"rootfs", NETNS_NAME, NULL}; *m; m++) {
+                _cleanup_free_ char *path = path_join(container_dir, *m);
+
+                if (!path)
+                        return -ENOMEM;
+                for (unsigned i = 0; i < 16; i++) /* in case it was mounted more than once */
+                        if (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0) {
+                                if (errno != EINVAL && errno != ENOENT && ret == 0)
+                                        ret = log_warning_errno(errno, "Container %s: failed to unmount %s: %m", id,
+                                                                path);
+                                break;
+                        }
+        }
 
         r = rm_rf(container_dir);
         if (r < 0) {

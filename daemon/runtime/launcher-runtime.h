@@ -44,6 +44,8 @@ typedef struct RuntimeSpec {
         const char *service_bundle_dir; /* holds the service's config.json */
         const char *service_rootfs;     /* absolute; NULL: the bundle's root.path */
         const char *netns_path;         /* e.g. "/proc/<service pid>/ns/net" */
+        int netns_fd;                   /* > 2: that namespace, held open by the caller; the launcher joins it
+                                         * through a bind mount at <container_dir>/netns (0: use netns_path) */
 } RuntimeSpec;
 
 /* Container id for a task: "lagoon-task-<task id>". */

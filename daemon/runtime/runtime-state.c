@@ -6,11 +6,13 @@
  * Read only: nothing of the service's container is ever written. Outside data (ids from
  * the API, files of another daemon) is checked before use; no logging above debug. */
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 
 #include "fs-util.h"
 #include "json.h"
+#include "process-util.h"
 #include "runtime-state.h"
 
 #define STATE_FILE_MAX 4096U
@@ -25,6 +27,9 @@ void runtime_service_bundle_done(RuntimeServiceBundle *b) {
         free(b->id);
         free(b->bundle_dir);
         free(b->rootfs);
+        /* Only a found bundle has a netns_fd: a zeroed one's 0 is not ours to close. */
+        if (b->netns_path)
+                safe_close(b->netns_fd);
         free(b->netns_path);
         *b = (RuntimeServiceBundle){};
 }
@@ -99,8 +104,9 @@ int runtime_state_find(const RuntimeStateRoots *roots,
                        const char *container_id,
                        RuntimeServiceBundle *ret,
                        char **ret_error) {
-        _cleanup_(runtime_service_bundle_done) RuntimeServiceBundle b = {};
-        _cleanup_free_ char *pidfile = NULL, *proc = NULL, *runtime = NULL;
+        _cleanup_(runtime_service_bundle_done) RuntimeServiceBundle b = {.netns_fd = -EBADF};
+        _cleanup_free_ char *pidfile = NULL, *runtime = NULL;
+        _cleanup_close_ int pidfd = -EBADF;
         const char *sep, *id;
         struct stat st;
         bool containerd;
@@ -191,18 +197,25 @@ int runtime_state_find(const RuntimeStateRoots *roots,
                 return error_message(ret_error, -EBADMSG, "container %s: unusable pid file %s: %s", id, pidfile,
                                      strerror(-r));
 
-        if (asprintf(&proc, "/proc/%d", (int) b.pid) < 0)
-                return -ENOMEM;
-        if (stat(proc, &st) < 0)
+        /* The namespace is held by an fd opened while a pidfd pins the process: a path
+         * like /proc/<pid>/ns/net, read later by the runtime, could name another process
+         * by then (the service restarted, its PID reused). */
+        pidfd = pidfd_open_pid(b.pid);
+        if (pidfd < 0)
                 return error_message(ret_error, -ESRCH, "container %s: its process (PID %d) is not running", id,
                                      (int) b.pid);
         if (asprintf(&b.netns_path, "/proc/%d/ns/net", (int) b.pid) < 0) {
                 b.netns_path = NULL;
                 return -ENOMEM;
         }
-        if (lstat(b.netns_path, &st) < 0)
+        b.netns_fd = open(b.netns_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (b.netns_fd < 0)
                 return error_message(ret_error, -ESRCH, "container %s: no network namespace at %s: %s", id,
                                      b.netns_path, strerror(errno));
+        if (pidfd_exited(pidfd))
+                return error_message(ret_error, -ESRCH,
+                                     "container %s: its process (PID %d) ended while it was looked at", id,
+                                     (int) b.pid);
 
         *ret = b;
         b = (RuntimeServiceBundle){};

@@ -23,7 +23,8 @@ typedef struct RuntimeServiceBundle {
         char *bundle_dir; /* holds the service's config.json */
         char *rootfs;     /* absolute: the service's live root (a mount) */
         pid_t pid;        /* the container's init process */
-        char *netns_path; /* "/proc/<pid>/ns/net" */
+        char *netns_path; /* "/proc/<pid>/ns/net", for messages: the runtime gets netns_fd's namespace */
+        int netns_fd;     /* that namespace, opened while the process was pinned by a pidfd */
 } RuntimeServiceBundle;
 
 void runtime_service_bundle_done(RuntimeServiceBundle *b);
@@ -31,7 +32,8 @@ void runtime_service_bundle_done(RuntimeServiceBundle *b);
 /* containerd: <state>/io.containerd.runtime.v2.task/<ns>/<id>/{config.json,rootfs,init.pid};
  * CRI-O: <runroot>/overlay-containers/<id>/userdata/{config.json,pidfile}, rootfs from
  * config.json's root.path. The container's process must be alive with a network
- * namespace. Errors, with a sentence in *ret_error (when non-NULL):
+ * namespace, which is opened (netns_fd) while a pidfd pins the process. Errors, with a
+ * sentence in *ret_error (when non-NULL):
  * -EINVAL malformed container id or id with '/' or "..";
  * -EPROTONOSUPPORT a runtime other than containerd or cri-o ("unsupported runtime docker://");
  * -ENOENT no bundle: the container is not on this node ("container abc: not on this node

@@ -10,6 +10,7 @@ exit codes pass through, it is in the service's network namespace, and its JSON 
 the task runs as an API pod built from the Deployment instead."""
 
 import os
+import signal
 import sys
 import unittest
 import uuid
@@ -19,6 +20,14 @@ import harness  # noqa: E402
 import kube_it  # noqa: E402
 
 NAMESPACE = "proj-main"  # Lagoon's rule for project "proj", environment "main"
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
 
 
 class NodeCloneTest(harness.TaskdTestCase):
@@ -68,6 +77,35 @@ class NodeCloneTest(harness.TaskdTestCase):
         return kube_it.service_pod("cli-7d9f8c6b5-n1abc", NAMESPACE, kube_it.NODE, self.service_id, **kw)
 
     # ------------------------------------------------------------------------------
+
+    def test_clone_holds_the_network_namespace_it_found(self):
+        """The clone joined the pod's network by /proc/<pid>/ns/net, a path runc read later,
+        when the service's process might be gone and its PID another process's (issue 15,
+        9). The namespace is held from the lookup on: the service's process killed while
+        the daemon is stopped between the lookup and the launch, the task still runs in
+        the pod's network namespace (before: launch-error, or another process's)."""
+        tag = uuid.uuid4().hex[:8]
+        sandbox, service = f"sandbox-{tag}", f"cli-{tag}"
+        self.ctd.run_pod(sandbox, service, "exec sleep 900")
+        for cid in (sandbox, service):  # run last first
+            self.addCleanup(self.ctd.sh, "ctr", "container", "rm", cid, check=False)
+            self.addCleanup(self.ctd.sh, "ctr", "task", "rm", "-f", cid, check=False)
+        net = os.readlink(f"/proc/{self.ctd.pid(service)}/ns/net")
+        self.peers.kubelet.write_pods([kube_it.service_pod("cli-7d9f8c6b5-n9tmp", NAMESPACE, kube_it.NODE, service)])
+        self.write_config(services={"cli": None}, extra={"Kubernetes": self.peers.section(containerd=self.ctd)})
+        d = self.daemon(start=False)
+        d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": "prepared"})
+        self.submit("echo net=$(readlink /proc/self/ns/net)", "lagoon-task-netns")
+        harness.wait_until(lambda: proc_state(d.pid) == "T", 30, what="the daemon to stop after the lookup")
+        pid = self.ctd.pid(service)
+        os.kill(pid, signal.SIGKILL)
+        harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}/ns"), 10, what="the service's process gone")
+        d.signal(signal.SIGCONT)
+        t = self.client.wait_final("lagoon-task-netns", 60)
+        self.assertEqual((t["status"], t.get("exitCode")), ("complete", 0), t)
+        self.assertEqual(self.client.logs("lagoon-task-netns").splitlines(), [f"net={net}"])
+        # The clean-up after the end lets the namespace go (no mount left).
+        harness.wait_until(lambda: harness.mounts_under(self.state_dir) == [], 15, what="the task's mounts gone")
 
     def test_clone_of_the_local_service_container(self):
         other = kube_it.service_pod("cli-7d9f8c6b5-n2xyz", NAMESPACE, "node-2", "elsewhere")

@@ -397,6 +397,13 @@ TEST(runtime_state) {
         expect = mfree(expect);
         expect = strf("/proc/%d/ns/net", (int) getpid());
         ASSERT_STREQ(b.netns_path, expect);
+        {
+                /* The namespace itself is held, not only its path. */
+                struct stat held, mine;
+                ASSERT(b.netns_fd > STDERR_FILENO);
+                ASSERT(fstat(b.netns_fd, &held) == 0 && stat("/proc/self/ns/net", &mine) == 0);
+                ASSERT(held.st_dev == mine.st_dev && held.st_ino == mine.st_ino);
+        }
         runtime_service_bundle_done(&b);
         ASSERT(!b.bundle_dir);
 
