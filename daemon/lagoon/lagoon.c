@@ -89,6 +89,14 @@ struct Lagoon {
         sd_event_source *held_timer;
         bool bus_connected, bus_warned;
         uint64_t bus_disconnects;
+        /* What the broker takes: BrokerMessageSizeMax=, lowered to the max_message_size a
+         * refusal names. After a refusal (a channel closed 406) one entry is in flight at a
+         * time until one is confirmed, so a refusal names its entry: refused twice, it is
+         * dropped. */
+        uint64_t bus_size_max;
+        bool bus_probe;
+        uint64_t bus_refused_seq;
+        unsigned bus_refusals;
 
         HttpClient *http;
         LagoonApi *api;
@@ -108,6 +116,7 @@ static const Config *config(Lagoon *l) {
 }
 
 static void bus_schedule_flush(Lagoon *l);
+static void bus_shrink(Lagoon *l, uint64_t seq);
 static void api_schedule(Lagoon *l, uint64_t delay_usec);
 static int held_timer_arm(Lagoon *l, uint64_t delay_usec);
 
@@ -176,6 +185,12 @@ static int queue_bus(Lagoon *l,
 
         if (!l->amqp)
                 return 0;
+        if (size > l->bus_size_max) {
+                log_error("Task %s: its %s message is %zu bytes, over the %" PRIu64
+                          " bytes the broker takes (BrokerMessageSizeMax=, or its max_message_size); not sent.",
+                          task_id, kind, size, l->bus_size_max);
+                return 0;
+        }
         r = outbox_append(l->outbox, OUTBOX_BUS, task_id, kind, exchange, routing_key, b, size, coalesce, NULL);
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to queue a %s message for Lagoon: %m", task_id, kind);
@@ -202,21 +217,41 @@ static int queue_task_logs(Lagoon *l, const Task *t, const LagoonJob *job) {
         size_t log_size = 0;
         int r;
 
+        uint64_t cap = config(l)->log_size_max;
+
         if (!l->amqp)
                 return 0;
         r = manager_task_log_path(l->manager, t->id, &path);
         if (r < 0)
                 return r;
-        r = lagoon_report_read_log(path, config(l)->log_size_max, &log, &log_size);
-        if (r < 0)
-                return log_error_errno(r, "Task %s: failed to read its log %s: %m", t->id, path);
-        /* Why it failed, below its output, where Lagoon's UI shows it. */
-        if (task_status_is_final(job->status)) {
-                r = lagoon_report_append_result(&log, &log_size, job->status, t->reason);
+        for (unsigned attempt = 0;; attempt++) {
+                char *body = NULL;
+                size_t size = 0;
+
+                log = mfree(log);
+                r = lagoon_report_read_log(path, cap, &log, &log_size);
                 if (r < 0)
-                        return log_oom();
+                        return log_error_errno(r, "Task %s: failed to read its log %s: %m", t->id, path);
+                /* Why it failed, below its output, where Lagoon's UI shows it. */
+                if (task_status_is_final(job->status)) {
+                        r = lagoon_report_append_result(&log, &log_size, job->status, t->reason);
+                        if (r < 0)
+                                return log_oom();
+                }
+                r = lagoon_report_logs(job, log, log_size, &body, &size);
+                if (r < 0)
+                        return log_error_errno(r, "Task %s: failed to build its log message: %m", t->id);
+                /* The cap is on the log's bytes; JSON escaping (control characters are 6
+                 * bytes, invalid UTF-8 3) can grow the message past what the broker takes:
+                 * cut the log in that ratio, with room to spare, and encode it again. */
+                if (size <= l->bus_size_max || attempt >= 3 || cap <= 4096)
+                        return queue_bus(l, t->id, "logs", EXCHANGE_LOGS, "", body, size, true);
+                free(body);
+                cap = MAX((uint64_t) ((long double) MIN(cap, log_size) * l->bus_size_max / size * 0.9L), 4096U);
+                log_debug("Task %s: its log message is %zu bytes encoded, over %" PRIu64 "; cutting the log to %" PRIu64
+                          " bytes.",
+                          t->id, size, l->bus_size_max, cap);
         }
-        return queue_logs(l, t->id, job, log, log_size);
 }
 
 /* Status message, status event, and the API update for one status of one job. */
@@ -509,7 +544,7 @@ static int bus_flush(sd_event_source *s, void *userdata) {
 
         if (!l->amqp || !amqp_client_is_connected(l->amqp))
                 return 0;
-        for (size_t i = 0; l->n_publishes < BUS_WINDOW; i++) {
+        for (size_t i = 0; l->n_publishes < (l->bus_probe ? 1U : BUS_WINDOW); i++) {
                 OutboxEntry *e = outbox_get(l->outbox, OUTBOX_BUS, i);
                 _cleanup_free_ char *message_id = NULL;
                 Publish *p;
@@ -520,6 +555,11 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                         break;
                 if (e->in_flight)
                         continue;
+                if (e->body_size > l->bus_size_max) {
+                        bus_shrink(l, e->seq);
+                        i--; /* the next entry is at i now, or this one re-encoded */
+                        continue;
+                }
                 if (asprintf(&message_id, "%s-%" PRIu64, e->task_id, e->seq) < 0)
                         return log_oom();
                 p = reallocarray(l->publishes, l->n_publishes + 1, sizeof(Publish));
@@ -536,6 +576,84 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 l->publishes[l->n_publishes++] = (Publish){tag, e->seq};
         }
         return 0;
+}
+
+/* An entry over what the broker takes (queued before the limit was lowered, or under
+ * another configuration): a log is encoded again from the task's log file, to fit;
+ * anything else, or a log of a task no longer known, is dropped. */
+static void bus_shrink(Lagoon *l, uint64_t seq) {
+        OutboxEntry *e = outbox_find(l->outbox, seq);
+        const Task *t;
+        size_t size;
+        int r;
+
+        if (!e)
+                return;
+        size = e->body_size;
+        t = manager_get_task(l->manager, e->task_id);
+        if (streq(e->kind, "logs") && t && t->lagoon &&
+            (t->status == TASK_RUNNING || task_status_is_final(t->status))) {
+                LagoonJob job;
+
+                job_from_task(l, t, t->status, &job);
+                (void) queue_task_logs(l, t, &job); /* replaces it when it is the task's newest log */
+                e = outbox_find(l->outbox, seq);
+                if (!e || e->body_size <= l->bus_size_max) {
+                        log_notice("Task %s: its log message of %zu bytes is over the %" PRIu64
+                                   " bytes the broker takes; encoded again with less of the log.",
+                                   t->id, size, l->bus_size_max);
+                        return;
+                }
+        }
+        log_error("Task %s: dropping its %s message of %zu bytes, over the %" PRIu64 " bytes the broker takes.",
+                  e->task_id, e->kind, size, l->bus_size_max);
+        r = outbox_remove(l->outbox, seq);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to remove outbox entry %" PRIu64 ": %m", seq);
+}
+
+/* The broker closed the channel with 406 PRECONDITION_FAILED: for a publish, RabbitMQ's
+ * "message size N is larger than configured max size M" (max_message_size). Lowers the
+ * limit to M when the reason names it, so the entry is encoded again smaller (or
+ * dropped); an entry refused twice while alone in flight is dropped whatever the reason
+ * said, so a refused message never blocks the outbox. */
+static void bus_refused(Lagoon *l, const char *reason) {
+        const char *m = strstr(reason, "max size ");
+        uint64_t max = 0;
+
+        if (m) {
+                char *end;
+
+                errno = 0;
+                max = strtoull(m + strlen("max size "), &end, 10);
+                if (errno != 0 || end == m + strlen("max size "))
+                        max = 0;
+        }
+        if (max >= 1024 && max < l->bus_size_max) {
+                log_warning("The broker refused a message as too large (%s); messages over %" PRIu64
+                            " bytes are encoded again with less of the log, or dropped.",
+                            reason, max);
+                l->bus_size_max = max;
+        }
+        if (l->bus_probe && l->n_publishes == 1) {
+                uint64_t seq = l->publishes[0].seq;
+                OutboxEntry *e = outbox_find(l->outbox, seq);
+
+                l->bus_refusals = l->bus_refused_seq == seq ? l->bus_refusals + 1 : 1;
+                l->bus_refused_seq = seq;
+                if (e && l->bus_refusals >= 2 && e->body_size <= l->bus_size_max) {
+                        int r;
+
+                        log_error("The broker refused message %" PRIu64 " (task %s, %s, %zu bytes) %u times (%s); "
+                                  "dropping it.",
+                                  seq, e->task_id, e->kind, e->body_size, l->bus_refusals, reason);
+                        r = outbox_remove(l->outbox, seq);
+                        if (r < 0 && r != -ENOENT)
+                                log_warning_errno(r, "Failed to remove outbox entry %" PRIu64 ": %m", seq);
+                        l->bus_refusals = 0;
+                }
+        }
+        l->bus_probe = true;
 }
 
 static void bus_schedule_flush(Lagoon *l) {
@@ -578,7 +696,11 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
         l->n_publishes--;
 
         if (ack) {
-                int r = outbox_remove(l->outbox, seq);
+                int r;
+
+                l->bus_probe = false; /* the broker takes messages again */
+                l->bus_refusals = 0;
+                r = outbox_remove(l->outbox, seq);
                 if (r < 0 && r != -ENOENT)
                         log_warning_errno(r, "Failed to remove delivered outbox entry %" PRIu64 ": %m", seq);
         } else {
@@ -1116,6 +1238,8 @@ static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, voi
                 log_debug("Lagoon's message bus: still unreachable (%s).", strna(reason));
         l->bus_warned = true;
         l->bus_connected = false;
+        if (reason && startswith(reason, "channel closed by broker: 406"))
+                bus_refused(l, reason);
         /* Unconfirmed publishes are sent again; held deliveries go back to the queue. */
         outbox_reset_in_flight(l->outbox, OUTBOX_BUS);
         l->n_publishes = 0;
@@ -1315,6 +1439,7 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
                 return log_oom();
         l->event = sd_event_ref(e);
         l->manager = m;
+        l->bus_size_max = c->broker_message_size_max;
         l->target = strdup(c->target_name);
         dir = path_join(c->state_dir, "outbox");
         if (!l->target || !dir)

@@ -14,8 +14,10 @@
 #
 # DIR holds the state of this script (ports, PIDs, where the data is); it is created when
 # missing. When DIR/tls/ holds ca.pem, server.pem and server.key at the first start, the
-# node also listens for AMQP over TLS (client certificates optional). Exits 77 when not
-# root or rabbitmq-server is not installed.
+# node also listens for AMQP over TLS (client certificates optional). When DIR/extra.conf
+# exists at the first start, its lines are added to the node's rabbitmq.conf (a test's
+# own limits, e.g. max_message_size). Exits 77 when not root or rabbitmq-server is not
+# installed.
 set -euo pipefail
 
 RABBITMQ_BIN=/usr/lib/rabbitmq/bin
@@ -133,6 +135,9 @@ ssl_options.keyfile = $work/tls/server.key
 ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 EOF
+                fi
+                if [ -f "$dir/extra.conf" ]; then
+                        cat "$dir/extra.conf" >>"$work/rabbitmq.conf"
                 fi
                 echo '[].' >"$work/advanced.config"
                 echo '[].' >"$work/enabled_plugins"

@@ -54,10 +54,13 @@ def b64json(value):
 class Broker:
     """A rabbitmq-server of the test's own, on 127.0.0.1, stopped by stop()."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, conf=None):
         self.dir = os.path.join(workdir, "rabbitmq")
         os.makedirs(self.dir, exist_ok=True)
         self.port = None
+        if conf:  # rabbitmq.conf lines of this broker's own (rabbitmq.sh: DIR/extra.conf)
+            with open(os.path.join(self.dir, "extra.conf"), "w") as f:
+                f.write(conf)
 
     def start(self):
         r = subprocess.run([RABBITMQ_SH, "start", self.dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -157,9 +160,9 @@ class LagoonPeer:
 BROKER = None
 
 
-def start_module_broker():
+def start_module_broker(conf=None):
     global BROKER
-    BROKER = Broker(harness.SESSION_DIR)
+    BROKER = Broker(harness.SESSION_DIR, conf)
     BROKER.start()
 
 
