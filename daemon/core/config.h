@@ -104,7 +104,7 @@ typedef struct Config {
         char *api_ca_file;             /* APICAFile= */
         uint64_t log_interval_usec;    /* LogUpdateIntervalSec=, default 5 s: log messages while running */
         uint64_t log_size_max;         /* LogSizeMax=, default 8 MiB: cap of a log sent to Lagoon */
-        uint64_t broker_message_size_max; /* BrokerMessageSizeMax=, default 16 MiB: cap of an encoded message */
+        uint64_t message_size_max;     /* BrokerMessageSizeMax=, default 16 MiB: cap of an encoded message */
         char **secret_variables;       /* SecretVariables=: globs of Lagoon variable names whose values are
                                           masked; default *PASSWORD* *SECRET* *TOKEN* *_KEY */
         char *lagoon_api_host;         /* APIHost=: TASK_API_HOST, LAGOON_CONFIG_API_HOST */

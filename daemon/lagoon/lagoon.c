@@ -1439,7 +1439,7 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
                 return log_oom();
         l->event = sd_event_ref(e);
         l->manager = m;
-        l->bus_size_max = c->broker_message_size_max;
+        l->bus_size_max = c->message_size_max;
         l->target = strdup(c->target_name);
         dir = path_join(c->state_dir, "outbox");
         if (!l->target || !dir)

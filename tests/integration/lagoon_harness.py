@@ -155,6 +155,21 @@ class LagoonPeer:
             time.sleep(0.1)
 
 
+def wait_for_queues(test, timeout=30):
+    """Waits until the daemon declared the target's jobs and misc queues (it consumes
+    then). A passive declare of a missing queue closes the peer's channel, so test.peer
+    (a LagoonPeer of test.target on BROKER) is opened again after each miss."""
+    def exists(q):
+        try:
+            test.peer.queue_depth(q)
+            return True
+        except Exception:
+            test.peer.close()
+            test.peer = LagoonPeer(BROKER, test.target)
+            return False
+    harness.wait_until(lambda: exists("jobs") and exists("misc"), timeout, what="the daemon's queues")
+
+
 # One broker for a whole test file: setUpModule = lagoon_harness.start_module_broker, and
 # tearDownModule = lagoon_harness.stop_module_broker; tests read lagoon_harness.BROKER.
 BROKER = None

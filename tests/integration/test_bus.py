@@ -40,19 +40,8 @@ class BusTestCase(harness.TaskdTestCase):
         self.write_config(tasks=tasks, services={"nginx": {"Bundle": self.bundle}},
                           extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target, **(lagoon or {})), **(extra or {})})
         d = self.daemon()
-        # Consuming: the daemon declared its queues.
-        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
-                           what="the daemon's queues")
+        lh.wait_for_queues(self)  # consuming: the daemon declared its queues
         return d
-
-    def _queue_exists(self, q):
-        try:
-            self.peer.queue_depth(q)
-            return True
-        except Exception:
-            self.peer.close()
-            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
-            return False
 
     def standard_message(self, task_id="1", command="env", service="nginx"):
         body, routing_key = lh.fixture_body("amqp-in-task-standard.json")
@@ -371,8 +360,7 @@ class TestBus(BusTestCase):
         self.write_config(services={"cli": {"Bundle": self.bundle}},
                           extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target)})
         self.daemon()
-        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
-                           what="the daemon's queues")
+        lh.wait_for_queues(self)
         body, routing_key = lh.fixture_body("lagoon-in-task-standard.json")
         self.assertTrue(routing_key.endswith(":jobs"))
         self.assertNotIn("key", body)

@@ -38,17 +38,8 @@ class TestBusSize(harness.TaskdTestCase):
         self.write_config(services={"nginx": {"Bundle": self.bundle}},
                           extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target, **lagoon)})
         d = self.daemon()
-        harness.wait_until(lambda: self.exists("jobs"), 30, what="the daemon's queues")
+        lh.wait_for_queues(self)
         return d
-
-    def exists(self, q):
-        try:
-            self.peer.queue_depth(q)
-            return True
-        except Exception:
-            self.peer.close()
-            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
-            return False
 
     def message(self, task_id, command):
         body, _ = lh.fixture_body("amqp-in-task-standard.json")

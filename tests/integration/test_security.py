@@ -44,18 +44,8 @@ class BusTestCase(harness.TaskdTestCase):
                           extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target, **(lagoon or {})),
                                  **(extra or {})})
         d = self.daemon()
-        harness.wait_until(lambda: self._queue_exists("jobs") and self._queue_exists("misc"), 30,
-                           what="the daemon's queues")
+        lh.wait_for_queues(self)
         return d
-
-    def _queue_exists(self, q):
-        try:
-            self.peer.queue_depth(q)
-            return True
-        except Exception:
-            self.peer.close()
-            self.peer = lh.LagoonPeer(lh.BROKER, self.target)
-            return False
 
     def make_image_bundle(self, script, name="runner-image"):
         with open(os.path.join(self.bundle, "config.json")) as f:
