@@ -996,6 +996,14 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                                  "status again.",
                                  msg->task_id, task_status_to_string(t->status));
                         r = report_cancel_finished(l, t);
+                } else if (l->rc_key_misc) {
+                        /* remote-controller may run it (started before lagoon-taskd took the
+                         * tasks over); it answers cancelled as this daemon would when not. */
+                        log_info("Task %s: cancel requested by Lagoon for a task unknown here; handed to "
+                                 "remote-controller.",
+                                 msg->task_id);
+                        *ret_forward = strdup(l->rc_key_misc);
+                        return *ret_forward ? HANDLE_FORWARD : -ENOMEM;
                 } else {
                         log_info("Task %s: cancel requested by Lagoon for a task unknown here; answering cancelled.",
                                  msg->task_id);

@@ -56,6 +56,9 @@ typedef struct Peer {
         uint64_t down_at[16];
         bool auto_ack;
         AmqpClient **free_me; /* freed from inside its first delivery callback */
+        unsigned n_returns;
+        char *return_key, *return_body;
+        size_t confirms_at_return; /* n_confirms when the last return came */
 } Peer;
 
 static char harness[PATH_MAX];
@@ -193,6 +196,20 @@ static void on_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdata) {
         p->confirms[p->n_confirms++] = (Confirm){tag, ack};
 }
 
+static void
+on_return(AmqpClient *c, const char *exchange, const char *routing_key, const void *body, size_t size, void *userdata) {
+        Peer *p = userdata;
+
+        ASSERT(strcmp(exchange, EXCHANGE) == 0);
+        p->n_returns++;
+        free(p->return_key);
+        free(p->return_body);
+        p->return_key = strdup(routing_key);
+        p->return_body = strndup(body, size);
+        ASSERT(p->return_key && p->return_body);
+        p->confirms_at_return = p->n_confirms;
+}
+
 static void on_state(AmqpClient *c, bool connected, const char *reason, void *userdata) {
         Peer *p = userdata;
 
@@ -227,6 +244,8 @@ static void peer_clear(Peer *p) {
 static void peer_done(Peer *p) {
         peer_clear(p);
         p->last_reason = mfree(p->last_reason);
+        p->return_key = mfree(p->return_key);
+        p->return_body = mfree(p->return_body);
         for (size_t i = 0; i < ELEMENTSOF(p->reasons); i++)
                 p->reasons[i] = mfree(p->reasons[i]);
 }
@@ -275,6 +294,7 @@ static AmqpClient *client_new_full(Peer *p, const AmqpSettings *settings, const 
                 .delivery = on_delivery,
                 .confirm = on_confirm,
                 .state = on_state,
+                .returned = on_return,
                 .userdata = p,
         };
         AmqpClient *c = NULL;
@@ -431,6 +451,8 @@ int main(void) {
         AmqpQueue queues[] = {
                 {.name = "taskd-test-q1", .exchange = EXCHANGE, .routing_key = "k1"},
                 {.name = "taskd-test-q2", .exchange = EXCHANGE, .routing_key = "k2"},
+                /* declared and bound, never consumed: another consumer's queue */
+                {.name = "taskd-test-q5", .exchange = EXCHANGE, .routing_key = "k5", .no_consume = true},
         };
         uint64_t tag, t0;
         uint16_t port;
@@ -536,6 +558,24 @@ int main(void) {
         ASSERT(run_until(have_confirms, &p, 5 * USEC_PER_SEC));
         ASSERT(p.confirms[0].tag == tag && p.confirms[0].ack);
         printf("ok - 4 MiB body intact\n");
+        peer_clear(&p);
+
+        /* mandatory: a publish no queue takes is returned, then confirmed; one routed to a
+         * declare-only queue is neither returned nor delivered here */
+        ASSERT_OK(amqp_client_publish_as(c, EXCHANGE, "k-nobody", "lost?", 5, NULL, true, &tag));
+        want = 1;
+        ASSERT(run_until(have_confirms, &p, 5 * USEC_PER_SEC));
+        ASSERT(p.confirms[0].tag == tag && p.confirms[0].ack);
+        ASSERT(p.n_returns == 1 && p.confirms_at_return == 0);
+        ASSERT(strcmp(p.return_key, "k-nobody") == 0 && strcmp(p.return_body, "lost?") == 0);
+        ASSERT_OK(amqp_client_publish_as(c, EXCHANGE, "k5", "kept", 4, NULL, true, &tag));
+        want = 2;
+        ASSERT(run_until(have_confirms, &p, 5 * USEC_PER_SEC));
+        ASSERT(p.confirms[1].tag == tag && p.confirms[1].ack);
+        run_for(500 * USEC_PER_MSEC);
+        ASSERT(p.n_returns == 1 && p.n_deliveries == 0);
+        printf("ok - a mandatory publish no queue takes is returned before its confirm; declare-only queue not "
+               "consumed\n");
         peer_clear(&p);
 
         /* reject without requeue: gone; with requeue: delivered again */

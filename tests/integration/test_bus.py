@@ -51,6 +51,11 @@ class BusTestCase(harness.TaskdTestCase):
         body["task"]["service"] = service
         return body
 
+    def cancel_message(self, task_id):
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        return {"key": "deploytarget:task:cancel", "task": {"id": task_id, "name": "x", "taskName": "x"},
+                "project": body["project"], "environment": body["environment"]}
+
 
 class TestBus(BusTestCase):
     def assert_status_shape(self, msg, fixture_name, task_id, status, body):
@@ -210,11 +215,6 @@ class TestBus(BusTestCase):
         self.peer.wait_status("61", "failed")
         self.assertIn("service-not-found", self.peer.task_logs("61")[-1]["message"])
         self.assertEqual(self.peer.queue_depth("jobs"), 0)
-
-    def cancel_message(self, task_id):
-        body, _ = lh.fixture_body("amqp-in-task-standard.json")
-        return {"key": "deploytarget:task:cancel", "task": {"id": task_id, "name": "x", "taskName": "x"},
-                "project": body["project"], "environment": body["environment"]}
 
     def test_cancel_running_queued_unknown(self):
         self.start_daemon(tasks={"MaxRunning": 1})
@@ -477,6 +477,12 @@ class TestCoexistence(BusTestCase):
         # A key nobody knows, and a message without one: remote-controller's too.
         sent.append((pika.BasicProperties(delivery_mode=2), b'{"key": "deploytarget:route:migrate", "misc": {}}'))
         sent.append((pika.BasicProperties(), b'{"project": {"name": "p"}}'))
+        # The cancel of a task unknown here: remote-controller may run it (from before the
+        # switch), and answers it otherwise.
+        with open(os.path.join(lh.FIXTURES, "lagoon", "lagoon-in-task-cancel.json")) as f:
+            cancel = json.loads(f.read(), strict=False)
+        sent.append((pika.BasicProperties(delivery_mode=2), cancel["payload"].encode()))
+        cancel_id = json.loads(cancel["payload"], strict=False)["task"]["id"]
         for props, body in sent:
             self.publish_raw(f"{self.target}:misc", body, props)
         # Builds and removals published for the target land in remote-controller's queues.
@@ -494,6 +500,10 @@ class TestCoexistence(BusTestCase):
         self.assertEqual(self.rc_get("builddeploy", 1)[0][1], build)
         self.assertEqual(self.rc_get("remove", 1)[0][1], remove)
         self.peer.wait_status("101", "complete")
+        # The cancel of a task known here is answered here (its final status again).
+        self.peer.publish(self.cancel_message("101"), "misc")
+        harness.wait_until(lambda: self.peer.poll() or self.peer.status_list("101").count("complete") == 2, 15,
+                           what="the answer to the cancel of a finished task")
         self.peer.settle(1)
         self.assertEqual(self.peer.queue_depth("misc"), 0)
         for q in ("misc", "builddeploy", "remove"):
@@ -501,6 +511,8 @@ class TestCoexistence(BusTestCase):
         # None of them was a task or reported as one.
         self.assertEqual([t["id"] for t in self.client.tasks()], ["101"])
         self.assertEqual({s["meta"]["task"]["id"] for s in self.peer.statuses}, {"101"})
+        self.assertIn(f"Task {cancel_id}: cancel requested by Lagoon for a task unknown here; handed to "
+                      "remote-controller.", d.stderr())
         self.assertIn("Handing a deploytarget:build:cancel message to remote-controller", d.stderr())
         self.assertNotIn("Rejecting", d.stderr())
 
