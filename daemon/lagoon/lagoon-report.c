@@ -406,6 +406,11 @@ int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status,
         return 0;
 }
 
+bool lagoon_log_due(uint64_t sent_total, uint64_t last_size, uint64_t size) {
+        /* sent + size <= (BUDGET - 1) × size: the final log adds at most one more size. */
+        return size != last_size && sent_total <= (uint64_t) (LAGOON_LOG_BUDGET - 2) * size;
+}
+
 /* The API's task id is Int!: a decimal integer that fits 32 bits. */
 static int api_task_id(const LagoonJob *j, int64_t *ret) {
         _cleanup_free_ char *id = NULL;

@@ -65,6 +65,16 @@ int lagoon_report_logs(const LagoonJob *j, const char *log, size_t log_size, cha
  * nothing for other statuses and for "exit-code N" (the output says why). */
 int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status, const char *reason);
 
+/* Log messages of a running task cost a broker message and, in Lagoon, an S3 upload of
+ * the whole log each. A running task's log is sent again (at most every
+ * LogUpdateIntervalSec=) only when it grew and the log bytes sent for it so far stay
+ * within twice its size now (size: as sent, capped): after that send, at most 3× its
+ * size, so all of a task's logs, the final one included, are at most 4× its final log
+ * (LAGOON_LOG_BUDGET), whatever the task writes. For a steady writer that is a send each
+ * time the log grew by half: every 5 s at first, about every 20 min an hour in. */
+#define LAGOON_LOG_BUDGET 4U
+bool lagoon_log_due(uint64_t sent_total, uint64_t last_size, uint64_t size);
+
 /* The body of a GraphQL request for Lagoon's API:
  * {"query":"mutation updateTask($id: Int!, $patch: UpdateTaskPatchInput!) {…}",
  *  "variables":{"id":<task id as number>,"patch":{"status":"RUNNING","started":"…",

@@ -64,7 +64,8 @@ typedef struct Route {
 
 typedef struct LogState {
         char *task_id;
-        uint64_t size; /* task log size when last queued */
+        uint64_t size; /* task log size (capped) when last queued */
+        uint64_t sent; /* log bytes (capped) queued for it so far in this run */
 } LogState;
 
 struct Lagoon {
@@ -506,6 +507,7 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                         const Task *t = tasks[i];
                         _cleanup_free_ char *path = NULL;
                         struct stat st;
+                        uint64_t size;
                         LogState *ls;
                         LagoonJob job;
 
@@ -513,13 +515,16 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                                 continue;
                         if (manager_task_log_path(l->manager, t->id, &path) < 0 || stat(path, &st) < 0)
                                 continue;
+                        size = MIN((uint64_t) st.st_size, config(l)->log_size_max);
                         ls = log_state(l, t->id, true);
-                        if (!ls || ls->size == (uint64_t) st.st_size)
+                        if (!ls || !lagoon_log_due(ls->sent, ls->size, size))
                                 continue;
                         job_from_task(l, t, TASK_RUNNING, &job);
-                        /* The log may grow meanwhile: then the next tick sends it again. */
-                        if (queue_task_logs(l, t, &job) >= 0)
-                                ls->size = (uint64_t) st.st_size;
+                        /* The log may grow meanwhile: then a later tick sends it again. */
+                        if (queue_task_logs(l, t, &job) >= 0) {
+                                ls->size = size;
+                                ls->sent += size;
+                        }
                 }
         /* Forget tasks that are no longer running. */
         for (size_t i = 0; i < l->n_logs; i++) {

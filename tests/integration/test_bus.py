@@ -154,6 +154,26 @@ class TestBus(BusTestCase):
         self.assertEqual(logs[-1]["meta"]["jobStatus"], "failed")
         self.assertIn("line 1\nline 2\nline 3\n", logs[-1]["message"])
 
+    def test_growing_log_is_sent_within_budget(self):
+        """A task writing steadily for 8 s (1 KB every 0.2 s; LogUpdateIntervalSec=1):
+        logs while it runs, and the final one, and all of them together at most 4× the
+        final log (every tick: 5.5×)."""
+        self.start_daemon()
+        self.peer.publish(self.standard_message(
+            "43", "i=0; while [ $i -lt 40 ]; do head -c 1000 /dev/zero | tr '\\0' x; echo \" $i\"; sleep 0.2; "
+                  "i=$((i+1)); done"))
+        self.peer.wait_status("43", "complete", timeout=60)
+        self.peer.settle()
+        logs = self.peer.task_logs("43")
+        running = [m["message"] for m in logs if m["meta"]["jobStatus"] == "running"]
+        final = logs[-1]["message"]
+        self.assertEqual(logs[-1]["meta"]["jobStatus"], "complete")
+        self.assertIn("x 39\n", final)
+        self.assertGreaterEqual(len(running), 3, [len(m) for m in running])
+        self.assertEqual(running, sorted(running, key=len))
+        self.assertTrue(all(final.startswith(m) for m in running))
+        self.assertLessEqual(sum(len(m["message"]) for m in logs), 4 * len(final), [len(m) for m in running])
+
     def test_timeout_reason_in_lagoon_log(self):
         self.start_daemon(tasks={"DefaultTimeoutSec": 1, "KillGraceSec": 1})
         self.peer.publish(self.standard_message("42", "echo before the deadline; sleep 30"))

@@ -286,6 +286,65 @@ TEST(append_result) {
         check_result("out", TASK_RUNNING, "timeout", "out");
 }
 
+/* The daemon's tick (LogUpdateIntervalSec=, 5 s) over a task's life: size_at(t) is the
+ * log's size t seconds in; returns the log bytes sent, the final log included. */
+static uint64_t simulate(uint64_t (*size_at)(unsigned), unsigned seconds, uint64_t cap, unsigned *ret_sends) {
+        uint64_t sent = 0, last = 0, final = MIN(size_at(seconds), cap);
+        unsigned sends = 0;
+
+        for (unsigned t = 5; t < seconds; t += 5) {
+                uint64_t size = MIN(size_at(t), cap);
+
+                if (lagoon_log_due(sent, last, size)) {
+                        sent += size;
+                        last = size;
+                        sends++;
+                }
+        }
+        *ret_sends = sends + 1;
+        return sent + final;
+}
+
+static uint64_t steady(unsigned t) { /* 2 KiB/s */
+        return 2048ULL * t;
+}
+
+static uint64_t burst_then_quiet(unsigned t) { /* 20 MiB in the first minute, then a line a minute */
+        return t < 60 ? 350000ULL * t : 21000000ULL + 100ULL * (t / 60);
+}
+
+static uint64_t slow_start(unsigned t) { /* a line every 30 s, then 100 KiB/s after 50 min */
+        return t < 3000 ? 80ULL * (t / 30) : 8000ULL + 102400ULL * (t - 3000);
+}
+
+TEST(log_schedule) {
+        uint64_t (*const writers[])(unsigned) = {steady, burst_then_quiet, slow_start};
+        uint64_t total, cap = 8 * 1024 * 1024;
+        unsigned sends;
+
+        /* A steady writer for an hour: every 5 s sent the whole log 720 times (360× the
+         * final log); now at most 4×, and still a log the first minute and later on. */
+        total = simulate(steady, 3600, UINT64_MAX, &sends);
+        printf("# steady hour: %u sends, %.2f× the final log\n", sends, (double) total / steady(3600));
+        ASSERT(total <= LAGOON_LOG_BUDGET * steady(3600));
+        ASSERT(sends >= 10 && sends <= 30);
+        ASSERT(lagoon_log_due(0, 0, 1));                       /* the first log at once */
+        ASSERT(lagoon_log_due(2048 * 5, 2048 * 5, 2048 * 10)); /* and the next tick's */
+        ASSERT(!lagoon_log_due(100, 50, 50));                  /* not grown: not sent */
+
+        for (size_t i = 0; i < ELEMENTSOF(writers); i++)
+                for (unsigned hours = 1; hours <= 6; hours++) {
+                        uint64_t final;
+
+                        total = simulate(writers[i], hours * 3600, cap, &sends);
+                        final = MIN(writers[i](hours * 3600), cap);
+                        ASSERT(total <= LAGOON_LOG_BUDGET * final);
+                }
+        /* A log over the cap: it is sent (capped) a few times at most. */
+        total = simulate(burst_then_quiet, 3600, cap, &sends);
+        ASSERT(sends <= 6);
+}
+
 TEST(status_names) {
         _cleanup_free_ char *t = NULL;
 
@@ -636,6 +695,7 @@ int main(void) {
         RUN(status_cancel_not_found);
         RUN(status_names);
         RUN(append_result);
+        RUN(log_schedule);
         RUN(event);
         RUN(logs);
         RUN(invalid_utf8);
