@@ -47,6 +47,7 @@
 #define API_FOLLOWER_LIFETIME_USEC (600 * USEC_PER_SEC)
 #define API_ACCEPT_BATCH 64U
 #define API_CONNECTION_TIMEOUT_SEC 60U
+#define GROUP_RETRY_USEC (10 * USEC_PER_SEC) /* a SocketGroup= that did not exist yet */
 #define API_READ_BLOCK_SIZE ((size_t) 64 * 1024)
 /* Suspended followers are not watched by MHD; check for clients that went away. */
 #define API_FOLLOWER_CHECK_USEC (5 * USEC_PER_SEC)
@@ -78,6 +79,14 @@ struct Api {
         UidCount *uids; /* open connections per peer uid */
         size_t n_uids;
         unsigned n_non_root;
+
+        /* SocketGroup='s gid, looked up when the name changes (a reload), not per
+         * connection: NSS (LDAP, sssd) may block, and this runs on the one loop. A
+         * missing group is looked up again after GROUP_RETRY_USEC. */
+        char *group_name;
+        gid_t group_gid;
+        int group_r;
+        uint64_t group_usec;
 
         Follower *followers;
         bool run_pending; /* a connection was resumed: MHD_run() must come soon */
@@ -948,6 +957,21 @@ static int peer_in_group(int fd, gid_t gid) {
         return -ERANGE;
 }
 
+static int socket_group_gid(Api *a, const char *name, gid_t *ret) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (!streq_ptr(name, a->group_name) || (a->group_r < 0 && now >= a->group_usec + GROUP_RETRY_USEC)) {
+                if (free_and_strdup(&a->group_name, name) < 0)
+                        return -ENOMEM;
+                a->group_r = group_lookup_gid(name, &a->group_gid);
+                a->group_usec = now;
+        }
+        if (a->group_r < 0)
+                return a->group_r;
+        *ret = a->group_gid;
+        return 0;
+}
+
 static int peer_check(Api *a, int fd, Peer *ret) {
         const Config *c = manager_get_config(a->manager);
         struct ucred uc = {};
@@ -968,7 +992,7 @@ static int peer_check(Api *a, int fd, Peer *ret) {
                 return 0;
         }
 
-        r = group_lookup_gid(c ? c->socket_group : NULL, &gid);
+        r = socket_group_gid(a, c ? c->socket_group : NULL, &gid);
         if (r < 0) /* no such group: root only */
                 return 0;
 
@@ -976,13 +1000,17 @@ static int peer_check(Api *a, int fd, Peer *ret) {
                 ret->allowed = true;
                 return 0;
         }
+        /* The peer process's own groups, from the kernel, as the socket file's mode
+         * judges them. */
         r = peer_in_group(fd, gid);
-        if (r < 0)
-                log_debug_errno(r, "Failed to get the API peer's groups, ignoring: %m");
-        if (r > 0) {
-                ret->allowed = true;
+        if (r >= 0) {
+                ret->allowed = r > 0;
                 return 0;
         }
+        log_debug_errno(r, "Failed to get the API peer's groups: %m");
+        if (r != -ENOPROTOOPT)
+                return 0;
+        /* Only without SO_PEERGROUPS (Linux < 4.13): the account's groups, through NSS. */
         r = user_in_group(uc.uid, gid);
         if (r < 0)
                 log_debug_errno(r, "Failed to look up the groups of uid %u, ignoring: %m", (unsigned) uc.uid);
@@ -1619,6 +1647,7 @@ int api_new(sd_event *e, Manager *m, Api **ret) {
         a->event = sd_event_ref(e);
         a->manager = m;
         a->listen_fd = -EBADF;
+        a->group_r = -ENOENT; /* looked up at the first connection */
 
         r = socket_from_systemd(&fd);
         if (r < 0)
@@ -1714,6 +1743,7 @@ Api *api_free(Api *a) {
         if (a->bound_path && unlink(a->bound_path) < 0 && errno != ENOENT)
                 log_debug_errno(errno, "Failed to remove %s: %m", a->bound_path);
         free(a->bound_path);
+        free(a->group_name);
         free(a->uids);
         free(a->accepted);
         sd_event_unref(a->event);
