@@ -123,7 +123,8 @@ struct Follower {
         int connection_fd;
         char *task_id;
         char *log_path;
-        int fd; /* the task log, opened once it exists */
+        int fd;        /* the task log, opened once it exists */
+        uint64_t base; /* where in the log the stream starts */
         bool suspended;
         bool gone;           /* client went away while suspended */
         bool expired;        /* API_FOLLOWER_LIFETIME_USEC passed */
@@ -133,6 +134,7 @@ struct Follower {
 
 typedef struct FileReader {
         int fd;
+        uint64_t base; /* where in the log the body starts (?tail=, ?offset=) */
 } FileReader;
 
 /* clang-format off */
@@ -742,7 +744,7 @@ static ssize_t file_reader(void *userdata, uint64_t pos, char *buf, size_t max) 
         ssize_t n;
 
         do
-                n = pread(f->fd, buf, max, (off_t) pos);
+                n = pread(f->fd, buf, max, (off_t) (f->base + pos));
         while (n < 0 && errno == EINTR);
         if (n <= 0) /* error, or the file shrank below the announced size */
                 return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -817,7 +819,7 @@ static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max
 
         if (f->fd >= 0) {
                 do
-                        n = pread(f->fd, buf, max, (off_t) pos);
+                        n = pread(f->fd, buf, max, (off_t) (f->base + pos));
                 while (n < 0 && errno == EINTR);
                 if (n < 0) {
                         log_warning_errno(errno, "Failed to read task log %s: %m", f->log_path);
@@ -837,12 +839,65 @@ static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max
         return 0;
 }
 
+/* Where the last n lines of a task log begin, read backwards in blocks. The log holds
+ * whole lines; its final newline starts none. */
+static int log_tail_offset(int fd, uint64_t size, uint64_t n, uint64_t *ret) {
+        char buf[64 * 1024];
+        uint64_t end = size, seen = 0;
+
+        while (n > 0 && end > 0) {
+                size_t k = (size_t) MIN((uint64_t) sizeof(buf), end);
+                ssize_t got = pread(fd, buf, k, (off_t) (end - k));
+
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got < 0)
+                        return -errno;
+                if ((size_t) got != k)
+                        return -EIO; /* a log only grows */
+                for (size_t i = k; i > 0; i--) {
+                        uint64_t after = end - k + i;
+
+                        if (buf[i - 1] == '\n' && after != size && ++seen == n) {
+                                *ret = after;
+                                return 0;
+                        }
+                }
+                end -= k;
+        }
+        *ret = n == 0 ? size : 0;
+        return 0;
+}
+
+/* ?tail=N (the last N lines) or ?offset=BYTES (from there: a follower resuming) into the
+ * log's start offset, clamped to its size. The answer names it (Lagoon-Log-Offset). */
+static int logs_start(struct MHD_Connection *connection, int fd, uint64_t size, uint64_t *ret, char **ret_error) {
+        const char *tail = NULL, *offset = NULL;
+        uint64_t v = 0;
+
+        if (get_text_argument(connection, "tail", &tail) < 0 || get_text_argument(connection, "offset", &offset) < 0)
+                return error_message(ret_error, -EINVAL, "a query argument holds a NUL byte");
+        if (tail && offset)
+                return error_message(ret_error, -EINVAL, "'tail' and 'offset' do not go together");
+        if (tail && parse_uint64(tail, &v) < 0)
+                return error_message(ret_error, -EINVAL, "invalid value for 'tail', expected a number of lines");
+        if (offset && parse_uint64(offset, &v) < 0)
+                return error_message(ret_error, -EINVAL, "invalid value for 'offset', expected a byte offset");
+        if (tail && fd >= 0)
+                return log_tail_offset(fd, size, v, ret);
+        *ret = offset ? MIN(v, size) : 0;
+        return 0;
+}
+
 static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, const char *id) {
-        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *path = NULL, *error = NULL;
         _cleanup_close_ int fd = -EBADF;
         struct MHD_Response *response;
         const char *follow_arg;
         bool follow = false;
+        uint64_t base = 0;
+        struct stat st = {};
+        char base_text[32];
         int r;
 
         if (!manager_get_task(a->manager, id))
@@ -866,6 +921,20 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
         if (r < 0)
                 return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
                                      "failed to find the log of task '%s': %s", id, strerror(-r));
+        r = open_log(path, &fd);
+        if (r >= 0 && fstat(fd, &st) < 0)
+                r = -errno;
+        if (r < 0 && r != -ENOENT) /* ENOENT: no output yet */
+                return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
+                                     "failed to open the log of task '%s': %s", id, strerror(-r));
+        r = logs_start(connection, fd, (uint64_t) st.st_size, &base, &error);
+        if (r == -ENOMEM)
+                return respond_oom(connection);
+        if (r == -EINVAL)
+                return respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad-request", "%s", error);
+        if (r < 0)
+                return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
+                                     "failed to read the log of task '%s': %s", id, strerror(-r));
 
         if (follow) {
                 const union MHD_ConnectionInfo *info;
@@ -874,7 +943,8 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
                 f = calloc(1, sizeof(Follower));
                 if (!f)
                         return respond_oom(connection);
-                f->fd = -EBADF;
+                f->fd = TAKE_FD(fd);
+                f->base = base;
                 f->connection = connection;
                 info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
                 f->connection_fd = info ? info->connect_fd : -EBADF;
@@ -898,35 +968,31 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
                 if (f->next)
                         f->next->prev = f;
                 a->followers = f;
-        } else {
+        } else if (fd < 0)
+                response = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        else {
                 FileReader *reader;
-                struct stat st;
-
-                r = open_log(path, &fd);
-                if (r == -ENOENT) /* no output yet */
-                        return queue_and_destroy(connection, MHD_HTTP_OK,
-                                                 response_from_string(NULL, 0, "text/plain; charset=utf-8"));
-                if (r >= 0 && fstat(fd, &st) < 0)
-                        r = -errno;
-                if (r < 0)
-                        return respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal-error",
-                                             "failed to open the log of task '%s': %s", id, strerror(-r));
 
                 reader = calloc(1, sizeof(FileReader));
                 if (!reader)
                         return respond_oom(connection);
                 reader->fd = TAKE_FD(fd);
+                reader->base = base;
 
-                response = MHD_create_response_from_callback((uint64_t) st.st_size, API_READ_BLOCK_SIZE, file_reader,
-                                                             reader, file_reader_free);
+                response = MHD_create_response_from_callback((uint64_t) st.st_size - base, API_READ_BLOCK_SIZE,
+                                                             file_reader, reader, file_reader_free);
                 if (!response) {
                         file_reader_free(reader);
                         return respond_oom(connection);
                 }
         }
 
+        if (!response)
+                return respond_oom(connection);
+        snprintf(base_text, sizeof(base_text), "%" PRIu64, base);
         if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8") != MHD_YES ||
-            MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES) {
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES ||
+            MHD_add_response_header(response, "Lagoon-Log-Offset", base_text) != MHD_YES) {
                 MHD_destroy_response(response);
                 return MHD_NO;
         }

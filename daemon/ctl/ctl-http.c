@@ -5,9 +5,11 @@
  * broke", which the follow loop retries), and the buffering or streaming of bodies. */
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <sys/un.h>
 
 #include "ctl-http.h"
+#include "parse-util.h"
 
 /* A task list or a whole log read without following: generous, but bounded. */
 #define BODY_MAX (256U * 1024U * 1024U)
@@ -25,6 +27,7 @@ struct CtlHttp {
         ctl_http_tick_t tick;
         void *tick_userdata;
         uint64_t tick_next; /* CLOCK_MONOTONIC */
+        uint64_t log_offset;
 };
 
 typedef struct Transfer {
@@ -148,6 +151,34 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *userdata) {
+        CtlHttp *h = userdata;
+        size_t n = size * nmemb;
+        static const char name[] = "lagoon-log-offset:";
+        char value[32];
+        size_t k;
+
+        if (n <= strlen(name) || strncasecmp(data, name, strlen(name)) != 0)
+                return n;
+        data += strlen(name);
+        k = n - strlen(name);
+        while (k > 0 && strchr(" \t", *data))
+                data++, k--;
+        while (k > 0 && strchr(" \t\r\n", data[k - 1]))
+                k--;
+        if (k > 0 && k < sizeof(value)) {
+                memcpy(value, data, k);
+                value[k] = 0;
+                if (parse_uint64(value, &h->log_offset) < 0)
+                        h->log_offset = UINT64_MAX;
+        }
+        return n;
+}
+
+uint64_t ctl_http_log_offset(const CtlHttp *h) {
+        return h->log_offset;
+}
+
 static int xferinfo_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
         Transfer *t = userdata;
         CtlHttp *h = t->http;
@@ -224,6 +255,7 @@ int ctl_http_request(CtlHttp *h,
 
         h->connect_failed = false;
         h->error[0] = 0;
+        h->log_offset = UINT64_MAX;
 
         if (asprintf(&url, "http://localhost%s", path) < 0)
                 return -ENOMEM;
@@ -239,6 +271,8 @@ int ctl_http_request(CtlHttp *h,
             curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, h->error) != CURLE_OK ||
             curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, write_cb) != CURLE_OK ||
             curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &t) != CURLE_OK ||
+            curl_easy_setopt(h->curl, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK ||
+            curl_easy_setopt(h->curl, CURLOPT_HEADERDATA, h) != CURLE_OK ||
             curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "lagoon-taskctl/" PACKAGE_VERSION) != CURLE_OK ||
             curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK)
                 return -ENOMEM;

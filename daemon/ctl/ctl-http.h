@@ -52,6 +52,11 @@ int ctl_http_request(CtlHttp *h,
 typedef int (*ctl_http_tick_t)(void *userdata);
 void ctl_http_set_tick(CtlHttp *h, ctl_http_tick_t tick, void *userdata);
 
+/* The Lagoon-Log-Offset header of the last request's answer (where a log answer starts
+ * in the task log), UINT64_MAX without one; known as soon as the headers are in, so
+ * also after a stream that broke. */
+uint64_t ctl_http_log_offset(const CtlHttp *h);
+
 bool ctl_http_connect_failed(const CtlHttp *h);
 /* Whether any request got a response: a later connect failure is then a daemon restart. */
 bool ctl_http_ever_answered(const CtlHttp *h);

@@ -44,7 +44,7 @@ static bool arg_json = false;
 /* The verbs' own options (see the verbs' option tables). */
 static const char *arg_id = NULL, *arg_name = NULL, *arg_service = NULL, *arg_project = NULL, *arg_environment = NULL,
                   *arg_timeout = NULL, *arg_file = NULL, *arg_status = NULL;
-static const char *arg_time = NULL;
+static const char *arg_time = NULL, *arg_tail = NULL;
 static uint64_t arg_timeout_usec = UINT64_MAX;
 static bool arg_wait = false, arg_argv = false, arg_no_trunc = false, arg_follow = false, arg_no_wait = false;
 static LsFormat arg_format = LS_TABLE;
@@ -102,7 +102,7 @@ static void help(void) {
                "  run [OPTIONS] --file=FILE      The same with the script in FILE (- for stdin)\n"
                "  ls [OPTIONS]                   List tasks (also: list)\n"
                "  show ID                        Show a task (also: inspect)\n"
-               "  logs [-f] ID                   Print a task's output; -f follows it until the\n"
+               "  logs [-f] [-n N] ID            Print a task's output; -f follows it until the\n"
                "                                 task ends\n"
                "  cancel [--no-wait] [-t D] ID   Cancel a queued or running task and wait until it\n"
                "                                 has ended (also: stop)\n"
@@ -144,6 +144,7 @@ static void help(void) {
                "  -t --time=DURATION       SIGKILL after DURATION instead of KillGraceSec=\n"
                "Options of logs:\n"
                "  -f --follow              Keep printing output until the task ends\n"
+               "  -n --tail=N              Begin with the last N lines\n"
                "\n"
                "Exit status of run --wait and wait:\n"
                "  N    the task ran and its command exited with N (0: complete)\n"
@@ -375,29 +376,56 @@ static void sleep_usec(uint64_t usec) {
                 ;
 }
 
+/* Appends "&key=value" (the first one with '?'), value percent-encoded. */
+static int append_query(char **path, const char *key, const char *value) {
+        _cleanup_free_ char *enc = malloc(strlen(value) * 3 + 1), *joined = NULL;
+        char *p = enc;
+
+        if (!enc)
+                return -ENOMEM;
+        for (const unsigned char *c = (const unsigned char *) value; *c; c++)
+                if (isalnum(*c) || strchr("-._~", *c))
+                        *p++ = (char) *c;
+                else
+                        p += sprintf(p, "%%%02X", *c);
+        *p = 0;
+        if (asprintf(&joined, "%s%c%s=%s", *path, strchr(*path, '?') ? '&' : '?', key, enc) < 0)
+                return -ENOMEM;
+        free(*path);
+        *path = TAKE_PTR(joined);
+        return 0;
+}
+
 /* Streams the task's log to fd until the task has ended, then returns the final task.
  * A stream that ends early (daemon restarting, or a follower the daemon let go) is
  * resumed; lost connections are retried for RECONNECT_LIMIT_USEC once the daemon has
  * answered at all, so a restart of lagoon-taskd does not end a wait. */
 static int follow_task(CtlHttp *h, const char *id, int fd, CtlResponse *ret_resp, JsonValue **ret_task) {
-        _cleanup_free_ char *logs_path = NULL;
         Follow f = {
                 .fd = fd,
         };
         uint64_t pause = POLL_MIN_USEC, retry_until = 0;
+        /* Where in the task log the output shown starts: with --tail, the daemon says. */
+        uint64_t base = arg_tail ? UINT64_MAX : 0;
         bool warned = false;
         int r;
 
-        if (task_path(id, "/logs?follow=1", &logs_path) < 0)
-                return oom();
-
         for (;;) {
                 _cleanup_json_ JsonValue *task = NULL;
+                _cleanup_free_ char *logs_path = NULL, *offset = NULL;
                 CtlResponse resp = {};
                 bool transient = false;
 
+                if (base != UINT64_MAX && asprintf(&offset, "%" PRIu64, base) < 0)
+                        return oom();
+                if (task_path(id, "/logs?follow=1", &logs_path) < 0 ||
+                    (base == UINT64_MAX && append_query(&logs_path, "tail", arg_tail) < 0) ||
+                    (base != UINT64_MAX && base > 0 && append_query(&logs_path, "offset", offset) < 0))
+                        return oom();
                 f.offset = 0;
                 r = ctl_http_request(h, "GET", logs_path, NULL, /* stream= */ true, follow_sink, &f, &resp);
+                if (base == UINT64_MAX)
+                        base = ctl_http_log_offset(h);
                 if (f.write_error < 0) {
                         if (f.write_error != -EPIPE)
                                 ctl_error("cannot write output: %s", strerror(-f.write_error));
@@ -865,26 +893,6 @@ static size_t terminal_columns(void) {
         return ws.ws_col;
 }
 
-/* Appends "&key=value" (the first one with '?'), value percent-encoded. */
-static int append_query(char **path, const char *key, const char *value) {
-        _cleanup_free_ char *enc = malloc(strlen(value) * 3 + 1), *joined = NULL;
-        char *p = enc;
-
-        if (!enc)
-                return -ENOMEM;
-        for (const unsigned char *c = (const unsigned char *) value; *c; c++)
-                if (isalnum(*c) || strchr("-._~", *c))
-                        *p++ = (char) *c;
-                else
-                        p += sprintf(p, "%%%02X", *c);
-        *p = 0;
-        if (asprintf(&joined, "%s%c%s=%s", *path, strchr(*path, '?') ? '&' : '?', key, enc) < 0)
-                return -ENOMEM;
-        free(*path);
-        *path = TAKE_PTR(joined);
-        return 0;
-}
-
 static int parse_ls_option(int c) {
         switch (c) {
         case ARG_NO_TRUNC:
@@ -995,8 +1003,16 @@ static int logs_sink(const void *data, size_t size, void *userdata) {
 }
 
 static int parse_logs_option(int c) {
-        if (c == 'f')
+        switch (c) {
+        case 'f':
                 arg_follow = true;
+                break;
+        case 'n':
+                if (parse_uint64(optarg, NULL) < 0)
+                        return usage_error("logs: --tail: invalid number of lines '%s'", optarg);
+                arg_tail = optarg;
+                break;
+        }
         return 0;
 }
 
@@ -1010,7 +1026,7 @@ static int verb_logs(CtlHttp *h, char **args, int n_args) {
         if (arg_follow)
                 return follow_task(h, id, STDOUT_FILENO, &resp, &task) < 0 ? EXIT_API_ERROR : 0;
 
-        if (task_path(id, "/logs", &path) < 0)
+        if (task_path(id, "/logs", &path) < 0 || (arg_tail && append_query(&path, "tail", arg_tail) < 0))
                 return ctl_error("out of memory"), EXIT_API_ERROR;
         r = ctl_http_request(h, "GET", path, NULL, /* stream= */ false, logs_sink, NULL, &resp);
         if (r == -EPIPE)
@@ -1294,7 +1310,8 @@ typedef struct Verb {
 #define HELP_SHOW "Show a task as \"key: value\" lines (show and inspect are the same).\n"
 #define HELP_LOGS \
         "Print a task's output.\n\n" \
-        "  -f --follow              Keep printing output until the task ends\n"
+        "  -f --follow              Keep printing output until the task ends\n" \
+        "  -n --tail=N              Begin with the last N lines\n"
 #define HELP_CANCEL \
         "Cancel a queued task at once, a running one with SIGTERM, then SIGKILL after\n" \
         "KillGraceSec= (cancel and stop are the same), and wait until it has ended. Prints\n" \
@@ -1334,6 +1351,7 @@ static const struct option ls_options[] = {
 };
 static const struct option logs_options[] = {
         {"follow", no_argument, NULL, 'f'},
+        {"tail", required_argument, NULL, 'n'},
         {},
 };
 static const struct option cancel_options[] = {
@@ -1351,8 +1369,8 @@ static const Verb verbs[] = {
          .stop_at_args = true, .run = verb_run, .args = ARGS_RUN, .help = HELP_RUN},
         {"ls", "list", .short_options = "qo:", .options = ls_options, .parse = parse_ls_option, .run = verb_ls,
          .args = "[OPTIONS]", .help = HELP_LS},
-        {"logs", .short_options = "f", .options = logs_options, .parse = parse_logs_option, .min_args = 1,
-         .max_args = 1, .ids = true, .no_json = true, .run = verb_logs, .args = "[-f] ID", .help = HELP_LOGS},
+        {"logs", .short_options = "fn:", .options = logs_options, .parse = parse_logs_option, .min_args = 1,
+         .max_args = 1, .ids = true, .no_json = true, .run = verb_logs, .args = "[-f] [-n N] ID", .help = HELP_LOGS},
         {"show", "inspect", .min_args = 1, .max_args = 1, .ids = true, .run = verb_show, .args = "ID",
          .help = HELP_SHOW},
         {"cancel", "stop", .short_options = "t:", .options = cancel_options, .parse = parse_cancel_option,

@@ -155,8 +155,8 @@ int parse_duration(const char *s, uint64_t *ret_usec) {
         return 0;
 }
 
-int parse_unsigned(const char *s, unsigned *ret) {
-        unsigned long long v = 0;
+int parse_uint64(const char *s, uint64_t *ret) {
+        uint64_t v = 0;
 
         if (isempty(s))
                 return -EINVAL;
@@ -164,11 +164,25 @@ int parse_unsigned(const char *s, unsigned *ret) {
         for (const char *p = s; *p; p++) {
                 if (*p < '0' || *p > '9')
                         return -EINVAL;
-                v = v * 10 + (unsigned) (*p - '0');
-                if (v > UINT_MAX)
+                if (v > (UINT64_MAX - (uint64_t) (*p - '0')) / 10)
                         return -ERANGE;
+                v = v * 10 + (uint64_t) (*p - '0');
         }
 
+        if (ret)
+                *ret = v;
+        return 0;
+}
+
+int parse_unsigned(const char *s, unsigned *ret) {
+        uint64_t v;
+        int r;
+
+        r = parse_uint64(s, &v);
+        if (r < 0)
+                return r;
+        if (v > UINT_MAX)
+                return -ERANGE;
         if (ret)
                 *ret = (unsigned) v;
         return 0;

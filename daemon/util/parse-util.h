@@ -10,6 +10,7 @@
  * A bare number is seconds. Returns 0, -EINVAL, -ERANGE. */
 int parse_duration(const char *s, uint64_t *ret_usec);
 int parse_unsigned(const char *s, unsigned *ret); /* decimal, no sign, -EINVAL/-ERANGE */
+int parse_uint64(const char *s, uint64_t *ret);   /* the same, up to UINT64_MAX */
 int parse_boolean(const char *s);                 /* yes/no/true/false/on/off/1/0 → 1/0, -EINVAL */
 /* The value 0-63 of a character of the standard base64 alphabet (RFC 4648 §4), -1 for others. */
 int base64_char_value(char c);

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* libFuzzer target for the POST /v1/tasks body parser (api_parse_task_request) and the
- * request path router (api_route), both fed outside input by the control API. */
+/* libFuzzer target for the POST /v1/tasks body parser (api_parse_task_request), the
+ * request path router (api_route) and the parsers of query arguments (?tail=, ?offset=,
+ * ?time=), all fed outside input by the control API. */
 
 #include <stdint.h>
 #include <string.h>
 
 #include "api.h"
+#include "parse-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,6 +37,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             (route == API_ROUTE_TASK || route == API_ROUTE_TASK_LOGS || route == API_ROUTE_TASK_CANCEL) &&
             !task_id_is_valid(id))
                 __builtin_trap();
+
+        /* and as a query argument's value */
+        if (path) {
+                uint64_t v, d;
+
+                if (parse_uint64(path, &v) >= 0 && (isempty(path) || strspn(path, "0123456789") != strlen(path)))
+                        __builtin_trap();
+                (void) parse_duration(path, &d);
+        }
 
         return 0;
 }

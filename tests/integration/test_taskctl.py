@@ -258,6 +258,42 @@ class TestTaskctl(harness.TaskdTestCase):
         for b in blockers[1:]:
             self.client.cancel(b)
 
+    def test_logs_tail(self):
+        done, live = self.new_id("done"), self.new_id("live")
+        self.submit_ok("seq 1 5", id=done)
+        self.client.wait_final(done)
+        self.assertEqual(self.ctl_ok("logs", "--tail=2", done).stdout, "4\n5\n")
+        self.assertEqual(self.ctl_ok("logs", done, "-n", "1").stdout, "5\n")
+        self.assertEqual(self.ctl_ok("logs", "--tail=0", done).stdout, "")
+        self.assertEqual(self.ctl_ok("logs", "--tail=99", done).stdout, "1\n2\n3\n4\n5\n")
+        self.assertEqual(self.ctl_ok("logs", "-f", "-n", "2", done).stdout, "4\n5\n")
+        # Following from the tail, across a daemon restart: nothing repeated, nothing lost.
+        self.submit_ok("seq 1 3; sleep 3; echo four", id=live)
+        harness.wait_until(lambda: self.client.get(f"/v1/tasks/{live}/logs").body == b"1\n2\n3\n", 15,
+                           what="three lines")
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "logs", "-f", "--tail=1", live],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.track_process(p)
+        time.sleep(0.5)
+        self.d.restart()
+        out, err = p.communicate(timeout=30)
+        self.assertEqual((p.returncode, out), (0, "3\nfour\n"), err)
+        self.assertIn("lost connection", err)  # it did reconnect
+
+        r = self.client.get(f"/v1/tasks/{done}/logs?tail=2")
+        self.assertEqual((r.status, r.body, r.headers.get("lagoon-log-offset")), (200, b"4\n5\n", "6"))
+        r = self.client.get(f"/v1/tasks/{done}/logs?offset=4")
+        self.assertEqual((r.body, r.headers.get("lagoon-log-offset")), (b"3\n4\n5\n", "4"))
+        self.assertEqual(self.client.get(f"/v1/tasks/{done}/logs?offset=99999").body, b"")
+        for q in ("tail=abc", "tail=-1", "tail=", "tail=1%00", "tail=99999999999999999999999", "tail=1&offset=0",
+                  "offset=x", "offset=-5", "tail=+1", "tail=0x10"):
+            r = self.client.get(f"/v1/tasks/{done}/logs?{q}")
+            self.assertEqual((r.status, r.json["error"]), (400, "bad-request"), q)
+            r = self.client.get(f"/v1/tasks/{done}/logs?follow=1&{q}")
+            self.assertEqual(r.status, 400, q)
+        for bad in ("abc", "-1", ""):
+            self.assertEqual(self.taskctl("logs", f"--tail={bad}", done).returncode, 2, bad)
+
     def test_wait_several_and_timeout(self):
         ok, bad, slow = self.new_id("ok"), self.new_id("bad"), self.new_id("slow")
         self.submit_ok("sleep 1; echo ok", id=ok)

@@ -181,6 +181,21 @@ static void test_parse_unsigned(void) {
         ASSERT(u == 7); /* untouched on failure */
 }
 
+static void test_parse_uint64(void) {
+        uint64_t v = 7;
+
+        ASSERT(parse_uint64("0", &v) == 0 && v == 0);
+        ASSERT(parse_uint64("4294967296", &v) == 0 && v == 4294967296ULL);
+        ASSERT(parse_uint64("18446744073709551615", &v) == 0 && v == UINT64_MAX);
+        v = 7;
+        ASSERT(parse_uint64("18446744073709551616", &v) == -ERANGE);
+        ASSERT(parse_uint64("184467440737095516150", &v) == -ERANGE);
+        ASSERT(parse_uint64("", &v) == -EINVAL);
+        ASSERT(parse_uint64("-1", &v) == -EINVAL);
+        ASSERT(parse_uint64("1 ", &v) == -EINVAL);
+        ASSERT(v == 7);
+}
+
 static void test_parse_boolean(void) {
         static const char *const yes[] = {"1", "yes", "YES", "y", "true", "True", "t", "on", "ON"};
         static const char *const no[] = {"0", "no", "No", "n", "false", "FALSE", "f", "off", "Off"};
@@ -326,6 +341,7 @@ int main(void) {
         test_parse_duration();
         test_format_duration();
         test_parse_unsigned();
+        test_parse_uint64();
         test_parse_boolean();
         test_split_words();
         test_url_host_is_loopback();
