@@ -188,18 +188,13 @@ move_aside(Store *s, const char *name, int error, const char *message, store_cor
 }
 
 int store_load_all(Store *s, store_load_cb_t cb, store_corrupt_cb_t corrupt_cb, void *userdata) {
-        _cleanup_close_ int dfd = -EBADF;
-        DIR *d;
+        DIR *d = NULL;
         struct dirent *de;
-        int r = 0;
+        int r;
 
-        dfd = open(s->tasks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        d = fdopendir(dfd);
-        if (!d)
-                return -errno;
-        TAKE_FD(dfd);
+        r = dir_open(s->tasks_dir, &d);
+        if (r < 0)
+                return r;
 
         while ((de = readdir(d))) {
                 _cleanup_free_ char *path = NULL, *text = NULL, *error = NULL, *id = NULL;
@@ -271,18 +266,13 @@ int store_container_dir(Store *s, const char *id, char **ret) {
 
 int store_list_container_dirs(Store *s, char ***ret) {
         _cleanup_strv_free_ char **ids = NULL;
-        _cleanup_close_ int dfd = -EBADF;
         struct dirent *de;
-        DIR *d;
-        int r = 0;
+        DIR *d = NULL;
+        int r;
 
-        dfd = open(s->containers_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        d = fdopendir(dfd);
-        if (!d)
-                return -errno;
-        TAKE_FD(dfd);
+        r = dir_open(s->containers_dir, &d);
+        if (r < 0)
+                return r;
         while ((de = readdir(d)))
                 if (de->d_type == DT_DIR && task_id_is_valid(de->d_name) && (r = strv_extend(&ids, de->d_name)) < 0)
                         break;

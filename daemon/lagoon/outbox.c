@@ -702,7 +702,7 @@ static void move_to_corrupt(int dfd, int corrupt_fd, const char *name, int error
 
 static int outbox_load(Outbox *o, unsigned *ret_n_corrupt) {
         _cleanup_(entry_list_done) EntryList list = {};
-        _cleanup_close_ int dfd = -EBADF, corrupt_fd = -EBADF;
+        _cleanup_close_ int corrupt_fd = -EBADF;
         unsigned n_corrupt = 0;
         uint64_t max_seq = 0, reserved;
         struct dirent *de;
@@ -712,13 +712,9 @@ static int outbox_load(Outbox *o, unsigned *ret_n_corrupt) {
         corrupt_fd = open(o->corrupt_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (corrupt_fd < 0)
                 log_debug_errno(errno, "Failed to open %s: %m", o->corrupt_dir);
-        dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        d = fdopendir(dfd);
-        if (!d)
-                return -errno;
-        TAKE_FD(dfd);
+        r = dir_open(o->dir, &d);
+        if (r < 0)
+                return r;
 
         while ((de = readdir(d))) {
                 _cleanup_(outbox_entry_freep) OutboxEntry *e = NULL;

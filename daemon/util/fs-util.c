@@ -172,6 +172,22 @@ int mkdir_p(const char *path, mode_t mode) {
         return 0;
 }
 
+int dir_open(const char *path, DIR **ret) {
+        int fd;
+        DIR *d;
+
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        *ret = d;
+        return 0;
+}
+
 static int rm_rf_children(int dfd, dev_t dev) {
         DIR *d;
         struct dirent *de;

@@ -3,6 +3,7 @@
 
 /* File system helpers shared by the modules. */
 
+#include <dirent.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -18,6 +19,9 @@ int read_regular_file_at(int dir_fd, const char *name, size_t max_size, char **r
 /* Durable replace: temporary file in the same directory, fsync, rename, fsync dir. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
+/* A directory opened for readdir(), its fd O_CLOEXEC (conmon and runc must not inherit
+ * it); -errno. */
+int dir_open(const char *path, DIR **ret);
 /* Removes a tree; never crosses into another file system (a mount point is left
  * and reported as -EBUSY). Missing path is fine. */
 int rm_rf(const char *path);
