@@ -110,8 +110,9 @@ static int set_string_map(JsonValue *obj, const char *key, const char *const *pa
         return 0;
 }
 
-static int pod_skeleton(const TaskPodParams *p, JsonValue **ret) {
-        _cleanup_(json_freep) JsonValue *pod = json_new_object();
+/* The pod around spec (taken, also on failure): its name, namespace, labels and annotations. */
+static int pod_make(const TaskPodParams *p, JsonValue *spec, JsonValue **ret) {
+        _cleanup_(json_freep) JsonValue *pod = json_new_object(), *spec_owned = spec;
         JsonValue *meta = NULL;
         int r;
 
@@ -133,6 +134,9 @@ static int pod_skeleton(const TaskPodParams *p, JsonValue **ret) {
         r = set_string_map(meta, "annotations",
                            (const char *const[]){"cluster-autoscaler.kubernetes.io/safe-to-evict", "false",
                                                  TASK_POD_ANNOTATION_TASK_ID, p->task_id, NULL});
+        if (r < 0)
+                return r;
+        r = json_object_set(pod, "spec", TAKE_PTR(spec_owned));
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(pod);
@@ -161,7 +165,7 @@ static int check_params(const TaskPodParams *p, char **ret_error) {
 }
 
 int task_pod_standard(const JsonValue *deployment, const TaskPodParams *p, JsonValue **ret, char **ret_error) {
-        _cleanup_(json_freep) JsonValue *pod = NULL, *spec = NULL;
+        _cleanup_(json_freep) JsonValue *spec = NULL;
         const JsonValue *template_spec;
         JsonValue *containers;
         int r;
@@ -208,14 +212,7 @@ int task_pod_standard(const JsonValue *deployment, const TaskPodParams *p, JsonV
         if (r < 0)
                 return r;
 
-        r = pod_skeleton(p, &pod);
-        if (r < 0)
-                return r;
-        r = json_object_set(pod, "spec", TAKE_PTR(spec));
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(pod);
-        return 0;
+        return pod_make(p, TAKE_PTR(spec), ret);
 }
 
 static int
@@ -260,7 +257,7 @@ static int add_env_from(JsonValue *list, const char *kind, char *const *names) {
 }
 
 int task_pod_advanced(const TaskPodParams *p, JsonValue **ret, char **ret_error) {
-        _cleanup_(json_freep) JsonValue *pod = NULL, *spec = json_new_object(), *container = json_new_object(),
+        _cleanup_(json_freep) JsonValue *spec = json_new_object(), *container = json_new_object(),
                                         *volumes = json_new_array(), *mounts = json_new_array(),
                                         *env = json_new_array(), *env_from = json_new_array(),
                                         *containers = json_new_array();
@@ -322,14 +319,7 @@ int task_pod_advanced(const TaskPodParams *p, JsonValue **ret, char **ret_error)
         if (p->deployer_token && (r = json_object_set_string(spec, "serviceAccountName", "lagoon-deployer")) < 0)
                 return r;
 
-        r = pod_skeleton(p, &pod);
-        if (r < 0)
-                return r;
-        r = json_object_set(pod, "spec", TAKE_PTR(spec));
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(pod);
-        return 0;
+        return pod_make(p, TAKE_PTR(spec), ret);
 }
 
 void task_pod_state_done(TaskPodState *s) {
