@@ -1153,15 +1153,20 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
         (void) arm_deadline(m, mt);
 }
 
+/* A lookup for mt's launch answered: false when the task was cancelled meanwhile. */
+static bool lookup_done(Manager *m, ManagedTask *mt) {
+        mt->lookup = node_lookup_cancel(mt->lookup);
+        if (m->n_running > 0)
+                m->n_running--; /* the launch counts it again */
+        return mt->task->status == TASK_PENDING;
+}
+
 static void on_node_lookup(NodeLookup *l, int error, const char *reason, NodeService *svc, void *userdata) {
         ManagedTask *mt = userdata;
         Manager *m = mt->manager;
 
-        mt->lookup = node_lookup_cancel(mt->lookup);
-        if (m->n_running > 0)
-                m->n_running--; /* the launch counts it again */
-        if (mt->task->status != TASK_PENDING)
-                return; /* cancelled meanwhile */
+        if (!lookup_done(m, mt))
+                return;
         if (error < 0) {
                 log_warning("Task %s: %s", mt->task->id, strna(reason));
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "service-not-found");
@@ -1179,11 +1184,8 @@ static void on_advanced_context(NodeLookup *l, NodeAdvancedContext *ctx, void *u
         ManagedTask *mt = userdata;
         Manager *m = mt->manager;
 
-        mt->lookup = node_lookup_cancel(mt->lookup);
-        if (m->n_running > 0)
-                m->n_running--; /* the launch counts it again */
-        if (mt->task->status != TASK_PENDING)
-                return; /* cancelled meanwhile */
+        if (!lookup_done(m, mt))
+                return;
         manager_launch_pod(m, mt, NULL, ctx);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
