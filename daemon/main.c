@@ -97,10 +97,20 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_error_errno(r, "New configuration is invalid, keeping the old one: %m");
                 manager_note_reload(ctx->manager, r, "invalid configuration (the journal says why), the old one stays");
         } else {
+                _cleanup_strv_free_ char **changes = NULL;
+
+                /* Key by key, so the journal says what a reload did (never a secret's value). */
+                if (config_changes(manager_get_config(ctx->manager), c, &changes) < 0)
+                        log_oom();
                 apply_log_level(c);
                 (void) manager_set_config(ctx->manager, TAKE_PTR(c));
                 manager_note_reload(ctx->manager, 0, NULL);
-                log_info("Configuration reloaded.");
+                for (char **l = changes; l && *l; l++)
+                        log_info("Configuration change: %s", *l);
+                if (changes && !changes[0])
+                        log_info("Configuration reloaded: nothing changed.");
+                else
+                        log_info("Configuration reloaded.");
         }
         (void) sd_notify(false, "READY=1");
         return 0;

@@ -778,6 +778,7 @@ Config *config_free(Config *c) {
         free(c->default_project);
         free(c->default_environment);
         strv_free(c->secrets);
+        strv_free(c->assignments);
 
         for (size_t i = 0; i < c->n_services; i++)
                 service_config_done(c->services + i);
@@ -1008,10 +1009,150 @@ static char *strstrip(char *s) {
         return s;
 }
 
+/* Keeps Config.assignments in step with what config_item_apply() did: an assignment
+ * replaces the key's earlier one, a list's appends, and an empty one of either drops what
+ * was there (default, or empty list). */
+static int record_assignment(Config *c, const ParseState *st, const ConfigItem *item, const char *value) {
+        _cleanup_free_ char *prefix = NULL;
+        char *entry;
+        size_t n = 0;
+
+        if (asprintf(&prefix, "[%s%s%s] %s=", section_names[st->section], st->section >= SECTION_SERVICE ? " " : "",
+                     st->section == SECTION_SERVICE ? c->services[st->service].name
+                     : st->section == SECTION_IMAGE ? c->images[st->service].name
+                                                    : "",
+                     item->key) < 0)
+                return -ENOMEM;
+        if (!item->list || isempty(value))
+                for (char **a = c->assignments; a && *a; a++) {
+                        if (startswith(*a, prefix))
+                                free(*a);
+                        else
+                                c->assignments[n++] = *a;
+                }
+        else
+                n = strv_length(c->assignments);
+        if (c->assignments)
+                c->assignments[n] = NULL;
+        if (isempty(value))
+                return 0;
+        if (asprintf(&entry, "%s%s", prefix, value) < 0)
+                return -ENOMEM;
+        return strv_push(&c->assignments, entry);
+}
+
+/* The values of these are not to be logged: Secret= is one, BrokerURL= may hold a password. */
+static bool assignment_is_secret(const char *a) {
+        const char *k = strchr(a, ' ');
+        return k && (startswith(k + 1, "Secret=") || startswith(k + 1, "BrokerURL="));
+}
+
+/* The values of one key ("[Section] Key=") in l, joined by spaces; NULL when it has none. */
+static int assignment_values(char *const *l, const char *prefix, char **ret) {
+        _cleanup_free_ char *joined = NULL;
+
+        for (char *const *a = l; a && *a; a++) {
+                const char *v = startswith(*a, prefix);
+                char *j;
+
+                if (!v)
+                        continue;
+                if (asprintf(&j, "%s%s%s", strempty(joined), joined ? " " : "", v) < 0)
+                        return -ENOMEM;
+                free(joined);
+                joined = j;
+        }
+        *ret = TAKE_PTR(joined);
+        return 0;
+}
+
+static int add_change(char ***l, const char *prefix, const char *a, const char *b, bool secret) {
+        char *line;
+        int n;
+
+        if (secret)
+                n = asprintf(&line, "%s %s (values not shown)", prefix, !a ? "set" : !b ? "unset" : "changed");
+        else if (!a)
+                n = asprintf(&line, "%s%s (was the default)", prefix, b);
+        else if (!b)
+                n = asprintf(&line, "%s back to the default (was %s)", prefix, a);
+        else
+                n = asprintf(&line, "%s%s → %s", prefix, a, b);
+        if (n < 0)
+                return -ENOMEM;
+        return strv_push(l, line);
+}
+
+int config_changes(const Config *old, const Config *new, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL, **seen = NULL;
+        static const struct {
+                size_t offset;
+                const char *what;
+        } contents[] = {
+                {offsetof(Config, broker_password), "BrokerPasswordFile='s contents"},
+                {offsetof(Config, api_token), "APITokenFile='s contents"},
+                {offsetof(Config, jwt_secret), "JWTSecretFile='s contents"},
+        };
+        int r;
+
+        /* Each key of either side once, in the new order first, then what only the old one had. */
+        for (unsigned side = 0; side < 2; side++)
+                for (char *const *a = side == 0 ? new->assignments : old->assignments; a &&*a; a++) {
+                        _cleanup_free_ char *prefix = NULL, *x = NULL, *y = NULL;
+                        const char *eq = strchr(*a, '=');
+
+                        prefix = strndup(*a, eq ? (size_t) (eq - *a) + 1 : strlen(*a));
+                        if (!prefix)
+                                return -ENOMEM;
+                        if (strv_contains(seen, prefix))
+                                continue;
+                        if (assignment_values(old->assignments, prefix, &x) < 0 ||
+                            assignment_values(new->assignments, prefix, &y) < 0)
+                                return -ENOMEM;
+                        if (!streq_ptr(x, y) && (r = add_change(&l, prefix, x, y, assignment_is_secret(*a))) < 0)
+                                return r;
+                        if (strv_push(&seen, TAKE_PTR(prefix)) < 0)
+                                return -ENOMEM;
+                }
+
+        /* What files hold (SecretFile=, the credential files) is not in the assignments. */
+        for (size_t i = 0; i < ELEMENTSOF(contents); i++) {
+                const char *a = *(char *const *) ((const uint8_t *) old + contents[i].offset),
+                           *b = *(char *const *) ((const uint8_t *) new + contents[i].offset);
+                char *line;
+
+                if (streq_ptr(a, b))
+                        continue;
+                if (asprintf(&line, "%s changed (not shown)", contents[i].what) < 0 || strv_push(&l, line) < 0)
+                        return -ENOMEM;
+        }
+        {
+                size_t na = strv_length(old->secrets), nb = strv_length(new->secrets);
+                bool same = na == nb;
+
+                for (size_t i = 0; same && i < na; i++)
+                        same = strv_contains(new->secrets, old->secrets[i]);
+                if (!same) {
+                        char *line;
+
+                        if (asprintf(&line, "the secrets to mask changed: %zu now, %zu before (not shown)", nb, na) <
+                                    0 ||
+                            strv_push(&l, line) < 0)
+                                return -ENOMEM;
+                }
+        }
+
+        if (!l && !(l = calloc(1, sizeof(char *))))
+                return -ENOMEM;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 static int parse_line(Config *c, const char *file, unsigned line, ParseState *st, char *l) {
         const ConfigItem *item;
         char *eq, *key, *value;
         void *base;
+        int r;
 
         l = strstrip(l);
         if (*l == '\0')
@@ -1060,7 +1201,10 @@ static int parse_line(Config *c, const char *file, unsigned line, ParseState *st
         base = st->section == SECTION_SERVICE ? (void *) (c->services + st->service)
                : st->section == SECTION_IMAGE ? (void *) (c->images + st->service)
                                               : (void *) c;
-        return config_item_apply(item, base, file, line, value);
+        r = config_item_apply(item, base, file, line, value);
+        if (r < 0)
+                return r;
+        return record_assignment(c, st, item, value);
 }
 
 int config_parse_string(Config *c, const char *file_name, const char *text, size_t size) {

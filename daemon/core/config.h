@@ -79,6 +79,10 @@ typedef struct Config {
         char *default_environment;            /* DefaultEnvironment=, default "local" */
         char **secrets;                       /* Secret= (repeatable), plus one value per line of each SecretFile= */
 
+        /* Every assignment in force, as "[Section] Key=value" (a list key: one entry per
+         * value since its last reset), in the order given: what config_changes() compares. */
+        char **assignments;
+
         ServiceConfig *services; /* [Service NAME] sections, in order of appearance */
         size_t n_services;
         ServiceConfig *images; /* [Image REFERENCE] sections: name is the image reference */
@@ -161,6 +165,12 @@ typedef struct Config {
  * "FILE:LINE: message" at error level; after reading everything, any problem makes
  * the call fail with -EINVAL. */
 int config_load(const char *path, Config **ret);
+
+/* What a reload from old to new changes, key by key, one line each ("[Tasks] MaxRunning=
+ * 4 → 8", "[Tasks] KillGraceSec=30s (was the default)", "[Tasks] Secret= changed (values
+ * not shown)"); the values of Secret= and BrokerURL=, and what credential and secret files
+ * hold, are never in them. *ret is an empty list when nothing changed. -ENOMEM. */
+int config_changes(const Config *old, const Config *new, char ***ret);
 
 /* Parse INI text directly (for tests and fuzzing); file_name is used in messages. */
 int config_parse_string(Config *c, const char *file_name, const char *text, size_t size);

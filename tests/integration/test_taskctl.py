@@ -353,6 +353,22 @@ class TestTaskctl(harness.TaskdTestCase):
         h = json.loads(self.ctl_ok("health", "--json").stdout)
         self.assertEqual((h["status"], h["journal"], h["lastReload"]), ("ok", "ok", "refused"))
 
+    def test_reload_logs_changes(self):
+        cfg = self.base_config()
+        cfg["Tasks"]["MaxRunning"] = 6
+        cfg["Tasks"]["Secret"] = "reload-secret-value"
+        self.write_config(config=cfg)
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "Configuration reloaded" in self.d.stderr(), 30, what="reload logged")
+        log = self.d.stderr()
+        self.assertIn("Configuration change: [Tasks] MaxRunning=4 → 6", log)
+        self.assertIn("Configuration change: [Tasks] Secret= set (values not shown)", log)
+        self.assertNotIn("reload-secret-value", log)
+        self.assertEqual(json.loads(self.ctl_ok("health", "--json").stdout)["lastReload"], "ok")
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "Configuration reloaded: nothing changed." in self.d.stderr(), 30,
+                           what="second reload logged")
+
     def test_ls_columns_reasons_filters(self):
         ok, bad, killed, slow, stuck = (self.new_id(t) for t in ("ok", "bad", "killed", "slow", "stuck"))
         long_id = "x" * 100

@@ -333,6 +333,32 @@ static void test_empty_assignment_resets(void) {
         ASSERT(config_find_service(c, "a")->seccomp == SECCOMP_MODE_AUTO);
 }
 
+static void test_changes(void) {
+        _cleanup_(config_freep) Config *a = config_new(), *b = config_new();
+        _cleanup_strv_free_ char **l = NULL, **none = NULL;
+
+        ASSERT(a && b);
+        parse_ok(a, "[Tasks]\nMaxRunning=4\nMaxRunning=6\nKeepFinished=7\nSecret=hunter2hunter\n"
+                    "[Runtime]\nRuntimeArguments=--a\n[Service a]\nBundle=/a\n[Service gone]\nBundle=/g\n");
+        parse_ok(b, "[Tasks]\nMaxRunning=8\nKillGraceSec=30s\nSecret=other-secret-value\n"
+                    "[Runtime]\nRuntimeArguments=--a\nRuntimeArguments=--b\n[Service a]\nBundle=/a\n");
+        ASSERT(config_changes(a, b, &l) == 0);
+        strv_expect(l, "[Tasks] MaxRunning=6 → 8", "[Tasks] KillGraceSec=30s (was the default)",
+                    "[Tasks] Secret= changed (values not shown)", "[Runtime] RuntimeArguments=--a → --a --b",
+                    "[Tasks] KeepFinished= back to the default (was 7)",
+                    "[Service gone] Bundle= back to the default (was /g)",
+                    "the secrets to mask changed: 1 now, 1 before (not shown)", NULL);
+        for (char **x = l; *x; x++)
+                ASSERT(!strstr(*x, "hunter2") && !strstr(*x, "other-secret"));
+        /* An empty assignment resets a list: nothing of it is left to compare. */
+        parse_ok(b, "[Runtime]\nRuntimeArguments=\n");
+        strv_free(l);
+        l = NULL;
+        ASSERT(config_changes(b, b, &none) == 0 && none && !none[0]);
+        ASSERT(config_changes(a, b, &l) == 0);
+        ASSERT(strv_contains(l, "[Runtime] RuntimeArguments= back to the default (was --a)"));
+}
+
 static void test_lists(void) {
         _cleanup_(config_freep) Config *c = config_new();
 
@@ -1121,6 +1147,7 @@ int main(void) {
         test_defaults();
         test_all_keys();
         test_empty_assignment_resets();
+        test_changes();
         test_lists();
         test_syntax();
         test_services();
