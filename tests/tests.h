@@ -184,6 +184,11 @@ static inline void cri_records(Buf *cri, Buf *expect, unsigned from, unsigned to
         }
 }
 
+/* dir/name (the test aborts on OOM). */
+static inline char *path_in(const char *dir, const char *name) {
+        return strf("%s/%s", dir, name);
+}
+
 /* Appends to a file, creating it. */
 static inline void file_append(const char *path, const void *data, size_t len) {
         int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -191,6 +196,13 @@ static inline void file_append(const char *path, const void *data, size_t len) {
         ASSERT(fd >= 0);
         ASSERT(write(fd, data, len) == (ssize_t) len);
         close(fd);
+}
+
+static inline void file_append_in(const char *dir, const char *name, const void *data, size_t len) {
+        char *p = path_in(dir, name);
+
+        file_append(p, data, len);
+        free(p);
 }
 
 /* A whole file; an empty one is "" (never NULL). */
@@ -210,6 +222,14 @@ static inline Buf file_slurp(const char *path) {
         close(fd);
         if (!b.p)
                 buf_add(&b, "", 0);
+        return b;
+}
+
+static inline Buf file_slurp_in(const char *dir, const char *name) {
+        char *p = path_in(dir, name);
+        Buf b = file_slurp(p);
+
+        free(p);
         return b;
 }
 

@@ -20,6 +20,7 @@
 #include "launcher-runtime.h"
 #include "log.h"
 #include "task.h"
+#include "launch.h"
 #include "loop.h"
 #include "tests.h"
 
@@ -63,18 +64,7 @@ static void run_until(Result *res, unsigned timeout_s) {
 }
 
 static Task *make_task(const char *id, const char *command) {
-        Task *t = task_new();
-
-        ASSERT(t);
-        t->id = strdup(id);
-        t->name = strdup(id);
-        t->project = strdup("demo");
-        t->environment = strdup("main");
-        t->namespace = strdup("demo-main");
-        t->service = strdup("cli");
-        t->command = strdup(command);
-        ASSERT(t->id && t->name && t->project && t->environment && t->namespace && t->service && t->command);
-        return t;
+        return launch_test_task(id, command, "demo", "demo-main");
 }
 
 static char *container_dir(const char *id) {
@@ -82,12 +72,6 @@ static char *container_dir(const char *id) {
 
         ASSERT(asprintf(&d, "%s/state/containers/%s", tmpdir, id) >= 0);
         return d;
-}
-
-static char *file_in(const char *dir, const char *name) {
-        char *p = path_join(dir, name);
-        ASSERT(p);
-        return p;
 }
 
 static bool exists(const char *path) {
@@ -160,7 +144,7 @@ static int run_task(const char *id, const char *command, Task **ret_task) {
                 fprintf(stderr, "start failed: %s\n", strna(error));
         ASSERT_OK(r);
         {
-                _cleanup_free_ char *dir = container_dir(id), *log = file_in(dir, "ctr.log");
+                _cleanup_free_ char *dir = container_dir(id), *log = path_in(dir, "ctr.log");
                 ASSERT(streq(runtime_container_log_path(c), log));
         }
         run_until(&res, 30);
@@ -184,14 +168,14 @@ static void test_exit_codes(void) {
                 ASSERT(run_task(id, cmd, &t) == codes[i]);
 
                 dir = container_dir(id);
-                log = file_in(dir, "ctr.log");
+                log = path_in(dir, "ctr.log");
                 ASSERT(file_contains(log, " stdout F out-"));
                 ASSERT(file_contains(log, " stderr F err-"));
                 ASSERT(file_contains(log, "stdout F service-data"));
                 ASSERT(file_contains(log, "cron=unset"));
                 ASSERT(file_contains(log, "host=task-exit-"));
                 {
-                        _cleanup_free_ char *cfg = file_in(dir, "config.json");
+                        _cleanup_free_ char *cfg = path_in(dir, "config.json");
                         ASSERT(file_contains(cfg, "\"lagoon.sh/taskId\""));
                         ASSERT(file_contains(cfg, "\"cgroupsPath\""));
                         ASSERT(file_contains(cfg, "\"seccomp\""));
@@ -202,8 +186,8 @@ static void test_exit_codes(void) {
                         ASSERT(file_contains(log, want));
                 }
                 /* The write went to the task's upper dir, never to the service. */
-                upper = file_in(dir, "upper/written-by-task");
-                lower = file_in(svc_rootfs, "written-by-task");
+                upper = path_in(dir, "upper/written-by-task");
+                lower = path_in(svc_rootfs, "written-by-task");
                 ASSERT(file_contains(upper, "task-data"));
                 ASSERT(!exists(lower));
                 remove_and_check(t);
@@ -211,7 +195,7 @@ static void test_exit_codes(void) {
 }
 
 static pid_t conmon_pid_of(const char *id) {
-        _cleanup_free_ char *dir = container_dir(id), *p = file_in(dir, "conmon.pid"), *s = NULL;
+        _cleanup_free_ char *dir = container_dir(id), *p = path_in(dir, "conmon.pid"), *s = NULL;
 
         ASSERT_OK(read_full_file(p, 64, &s, NULL));
         return (pid_t) atoi(s);
@@ -234,7 +218,7 @@ static void test_kill(void) {
         {
                 /* The task's cgroup nests under ours in every hierarchy (cgroupfs driver,
                  * relative cgroupsPath). */
-                _cleanup_free_ char *dir = container_dir(t->id), *pidfile = file_in(dir, "pidfile"), *s = NULL,
+                _cleanup_free_ char *dir = container_dir(t->id), *pidfile = path_in(dir, "pidfile"), *s = NULL,
                                     *cg = NULL, *own = NULL;
                 ASSERT_OK(read_full_file(pidfile, 64, &s, NULL));
                 ASSERT(asprintf(&cg, "/proc/%d/cgroup", atoi(s)) >= 0);
@@ -315,7 +299,7 @@ static void test_adopt(void) {
         ASSERT_OK(start_task("cli", t, &res, &c, &error));
         c = runtime_container_free(c);
         dir = container_dir(t->id);
-        exit_file = file_in(dir, "exit/lagoon-task-adopt-ended");
+        exit_file = path_in(dir, "exit/lagoon-task-adopt-ended");
         for (uint64_t end = now_ms() + 30000; !exists(exit_file); usleep(50 * 1000))
                 ASSERT(now_ms() < end);
         adopt(t, &res2, &c);
@@ -329,7 +313,7 @@ static void test_adopt(void) {
         task_free(t);
         t = make_task("adopt-created", "exit 7");
         {
-                _cleanup_free_ char *wrapper = file_in(tmpdir, "runc-no-start"), *saved = strdup(config->runtime);
+                _cleanup_free_ char *wrapper = path_in(tmpdir, "runc-no-start"), *saved = strdup(config->runtime);
                 ASSERT(shell("printf '#!/bin/sh\n[ \"$1\" = start ] && exit 0\nexec runc \"$@\"\n' > '%s' && "
                              "chmod +x '%s'",
                              wrapper, wrapper) == 0);
@@ -424,19 +408,19 @@ static void test_failures(void) {
 
 static void setup_service(void) {
         _cleanup_free_ char *svc = NULL, *hostpid = NULL, *empty = NULL, *cfg_path = NULL, *data = NULL, *text = NULL,
-                            *conf = NULL, *run = NULL, *state = NULL;
+                            *conf = NULL;
         _cleanup_(json_freep) JsonValue *cfg = NULL;
         JsonValue *env, *ns;
         size_t size;
 
-        svc = file_in(tmpdir, "svc");
-        svc_rootfs = file_in(svc, "rootfs");
+        svc = path_in(tmpdir, "svc");
+        svc_rootfs = path_in(svc, "rootfs");
         ASSERT(shell("set -e; mkdir -p '%s/bin'; cd '%s'; runc spec; cp /bin/busybox rootfs/bin/busybox; "
                      "chroot rootfs /bin/busybox --install -s /bin; echo service-data > rootfs/svcfile",
                      svc_rootfs, svc) == 0);
 
         /* The service has a CRONJOBS variable, which a task must not inherit. */
-        cfg_path = file_in(svc, "config.json");
+        cfg_path = path_in(svc, "config.json");
         ASSERT_OK(read_full_file(cfg_path, 1 << 20, &data, &size));
         ASSERT_OK(json_parse(data, size, 64, &cfg, NULL));
         env = json_get_path(cfg, "process", "env", NULL);
@@ -446,7 +430,7 @@ static void setup_service(void) {
         ASSERT_OK(write_file_atomic(cfg_path, text, size, 0644));
 
         /* The same without a PID namespace (see test_kill). */
-        hostpid = file_in(tmpdir, "svc-hostpid");
+        hostpid = path_in(tmpdir, "svc-hostpid");
         ASSERT(mkdir(hostpid, 0755) == 0);
         ns = json_get_path(cfg, "linux", "namespaces", NULL);
         ASSERT(json_is_array(ns));
@@ -459,21 +443,14 @@ static void setup_service(void) {
         text = mfree(text);
         ASSERT_OK(json_format(cfg, true, &text, &size));
         free(cfg_path);
-        cfg_path = file_in(hostpid, "config.json");
+        cfg_path = path_in(hostpid, "config.json");
         ASSERT_OK(write_file_atomic(cfg_path, text, size, 0644));
 
         /* A bundle whose rootfs is empty. */
-        empty = file_in(tmpdir, "svc-empty");
+        empty = path_in(tmpdir, "svc-empty");
         ASSERT(shell("set -e; mkdir -p '%s/rootfs'; cd '%s'; runc spec", empty, empty) == 0);
 
-        run = file_in(tmpdir, "run");
-        state = file_in(tmpdir, "state");
-        config = config_new();
-        ASSERT(config);
-        ASSERT_OK(free_and_strdup(&config->runtime, "runc"));
-        ASSERT_OK(free_and_strdup(&config->conmon, "conmon"));
-        ASSERT_OK(free_and_strdup(&config->runtime_dir, run));
-        ASSERT_OK(free_and_strdup(&config->state_dir, state));
+        config = launch_test_config(tmpdir);
         ASSERT(asprintf(&conf,
                         "[Service cli]\nBundle=%s\n"
                         "[Service cli-hostpid]\nBundle=%s\n"

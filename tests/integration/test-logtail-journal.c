@@ -50,40 +50,24 @@ static const char JOURNALD_CONF[] = "[Journal]\n"
 static char dir[] = "/tmp/test-logtail-journal-XXXXXX";
 static pid_t journald_pid = -1;
 
-static char *path(const char *name) {
-        char *p = path_join(dir, name);
-        ASSERT(p);
-        return p;
-}
-
-static void append(const char *name, const void *data, size_t len) {
-        _cleanup_free_ char *p = path(name);
-        file_append(p, data, len);
-}
-
-static Buf slurp(const char *name) {
-        _cleanup_free_ char *p = path(name);
-        return file_slurp(p);
-}
-
 /* Lines [from, to) of heavy output: the CRI log gets the records, expect the text. */
 static void gen(const char *cri_name, unsigned from, unsigned to, Buf *expect) {
         Buf cri = {};
 
         cri_records(&cri, expect, from, to, " of the task's heavy output");
-        append(cri_name, cri.p, cri.len);
+        file_append_in(dir, cri_name, cri.p, cri.len);
         buf_done(&cri);
 }
 
 static uint64_t count_lines(const char *name) {
-        Buf b = slurp(name);
+        Buf b = file_slurp_in(dir, name);
         uint64_t n = buf_count_lines(&b);
         buf_done(&b);
         return n;
 }
 
 static void expect_file(const char *name, const Buf *expect) {
-        Buf got = slurp(name);
+        Buf got = file_slurp_in(dir, name);
         buf_expect_eq(name, &got, expect);
         buf_done(&got);
 }
@@ -124,12 +108,12 @@ static int start_journald(void) {
                 ASSERT(mount("tmpfs", dirs[i], "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") == 0);
         }
         /* Our settings over the host's file, in this namespace only. */
-        _cleanup_free_ char *conf = path("journald.conf");
-        append("journald.conf", JOURNALD_CONF, strlen(JOURNALD_CONF));
+        _cleanup_free_ char *conf = path_in(dir, "journald.conf");
+        file_append_in(dir, "journald.conf", JOURNALD_CONF, strlen(JOURNALD_CONF));
         if (access("/etc/systemd/journald.conf", F_OK) == 0)
                 ASSERT(mount(conf, "/etc/systemd/journald.conf", NULL, MS_BIND, NULL) == 0);
 
-        _cleanup_free_ char *logp = path("journald.log");
+        _cleanup_free_ char *logp = path_in(dir, "journald.log");
         journald_pid = fork();
         ASSERT(journald_pid >= 0);
         if (journald_pid == 0) {
@@ -152,7 +136,7 @@ static int start_journald(void) {
                     journal_last_line("startup-probe", 2 * USEC_PER_SEC, &n) == 0)
                         break;
                 if (waitpid(journald_pid, NULL, WNOHANG) == journald_pid || now_usec(CLOCK_MONOTONIC) > deadline) {
-                        Buf l = slurp("journald.log");
+                        Buf l = file_slurp_in(dir, "journald.log");
                         fprintf(stderr, "journald did not start:\n%s\n", l.p);
                         abort();
                 }
@@ -259,8 +243,8 @@ static unsigned kill_rounds(sd_event *e,
 
         ASSERT(asprintf(&cri_name, "%s.cri.log", name) > 0);
         ASSERT(asprintf(&log_name, "%s.task.log", name) > 0);
-        cri = path(cri_name);
-        log = path(log_name);
+        cri = path_in(dir, cri_name);
+        log = path_in(dir, log_name);
 
         for (unsigned round = 0; round < rounds; round++) {
                 gen(cri_name, round * per_round, (round + 1) * per_round, expect);

@@ -34,6 +34,7 @@ static char *tmpdir, *ctd_dir, *harness;
 static void emergency_stop(void);
 
 #define TEST_FAIL_HOOK() emergency_stop()
+#include "launch.h"
 #include "loop.h"
 #include "tests.h"
 
@@ -119,18 +120,7 @@ static char *container_dir(const char *id) {
 }
 
 static Task *make_task(const char *id, const char *command) {
-        Task *t = task_new();
-
-        ASSERT(t);
-        t->id = strdup(id);
-        t->name = strdup(id);
-        t->project = strdup("example-project");
-        t->environment = strdup("main");
-        t->namespace = strdup(NAMESPACE);
-        t->service = strdup("cli");
-        t->command = strdup(command);
-        ASSERT(t->id && t->name && t->project && t->environment && t->namespace && t->service && t->command);
-        return t;
+        return launch_test_task(id, command, "example-project", NAMESPACE);
 }
 
 static char *readlink_str(const char *path) {
@@ -385,18 +375,6 @@ static void test_adopt(const Clone *clone) {
         remove_and_check(t);
 }
 
-static void setup_config(void) {
-        _cleanup_free_ char *run = path_join(tmpdir, "run"), *state = path_join(tmpdir, "state");
-
-        ASSERT(run && state);
-        config = config_new();
-        ASSERT(config);
-        ASSERT_OK(free_and_strdup(&config->runtime, "runc"));
-        ASSERT_OK(free_and_strdup(&config->conmon, "conmon"));
-        ASSERT_OK(free_and_strdup(&config->runtime_dir, run));
-        ASSERT_OK(free_and_strdup(&config->state_dir, state));
-}
-
 static char *find_harness(void) {
         const char *src = getenv("TEST_SRCDIR");
         char *p;
@@ -506,7 +484,7 @@ int main(void) {
                 sh_output("sh '%s' ctr '%s' task exec --exec-id host-1 %s hostname", harness, ctd_dir, service_id);
         ASSERT(host_before);
 
-        setup_config();
+        config = launch_test_config(tmpdir);
         ASSERT_OK(sd_event_new(&event));
 
         test_clone(&clone);

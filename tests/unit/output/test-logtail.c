@@ -46,19 +46,15 @@ static Task task = {
 static char *secrets[] = {(char *) "s3cr3t", (char *) "", NULL};
 
 static char *path(const char *name) {
-        char *p = path_join(dir, name);
-        ASSERT(p);
-        return p;
+        return path_in(dir, name);
 }
 
 static void append(const char *name, const void *data, size_t len) {
-        _cleanup_free_ char *p = path(name);
-        file_append(p, data, len);
+        file_append_in(dir, name, data, len);
 }
 
 static Buf slurp(const char *name) {
-        _cleanup_free_ char *p = path(name);
-        return file_slurp(p);
+        return file_slurp_in(dir, name);
 }
 
 static void appends(const char *name, const char *s) {
