@@ -1635,9 +1635,16 @@ int amqp_client_publish_as(AmqpClient *c,
                            const AmqpProperties *props,
                            bool mandatory,
                            uint64_t *ret_tag) {
-        static const amqp_basic_properties_t none = {};
+        amqp_basic_properties_t p = props ? props->p : (amqp_basic_properties_t){};
 
-        return publish(c, exchange, routing_key, body, size, props ? &props->p : &none, mandatory, ret_tag);
+        /* RabbitMQ closes the channel (406) for a user_id that is not the login's. */
+        if ((p._flags & AMQP_BASIC_USER_ID_FLAG) && c &&
+            (p.user_id.len != strlen(c->user) || memcmp(p.user_id.bytes, c->user, p.user_id.len) != 0)) {
+                log_debug("amqp: leaving out user_id %.*s of a message published again: not ours", (int) p.user_id.len,
+                          (const char *) p.user_id.bytes);
+                p._flags &= ~AMQP_BASIC_USER_ID_FLAG;
+        }
+        return publish(c, exchange, routing_key, body, size, &p, mandatory, ret_tag);
 }
 
 unsigned amqp_client_n_unconfirmed(AmqpClient *c) {

@@ -127,8 +127,10 @@ int amqp_client_publish(AmqpClient *c,
                         bool persistent,
                         const char *message_id,
                         uint64_t *ret_tag);
-/* Publishes a message with the properties of a delivery, unchanged (props NULL: none).
- * With mandatory, a message no queue takes comes back through the return callback. */
+/* Publishes a message with the properties of a delivery, unchanged (props NULL: none),
+ * except a user_id other than the login's, which the broker refuses (RabbitMQ closes
+ * the channel): it is left out. With mandatory, a message no queue takes comes back
+ * through the return callback. */
 int amqp_client_publish_as(AmqpClient *c,
                            const char *exchange,
                            const char *routing_key,

@@ -77,7 +77,8 @@ struct Lagoon {
         AmqpClient *amqp;
         char *queue_jobs, *queue_misc, *key_jobs, *key_misc;
         char *queue_node_jobs, *queue_node_misc; /* cluster mode: messages handed to this node */
-        char *rc_key_misc; /* RemoteControllerTarget=: <rc>:misc, where the non-task misc messages go */
+        char *rc_key_misc;   /* RemoteControllerTarget=: <rc>:misc, where the non-task misc messages go */
+        bool forward_warned; /* a forward failed: said once, until one is confirmed */
         Forward *forwards;
         size_t n_forwards;
         Route **routes;
@@ -677,13 +678,20 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
                         memmove(l->forwards + i, l->forwards + i + 1, (l->n_forwards - i - 1) * sizeof(Forward));
                         l->n_forwards--;
                         if (ack && !f.returned) {
+                                if (l->forward_warned)
+                                        log_info("The broker takes the messages handed on again (routing key %s).",
+                                                 f.routing_key);
+                                l->forward_warned = false;
                                 (void) amqp_client_ack(c, f.delivery.tag);
                                 held_delivery_done(&f.delivery);
                         } else {
                                 /* Kept unacknowledged and handled (and handed on) again in a
                                  * second: a requeue would come straight back, in a loop. */
-                                log_warning("The broker %s the message handed on with routing key %s; trying again.",
-                                            f.returned ? "found no queue for" : "refused", f.routing_key);
+                                log_full(l->forward_warned ? LOG_DEBUG : LOG_WARNING,
+                                         "The broker %s the message handed on with routing key %s; trying again "
+                                         "every second, the message stays unacknowledged.",
+                                         f.returned ? "found no queue for" : "refused", f.routing_key);
+                                l->forward_warned = true;
                                 (void) hold(l, &f.delivery, USEC_PER_SEC);
                         }
                         free(f.routing_key);

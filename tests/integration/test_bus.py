@@ -474,7 +474,7 @@ class TestCoexistence(BusTestCase):
     def props_dict(p):
         return {k: getattr(p, k) for k in ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
                                             "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
-                                            "type", "app_id")}
+                                            "type", "user_id", "app_id", "cluster_id")}
 
     def ctl(self, *args):
         subprocess.run([lh.RABBITMQ_SH, "ctl", lh.BROKER.dir, *args], stdout=subprocess.DEVNULL, check=True,
@@ -487,8 +487,8 @@ class TestCoexistence(BusTestCase):
             with open(os.path.join(lh.FIXTURES, "lagoon", name)) as f:
                 outer = json.loads(f.read(), strict=False)
             self.assertTrue(outer["routing_key"].endswith(":misc"), name)
-            # Every property AMQP has (user_id aside: the broker checks it against the login).
-            props = pika.BasicProperties(
+            # Every property AMQP has (user_id: the broker lets only that user publish it).
+            props = pika.BasicProperties(user_id="guest",
                 content_type=outer["properties"]["content_type"], delivery_mode=outer["properties"]["delivery_mode"],
                 content_encoding="identity", headers={"x-lagoon": name, "n": i, "nested": {"a": [1, "b"]}},
                 priority=3, correlation_id=f"corr-{i}", reply_to="nobody", expiration="600000",
@@ -505,6 +505,16 @@ class TestCoexistence(BusTestCase):
         cancel_id = json.loads(cancel["payload"], strict=False)["task"]["id"]
         for props, body in sent:
             self.publish_raw(f"{self.target}:misc", body, props)
+        # Published by another user with its user_id: left out of the copy (the broker would
+        # refuse it from lagoon-taskd's login and close the channel), the rest unchanged.
+        self.ctl("add_user", "lagoon-other", "other-pw")
+        self.ctl("set_permissions", "-p", "/", "lagoon-other", ".*", ".*", ".*")
+        other = pika.BlockingConnection(pika.ConnectionParameters(
+            host="127.0.0.1", port=lh.BROKER.port, credentials=pika.PlainCredentials("lagoon-other", "other-pw")))
+        self.addCleanup(other.close)
+        foreign = (pika.BasicProperties(user_id="lagoon-other", delivery_mode=2, message_id="foreign"),
+                   b'{"key": "deploytarget:environment:idling", "misc": {}}')
+        other.channel().basic_publish("lagoon-tasks", f"{self.target}:misc", foreign[1], foreign[0])
         # Builds and removals published for the target land in remote-controller's queues.
         build = b'{"name": "lagoon-build-abc", "spec": {"project": {"name": "drupal-example"}}}'
         remove = b'{"projectName": "drupal-example", "branch": "main", "type": "branch"}'
@@ -513,10 +523,12 @@ class TestCoexistence(BusTestCase):
         # Tasks still run here.
         self.peer.publish(self.standard_message("101", "echo task here"), "jobs")
 
-        got = self.rc_get("misc", len(sent))
+        got = self.rc_get("misc", len(sent) + 1)
         for (props, body), (gprops, gbody) in zip(sent, got):
             self.assertEqual(gbody, body)  # byte for byte
             self.assertEqual(self.props_dict(gprops), self.props_dict(props))
+        self.assertEqual(got[-1][1], foreign[1])
+        self.assertEqual((got[-1][0].user_id, got[-1][0].message_id, got[-1][0].delivery_mode), (None, "foreign", 2))
         self.assertEqual(self.rc_get("builddeploy", 1)[0][1], build)
         self.assertEqual(self.rc_get("remove", 1)[0][1], remove)
         self.peer.wait_status("101", "complete")
@@ -562,6 +574,8 @@ class TestCoexistence(BusTestCase):
         props, got = self.rc_get("misc", 1)[0]
         self.assertEqual(got, raw)
         self.assertEqual(props.message_id, "idle-1")
+        harness.wait_until(lambda: "The broker takes the messages handed on again" in d.stderr(), 5,
+                           what="the all-clear")
         self.peer.settle(2)
         self.assertEqual(self._rc_depth("misc"), 0)
         # Acknowledged only now: nothing left in the target's queue, redelivered or not.
