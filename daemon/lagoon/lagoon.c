@@ -969,8 +969,10 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                         return k;
         }
         if (r == -EOPNOTSUPP && l->rc_key_misc) {
-                /* Not a task (a build cancel, a restore, idling, …): remote-controller's. */
-                log_info("Handing a %s message to remote-controller (routing key %s).",
+                /* Not a task (a build cancel, a restore, idling, …): remote-controller's.
+                 * Quiet while the copies fail: held ones come here every second. */
+                log_full(l->forward_warned ? LOG_DEBUG : LOG_INFO,
+                         "Handing a %s message to remote-controller (routing key %s).",
                          msg && msg->key ? msg->key : "key-less", l->rc_key_misc);
                 *ret_forward = strdup(l->rc_key_misc);
                 return *ret_forward ? HANDLE_FORWARD : -ENOMEM;
@@ -1012,7 +1014,8 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                 } else if (l->rc_key_misc) {
                         /* remote-controller may run it (started before lagoon-taskd took the
                          * tasks over); it answers cancelled as this daemon would when not. */
-                        log_info("Task %s: cancel requested by Lagoon for a task unknown here; handed to "
+                        log_full(l->forward_warned ? LOG_DEBUG : LOG_INFO,
+                                 "Task %s: cancel requested by Lagoon for a task unknown here; handed to "
                                  "remote-controller.",
                                  msg->task_id);
                         *ret_forward = strdup(l->rc_key_misc);

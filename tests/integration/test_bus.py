@@ -576,6 +576,10 @@ class TestCoexistence(BusTestCase):
         self.assertEqual(props.message_id, "idle-1")
         harness.wait_until(lambda: "The broker takes the messages handed on again" in d.stderr(), 5,
                            what="the all-clear")
+        # Said once at info, once as a warning while held (and retried every second).
+        err = d.stderr()
+        self.assertEqual(err.count("info: Handing a deploytarget:environment:idling message"), 1, err)
+        self.assertEqual(err.count("warning: The broker "), 1, err)
         self.peer.settle(2)
         self.assertEqual(self._rc_depth("misc"), 0)
         # Acknowledged only now: nothing left in the target's queue, redelivered or not.
