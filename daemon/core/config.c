@@ -640,6 +640,7 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "LogUpdateIntervalSec", config_parse_finite_duration, offsetof(Config, log_interval_usec),
          "5s"},
         {SECTION_LAGOON, "LogSizeMax", config_parse_size, offsetof(Config, log_size_max), "8M"},
+        {SECTION_LAGOON, "FinalStatusDelaySec", config_parse_finite_duration, offsetof(Config, final_delay_usec), "2s"},
         {SECTION_LAGOON, "BrokerMessageSizeMax", config_parse_size, offsetof(Config, message_size_max), "16M"},
         {SECTION_LAGOON, "SecretVariables", config_parse_words, offsetof(Config, secret_variables), NULL, true},
         {SECTION_LAGOON, "APIHost", config_parse_word, offsetof(Config, lagoon_api_host), NULL},

@@ -12,7 +12,8 @@
  *   [Lagoon]   TargetName=, BrokerURL=, BrokerUser=, BrokerPasswordFile=, BrokerCAFile=,
  *              BrokerCertFile=, BrokerKeyFile=, BrokerHeartbeatSec=, BrokerPrefetch=,
  *              APIURL=, APITokenFile=, JWTSecretFile=, JWTAudience=, APICAFile=,
- *              LogUpdateIntervalSec=, LogSizeMax=, BrokerMessageSizeMax=, SecretVariables=,
+ *              LogUpdateIntervalSec=, LogSizeMax=, BrokerMessageSizeMax=, FinalStatusDelaySec=,
+ *              SecretVariables=,
  *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
  *              SSHKeyFile=, DeployerTokenFile=, NamespacePrefix=, RandomNamespacePrefix=,
  *              ControllerNamespace=, RemoteControllerTarget=
@@ -109,6 +110,7 @@ typedef struct Config {
         uint64_t log_interval_usec;    /* LogUpdateIntervalSec=, default 5 s: log messages while running */
         uint64_t log_size_max;         /* LogSizeMax=, default 8 MiB: cap of a log sent to Lagoon */
         uint64_t message_size_max;     /* BrokerMessageSizeMax=, default 16 MiB: cap of an encoded message */
+        uint64_t final_delay_usec;     /* FinalStatusDelaySec=, default 2 s: gap before a final status */
         char **secret_variables;       /* SecretVariables=: globs of Lagoon variable names whose values are
                                           masked; default *PASSWORD* *SECRET* *TOKEN* *_KEY */
         char *lagoon_api_host;         /* APIHost=: TASK_API_HOST, LAGOON_CONFIG_API_HOST */

@@ -62,6 +62,13 @@ typedef struct Route {
         Lagoon *lagoon;
 } Route;
 
+/* When the broker last confirmed a status of a task, kept FinalStatusDelaySec= long: its
+ * final status waits that long after it. */
+typedef struct Confirmed {
+        char *task_id;
+        uint64_t usec; /* CLOCK_MONOTONIC */
+} Confirmed;
+
 typedef struct LogState {
         char *task_id;
         uint64_t size; /* task log size (capped) when last queued */
@@ -96,6 +103,10 @@ struct Lagoon {
          * time until one is confirmed, so a refusal names its entry: refused twice, it is
          * dropped. */
         uint64_t bus_size_max;
+        Confirmed *confirmed;
+        size_t n_confirmed;
+        uint64_t bus_start_usec; /* CLOCK_MONOTONIC: the statuses of a run before it count as confirmed then */
+        sd_event_source *hold_timer;
         bool bus_probe;
         uint64_t bus_refused_seq;
         unsigned bus_refusals;
@@ -266,7 +277,10 @@ static int queue_status(Lagoon *l, const char *task_id, const LagoonJob *job) {
                 r = lagoon_report_status(job, &body, &size);
                 if (r < 0)
                         return log_error_errno(r, "Task %s: failed to build its status message: %m", task_id);
-                r = queue_bus(l, task_id, "status", EXCHANGE_TASKS, ROUTING_KEY_STATUS, body, size, false);
+                /* "final": held back in the outbox until its earlier statuses were confirmed and
+                 * FinalStatusDelaySec= passed (see bus_held()). */
+                r = queue_bus(l, task_id, task_status_is_final(job->status) ? "final" : "status", EXCHANGE_TASKS,
+                              ROUTING_KEY_STATUS, body, size, false);
                 if (r < 0)
                         return r;
         }
@@ -288,7 +302,9 @@ static int queue_status(Lagoon *l, const char *task_id, const LagoonJob *job) {
                 else if (r < 0)
                         return log_error_errno(r, "Task %s: failed to build its API update: %m", task_id);
                 else {
-                        r = outbox_append(l->outbox, OUTBOX_API, task_id, "update", NULL, NULL, b, size, false, NULL);
+                        r = outbox_append(l->outbox, OUTBOX_API, task_id,
+                                          task_status_is_final(job->status) ? "final" : "update", NULL, NULL, b, size,
+                                          false, NULL);
                         if (r < 0)
                                 return log_error_errno(r, "Task %s: failed to queue an API update: %m", task_id);
                         api_schedule(l, 0);
@@ -545,22 +561,106 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- the bus sender ---- */
 
+static bool task_in(const char *const *ids, size_t n, const char *task_id) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(ids[i], task_id))
+                        return true;
+        return false;
+}
+
+/* actions-handler applies statuses with two workers in parallel and updateTask is
+ * last-writer-wins: a final status published right behind the task's running one can be
+ * applied first, and the task stays RUNNING in Lagoon. So a final status waits in the
+ * outbox until every earlier message of its task was confirmed by the broker (it is in
+ * Lagoon's queue, ahead of the final) and FinalStatusDelaySec= passed since the last of
+ * its statuses was confirmed, for a worker to apply that one (remote-controller sleeps
+ * 2 s before a final message for the same reason). Later messages of the task wait
+ * behind it. *ret_wake: when to look again. */
+static bool
+bus_held(Lagoon *l, const OutboxEntry *e, const char *const *earlier, size_t n_earlier, uint64_t *ret_wake) {
+        uint64_t since = l->bus_start_usec, now = now_usec(CLOCK_MONOTONIC);
+
+        if (!streq(e->kind, "final"))
+                return false;
+        if (task_in(earlier, n_earlier, e->task_id))
+                return true; /* looked at again on its confirm */
+        for (size_t i = 0; i < l->n_confirmed; i++)
+                if (streq(l->confirmed[i].task_id, e->task_id))
+                        since = MAX(since, l->confirmed[i].usec);
+        if (now >= since + config(l)->final_delay_usec)
+                return false;
+        *ret_wake = MIN(*ret_wake, since + config(l)->final_delay_usec);
+        return true;
+}
+
+static void bus_confirmed(Lagoon *l, const OutboxEntry *e) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        bool status = e && (streq(e->kind, "status") || streq(e->kind, "final"));
+        size_t w = 0;
+
+        /* Only the recent ones matter; a task's newer status replaces its older one. */
+        for (size_t i = 0; i < l->n_confirmed; i++)
+                if (l->confirmed[i].usec + config(l)->final_delay_usec > now &&
+                    !(status && streq(l->confirmed[i].task_id, e->task_id)))
+                        l->confirmed[w++] = l->confirmed[i];
+                else
+                        free(l->confirmed[i].task_id);
+        l->n_confirmed = w;
+        if (!status)
+                return;
+        Confirmed *n = reallocarray(l->confirmed, l->n_confirmed + 1, sizeof(Confirmed));
+        if (!n)
+                return (void) log_oom();
+        l->confirmed = n;
+        n[l->n_confirmed] = (Confirmed){.task_id = strdup(e->task_id), .usec = now};
+        if (n[l->n_confirmed].task_id)
+                l->n_confirmed++;
+}
+
+static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        bus_schedule_flush(userdata);
+        return 0;
+}
+
 static int bus_flush(sd_event_source *s, void *userdata) {
         Lagoon *l = userdata;
+        /* The tasks of the entries looked at so far (in flight, or waiting), and of the
+         * final statuses held back. */
+        _cleanup_free_ const char **earlier = NULL, **held = NULL;
+        size_t n_earlier = 0, n_held = 0;
+        uint64_t wake = UINT64_MAX;
 
         if (!l->amqp || !amqp_client_is_connected(l->amqp))
                 return 0;
         for (size_t i = 0; l->n_publishes < (l->bus_probe ? 1U : BUS_WINDOW); i++) {
                 OutboxEntry *e = outbox_get(l->outbox, OUTBOX_BUS, i);
                 _cleanup_free_ char *message_id = NULL;
+                const char **ids;
                 Publish *p;
                 uint64_t tag;
                 int r;
 
                 if (!e)
                         break;
-                if (e->in_flight)
+                ids = reallocarray(earlier, n_earlier + 1, sizeof(char *));
+                if (!ids)
+                        return log_oom();
+                earlier = ids;
+                if (e->in_flight) {
+                        earlier[n_earlier++] = e->task_id;
                         continue;
+                }
+                if (task_in(held, n_held, e->task_id))
+                        continue; /* behind its task's final status */
+                if (bus_held(l, e, earlier, n_earlier, &wake)) {
+                        ids = reallocarray(held, n_held + 1, sizeof(char *));
+                        if (!ids)
+                                return log_oom();
+                        held = ids;
+                        held[n_held++] = e->task_id;
+                        earlier[n_earlier++] = e->task_id;
+                        continue;
+                }
                 if (e->body_size > l->bus_size_max) {
                         bus_shrink(l, e->seq);
                         i--; /* the next entry is at i now, or this one re-encoded */
@@ -580,6 +680,11 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 }
                 e->in_flight = true;
                 l->publishes[l->n_publishes++] = (Publish){tag, e->seq};
+                earlier[n_earlier++] = e->task_id;
+        }
+        if (wake != UINT64_MAX && l->hold_timer) {
+                (void) sd_event_source_set_time(l->hold_timer, wake);
+                (void) sd_event_source_set_enabled(l->hold_timer, SD_EVENT_ONESHOT);
         }
         return 0;
 }
@@ -713,6 +818,7 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
 
                 l->bus_probe = false; /* the broker takes messages again */
                 l->bus_refusals = 0;
+                bus_confirmed(l, outbox_find(l->outbox, seq));
                 r = outbox_remove(l->outbox, seq);
                 if (r < 0 && r != -ENOENT)
                         log_warning_errno(r, "Failed to remove delivered outbox entry %" PRIu64 ": %m", seq);
@@ -1304,9 +1410,34 @@ static void on_api_done(LagoonApi *a, LagoonApiResult result, const char *detail
         api_schedule(l, 0);
 }
 
+/* With the bus as well, Lagoon's API has two writers: the daemon, and actions-handler
+ * applying the bus messages. The daemon's final update is the last write: sent once the
+ * task's bus messages were all confirmed and FinalStatusDelaySec= passed since its final
+ * status was (at once while the bus is unreachable: the API is the way left). Returns
+ * how long to wait, 0 to send now. */
+static uint64_t api_hold(Lagoon *l, const OutboxEntry *e) {
+        uint64_t since = 0, now = now_usec(CLOCK_MONOTONIC);
+
+        if (!streq(e->kind, "final") || !l->amqp || !amqp_client_is_connected(l->amqp))
+                return 0;
+        for (size_t i = 0;; i++) {
+                const OutboxEntry *b = outbox_get(l->outbox, OUTBOX_BUS, i);
+
+                if (!b)
+                        break;
+                if (streq(b->task_id, e->task_id))
+                        return 250 * USEC_PER_MSEC; /* looked at again then */
+        }
+        for (size_t i = 0; i < l->n_confirmed; i++)
+                if (streq(l->confirmed[i].task_id, e->task_id))
+                        since = l->confirmed[i].usec;
+        return since + config(l)->final_delay_usec > now ? since + config(l)->final_delay_usec - now : 0;
+}
+
 static int on_api_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Lagoon *l = userdata;
         OutboxEntry *e;
+        uint64_t wait;
         int r;
 
         if (!l->api || lagoon_api_busy(l->api))
@@ -1314,6 +1445,11 @@ static int on_api_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         e = outbox_get(l->outbox, OUTBOX_API, 0);
         if (!e)
                 return 0;
+        wait = api_hold(l, e);
+        if (wait > 0) {
+                api_schedule(l, wait);
+                return 0;
+        }
         r = lagoon_api_send(l->api, e->body, e->body_size, on_api_done, l);
         if (r < 0) {
                 log_warning_errno(r, "Failed to send an update to Lagoon's API, retrying: %m");
@@ -1343,6 +1479,10 @@ Lagoon *lagoon_free(Lagoon *l) {
         sd_event_source_disable_unref(l->held_timer);
         sd_event_source_disable_unref(l->api_timer);
         sd_event_source_disable_unref(l->log_timer);
+        sd_event_source_disable_unref(l->hold_timer);
+        for (size_t i = 0; i < l->n_confirmed; i++)
+                free(l->confirmed[i].task_id);
+        free(l->confirmed);
         for (size_t i = 0; i < l->n_held; i++)
                 held_delivery_done(l->held + i);
         free(l->held);
@@ -1443,6 +1583,13 @@ static int lagoon_new_bus(Lagoon *l) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(l->bus_flush_source, "lagoon-bus-flush");
+        r = sd_event_add_time(l->event, &l->hold_timer, CLOCK_MONOTONIC, UINT64_MAX, 10 * USEC_PER_MSEC, on_hold_timer,
+                              l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->hold_timer, "lagoon-bus-hold");
+        (void) sd_event_source_set_enabled(l->hold_timer, SD_EVENT_OFF);
+        l->bus_start_usec = now_usec(CLOCK_MONOTONIC);
         return sd_event_source_set_enabled(l->bus_flush_source, SD_EVENT_OFF);
 }
 

@@ -187,6 +187,8 @@ def stop_module_broker():
 
 
 def lagoon_config(broker, target, **extra):
-    cfg = {"TargetName": target, "BrokerURL": broker.url, "BrokerHeartbeatSec": 5, "LogUpdateIntervalSec": 1}
+    # No gap before final statuses (test_bus' ordering test sets its own), to keep tests quick.
+    cfg = {"TargetName": target, "BrokerURL": broker.url, "BrokerHeartbeatSec": 5, "LogUpdateIntervalSec": 1,
+           "FinalStatusDelaySec": 0}
     cfg.update(extra)
     return cfg

@@ -16,6 +16,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 import harness  # noqa: E402
 import lagoon_harness as lh  # noqa: E402
 from lagoon_harness import pika  # noqa: E402
@@ -173,6 +174,38 @@ class TestBus(BusTestCase):
         self.assertEqual(running, sorted(running, key=len))
         self.assertTrue(all(final.startswith(m) for m in running))
         self.assertLessEqual(sum(len(m["message"]) for m in logs), 4 * len(final), [len(m) for m in running])
+
+    def test_final_status_wins_with_two_workers(self):
+        """Against a peer that consumes statuses as actions-handler does (2 workers in
+        parallel, prefetch 2, last writer wins, tests/harness/actions_handler.py), every
+        short task, whose pending, running and final status come back to back, ends shown
+        with its final status."""
+        import actions_handler
+
+        # The peer itself: two statuses in flight together, the one written last wins,
+        # even when it was published first (the race the daemon must not lose).
+        check = actions_handler.ActionsHandler(
+            lh.BROKER.port, f"test-ah-check-{self.target}",
+            delay=lambda m: 0.6 if m["meta"]["jobStatus"] == "running" else 0)
+        for status in ("running", "complete"):
+            self.peer.ch.basic_publish("lagoon-tasks", "controller", json.dumps(
+                {"type": "task", "meta": {"jobStatus": status, "task": {"id": "check"}}}))
+        harness.wait_until(lambda: len(check.applied) == 2, 10, what="the peer's two updates")
+        check.stop()
+        self.assertEqual(check.applied, [("check", "COMPLETE"), ("check", "RUNNING")])
+        self.assertEqual(check.status("check"), "RUNNING")
+        self.assertEqual(check.max_busy, 2)
+
+        ah = actions_handler.ActionsHandler(lh.BROKER.port, f"test-ah-{self.target}")
+        self.addCleanup(ah.stop)
+        self.start_daemon(lagoon={"FinalStatusDelaySec": 1}, tasks={"MaxRunning": 16})
+        ids = [str(500 + i) for i in range(16)]
+        for tid in ids:
+            self.peer.publish(self.standard_message(tid, "true"))
+        for tid in ids:
+            self.peer.wait_status(tid, "complete", timeout=60)
+        harness.wait_until(lambda: len(ah.applied) == 3 * len(ids), 30, what="every update applied")
+        self.assertEqual({tid: ah.status(tid) for tid in ids}, {tid: "COMPLETE" for tid in ids}, ah.applied)
 
     def test_timeout_reason_in_lagoon_log(self):
         self.start_daemon(tasks={"DefaultTimeoutSec": 1, "KillGraceSec": 1})

@@ -57,11 +57,11 @@ class TestBusApi(harness.TaskdTestCase):
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
-    def start_daemon(self):
+    def start_daemon(self, **lagoon):
         self.write_config(services={"nginx": {"Bundle": self.bundle}},
                           extra={"Lagoon": lh.lagoon_config(lh.BROKER, self.target,
                                                             APIURL=f"http://127.0.0.1:{self.api_port}/graphql",
-                                                            JWTSecretFile=self.secret_file)})
+                                                            JWTSecretFile=self.secret_file, **lagoon)})
         d = self.daemon()
         harness.wait_until(lambda: "Connected to Lagoon's message bus" in d.stderr(), 30, what="connected")
         return d
@@ -86,12 +86,16 @@ class TestBusApi(harness.TaskdTestCase):
 
     def test_updates_in_order_with_valid_tokens(self):
         self.start_api()
-        self.start_daemon()
+        self.start_daemon(FinalStatusDelaySec=1)
         self.peer.publish(self.message("11", "echo hi"))
         self.wait_updates(11, ["PENDING", "RUNNING", "COMPLETE"])
         time.sleep(1)
         recs = self.records(11)
         self.assertEqual(len(recs), 3)
+        # The API's final update is the last write: FinalStatusDelaySec= after the bus's
+        # final status, which waited as long after the running one.
+        complete = self.peer.wait_status("11", "complete")
+        self.assertGreaterEqual(recs[2]["time"] - recs[1]["time"], 1.8)
         remote = {r["patch"]["remoteId"] for r in recs}
         self.assertEqual(len(remote), 1)
         self.assertRegex(remote.pop(), lh.UUID)
