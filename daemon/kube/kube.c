@@ -248,8 +248,8 @@ static int start_http(KubeClient *k,
                       void *userdata,
                       HttpCall **ret,
                       char **ret_error) {
-        _cleanup_free_ char *url = NULL, *token = NULL, *auth = NULL, *ct = NULL;
-        char *headers[5] = {};
+        _cleanup_free_ char *url = NULL, *token = NULL, *ct = NULL;
+        char *headers[4] = {};
         size_t n = 0;
         int r;
 
@@ -258,11 +258,6 @@ static int start_http(KubeClient *k,
         r = read_token(k->cred, &token, ret_error);
         if (r < 0)
                 return r;
-        if (token) {
-                if (asprintf(&auth, "Authorization: Bearer %s", token) < 0)
-                        return -ENOMEM;
-                headers[n++] = auth;
-        }
         headers[n++] = (char *) "Accept: application/json";
         headers[n++] = (char *) "User-Agent: lagoon-taskd/" PACKAGE_VERSION;
         if (body) {
@@ -276,6 +271,7 @@ static int start_http(KubeClient *k,
                                  .method = method,
                                  .url = url,
                                  .headers = headers,
+                                 .bearer_token = token,
                                  .body = body,
                                  .body_size = body ? strlen(body) : 0,
                                  .timeout_usec = k->limits.request_timeout_usec,
@@ -287,8 +283,6 @@ static int start_http(KubeClient *k,
                                  .idle_timeout_usec = idle_timeout_usec,
                          },
                          done, userdata, ret);
-        if (auth)
-                explicit_bzero(auth, strlen(auth));
         if (token)
                 explicit_bzero(token, strlen(token));
         if (r < 0)

@@ -5,7 +5,7 @@
  * minted per request as an HS256 JWT from JWTSecretFile= (60 s life, so a request
  * that waited in the outbox never carries a stale token) or, without a secret, the
  * ready token of APITokenFile=. The token never reaches a log line: the detail texts
- * only quote the API's answer, and the header buffer is wiped after use.
+ * only quote the API's answer, and http.c wipes its copies of the headers after use.
  *
  * Classification (lagoon-api.h): transport errors, 5xx, 429 and 401/403 (Lagoon's auth
  * middleware: a token refused, retried with a new one) are worth another try; other 4xx
@@ -283,7 +283,6 @@ static int make_token(LagoonApi *a, char **ret) {
 
 int lagoon_api_send(LagoonApi *a, const char *body, size_t size, lagoon_api_done_cb_t cb, void *userdata) {
         _cleanup_(erase_and_freep) char *token = NULL;
-        _cleanup_(erase_and_freep) char *authorization = NULL;
         HttpCall *call = NULL;
         int r;
 
@@ -296,22 +295,17 @@ int lagoon_api_send(LagoonApi *a, const char *body, size_t size, lagoon_api_done
         if (r < 0)
                 return log_error_errno(r, "Failed to make a token for Lagoon's API: %m");
 
-        if (asprintf(&authorization, "Authorization: Bearer %s", token) < 0) {
-                authorization = NULL;
-                return log_oom();
-        }
-
         char *headers[] = {
                 (char *) "Content-Type: application/json",
                 (char *) "Accept: application/json",
                 (char *) "User-Agent: lagoon-taskd/" PACKAGE_VERSION,
-                authorization,
                 NULL,
         };
         HttpRequest req = {
                 .method = "POST",
                 .url = a->url,
                 .headers = headers,
+                .bearer_token = token,
                 .body = body ?: "",
                 .body_size = size,
                 .timeout_usec = LAGOON_API_TIMEOUT_USEC,

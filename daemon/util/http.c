@@ -104,6 +104,9 @@ static HttpCall *http_call_free(HttpCall *call) {
         if (call->easy)
                 curl_easy_cleanup(call->easy);
         sd_event_source_disable_unref(call->idle_timer);
+        /* They may hold a token. */
+        for (struct curl_slist *h = call->headers; h; h = h->next)
+                explicit_bzero(h->data, strlen(h->data));
         curl_slist_free_all(call->headers);
         free(call->body);
         free(call->response);
@@ -517,8 +520,18 @@ static bool url_is_http(const char *url) {
                         return -EIO; \
         } while (0)
 
+static int header_append(HttpCall *call, const char *header) {
+        struct curl_slist *l = curl_slist_append(call->headers, header);
+
+        if (!l)
+                return -ENOMEM;
+        call->headers = l;
+        return 0;
+}
+
 static int call_setup(HttpCall *call, const HttpRequest *req) {
         CURL *e = call->easy;
+        int r;
         uint64_t timeout_usec = req->timeout_usec > 0 ? req->timeout_usec : HTTP_TIMEOUT_DEFAULT_USEC;
         long timeout_ms = (long) MIN(MAX(timeout_usec / USEC_PER_MSEC, (uint64_t) 1), (uint64_t) LONG_MAX);
 
@@ -577,16 +590,27 @@ static int call_setup(HttpCall *call, const HttpRequest *req) {
         }
 
         for (char *const *h = req->headers; h && *h; h++) {
-                struct curl_slist *l = curl_slist_append(call->headers, *h);
-                if (!l)
+                r = header_append(call, *h);
+                if (r < 0)
+                        return r;
+        }
+        if (req->bearer_token) {
+                char *auth = NULL;
+
+                if (strpbrk(req->bearer_token, "\r\n"))
+                        return -EINVAL;
+                if (asprintf(&auth, "Authorization: Bearer %s", req->bearer_token) < 0)
                         return -ENOMEM;
-                call->headers = l;
+                r = header_append(call, auth);
+                explicit_bzero(auth, strlen(auth));
+                free(auth);
+                if (r < 0)
+                        return r;
         }
         /* No "Expect: 100-continue" round trip for larger bodies. */
-        struct curl_slist *l = curl_slist_append(call->headers, "Expect:");
-        if (!l)
-                return -ENOMEM;
-        call->headers = l;
+        r = header_append(call, "Expect:");
+        if (r < 0)
+                return r;
         SETOPT(e, CURLOPT_HTTPHEADER, call->headers);
 
         return 0;

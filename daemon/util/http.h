@@ -27,7 +27,10 @@ typedef struct HttpRequest {
         const char *method; /* "GET", "POST", … */
         const char *url;
         char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
-        const char *body;     /* may be NULL */
+        /* Sent as "Authorization: Bearer <token>" (no line breaks: -EINVAL); may be NULL.
+         * The call's copies of its headers are wiped when it ends. */
+        const char *bearer_token;
+        const char *body; /* may be NULL */
         size_t body_size;
         uint64_t timeout_usec;    /* whole request; 0 → 30 s */
         const char *ca_file;      /* NULL → system CAs */

@@ -68,7 +68,11 @@ static void serve_connection(int fd) {
                 peer_respond(fd, 404, NULL, "not found", 9);
         else if (streq(path, "/500"))
                 peer_respond(fd, 500, NULL, "boom", 4);
-        else if (streq(path, "/echo")) {
+        else if (streq(path, "/auth")) {
+                char auth[256];
+                peer_header(&req, "Authorization: ", auth, sizeof(auth), "(none)");
+                peer_respond(fd, 200, NULL, auth, strlen(auth));
+        } else if (streq(path, "/echo")) {
                 char out[65536 + 128];
                 int k = snprintf(out, sizeof(out), "%s %s %s", method, xtest, body);
                 peer_respond(fd, 200, NULL, out, (size_t) MIN(k, (int) sizeof(out) - 1));
@@ -259,6 +263,25 @@ TEST(status_and_body) {
 
         result_clear(&r);
         ASSERT_EQ(http_client_n_pending(client), 0u);
+}
+
+/* bearer_token: one Authorization header; a token that would break the header line is refused. */
+TEST(bearer_token) {
+        _cleanup_free_ char *u = url("/auth");
+        char *headers[] = {(char *) "X-Test: yes", NULL};
+        Result r = {};
+
+        do_request(&(HttpRequest){.url = u, .headers = headers, .bearer_token = "t0k.en-1"}, &r);
+        ASSERT_EQ(r.status, 200);
+        ASSERT_STREQ(r.body, "Bearer t0k.en-1");
+        do_request(&(HttpRequest){.url = u}, &r);
+        ASSERT_STREQ(r.body, "(none)");
+        result_clear(&r);
+        ASSERT_EQ(start(&(HttpRequest){.url = u, .bearer_token = "a\r\nX-Injected: 1"}, &r, NULL), -EINVAL);
+        ASSERT_EQ(start(&(HttpRequest){.url = u, .bearer_token = "a\nb"}, &r, NULL), -EINVAL);
+        ASSERT_EQ(http_client_n_pending(client), 0u);
+        ASSERT(!r.done);
+        result_clear(&r);
 }
 
 TEST(post_body_and_headers) {
@@ -1071,6 +1094,7 @@ int main(int argc, char *argv[]) {
 
         RUN(status_and_body);
         RUN(post_body_and_headers);
+        RUN(bearer_token);
         RUN(unix_socket);
         RUN(connection_refused);
         RUN(timeout);
