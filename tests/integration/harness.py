@@ -97,6 +97,15 @@ def parse_time(s):
     return base.replace(tzinfo=datetime.timezone.utc).timestamp() + frac - off
 
 
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (R, S, T, Z, ...), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -105,11 +114,7 @@ def pid_alive(pid):
     except PermissionError:
         return True
     # A zombie counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return proc_state(pid) not in (None, "Z")
 
 
 def pid_cmdline(pid):

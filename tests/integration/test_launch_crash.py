@@ -24,14 +24,6 @@ STEPS = ("prepared", "spawned", "created", "started")
 LONG = os.environ.get("LAGOON_TEST_LONG") == "1"
 
 
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
-
-
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -60,7 +52,7 @@ class TestLaunchCrash(harness.TaskdTestCase):
                 tid = self.new_id(step)
                 d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": step})
                 self.submit_ok(f"echo ran {step}; echo two; exit 3", id=tid)
-                harness.wait_until(lambda: proc_state(d.pid) == "T", 30, what=f"the daemon to stop at {step}")
+                harness.wait_until(lambda: harness.proc_state(d.pid) == "T", 30, what=f"the daemon to stop at {step}")
                 self.assertIn(f"stopping at {step}", d.stderr())
                 # "running" only once the container started: before, its process does not exist.
                 with open(os.path.join(self.state_dir, "tasks", f"{tid}.json")) as f:
@@ -87,7 +79,7 @@ class TestLaunchCrash(harness.TaskdTestCase):
         self.assertEqual((t["status"], t["exitCode"]), ("failed", 4), t)
         self.assertEqual(self.client.logs(tid), "done\n")
         helpers = []
-        harness.wait_until(lambda: helpers.extend(p for p in children(d.pid) if proc_state(p) == "T") or helpers,
+        harness.wait_until(lambda: helpers.extend(p for p in children(d.pid) if harness.proc_state(p) == "T") or helpers,
                            30, what="the clean-up helper to stop")
         cdir, cid = self.container_dir(tid), f"lagoon-task-{tid}"
         self.assertTrue(os.path.isdir(cdir), "container dir removed before the helper ran")
@@ -95,7 +87,7 @@ class TestLaunchCrash(harness.TaskdTestCase):
         self.assertIn("stopping at cleanup", d.stderr())
         d.kill9()
         os.kill(helpers[0], signal.SIGKILL)
-        harness.wait_until(lambda: proc_state(helpers[0]) in (None, "Z"), 30, what="the helper's end")
+        harness.wait_until(lambda: harness.proc_state(helpers[0]) in (None, "Z"), 30, what="the helper's end")
         self.assertTrue(os.path.isdir(cdir))
         d.start()
         harness.wait_until(lambda: not os.path.exists(cdir), 30, what=f"{cdir} removed by the restart")

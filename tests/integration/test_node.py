@@ -22,14 +22,6 @@ import kube_it  # noqa: E402
 NAMESPACE = "proj-main"  # Lagoon's rule for project "proj", environment "main"
 
 
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
-
-
 class NodeCloneTest(harness.TaskdTestCase):
     ctd = None
 
@@ -96,7 +88,7 @@ class NodeCloneTest(harness.TaskdTestCase):
         d = self.daemon(start=False)
         d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": "prepared"})
         self.submit("echo net=$(readlink /proc/self/ns/net)", "lagoon-task-netns")
-        harness.wait_until(lambda: proc_state(d.pid) == "T", 30, what="the daemon to stop after the lookup")
+        harness.wait_until(lambda: harness.proc_state(d.pid) == "T", 30, what="the daemon to stop after the lookup")
         pid = self.ctd.pid(service)
         os.kill(pid, signal.SIGKILL)
         harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}/ns"), 10, what="the service's process gone")
