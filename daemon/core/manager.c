@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <sys/random.h>
 #include <systemd/sd-daemon.h>
+#include <openssl/evp.h>
 #include <time.h>
 
 #include "debug-stop.h"
@@ -29,6 +30,7 @@
 #include "logtail.h"
 #include "manager.h"
 #include "node.h"
+#include "redact.h"
 #include "parse-util.h"
 #include "task-pod.h"
 #include "store.h"
@@ -410,6 +412,71 @@ static int manager_save(Manager *m, ManagedTask *mt) {
  * task stays as its record says, nothing is announced, launches stop, and the retry
  * timer makes the transition (other than to running: that is a launch, done again
  * from the queue) once it can be written. */
+static int task_secrets(Manager *m, const Task *t, char ***ret);
+
+static int command_digest(const char *command, char **ret) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+        char *hex;
+
+        if (!EVP_Digest(command, strlen(command), md, &mdlen, EVP_sha256(), NULL))
+                return -EIO;
+        hex = malloc(mdlen * 2 + 1);
+        if (!hex)
+                return -ENOMEM;
+        for (unsigned i = 0; i < mdlen; i++)
+                sprintf(hex + i * 2, "%02x", md[i]);
+        *ret = hex;
+        return 0;
+}
+
+/* Whether a submission's command is the task's: compared by digest once it was masked. */
+static bool task_command_is(const Task *t, const char *command) {
+        _cleanup_free_ char *d = NULL;
+
+        if (!t->command_digest || !command)
+                return streq_ptr(t->command, command);
+        return command_digest(command, &d) >= 0 && streq(d, t->command_digest);
+}
+
+/* A task that ended needs its secrets no more: its command keeps them masked (as the API
+ * shows it), its environment (Lagoon's variables) and its own secret values go, so the
+ * record kept for KeepFinished= holds none of them in clear. */
+static int task_forget_secrets(Manager *m, Task *t) {
+        _cleanup_strv_free_ char **secrets = NULL, **forms = NULL;
+        _cleanup_free_ char *masked = NULL, *digest = NULL;
+        int r;
+
+        if (t->command && !t->command_digest) {
+                r = task_secrets(m, t, &secrets);
+                if (r >= 0)
+                        r = redact_secret_forms(secrets, &forms);
+                if (r < 0)
+                        return r;
+                if (redact_needed(t->command, strlen(t->command), forms)) {
+                        r = command_digest(t->command, &digest);
+                        if (r < 0)
+                                return r;
+                        masked = redact(t->command, strlen(t->command), forms, NULL);
+                        if (!masked)
+                                return -ENOMEM;
+                        /* The copy of Lagoon's message that reports are made of, too. */
+                        if (json_is_object(json_get(t->lagoon, "task")) &&
+                            streq_ptr(json_get_string(json_get(t->lagoon, "task"), "command"), t->command)) {
+                                r = json_object_set_string(json_get(t->lagoon, "task"), "command", masked);
+                                if (r < 0)
+                                        return r;
+                        }
+                        free(t->command);
+                        t->command = TAKE_PTR(masked);
+                        t->command_digest = TAKE_PTR(digest);
+                }
+        }
+        t->env = strv_free(t->env);
+        t->secrets = strv_free(t->secrets);
+        return 0;
+}
+
 static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const char *reason) {
         Task *t = mt->task;
         TaskStatus from = t->status;
@@ -423,6 +490,8 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
         if (r < 0)
                 return log_error_errno(r, "Task %s: invalid transition %s → %s.", t->id,
                                        task_status_to_string(t->status), task_status_to_string(to));
+        if (task_status_is_final(to) && (r = task_forget_secrets(m, t)) < 0)
+                log_warning_errno(r, "Task %s: failed to mask the secrets of its record: %m", t->id);
         r = store_save(m->store, t);
         if (r < 0) {
                 free(t->reason);
@@ -1453,7 +1522,7 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         if (req->id) {
                 existing = manager_find(m, req->id);
                 if (existing) {
-                        if (!streq_ptr(existing->task->command, req->command) ||
+                        if (!task_command_is(existing->task, req->command) ||
                             !streq_ptr(existing->task->service, service) ||
                             !streq_ptr(existing->task->image, req->image))
                                 return error_message(ret_error, -EEXIST,

@@ -49,6 +49,7 @@ Task *task_free(Task *t) {
         free(t->namespace);
         free(t->service);
         free(t->command);
+        free(t->command_digest);
         free(t->reason);
         free(t->container_id);
         free(t->pod);
@@ -369,6 +370,8 @@ int task_to_record(const Task *t, JsonValue **ret) {
             (r = json_object_set_boolean(o, "timedOut", t->timed_out)) < 0 ||
             (r = json_object_set_string(o, "containerId", t->container_id)) < 0)
                 return r;
+        if (t->command_digest && (r = json_object_set_string(o, "commandDigest", t->command_digest)) < 0)
+                return r;
         if (t->launch_step != TASK_LAUNCH_NONE &&
             (r = json_object_set_string(o, "launchStep", task_launch_step_to_string(t->launch_step))) < 0)
                 return r;
@@ -439,6 +442,7 @@ int task_from_json(const JsonValue *v, Task **ret) {
             (r = get_str(v, "namespace", true, &t->namespace)) < 0 || (r = get_str(v, "image", false, &t->image)) < 0 ||
             (r = get_str(v, "service", !t->image, &t->service)) < 0 ||
             (r = get_str(v, "command", !t->image, &t->command)) < 0 ||
+            (r = get_str(v, "commandDigest", false, &t->command_digest)) < 0 ||
             (r = get_str(v, "reason", false, &t->reason)) < 0 ||
             (r = get_str(v, "containerId", false, &t->container_id)) < 0 ||
             (r = get_str(v, "pod", false, &t->pod)) < 0 || (r = get_str(v, "remoteId", false, &t->remote_id)) < 0 ||

@@ -59,7 +59,9 @@ typedef struct Task {
         char *environment;
         char *namespace; /* <project>-<environment> by Lagoon's rules */
         char *service;
-        char *command; /* the shell command */
+        char *command;        /* the shell command */
+        char *command_digest; /* record only: SHA-256 (hex) of the command before its secrets were
+                                 masked, once the task ended (a resubmission is compared with it) */
 
         TaskStatus status;
         char *reason;  /* for failed: "exit-code N", "timeout", "service-not-found", "launch-error: …" */

@@ -25,6 +25,52 @@ LAGOON_ONLY = {promcheck.PREFIX + n for n in ("outbox_messages", "outbox_oldest_
                                                "broker_disconnects_total", "lagoon_api_up")}
 
 
+# Documented command lines, by their program: run against the test's daemon, or not
+# runnable here (and why). A program in neither list fails the test, so a new kind of
+# command in the docs is looked at.
+DOC_PAGES = ("README.md", "docs/man/lagoon-taskctl.1.scd", "docs/man/lagoon-taskd.8.scd",
+             "docs/man/lagoon-taskd.conf.5.scd")
+DOC_RUN = ("lagoon-taskctl", "curl", "echo")
+DOC_NOT_HERE = {
+    "systemctl": "needs systemd as PID 1 (tests/e2e runs the units)",
+    "journalctl": "reads the system journal, not the test's journald",
+    "apt-get": "installs packages (tests/e2e installs the .deb)",
+    "kubectl": "needs a cluster",
+    "rabbitmqadmin": "needs a broker's management plugin",
+    "bench/run": "the benchmark, minutes",
+    "./scripts/demo.sh": "installs packages",
+    "./scripts/test": "the whole test suite",
+    "dnf": "installs packages",
+    "usermod": "changes the system's accounts",
+    "chmod": "a file of the example",
+}
+# A synopsis is no command line.
+SYNOPSIS = re.compile(r"\[-|\b(ID|COMMAND|PATH|FILE|ARGS|OPTIONS)\b(\.\.\.)?( |\]|$)|\|inspect|\|stop")
+PROGRAM = re.compile(r"^(LAGOON_TASKD_SOCKET=\S+ )?(\./)?[a-z][a-z0-9_./-]*( |$)")
+
+
+def documented_commands():
+    """(file, line) for each command line of README and the man pages: the lines after a
+    prompt ("$ ", or "# " in a block without "$ "), and every line of a ```sh block."""
+    out = []
+    for page in DOC_PAGES:
+        text = open(os.path.join(harness.SRCDIR, page)).read()
+        for lang, block in re.findall(r"^```([a-z]*)\n(.*?)^```", text, re.S | re.M):
+            lines = [line.strip() for line in block.splitlines()]
+            user = any(line.startswith("$ ") for line in lines)
+            for line in lines:
+                m = re.match(r"^\$ (.*)" if user else r"^# (.*)", line)
+                if m:
+                    cmd = m.group(1)
+                elif lang == "sh" and not line.startswith("#"):
+                    cmd = line
+                else:
+                    continue  # output, a comment, a file's contents
+                if cmd and PROGRAM.match(cmd) and not SYNOPSIS.search(cmd):
+                    out.append((page, cmd))
+    return out
+
+
 def read_all(fd, into):
     """Reads a pty master until every slave end is closed."""
     while True:
@@ -368,6 +414,69 @@ class TestTaskctl(harness.TaskdTestCase):
         self.d.signal(signal.SIGHUP)
         harness.wait_until(lambda: "Configuration reloaded: nothing changed." in self.d.stderr(), 30,
                            what="second reload logged")
+
+    def test_secret_masked_in_command_and_record(self):
+        secret = "s3cr3t-value-x"
+        cfg = self.base_config()
+        cfg["Tasks"]["Secret"] = secret
+        self.write_config(config=cfg)
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "Configuration reloaded" in self.d.stderr(), 30, what="reload")
+        tid = self.new_id("secret")
+        command = f"echo {secret} >/dev/null"
+        self.submit_ok(command, id=tid)
+        self.client.wait_final(tid)
+        for out in (self.ctl_ok("ls", "--no-trunc").stdout, self.ctl_ok("show", tid).stdout,
+                    self.ctl_ok("ls", "--json").stdout):
+            self.assertNotIn(secret, out)
+            self.assertIn("echo *** >/dev/null", out)
+        # The record kept for KeepFinished= holds it masked, and a digest to recognise it.
+        record = open(os.path.join(self.state_dir, "tasks", f"{tid}.json")).read()
+        self.assertNotIn(secret, record)
+        self.assertRegex(json.loads(record).get("commandDigest", ""), r"^[0-9a-f]{64}$")
+        # The same submission is still the same task (also after a restart); another is not.
+        self.d.restart()
+        self.assertEqual(self.client.submit(command, id=tid).status, 200)
+        self.assertEqual(self.client.submit("echo *** >/dev/null", id=tid).status, 409)
+
+    def test_documented_commands(self):
+        """Every command line README and the man pages show runs against the real daemon
+        (local mode) without a usage or API error; the tasks they name exist."""
+        bindir = os.path.join(self.tmp, "bin")
+        os.makedirs(bindir)
+        os.symlink(harness.TASKCTL, os.path.join(bindir, "lagoon-taskctl"))
+        os.symlink(harness.TASKD, os.path.join(bindir, "lagoon-taskd"))
+        env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", LAGOON_TASKD_SOCKET=self.socket_path)
+        commands = documented_commands()
+        self.assertGreater(len(commands), 30, "the extraction found too few command lines")
+        run = 0
+        for page, cmd in commands:
+            program = cmd.split()[1] if cmd.startswith("LAGOON_TASKD_SOCKET=") else cmd.split()[0]
+            if program in DOC_NOT_HERE:
+                continue
+            if program == "lagoon-taskd":
+                if "--check-config" not in cmd:
+                    continue  # a daemon in the foreground: what every test here starts
+                cmd = f"{cmd} --config={self.config_path}"
+            self.assertIn(program, DOC_RUN + ("lagoon-taskd",), f"{page}: {cmd}: a program this test does not know")
+            # The tasks the examples name, as the examples made them (drush is not in the
+            # test's image: they fail at once, which is all a later line needs).
+            for tid, command in (("cache-clear-42", "drush cr"), ("db-dump", "mysqldump drupal > /tmp/dump.sql")):
+                if self.client.get(f"/v1/tasks/{tid}").status == 404:
+                    self.submit_ok(command, id=tid)
+                self.client.wait_final(tid)
+            shown = cmd
+            cmd = cmd.replace("/run/lagoon-taskd/api.sock", self.socket_path)
+            cmd = cmd.replace("/tmp/taskd/api.sock", self.socket_path).replace("<id>", "cache-clear-42")
+            r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            run += 1
+            # run --wait and wait exit with the task's status (drush is not in the test's image).
+            task_status = re.search(r"\b(run --wait|run .*--wait|wait)\b", cmd) and r.returncode > 2
+            self.assertTrue(r.returncode == 0 or task_status, f"{page}: {shown}: exit {r.returncode}: {r.stderr}")
+            for bad in ("command not found", "Try '", "cannot connect", "invalid answer"):
+                self.assertNotIn(bad, r.stderr, f"{page}: {shown}")
+        self.assertGreater(run, 25)
 
     def test_ls_columns_reasons_filters(self):
         ok, bad, killed, slow, stuck = (self.new_id(t) for t in ("ok", "bad", "killed", "slow", "stuck"))
