@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* HS256 JSON Web Tokens for Lagoon's API: base64url (RFC 4648 §5, no padding), the
- * compact JWS form header.claims.signature with HMAC-SHA256 from OpenSSL, and the
- * claims Lagoon checks on a service ("legacy") token. Pure: no I/O, no logging. */
+/* HS256 JSON Web Tokens for Lagoon's API: the compact JWS form header.claims.signature
+ * (base64url, RFC 4648 §5, no padding) with HMAC-SHA256 from OpenSSL, and the claims
+ * Lagoon checks on a service ("legacy") token. Pure: no I/O, no logging. */
 
 #include <errno.h>
 #include <limits.h>
@@ -13,46 +13,10 @@
 
 #include "json.h"
 #include "jwt.h"
+#include "parse-util.h"
 
 /* The header never changes; this is base64url('{"alg":"HS256","typ":"JWT"}'). */
 #define JWT_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
-
-int base64url_encode(const void *data, size_t size, char **ret) {
-        static const char table[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        const uint8_t *p = data;
-        char *out = NULL, *o;
-
-        if (!ret || (!data && size > 0))
-                return -EINVAL;
-        if (size > (SIZE_MAX - 1) / 4 * 3 - 3)
-                return -E2BIG;
-
-        out = malloc((size + 2) / 3 * 4 + 1);
-        if (!out)
-                return -ENOMEM;
-        o = out;
-
-        for (size_t i = 0; i < size; i += 3) {
-                uint32_t v = (uint32_t) p[i] << 16;
-                size_t left = size - i;
-
-                if (left > 1)
-                        v |= (uint32_t) p[i + 1] << 8;
-                if (left > 2)
-                        v |= p[i + 2];
-
-                *o++ = table[(v >> 18) & 63];
-                *o++ = table[(v >> 12) & 63];
-                if (left > 1)
-                        *o++ = table[(v >> 6) & 63];
-                if (left > 2)
-                        *o++ = table[v & 63];
-        }
-        *o = 0;
-
-        *ret = out;
-        return 0;
-}
 
 int jwt_hs256_sign(const void *secret, size_t secret_size, const char *claims_json, char **ret) {
         _cleanup_free_ char *claims_b64 = NULL, *signing_input = NULL, *sig_b64 = NULL;

@@ -9,9 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* base64url without padding. */
-int base64url_encode(const void *data, size_t size, char **ret);
-
 /* A token for header {"alg":"HS256","typ":"JWT"} and the given claims object (JSON
  * text, used verbatim). */
 int jwt_hs256_sign(const void *secret, size_t secret_size, const char *claims_json, char **ret);

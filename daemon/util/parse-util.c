@@ -343,6 +343,56 @@ int base64_char_value(char c) {
         return -1;
 }
 
+static int base64_encode_table(const void *data, size_t size, const char *table, bool pad, char **ret) {
+        const uint8_t *p = data;
+        char *out = NULL, *o;
+
+        if (!ret || (!data && size > 0))
+                return -EINVAL;
+        if (size > (SIZE_MAX - 1) / 4 * 3 - 3)
+                return -E2BIG;
+
+        out = malloc((size + 2) / 3 * 4 + 1);
+        if (!out)
+                return -ENOMEM;
+        o = out;
+
+        for (size_t i = 0; i < size; i += 3) {
+                uint32_t v = (uint32_t) p[i] << 16;
+                size_t left = size - i;
+
+                if (left > 1)
+                        v |= (uint32_t) p[i + 1] << 8;
+                if (left > 2)
+                        v |= p[i + 2];
+
+                *o++ = table[(v >> 18) & 63];
+                *o++ = table[(v >> 12) & 63];
+                if (left > 1)
+                        *o++ = table[(v >> 6) & 63];
+                else if (pad)
+                        *o++ = '=';
+                if (left > 2)
+                        *o++ = table[v & 63];
+                else if (pad)
+                        *o++ = '=';
+        }
+        *o = 0;
+
+        *ret = out;
+        return 0;
+}
+
+int base64_encode(const void *data, size_t size, char **ret) {
+        return base64_encode_table(data, size, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", true,
+                                   ret);
+}
+
+int base64url_encode(const void *data, size_t size, char **ret) {
+        return base64_encode_table(data, size, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                                   false, ret);
+}
+
 bool url_host_is_loopback(const char *url) {
         const char *host, *end, *at;
         char buf[INET6_ADDRSTRLEN + 2];

@@ -14,6 +14,10 @@ int parse_uint64(const char *s, uint64_t *ret);   /* the same, up to UINT64_MAX 
 int parse_boolean(const char *s);                 /* yes/no/true/false/on/off/1/0 → 1/0, -EINVAL */
 /* The value 0-63 of a character of the standard base64 alphabet (RFC 4648 §4), -1 for others. */
 int base64_char_value(char c);
+/* Standard base64 with padding (RFC 4648 §4), and base64url without padding (§5, as JWTs
+ * use it). -EINVAL for NULL data of non-zero size. */
+int base64_encode(const void *data, size_t size, char **ret);
+int base64url_encode(const void *data, size_t size, char **ret);
 /* Split a shell-like word list ("a 'b c' \"d\"") into a strv. -EINVAL on an unterminated quote. */
 int split_words(const char *s, char ***ret);
 /* An RFC 1123 label as Kubernetes names objects: 1-63 of [a-z0-9-], no '-' at either end. */

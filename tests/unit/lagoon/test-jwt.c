@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "jwt.h"
+#include "parse-util.h"
 #include "macro.h"
 #include "tests.h"
 

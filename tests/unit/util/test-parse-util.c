@@ -337,8 +337,38 @@ static void test_utf8_is_valid(void) {
                 }
 }
 
+/* RFC 4648 §10's test vectors, in both alphabets, and bytes that differ between them. */
+static void test_base64_encode(void) {
+        static const char *const vectors[][3] = {
+                {"", "", ""},
+                {"f", "Zg==", "Zg"},
+                {"fo", "Zm8=", "Zm8"},
+                {"foo", "Zm9v", "Zm9v"},
+                {"foob", "Zm9vYg==", "Zm9vYg"},
+                {"fooba", "Zm9vYmE=", "Zm9vYmE"},
+                {"foobar", "Zm9vYmFy", "Zm9vYmFy"},
+                {"\xfb\xff\xbf", "+/+/", "-_-_"},
+        };
+        char *s = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(vectors); i++) {
+                ASSERT_OK(base64_encode(vectors[i][0], strlen(vectors[i][0]), &s));
+                ASSERT_STREQ(s, vectors[i][1]);
+                free(s);
+                ASSERT_OK(base64url_encode(vectors[i][0], strlen(vectors[i][0]), &s));
+                ASSERT_STREQ(s, vectors[i][2]);
+                free(s);
+        }
+        ASSERT_OK(base64_encode("{\"cloneId\":7,\"status\":\"FAILED\"}", 31, &s));
+        ASSERT_STREQ(s, "eyJjbG9uZUlkIjo3LCJzdGF0dXMiOiJGQUlMRUQifQ==");
+        free(s);
+        ASSERT(base64_encode(NULL, 1, &s) == -EINVAL);
+        ASSERT(base64_encode("x", 1, NULL) == -EINVAL);
+}
+
 int main(void) {
         test_parse_duration();
+        test_base64_encode();
         test_format_duration();
         test_parse_unsigned();
         test_parse_uint64();
