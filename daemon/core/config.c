@@ -533,6 +533,22 @@ static int config_parse_word(const char *file, unsigned line, const char *key, c
         return free_and_strdup(data, value);
 }
 
+/* A Lagoon feature flag's value, as remote-controller's --lagoon-feature-flag-* options
+ * take them; empty leaves it unset. */
+static int config_parse_feature_flag(const char *file, unsigned line, const char *key, const char *value, void *data) {
+        char **s = data;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        if (!streq(value, "enabled") && !streq(value, "disabled")) {
+                log_syntax(file, line, "%s= takes enabled or disabled, got '%s'.", key, value);
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
 static int config_parse_size(const char *file, unsigned line, const char *key, const char *value, void *data) {
         uint64_t *size = data, factor = 1, v;
         unsigned n;
@@ -649,6 +665,9 @@ static const ConfigItem config_items[] = {
         {SECTION_LAGOON, "TokenHost", config_parse_word, offsetof(Config, lagoon_token_host), NULL},
         {SECTION_LAGOON, "TokenPort", config_parse_word, offsetof(Config, lagoon_token_port), NULL},
         {SECTION_LAGOON, "HTTPProxy", config_parse_word, offsetof(Config, http_proxy), NULL},
+        {SECTION_LAGOON, "ForceRootlessWorkload", config_parse_feature_flag, offsetof(Config, rootless_force), NULL},
+        {SECTION_LAGOON, "DefaultRootlessWorkload", config_parse_feature_flag, offsetof(Config, rootless_default),
+         NULL},
         {SECTION_LAGOON, "HTTPSProxy", config_parse_word, offsetof(Config, https_proxy), NULL},
         {SECTION_LAGOON, "NoProxy", config_parse_word, offsetof(Config, no_proxy), NULL},
         {SECTION_LAGOON, "SSHKeyFile", config_parse_path, offsetof(Config, ssh_key_file), NULL},
@@ -810,6 +829,8 @@ Config *config_free(Config *c) {
         free(c->controller_namespace);
         free(c->lagoon_token_port);
         free(c->http_proxy);
+        free(c->rootless_force);
+        free(c->rootless_default);
         free(c->https_proxy);
         free(c->no_proxy);
         free(c->ssh_key_file);

@@ -16,7 +16,8 @@
  *              SecretVariables=,
  *              APIHost=, SSHHost=, SSHPort=, TokenHost=, TokenPort=,
  *              SSHKeyFile=, DeployerTokenFile=, NamespacePrefix=, RandomNamespacePrefix=,
- *              ControllerNamespace=, RemoteControllerTarget=
+ *              ControllerNamespace=, RemoteControllerTarget=, ForceRootlessWorkload=,
+ *              DefaultRootlessWorkload=
  *   [Kubernetes]  NodeName=, Kubeconfig=, Context=, Server=, CAFile=, TokenFile=,
  *              ClientCertFile=, ClientKeyFile=, InCluster=, KubeletURL=, KubeletCAFile=,
  *              KubeletTokenFile=, KubeletCertFile=, KubeletKeyFile=, ContainerdState=,
@@ -122,6 +123,9 @@ typedef struct Config {
         char *http_proxy;              /* HTTPProxy=: HTTP_PROXY and http_proxy of standard tasks */
         char *https_proxy;             /* HTTPSProxy=: HTTPS_PROXY and https_proxy */
         char *no_proxy;                /* NoProxy=: NO_PROXY and no_proxy */
+        char *rootless_force;          /* ForceRootlessWorkload=: "enabled"/"disabled"/NULL; wins over
+                                          the LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD variable */
+        char *rootless_default;        /* DefaultRootlessWorkload=: when neither sets it */
         char *ssh_key_file;            /* SSHKeyFile=: mounted for advanced tasks with sshKey (local mode) */
         char *deployer_token_file;     /* DeployerTokenFile=: mounted for advanced tasks with deployerToken */
         char *namespace_prefix;        /* NamespacePrefix= (remote-controller's --namespace-prefix); with

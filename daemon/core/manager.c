@@ -1170,6 +1170,10 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
                 .env_from_secrets = ctx ? ctx->env_from_secrets : NULL,
                 .env_from_config_maps = ctx ? ctx->env_from_config_maps : NULL,
                 .deployer_token_secret = ctx ? ctx->deployer_token_secret : NULL,
+                .bulk_volumes = ctx ? ctx->bulk_volumes : NULL,
+                .dynamic_secrets = ctx ? ctx->dynamic_secrets : NULL,
+                .rootless = t->rootless,
+                .labels = t->pod_labels,
         };
         if (t->image) {
                 r = task_pod_advanced(&p, &pod, &error);
@@ -1255,7 +1259,15 @@ static void on_advanced_context(NodeLookup *l, NodeAdvancedContext *ctx, void *u
 
         if (!lookup_done(m, mt))
                 return;
-        manager_launch_pod(m, mt, NULL, ctx);
+        if (ctx->error) {
+                _cleanup_free_ char *reason = NULL;
+
+                log_error("Task %s: cannot build its pod: %s", mt->task->id, ctx->error);
+                if (asprintf(&reason, "launch-error: %s", ctx->error) < 0)
+                        reason = NULL;
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+        } else
+                manager_launch_pod(m, mt, NULL, ctx);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
 }
@@ -1271,8 +1283,8 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
         if (t->image) {
                 /* Advanced tasks talk to the Kubernetes API as their pod: real pods where there is one. */
                 if (node_api(m->node)) {
-                        r = node_lookup_advanced_context(m->node, t->namespace, t->deployer_token, on_advanced_context,
-                                                         mt, &mt->lookup);
+                        r = node_lookup_advanced_context(m->node, t->namespace, t->deployer_token, t->volume_mounts,
+                                                         on_advanced_context, mt, &mt->lookup);
                         if (r < 0)
                                 return manager_launch_failed(m, mt, r, "look at its namespace");
                         m->n_running++;
@@ -1571,7 +1583,10 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return -ENOMEM;
         t->deployer_token = req->deployer_token;
         t->ssh_key = req->ssh_key;
-        if ((req->env && !(t->env = strv_copy(req->env))) ||
+        t->volume_mounts = req->volume_mounts;
+        t->rootless = req->rootless;
+        if ((req->pod_labels && !(t->pod_labels = strv_copy(req->pod_labels))) ||
+            (req->env && !(t->env = strv_copy(req->env))) ||
             (req->secrets && !(t->secrets = strv_copy(req->secrets))) ||
             (req->lagoon && !(t->lagoon = json_copy(req->lagoon))))
                 return -ENOMEM;

@@ -33,6 +33,9 @@ typedef struct TaskRequest {
         bool deployer_token;     /* mount DeployerTokenFile= at /var/run/secrets/lagoon/deployer/token and
                                     /var/run/secrets/kubernetes.io/serviceaccount/token */
         bool ssh_key;            /* mount SSHKeyFile= at /var/run/secrets/lagoon/ssh/ssh-privatekey */
+        bool volume_mounts;      /* API pod: the namespace's "bulk" PVCs at /storage/<name> */
+        bool rootless;           /* API pod: Lagoon's rootless securityContext */
+        char *const *pod_labels; /* "K=V" for the task's pod */
         char *const *env;        /* extra "K=V" for the container */
         char *const *secrets;    /* extra values to mask in the task's output */
         const JsonValue *lagoon; /* tasks from Lagoon: what reports need (kept in the record) */

@@ -55,6 +55,7 @@ Task *task_free(Task *t) {
         free(t->pod);
         free(t->image);
         strv_free(t->env);
+        strv_free(t->pod_labels);
         strv_free(t->secrets);
         json_free(t->lagoon);
         free(t->remote_id);
@@ -376,9 +377,12 @@ int task_to_record(const Task *t, JsonValue **ret) {
             (r = json_object_set_string(o, "launchStep", task_launch_step_to_string(t->launch_step))) < 0)
                 return r;
         if (t->image && ((r = json_object_set_boolean(o, "deployerToken", t->deployer_token)) < 0 ||
-                         (r = json_object_set_boolean(o, "sshKey", t->ssh_key)) < 0))
+                         (r = json_object_set_boolean(o, "sshKey", t->ssh_key)) < 0 ||
+                         (r = json_object_set_boolean(o, "volumeMounts", t->volume_mounts)) < 0 ||
+                         (r = json_object_set_boolean(o, "rootless", t->rootless)) < 0))
                 return r;
-        if ((t->env && (r = json_object_set(o, "env", json_new_strv(t->env))) < 0) ||
+        if ((t->pod_labels && (r = json_object_set(o, "podLabels", json_new_strv(t->pod_labels))) < 0) ||
+            (t->env && (r = json_object_set(o, "env", json_new_strv(t->env))) < 0) ||
             (t->secrets && (r = json_object_set(o, "secrets", json_new_strv(t->secrets))) < 0))
                 return r;
         if (t->lagoon && ((r = json_object_set(o, "lagoon", json_copy(t->lagoon))) < 0 ||
@@ -451,6 +455,13 @@ int task_from_json(const JsonValue *v, Task **ret) {
                 return r;
         if (t->image && ((r = get_bool(v, "deployerToken", &t->deployer_token)) < 0 ||
                          (r = get_bool(v, "sshKey", &t->ssh_key)) < 0))
+                return r;
+        /* Records written before these existed have none. */
+        if (t->image && ((json_get(v, "volumeMounts") && (r = get_bool(v, "volumeMounts", &t->volume_mounts)) < 0) ||
+                         (json_get(v, "rootless") && (r = get_bool(v, "rootless", &t->rootless)) < 0)))
+                return r;
+        r = get_strv(v, "podLabels", &t->pod_labels);
+        if (r < 0)
                 return r;
         if (json_get(v, "launchStep")) {
                 t->launch_step = task_launch_step_from_string(json_get_string(v, "launchStep"));

@@ -86,6 +86,9 @@ typedef struct Task {
         char *image;
         bool deployer_token; /* mount DeployerTokenFile= */
         bool ssh_key;        /* mount SSHKeyFile= */
+        bool volume_mounts;  /* API pod: mount the namespace's "bulk" PVCs at /storage/<name> */
+        bool rootless;       /* API pod: Lagoon's rootless securityContext */
+        char **pod_labels;   /* "K=V" for the task's pod (organization.lagoon.sh/id, …); record only */
         char **env;          /* extra "K=V" for the container (Lagoon's variables); record only */
         char **secrets;      /* extra values to mask (JSON_PAYLOAD, secret variables); record only */
 

@@ -46,6 +46,8 @@ enum {
         CTX_PLATFORM_SECRET,
         CTX_ENV_CONFIG_MAP,
         CTX_SERVICE_ACCOUNT,
+        CTX_VOLUMES,         /* the namespace's PVCs (volumeMounts) */
+        CTX_DYNAMIC_SECRETS, /* secrets labelled lagoon.sh/dynamic-secret */
         _CTX_MAX,
 };
 
@@ -61,6 +63,7 @@ struct NodeLookup {
         KubeCall *ctx_calls[_CTX_MAX];
         JsonValue *ctx_answers[_CTX_MAX];
         unsigned ctx_pending;
+        char *ctx_error; /* a list the pod cannot do without failed */
         node_context_cb_t ctx_cb;
 
         node_locate_cb_t locate_cb; /* cluster routing */
@@ -203,6 +206,7 @@ NodeLookup *node_lookup_cancel(NodeLookup *l) {
                 kube_call_cancel(l->ctx_calls[i]);
                 json_free(l->ctx_answers[i]);
         }
+        free(l->ctx_error);
         sd_event_source_disable_unref(l->defer);
         free(l->namespace);
         free(l->service);
@@ -466,6 +470,35 @@ void node_advanced_context_done(NodeAdvancedContext *c) {
         c->env_from_secrets = strv_free(c->env_from_secrets);
         c->env_from_config_maps = strv_free(c->env_from_config_maps);
         c->deployer_token_secret = mfree(c->deployer_token_secret);
+        c->bulk_volumes = strv_free(c->bulk_volumes);
+        c->dynamic_secrets = strv_free(c->dynamic_secrets);
+        c->error = mfree(c->error);
+}
+
+/* The names in a list answer whose item passes keep (NULL: all), in the list's order. */
+static int list_names(const JsonValue *list, bool (*keep)(const JsonValue *item), char ***ret) {
+        const JsonValue *items = json_get(list, "items");
+        _cleanup_strv_free_ char **names = NULL;
+        int r;
+
+        for (size_t i = 0; i < json_length(items); i++) {
+                const JsonValue *item = json_array_at(items, i);
+                const char *name = json_get_string(json_get(item, "metadata"), "name");
+
+                if (!name || (keep && !keep(item)))
+                        continue;
+                r = strv_extend(&names, name);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(names);
+        return 0;
+}
+
+/* remote-controller mounts a claim for volumeMounts when its storage class is "bulk"
+ * (Lagoon's persistent storage of an environment's files). */
+static bool pvc_is_bulk(const JsonValue *pvc) {
+        return streq_ptr(json_get_string(json_get(pvc, "spec"), "storageClassName"), "bulk");
 }
 
 static void context_done(NodeLookup *l) {
@@ -486,6 +519,14 @@ static void context_done(NodeLookup *l) {
                         break;
                 }
         }
+        if ((l->ctx_answers[CTX_VOLUMES] &&
+             list_names(l->ctx_answers[CTX_VOLUMES], pvc_is_bulk, &ctx.bulk_volumes) < 0) ||
+            (l->ctx_answers[CTX_DYNAMIC_SECRETS] &&
+             list_names(l->ctx_answers[CTX_DYNAMIC_SECRETS], NULL, &ctx.dynamic_secrets) < 0))
+                ctx.error = strdup("out of memory");
+        /* The callback may free the lookup: the context owns its copy. */
+        if (l->ctx_error && !ctx.error)
+                ctx.error = TAKE_PTR(l->ctx_error);
         l->ctx_cb(l, &ctx, l->userdata);
         node_advanced_context_done(&ctx);
 }
@@ -498,7 +539,11 @@ static void on_context_get(KubeCall *call, int error, long status, JsonValue *bo
                         l->ctx_calls[i] = NULL;
                         if (error >= 0)
                                 l->ctx_answers[i] = kube_call_take_body(call);
-                        else if (error != -ENOENT)
+                        else if (i == CTX_VOLUMES || i == CTX_DYNAMIC_SECRETS) {
+                                /* remote-controller does not create the pod without them either. */
+                                if (!l->ctx_error)
+                                        l->ctx_error = strdup(strna(text));
+                        } else if (error != -ENOENT)
                                 /* Not fatal: the task runs without it, as remote-controller's would. */
                                 log_warning("Advanced task in %s: %s", l->namespace, strna(text));
                 }
@@ -509,6 +554,7 @@ static void on_context_get(KubeCall *call, int error, long status, JsonValue *bo
 int node_lookup_advanced_context(Node *n,
                                  const char *namespace,
                                  bool deployer_token,
+                                 bool volume_mounts,
                                  node_context_cb_t cb,
                                  void *userdata,
                                  NodeLookup **ret) {
@@ -517,6 +563,9 @@ int node_lookup_advanced_context(Node *n,
                 [CTX_PLATFORM_SECRET] = "secrets/lagoon-platform-env",
                 [CTX_ENV_CONFIG_MAP] = "configmaps/lagoon-env",
                 [CTX_SERVICE_ACCOUNT] = "serviceaccounts/lagoon-deployer",
+                [CTX_VOLUMES] = "persistentvolumeclaims",
+                /* an existence selector: remote-controller keeps the secrets carrying the label */
+                [CTX_DYNAMIC_SECRETS] = "secrets?labelSelector=lagoon.sh%2Fdynamic-secret",
         };
         _cleanup_(node_lookup_cancelp) NodeLookup *l = NULL;
         _cleanup_free_ char *ns = NULL;
@@ -534,7 +583,7 @@ int node_lookup_advanced_context(Node *n,
         for (size_t i = 0; i < _CTX_MAX; i++) {
                 _cleanup_free_ char *path = NULL;
 
-                if (i == CTX_SERVICE_ACCOUNT && !deployer_token)
+                if ((i == CTX_SERVICE_ACCOUNT && !deployer_token) || (i == CTX_VOLUMES && !volume_mounts))
                         continue;
                 if (asprintf(&path, "/api/v1/namespaces/%s/%s", ns, paths[i]) < 0)
                         return -ENOMEM;

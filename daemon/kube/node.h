@@ -47,12 +47,17 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(NodeLookup *, node_lookup_cancel);
 
 /* What an advanced task's pod takes from its namespace, as remote-controller does: the
  * lagoon-env secret (with lagoon-platform-env) or else the lagoon-env config map as envFrom,
- * and with deployerToken a legacy lagoon-deployer-token-* secret of the lagoon-deployer
- * service account. Missing objects are not errors. */
+ * with deployerToken a legacy lagoon-deployer-token-* secret of the lagoon-deployer
+ * service account, with volumeMounts the PVCs of storage class "bulk", and the secrets
+ * labelled lagoon.sh/dynamic-secret. Missing objects are not errors; a failed list of
+ * PVCs or dynamic secrets is (error set: the pod would lack what it needs). */
 typedef struct NodeAdvancedContext {
         char **env_from_secrets;
         char **env_from_config_maps;
         char *deployer_token_secret;
+        char **bulk_volumes;
+        char **dynamic_secrets;
+        char *error; /* the API's answer when a list failed: the task cannot run */
 } NodeAdvancedContext;
 
 void node_advanced_context_done(NodeAdvancedContext *c);
@@ -62,6 +67,7 @@ typedef void (*node_context_cb_t)(NodeLookup *l, NodeAdvancedContext *ctx, void 
 int node_lookup_advanced_context(Node *n,
                                  const char *namespace,
                                  bool deployer_token,
+                                 bool volume_mounts,
                                  node_context_cb_t cb,
                                  void *userdata,
                                  NodeLookup **ret);

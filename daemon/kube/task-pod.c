@@ -130,6 +130,19 @@ static int pod_make(const TaskPodParams *p, JsonValue *spec, JsonValue **ret) {
                                                  p->node_name, NULL});
         if (r < 0)
                 return r;
+        for (char *const *kv = p->labels; kv && *kv; kv++) {
+                _cleanup_free_ char *key = NULL;
+                const char *eq = strchr(*kv, '=');
+
+                if (!eq || eq == *kv)
+                        return -EINVAL;
+                key = strndup(*kv, eq - *kv);
+                if (!key)
+                        return -ENOMEM;
+                r = json_object_set_string(json_get(meta, "labels"), key, eq + 1);
+                if (r < 0)
+                        return r;
+        }
         /* Like remote-controller: the autoscaler must not evict a task half way. */
         r = set_string_map(meta, "annotations",
                            (const char *const[]){"cluster-autoscaler.kubernetes.io/safe-to-evict", "false",
@@ -215,21 +228,37 @@ int task_pod_standard(const JsonValue *deployment, const TaskPodParams *p, JsonV
         return pod_make(p, TAKE_PTR(spec), ret);
 }
 
-static int
-add_secret_volume(JsonValue *volumes, JsonValue *mounts, const char *name, const char *secret, const char *mount_path) {
+static char *concat(const char *a, const char *b) {
+        char *s = NULL;
+
+        return asprintf(&s, "%s%s", a, b) < 0 ? NULL : s;
+}
+
+/* A volume of a secret (mode: its files' mode) or, with secret NULL, of the claim named
+ * name, and its mount. */
+static int add_volume(JsonValue *volumes,
+                      JsonValue *mounts,
+                      const char *name,
+                      const char *secret,
+                      int mode,
+                      const char *mount_path) {
         _cleanup_(json_freep) JsonValue *v = json_new_object(), *m = json_new_object();
         JsonValue *src = NULL;
         int r;
 
         if (!v || !m)
                 return -ENOMEM;
-        if ((r = json_object_set_string(v, "name", name)) < 0 ||
-            (r = json_object_ensure_object(v, "secret", &src)) < 0 ||
-            (r = json_object_set_string(src, "secretName", secret)) < 0 ||
-            (r = json_object_set_int64(src, "defaultMode", 0644)) < 0 ||
-            (r = json_object_set_string(m, "name", name)) < 0 ||
-            (r = json_object_set_boolean(m, "readOnly", true)) < 0 ||
+        if ((r = json_object_set_string(v, "name", name)) < 0 || (r = json_object_set_string(m, "name", name)) < 0 ||
             (r = json_object_set_string(m, "mountPath", mount_path)) < 0)
+                return r;
+        if (secret) {
+                if ((r = json_object_ensure_object(v, "secret", &src)) < 0 ||
+                    (r = json_object_set_string(src, "secretName", secret)) < 0 ||
+                    (r = json_object_set_int64(src, "defaultMode", mode)) < 0 ||
+                    (r = json_object_set_boolean(m, "readOnly", true)) < 0)
+                        return r;
+        } else if ((r = json_object_ensure_object(v, "persistentVolumeClaim", &src)) < 0 ||
+                   (r = json_object_set_string(src, "claimName", name)) < 0)
                 return r;
         r = json_array_append(volumes, TAKE_PTR(v));
         if (r < 0)
@@ -284,14 +313,37 @@ int task_pod_advanced(const TaskPodParams *p, JsonValue **ret, char **ret_error)
                         return r;
         }
         if (p->ssh_key) {
-                r = add_secret_volume(volumes, mounts, "lagoon-sshkey", "lagoon-sshkey", "/var/run/secrets/lagoon/ssh");
+                r = add_volume(volumes, mounts, "lagoon-sshkey", "lagoon-sshkey", 0644, "/var/run/secrets/lagoon/ssh");
+                if (r < 0)
+                        return r;
+        }
+        /* remote-controller's order: the ssh key, the bulk claims, the deployer token,
+         * the dynamic secrets last. */
+        for (char *const *c = p->bulk_volumes; c && *c; c++) {
+                _cleanup_free_ char *path = concat("/storage/", *c);
+
+                if (!path)
+                        return -ENOMEM;
+                r = add_volume(volumes, mounts, *c, NULL, 0, path);
                 if (r < 0)
                         return r;
         }
         if (p->deployer_token && p->deployer_token_secret) {
                 /* Legacy token secrets; projected tokens come with the service account. */
-                r = add_secret_volume(volumes, mounts, p->deployer_token_secret, p->deployer_token_secret,
-                                      "/var/run/secrets/lagoon/deployer");
+                r = add_volume(volumes, mounts, p->deployer_token_secret, p->deployer_token_secret, 0644,
+                               "/var/run/secrets/lagoon/deployer");
+                if (r < 0)
+                        return r;
+        }
+        for (char *const *sec = p->dynamic_secrets; sec && *sec; sec++) {
+                _cleanup_free_ char *name = concat("dynamic-", *sec),
+                                    *path = concat("/var/run/secrets/lagoon/dynamic/", *sec);
+
+                if (!name || !path)
+                        return -ENOMEM;
+                /* remote-controller writes DefaultMode 444 in decimal (0674); read-only for
+                 * everyone is what it means, and all a task needs. */
+                r = add_volume(volumes, mounts, name, *sec, 0444, path);
                 if (r < 0)
                         return r;
         }
@@ -318,6 +370,15 @@ int task_pod_advanced(const TaskPodParams *p, JsonValue **ret, char **ret_error)
                 return r;
         if (p->deployer_token && (r = json_object_set_string(spec, "serviceAccountName", "lagoon-deployer")) < 0)
                 return r;
+        if (p->rootless) {
+                JsonValue *sc = NULL;
+
+                if ((r = json_object_ensure_object(spec, "securityContext", &sc)) < 0 ||
+                    (r = json_object_set_int64(sc, "runAsUser", 10000)) < 0 ||
+                    (r = json_object_set_int64(sc, "runAsGroup", 0)) < 0 ||
+                    (r = json_object_set_int64(sc, "fsGroup", 10001)) < 0)
+                        return r;
+        }
 
         return pod_make(p, TAKE_PTR(spec), ret);
 }

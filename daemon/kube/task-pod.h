@@ -41,6 +41,13 @@ typedef struct TaskPodParams {
                                               /var/run/secrets/lagoon/deployer; NULL when none */
         char *const *env_from_secrets;     /* envFrom secretRef names (lagoon-platform-env, lagoon-env) */
         char *const *env_from_config_maps; /* envFrom configMapRef names (the lagoon-env fallback) */
+        char *const *bulk_volumes;         /* PVC names, mounted read-write at /storage/<name> */
+        char *const *dynamic_secrets;      /* secret names, mounted read-only (0444) at
+                                              /var/run/secrets/lagoon/dynamic/<name> */
+        bool rootless;                     /* pod securityContext runAsUser 10000, runAsGroup 0,
+                                              fsGroup 10001 (Lagoon's rootless workloads) */
+        char *const *labels;               /* "K=V" added to the pod's labels (both kinds of pod),
+                                              e.g. organization.lagoon.sh/id */
 
         /* "K=V": appended to the containers' env (standard: after the Deployment's, a key
          * already there is replaced; advanced: the whole env, in order). */

@@ -21,10 +21,9 @@
 #define QUOTE_MAX 64U
 
 static const char *const kind_names[_LAGOON_MESSAGE_KIND_MAX] = {
-        [LAGOON_MESSAGE_STANDARD] = "standard",
-        [LAGOON_MESSAGE_ADVANCED] = "advanced",
-        [LAGOON_MESSAGE_ACTIVESTANDBY] = "activestandby",
-        [LAGOON_MESSAGE_CANCEL] = "cancel",
+        [LAGOON_MESSAGE_STANDARD] = "standard",           [LAGOON_MESSAGE_ADVANCED] = "advanced",
+        [LAGOON_MESSAGE_ACTIVESTANDBY] = "activestandby", [LAGOON_MESSAGE_CANCEL] = "cancel",
+        [LAGOON_MESSAGE_PROJECTCLONE] = "projectclone",
 };
 
 const char *lagoon_message_kind_to_string(LagoonMessageKind k) {
@@ -40,6 +39,8 @@ static const struct {
         {"deploytarget:task:activestandby", LAGOON_MESSAGE_ACTIVESTANDBY},
         {"deploytarget:task:cancel", LAGOON_MESSAGE_CANCEL},
         {"kubernetes:task:cancel", LAGOON_MESSAGE_CANCEL},
+        {"deploytarget:task:projectclone", LAGOON_MESSAGE_PROJECTCLONE},
+        {"deploytarget:task:projectclonerestore", LAGOON_MESSAGE_PROJECTCLONE},
 };
 
 static void variables_free(LagoonVariable *v, size_t n) {
@@ -68,6 +69,7 @@ LagoonMessage *lagoon_message_free(LagoonMessage *m) {
         free(m->namespace_pattern);
         free(m->image);
         free(m->json_payload);
+        free(m->organization_name);
         variables_free(m->project_variables, m->n_project_variables);
         variables_free(m->environment_variables, m->n_environment_variables);
         free(m->project_variables_raw);
@@ -396,6 +398,45 @@ static int read_variables(const JsonValue *variables,
         return 0;
 }
 
+/* A projectclone's JSONPayload: base64 of {projectName, sourceEnvironment |
+ * destinationEnvironment, cloneId, …}. remote-controller refuses the task when it does
+ * not decode (base64, then JSON into an int cloneId); a payload without cloneId is not an
+ * error there (cloneId 0), but leaves nothing to tell Lagoon's clone about. */
+static int read_clone_payload(LagoonMessage *m, ParseError *e) {
+        _cleanup_free_ char *decoded = NULL, *error = NULL;
+        _cleanup_json_ JsonValue *v = NULL;
+        const JsonValue *id;
+        size_t size;
+        int r;
+
+        if (!m->json_payload) {
+                fail(e, -EBADMSG, "advancedTask.JSONPayload is missing");
+                return 0;
+        }
+        r = base64_decode(m->json_payload, strlen(m->json_payload), &decoded, &size);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                fail(e, -EBADMSG, "advancedTask.JSONPayload is not base64");
+                return 0;
+        }
+        r = json_parse(decoded, size, JSON_DEPTH_MAX_DEFAULT, &v, &error);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || !json_is_object(v)) {
+                fail(e, -EBADMSG, "advancedTask.JSONPayload is not a JSON object");
+                return 0;
+        }
+        id = json_get(v, "cloneId");
+        if (absent(id))
+                return 0;
+        if (json_type(id) != JSON_NUMBER || json_int64(id, &m->clone_id) < 0 || m->clone_id < 0) {
+                m->clone_id = 0;
+                fail(e, -EBADMSG, "advancedTask.JSONPayload: cloneId is not a non-negative integer");
+        }
+        return 0;
+}
+
 static int set_string_if(JsonValue *obj, const char *key, const char *s) {
         return s ? json_object_set_string(obj, key, s) : 0;
 }
@@ -436,6 +477,8 @@ static int build_info(const LagoonMessage *m, JsonValue **ret) {
                 return r;
         if ((r = set_string_if(o, "name", m->environment)) < 0 ||
             (r = set_string_if(o, "environmentType", m->environment_type)) < 0)
+                return r;
+        if (m->clone_id > 0 && (r = json_object_set_int64(info, "cloneId", m->clone_id)) < 0)
                 return r;
 
         *ret = TAKE_PTR(info);
@@ -496,7 +539,8 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
         /* With an unknown key nothing is required: read what is there to report. */
         cancel = !known || m->kind == LAGOON_MESSAGE_CANCEL;
         standard = known && m->kind == LAGOON_MESSAGE_STANDARD;
-        advanced_kind = known && (m->kind == LAGOON_MESSAGE_ADVANCED || m->kind == LAGOON_MESSAGE_ACTIVESTANDBY);
+        advanced_kind = known && (m->kind == LAGOON_MESSAGE_ADVANCED || m->kind == LAGOON_MESSAGE_ACTIVESTANDBY ||
+                                  m->kind == LAGOON_MESSAGE_PROJECTCLONE);
 
         task = read_object(root, "task", true, e);
         if (task) {
@@ -519,6 +563,16 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                 r = read_string(project, "project", "namespacePattern", false, e, &m->namespace_pattern);
                 if (r < 0)
                         return r;
+                /* Lagoon adds {name, id} when the project belongs to an organization. */
+                v = json_get(project, "organization");
+                if (!absent(v) && !json_is_object(v))
+                        fail(e, -EBADMSG, "project.organization is not an object");
+                else if (!absent(v)) {
+                        read_id(v, "project.organization", e, &m->has_organization_id, &m->organization_id);
+                        r = read_string(v, "project.organization", "name", false, e, &m->organization_name);
+                        if (r < 0)
+                                return r;
+                }
         }
 
         environment = read_object(root, "environment", !cancel, e);
@@ -558,9 +612,20 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                                 return r;
                         read_flag(advanced, "deployerToken", e, &m->deployer_token);
                         read_flag(advanced, "sshKey", e, &m->ssh_key);
+                        read_flag(advanced, "volumeMounts", e, &m->volume_mounts);
                 }
                 if (m->kind == LAGOON_MESSAGE_ACTIVESTANDBY)
                         m->deployer_token = m->ssh_key = true;
+                /* As remote-controller's ProjectClone(): the clone reads and writes the
+                 * environment's files and talks to the API as its deployer. */
+                if (m->kind == LAGOON_MESSAGE_PROJECTCLONE) {
+                        m->deployer_token = m->ssh_key = m->volume_mounts = true;
+                        if (advanced) {
+                                r = read_clone_payload(m, e);
+                                if (r < 0)
+                                        return r;
+                        }
+                }
         }
 
         /* A cancel needs no variables, and they would only be secrets to hold. */
@@ -664,6 +729,21 @@ int lagoon_message_set_namespace_prefix(LagoonMessage *m, const char *prefix) {
         return 0;
 }
 
+/* ---- variables ---- */
+
+static const char *find_variable(const LagoonVariable *v, size_t n, const char *name) {
+        /* The last one wins, as a later entry overrides in Lagoon's merged lists. */
+        for (size_t i = n; i > 0; i--)
+                if (streq_ptr(v[i - 1].name, name))
+                        return v[i - 1].value;
+        return NULL;
+}
+
+const char *lagoon_message_variable(const LagoonMessage *m, const char *name) {
+        return find_variable(m->environment_variables, m->n_environment_variables, name)
+                       ?: find_variable(m->project_variables, m->n_project_variables, name);
+}
+
 /* ---- secrets ---- */
 
 bool lagoon_variable_is_secret(const LagoonVariable *v, char *const *patterns) {
@@ -705,6 +785,27 @@ int lagoon_message_secrets(const LagoonMessage *m, char *const *secret_patterns,
                 return r;
         *ret = TAKE_PTR(l);
         return 0;
+}
+
+/* ---- projectclone ---- */
+
+int lagoon_clone_advanced_data(const JsonValue *info, bool failed, char **ret) {
+        const char *key = json_get_string(info, "key"), *status;
+        _cleanup_free_ char *text = NULL;
+        int64_t id;
+
+        if (!key || json_int64(json_get(info, "cloneId"), &id) < 0 || id <= 0)
+                return -ENODATA;
+        if (streq(key, "deploytarget:task:projectclone"))
+                status = failed ? "FAILED" : "SOURCE_FILES_UPLOADED";
+        else if (streq(key, "deploytarget:task:projectclonerestore"))
+                status = failed ? "FAILED" : "SOURCE_FILES_APPLIED";
+        else
+                return -ENODATA;
+        /* The status goes into the GraphQL mutation as an enum literal: CloneStatus's names. */
+        if (asprintf(&text, "{\"cloneId\":%" PRIi64 ",\"status\":\"%s\"}", id, status) < 0)
+                return -ENOMEM;
+        return base64_encode(text, strlen(text), ret);
 }
 
 /* ---- taskData ---- */

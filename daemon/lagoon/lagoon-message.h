@@ -8,8 +8,9 @@
  * Body: {key?, task:{id (string; a number is accepted), name, taskName, service,
  * command}, project:{id, name, variables:{project, environment} (base64 JSON arrays of
  * {name, value, scope})}, environment:{id, name, project, environmentType},
- * advancedTask?:{runnerImage | RunnerImage, JSONPayload, deployerToken, sshKey (bool
- * or 0/1)}, misc?}. Unknown members are ignored. */
+ * advancedTask?:{runnerImage | RunnerImage, JSONPayload, deployerToken, sshKey,
+ * volumeMounts (bool or 0/1)}, project.organization?:{id, name}, misc?}. Unknown members
+ * are ignored. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,6 +32,9 @@ typedef enum LagoonMessageKind {
         LAGOON_MESSAGE_ACTIVESTANDBY, /* deploytarget:task:activestandby: an advanced task with
                                        * deployerToken and sshKey forced on */
         LAGOON_MESSAGE_CANCEL,        /* deploytarget:task:cancel, kubernetes:task:cancel */
+        LAGOON_MESSAGE_PROJECTCLONE,  /* deploytarget:task:projectclone, …:projectclonerestore: an
+                                       * advanced task with deployerToken, sshKey and volumeMounts
+                                       * forced on; its JSONPayload carries the cloneId */
         _LAGOON_MESSAGE_KIND_MAX,
 } LagoonMessageKind;
 
@@ -69,6 +73,13 @@ typedef struct LagoonMessage {
         char *json_payload; /* advancedTask.JSONPayload, verbatim (base64), may be NULL */
         bool deployer_token;
         bool ssh_key;
+        bool volume_mounts; /* advancedTask.volumeMounts: the namespace's "bulk" PVCs at /storage/<name> */
+        int64_t clone_id;   /* projectclone: JSONPayload's cloneId, 0 when it has none */
+
+        /* project.organization, for the pod's organization.lagoon.sh/ labels */
+        bool has_organization_id;
+        int64_t organization_id;
+        char *organization_name; /* may be NULL */
 
         /* project.variables.project / .environment, decoded; NULL arrays when absent.
          * Undecodable variables are an error (-EBADMSG). */
@@ -82,7 +93,8 @@ typedef struct LagoonMessage {
 
         /* What the daemon keeps with the task to report on it later (persisted in the
          * task record): {"key"?, "task":{id, name?, taskName?, service?, command?},
-         * "project":{"id"?, "name"}, "environment":{"id"?, "name", "environmentType"?}}.
+         * "project":{"id"?, "name"}, "environment":{"id"?, "name", "environmentType"?},
+         * "cloneId"? (projectclone)}.
          * Never contains the JSONPayload or variables. */
         JsonValue *info;
 } LagoonMessage;
@@ -109,6 +121,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(LagoonMessage *, lagoon_message_free);
 
 const char *lagoon_message_kind_to_string(LagoonMessageKind k); /* "standard", "advanced", … */
 
+/* The value of the Lagoon variable name (a feature flag such as
+ * LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD): the environment's, else the project's, else
+ * NULL. Any scope, as remote-controller looks them up. */
+const char *lagoon_message_variable(const LagoonMessage *m, const char *name);
+
 /* The values of variables that must never be shown (see lagoon_variable_is_secret),
  * plus the JSONPayload: a NULL-terminated list to add to a task's secrets. */
 int lagoon_message_secrets(const LagoonMessage *m, char *const *secret_patterns, char ***ret);
@@ -117,6 +134,14 @@ int lagoon_message_secrets(const LagoonMessage *m, char *const *secret_patterns,
  * case-insensitive, e.g. "*PASSWORD*", "*TOKEN*") or its scope is
  * "container_registry". Variables of scope "internal_system" are not secret. */
 bool lagoon_variable_is_secret(const LagoonVariable *v, char *const *patterns);
+
+/* The advancedData actions-handler needs for a projectclone task that ends without
+ * taskData of its own (without it, Lagoon's task stays NEW): base64 of
+ * {"cloneId":N,"status":S}, S "FAILED" for status failed, else the stage the task's
+ * success means ("SOURCE_FILES_UPLOADED" for projectclone, "SOURCE_FILES_APPLIED" for
+ * projectclonerestore). info is LagoonMessage.info. -ENODATA when info is no projectclone
+ * with a cloneId. */
+int lagoon_clone_advanced_data(const JsonValue *info, bool failed, char **ret);
 
 /* Validates a taskData value (the lagoon.sh/taskData annotation, or the local-mode
  * file): at most LAGOON_TASK_DATA_MAX bytes, standard base64 (padding required,

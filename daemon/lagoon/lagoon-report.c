@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "lagoon-message.h"
 #include "lagoon-report.h"
 
 #define BANNER_RULE "================================================================================"
@@ -239,8 +240,8 @@ static int set_time(JsonValue *meta, const char *key, uint64_t usec) {
  * fixtures' order (which is LagoonLogMeta's field order, the times last). */
 static int build_meta(const LagoonJob *j, MetaKind kind, JsonValue **ret) {
         _cleanup_json_ JsonValue *meta = NULL, *task = NULL;
-        const char *status = lagoon_job_status(j->status);
-        _cleanup_free_ char *name = NULL;
+        const char *status = lagoon_job_status(j->status), *advanced = j->advanced_data;
+        _cleanup_free_ char *name = NULL, *clone_data = NULL;
         int64_t id;
         int r;
 
@@ -276,7 +277,15 @@ static int build_meta(const LagoonJob *j, MetaKind kind, JsonValue **ret) {
                 return r;
         if (!j->not_found && (r = set_text(meta, "key", json_get_string(j->info, "key"))) < 0)
                 return r;
-        if (kind == META_STATUS && (r = set_text(meta, "advancedData", j->advanced_data)) < 0)
+        /* A projectclone that ended without taskData: actions-handler still needs the
+         * clone's id and status, or Lagoon's task stays NEW. */
+        if (kind == META_STATUS && !advanced && IN_SET_STATUS(j->status, TASK_COMPLETE, TASK_FAILED)) {
+                r = lagoon_clone_advanced_data(j->info, j->status == TASK_FAILED, &clone_data);
+                if (r == -ENOMEM)
+                        return r;
+                advanced = clone_data;
+        }
+        if (kind == META_STATUS && (r = set_text(meta, "advancedData", advanced)) < 0)
                 return r;
         if ((r = set_text(meta, "clusterName", j->cluster)) < 0)
                 return r;

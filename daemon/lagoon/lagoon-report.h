@@ -23,7 +23,8 @@ typedef struct LagoonJob {
         TaskStatus status;         /* PENDING, RUNNING, COMPLETE, FAILED or CANCELLED */
         uint64_t start_usec;       /* 0 = omit startTime */
         uint64_t end_usec;         /* 0 = omit endTime */
-        const char *advanced_data; /* taskData, verbatim; NULL = omit */
+        const char *advanced_data; /* taskData, verbatim; NULL = omit (a projectclone's final status
+                                      then carries lagoon_clone_advanced_data()) */
         /* remote-controller's answer to a cancel of a task it does not have
          * (lagoontask_helpers.go updateLagoonTask): the task's names, no key, ids,
          * command, remoteId or clusterName, so Lagoon keeps the remoteId it has. */

@@ -3,6 +3,7 @@
  * result out (manager → outbox → broker and API). Owns the AMQP client, the outbox and
  * its two senders, the periodic log updates and the catch-up after a restart. */
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -914,6 +915,44 @@ static int task_env(Lagoon *l, const LagoonMessage *msg, char ***ret) {
         return 0;
 }
 
+/* Lagoon's rootless-workload flag: ForceRootlessWorkload=, else the task's variable
+ * (environment over project), else DefaultRootlessWorkload=. */
+static bool task_rootless(Lagoon *l, const LagoonMessage *msg) {
+        const Config *c = config(l);
+        const char *v = c->rootless_force ?: lagoon_message_variable(msg, "LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD")
+                                                                 ?: c->rootless_default;
+        return streq_ptr(v, "enabled");
+}
+
+/* The labels remote-controller puts on task pods: the project's organization. A value
+ * that is no label value is left out (the pod would be refused). */
+static int task_pod_labels(const LagoonMessage *msg, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        char *s;
+        int r;
+
+        if (msg->has_organization_id) {
+                if (asprintf(&s, "organization.lagoon.sh/id=%" PRIi64, msg->organization_id) < 0)
+                        return -ENOMEM;
+                r = strv_push(&l, s);
+                if (r < 0)
+                        return r;
+        }
+        if (msg->organization_name && strlen(msg->organization_name) <= 63 &&
+            strspn(msg->organization_name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") ==
+                    strlen(msg->organization_name) &&
+            isalnum((unsigned char) msg->organization_name[0]) &&
+            isalnum((unsigned char) msg->organization_name[strlen(msg->organization_name) - 1])) {
+                if (asprintf(&s, "organization.lagoon.sh/name=%s", msg->organization_name) < 0)
+                        return -ENOMEM;
+                r = strv_push(&l, s);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 static int find_delivery_queue(Lagoon *l, const char *queue, LagoonQueue *ret, bool *ret_routed) {
         *ret_routed = streq_ptr(queue, l->queue_node_jobs) || streq_ptr(queue, l->queue_node_misc);
         if (streq(queue, l->queue_jobs) || streq_ptr(queue, l->queue_node_jobs))
@@ -1062,7 +1101,7 @@ static int cancel_elsewhere(Lagoon *l, const char *task_id, char **ret_forward) 
 static int
 handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size_t size, char **ret_forward) {
         _cleanup_(lagoon_message_freep) LagoonMessage *msg = NULL;
-        _cleanup_strv_free_ char **env = NULL, **secrets = NULL;
+        _cleanup_strv_free_ char **env = NULL, **secrets = NULL, **pod_labels = NULL;
         _cleanup_free_ char *error = NULL;
         const Task *t = NULL;
         bool existing = false;
@@ -1175,7 +1214,13 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                 req.image = msg->image;
                 req.deployer_token = msg->deployer_token;
                 req.ssh_key = msg->ssh_key;
+                req.volume_mounts = msg->volume_mounts;
+                req.rootless = task_rootless(l, msg);
         }
+        r = task_pod_labels(msg, &pod_labels);
+        if (r < 0)
+                return r;
+        req.pod_labels = pod_labels;
 
         error = mfree(error);
         r = manager_submit(l->manager, &req, &t, &existing, &error);

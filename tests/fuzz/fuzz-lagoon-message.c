@@ -54,8 +54,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         __builtin_trap();
                 if (m->kind != LAGOON_MESSAGE_CANCEL && (!m->project || !m->environment || !m->namespace))
                         __builtin_trap();
-                if ((m->kind == LAGOON_MESSAGE_ADVANCED || m->kind == LAGOON_MESSAGE_ACTIVESTANDBY) && !m->image)
+                if ((m->kind == LAGOON_MESSAGE_ADVANCED || m->kind == LAGOON_MESSAGE_ACTIVESTANDBY ||
+                     m->kind == LAGOON_MESSAGE_PROJECTCLONE) &&
+                    !m->image)
                         __builtin_trap();
+                if (m->kind == LAGOON_MESSAGE_PROJECTCLONE &&
+                    !(m->deployer_token && m->ssh_key && m->volume_mounts && m->json_payload && m->clone_id >= 0))
+                        __builtin_trap();
+                if (m->kind != LAGOON_MESSAGE_PROJECTCLONE && m->clone_id != 0)
+                        __builtin_trap();
+                if (m->organization_name && !*m->organization_name)
+                        __builtin_trap();
+                (void) lagoon_message_variable(m, "LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD");
                 if (m->kind == LAGOON_MESSAGE_ACTIVESTANDBY && !(m->deployer_token && m->ssh_key))
                         __builtin_trap();
                 if (queue == LAGOON_QUEUE_JOBS && m->kind != LAGOON_MESSAGE_STANDARD)
@@ -88,5 +98,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 check_json(TAKE_PTR(out), n);
         if (lagoon_report_update_task(&j, &out, &n) >= 0)
                 check_json(TAKE_PTR(out), n);
+
+        /* the final status without taskData: a projectclone's carries its clone */
+        j.status = TASK_FAILED;
+        j.end_usec = 2;
+        j.advanced_data = NULL;
+        if (lagoon_report_status(&j, &out, &n) >= 0)
+                check_json(TAKE_PTR(out), n);
+        r = lagoon_clone_advanced_data(m->info, true, &out);
+        if (r >= 0 && (m->kind != LAGOON_MESSAGE_PROJECTCLONE || m->clone_id <= 0 || !out))
+                __builtin_trap();
+        if (r >= 0) {
+                _cleanup_free_ char *v = NULL;
+                if (lagoon_task_data_validate(out, strlen(out), &v, NULL) < 0) /* what Lagoon decodes */
+                        __builtin_trap();
+        }
+        out = mfree(out);
         return 0;
 }

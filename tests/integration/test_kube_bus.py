@@ -5,7 +5,9 @@
 container, variables, secret mounts, service account and envFrom are checked, the
 variables arrive (the peer's scripted container prints them), JSON_PAYLOAD is masked in
 the log, and the pod's lagoon.sh/taskData annotation reaches Lagoon as advancedData;
-taskData that is not base64 fails the task with a taskdata: reason."""
+taskData that is not base64 fails the task with a taskdata: reason. Project clones:
+bulk claims, dynamic secrets, rootless securityContext, organization labels, and the
+advancedData actions-handler needs when the task leaves none."""
 
 import base64
 import json
@@ -126,6 +128,86 @@ class KubeBusTest(harness.TaskdTestCase):
         text = self.peer.task_logs("93")[-1]["message"]
         self.assertTrue(text.endswith("========================================\nTask failed: evicted: The node was low "
                                       "on resource: memory. \n========================================\n"), text)
+
+    def clone_message(self, key, task_id, name, clone_id):
+        """As Lagoon's createMiscTask sends a project clone (commons tasks.ts): no taskName,
+        no flags, the clone's id in the payload, the project's organization, and here the
+        rootless feature flag as a project variable."""
+        body, _ = lh.fixture_body("amqp-in-task-advanced.json")
+        body["key"] = key
+        body["task"] = {"id": task_id, "name": name}
+        body["advancedTask"] = {"runnerImage": RUNNER_IMAGE, "JSONPayload": lh.b64json(
+            {"projectName": "nginx-example", "sourceEnvironment": "main", "cloneId": clone_id})}
+        body["project"]["organization"] = {"id": 5, "name": "acme"}
+        body["project"]["variables"]["project"] = lh.b64json(
+            [{"name": "LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD", "value": "enabled", "scope": "build"}])
+        body["environment"]["openshiftProjectName"] = NAMESPACE
+        return body
+
+    def test_projectclone_volumes_secrets_and_advanced_data(self):
+        """deploytarget:task:projectclone and …restore: pods with the namespace's bulk
+        claims at /storage/<name>, the dynamic secrets read-only, the deployer's account,
+        the ssh key, the rootless securityContext and the organization labels; a task that
+        leaves no taskData still tells actions-handler its clone's id and status, on
+        complete and on failed."""
+        ns = f"/api/v1/namespaces/{NAMESPACE}"
+        for name, sc in (("nginx", "bulk"), ("solr", "standard")):
+            self.api.put_object(f"{ns}/persistentvolumeclaims/{name}", {
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                "spec": {"storageClassName": sc, "accessModes": ["ReadWriteMany"]}})
+        self.api.put_object(f"{ns}/secrets/api-keys", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-keys", "labels": {
+                "lagoon.sh/dynamic-secret": "api-keys"}}, "data": {}})
+        self.api.put_object(f"{ns}/secrets/other", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other"}, "data": {}})
+        self.api.set_script(RUNNER_IMAGE, {"steps": [{"start": True}, {"log": "clone ${JSON_PAYLOAD}"},
+                                                     {"exit": 0}]})
+        self.start_daemon()
+        self.peer.publish(self.clone_message("deploytarget:task:projectclone", "95", "Project Clone Archive", 17),
+                          "misc")
+        complete = self.peer.wait_status("95", "complete")
+        self.assertEqual(complete["meta"]["key"], "deploytarget:task:projectclone")
+        self.assertEqual(json.loads(base64.b64decode(complete["meta"]["advancedData"])),
+                         {"cloneId": 17, "status": "SOURCE_FILES_UPLOADED"})
+
+        pod = [r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")][0]["json"]
+        spec, c = pod["spec"], pod["spec"]["containers"][0]
+        self.assertEqual(pod["metadata"]["labels"]["organization.lagoon.sh/id"], "5")
+        self.assertEqual(pod["metadata"]["labels"]["organization.lagoon.sh/name"], "acme")
+        self.assertEqual(spec["serviceAccountName"], "lagoon-deployer")
+        self.assertEqual(spec["securityContext"], {"runAsUser": 10000, "runAsGroup": 0, "fsGroup": 10001})
+        self.assertEqual(c["volumeMounts"], [
+            {"name": "lagoon-sshkey", "readOnly": True, "mountPath": "/var/run/secrets/lagoon/ssh"},
+            {"name": "nginx", "mountPath": "/storage/nginx"},
+            {"name": "dynamic-api-keys", "readOnly": True, "mountPath": "/var/run/secrets/lagoon/dynamic/api-keys"}])
+        vols = {v["name"]: v for v in spec["volumes"]}
+        self.assertEqual(vols["nginx"]["persistentVolumeClaim"], {"claimName": "nginx"})
+        self.assertEqual(vols["dynamic-api-keys"]["secret"], {"secretName": "api-keys", "defaultMode": 0o444})
+        self.assertEqual(sorted(vols), ["dynamic-api-keys", "lagoon-sshkey", "nginx"])
+        # The dynamic secrets are asked for by their label.
+        lists = [r for r in self.api.requests() if r["method"] == "GET" and r["path"] == f"{ns}/secrets"]
+        self.assertEqual([r["params"].get("labelSelector") for r in lists], ["lagoon.sh/dynamic-secret"])
+
+        # The restore fails: actions-handler is told the clone failed.
+        self.api.set_script(RUNNER_IMAGE, {"steps": [{"start": True}, {"exit": 1}]})
+        self.peer.publish(self.clone_message("deploytarget:task:projectclonerestore", "96", "Project Clone Restore",
+                                             18), "misc")
+        failed = self.peer.wait_status("96", "failed")
+        self.assertEqual(json.loads(base64.b64decode(failed["meta"]["advancedData"])),
+                         {"cloneId": 18, "status": "FAILED"})
+
+    def test_volume_list_refused_fails_task(self):
+        """Without the list of its claims the pod cannot be built as asked: the task fails
+        with the API's answer (remote-controller does not create the pod either)."""
+        self.api.fail(403, path=f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims", method="GET", count=5,
+                      message="persistentvolumeclaims is forbidden")
+        self.start_daemon()
+        body = self.message("97", "lagoon-task-adv97", lh.b64json({}), ssh_key=False)
+        body["advancedTask"]["volumeMounts"] = True
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("97", "failed")
+        self.assertTrue(self.client.task("97")["reason"].startswith("launch-error: "), self.client.task("97"))
+        self.assertFalse([r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")])
 
 
 if __name__ == "__main__":

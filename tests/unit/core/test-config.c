@@ -1078,6 +1078,18 @@ static void test_lagoon(void) {
         log = mfree(log);
         log = parse_expect(c, "[Lagoon]\nRemoteControllerTarget=two words\n", -EINVAL);
         ASSERT(strstr(log, "test.conf:2: RemoteControllerTarget= needs one word"));
+
+        /* Lagoon's rootless feature flag, as remote-controller's options take it */
+        config_free(c);
+        c = config_new();
+        parse_ok(c, "[Lagoon]\nForceRootlessWorkload=disabled\nDefaultRootlessWorkload=enabled\n");
+        ASSERT_STREQ(c->rootless_force, "disabled");
+        ASSERT_STREQ(c->rootless_default, "enabled");
+        parse_ok(c, "[Lagoon]\nForceRootlessWorkload=\n");
+        ASSERT(!c->rootless_force);
+        log = mfree(log);
+        log = parse_expect(c, "[Lagoon]\nDefaultRootlessWorkload=yes\n", -EINVAL);
+        ASSERT(strstr(log, "test.conf:2: DefaultRootlessWorkload= takes enabled or disabled, got 'yes'."));
 }
 
 static void test_kubernetes(void) {

@@ -175,6 +175,27 @@ TEST(json_forms) {
         ASSERT_STREQ(back->pod, "lagoon-task-42");
         ASSERT_EQ(back->timeout_usec, t->timeout_usec);
 
+        /* An API pod's advanced-task options survive; a record from before them loads. */
+        {
+                _cleanup_(task_freep) Task *adv = make_task("43", 8), *adv_back = NULL, *old = NULL;
+                _cleanup_json_ JsonValue *adv_rec = NULL;
+
+                adv->image = strdup("img:1");
+                adv->volume_mounts = adv->rootless = true;
+                ASSERT_OK(strv_extend(&adv->pod_labels, "organization.lagoon.sh/id=5"));
+                ASSERT(adv->image);
+                ASSERT_OK(task_to_record(adv, &adv_rec));
+                ASSERT_OK(task_from_json(adv_rec, &adv_back));
+                ASSERT(adv_back->volume_mounts && adv_back->rootless);
+                ASSERT_STREQ(adv_back->pod_labels[0], "organization.lagoon.sh/id=5");
+                ASSERT(!adv_back->pod_labels[1]);
+                (void) json_object_remove(adv_rec, "volumeMounts");
+                (void) json_object_remove(adv_rec, "rootless");
+                (void) json_object_remove(adv_rec, "podLabels");
+                ASSERT_OK(task_from_json(adv_rec, &old));
+                ASSERT(!old->volume_mounts && !old->rootless && !old->pod_labels);
+        }
+
         ASSERT_OK(parse_timestamp_rfc3339("2025-11-28T03:20:00.123456Z", &u));
         ASSERT_EQ(u, 1764300000123456ULL);
         ASSERT_OK(parse_timestamp_rfc3339("2025-11-28T03:20:00Z", &u));

@@ -213,6 +213,77 @@ TEST(advanced) {
         ASSERT_EQ(task_pod_advanced(&p, &pod2, &error), -EINVAL);
 }
 
+/* What remote-controller adds for volumeMounts, dynamic secrets, the rootless flag and
+ * the organization, in its order: ssh key, bulk claims, deployer token, dynamic secrets. */
+TEST(advanced_volumes_secrets_rootless_labels) {
+        _cleanup_(json_freep) JsonValue *pod = NULL, *pod2 = NULL;
+        _cleanup_free_ char *error = NULL;
+        const JsonValue *spec, *c, *vols, *mounts, *v, *labels, *sc;
+
+        TaskPodParams p = {
+                .name = "lagoon-task-21",
+                .namespace = "proj-main",
+                .task_id = "21",
+                .node_name = "node-1",
+                .image = "uselagoon/task-projectclone:v2",
+                .ssh_key = true,
+                .deployer_token = true,
+                .deployer_token_secret = "lagoon-deployer-token-abcde",
+                .bulk_volumes = STRV("nginx", "files"),
+                .dynamic_secrets = STRV("api-keys"),
+                .rootless = true,
+                .labels = STRV("organization.lagoon.sh/id=5", "organization.lagoon.sh/name=acme"),
+        };
+        ASSERT_OK(task_pod_advanced(&p, &pod, &error));
+        spec = json_get(pod, "spec");
+        c = json_array_at(json_get(spec, "containers"), 0);
+        vols = json_get(spec, "volumes");
+        mounts = json_get(c, "volumeMounts");
+        ASSERT(json_length(vols) == 5 && json_length(mounts) == 5);
+        ASSERT_STREQ(json_get_string(json_array_at(vols, 0), "name"), "lagoon-sshkey");
+        v = json_array_at(vols, 1);
+        ASSERT_STREQ(json_get_string(v, "name"), "nginx");
+        ASSERT_STREQ(json_get_string(json_get(v, "persistentVolumeClaim"), "claimName"), "nginx");
+        ASSERT(!json_get(v, "secret"));
+        ASSERT_STREQ(json_get_string(json_array_at(mounts, 1), "mountPath"), "/storage/nginx");
+        ASSERT(!json_get(json_array_at(mounts, 1), "readOnly")); /* read-write, as omitempty leaves it */
+        ASSERT_STREQ(json_get_string(json_array_at(mounts, 2), "mountPath"), "/storage/files");
+        ASSERT_STREQ(json_get_string(json_array_at(vols, 3), "name"), "lagoon-deployer-token-abcde");
+        v = json_array_at(vols, 4);
+        ASSERT_STREQ(json_get_string(v, "name"), "dynamic-api-keys");
+        ASSERT_STREQ(json_get_string(json_get(v, "secret"), "secretName"), "api-keys");
+        {
+                int64_t mode = 0;
+                ASSERT_OK(json_int64(json_get(json_get(v, "secret"), "defaultMode"), &mode));
+                ASSERT_EQ(mode, 0444);
+        }
+        ASSERT_STREQ(json_get_string(json_array_at(mounts, 4), "name"), "dynamic-api-keys");
+        ASSERT_STREQ(json_get_string(json_array_at(mounts, 4), "mountPath"),
+                     "/var/run/secrets/lagoon/dynamic/api-keys");
+        ASSERT(json_boolean(json_get(json_array_at(mounts, 4), "readOnly")) == 1);
+
+        sc = json_get(spec, "securityContext");
+        {
+                int64_t u = -1, g = -1, fs = -1;
+                ASSERT_OK(json_int64(json_get(sc, "runAsUser"), &u));
+                ASSERT_OK(json_int64(json_get(sc, "runAsGroup"), &g));
+                ASSERT_OK(json_int64(json_get(sc, "fsGroup"), &fs));
+                ASSERT(u == 10000 && g == 0 && fs == 10001);
+        }
+        labels = json_get(json_get(pod, "metadata"), "labels");
+        ASSERT_STREQ(json_get_string(labels, "organization.lagoon.sh/id"), "5");
+        ASSERT_STREQ(json_get_string(labels, "organization.lagoon.sh/name"), "acme");
+        ASSERT_STREQ(json_get_string(labels, "lagoon.sh/jobType"), "task");
+
+        /* not rootless: no securityContext; a label without "=" is refused */
+        p.rootless = false;
+        p.labels = STRV("nokey");
+        ASSERT_EQ(task_pod_advanced(&p, &pod2, &error), -EINVAL);
+        p.labels = NULL;
+        ASSERT_OK(task_pod_advanced(&p, &pod2, &error));
+        ASSERT(!json_get(json_get(pod2, "spec"), "securityContext"));
+}
+
 static void state_of(const char *pod_json, TaskPodState *s) {
         _cleanup_(json_freep) JsonValue *pod = parse(pod_json);
         ASSERT_OK(task_pod_state(pod, NULL, s));
@@ -306,6 +377,7 @@ int main(void) {
         RUN(standard_from_fixture);
         RUN(standard_bad_deployments);
         RUN(advanced);
+        RUN(advanced_volumes_secrets_rootless_labels);
         RUN(states);
         return 0;
 }

@@ -191,6 +191,8 @@ TEST(keys) {
                 {"deploytarget:task:activestandby", LAGOON_MESSAGE_ACTIVESTANDBY},
                 {"deploytarget:task:cancel", LAGOON_MESSAGE_CANCEL},
                 {"kubernetes:task:cancel", LAGOON_MESSAGE_CANCEL},
+                {"deploytarget:task:projectclone", LAGOON_MESSAGE_PROJECTCLONE},
+                {"deploytarget:task:projectclonerestore", LAGOON_MESSAGE_PROJECTCLONE},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
@@ -209,8 +211,10 @@ TEST(keys) {
                         ASSERT_STREQ(m->image, "img:1");
                         ASSERT_STREQ(m->json_payload, "eyJ4IjoxfQ==");
                         ASSERT(m->deployer_token);
-                        /* activestandby forces both on */
-                        ASSERT_EQ(m->ssh_key, keys[i].kind == LAGOON_MESSAGE_ACTIVESTANDBY);
+                        /* activestandby and projectclone force them on */
+                        ASSERT_EQ(m->ssh_key, keys[i].kind != LAGOON_MESSAGE_ADVANCED);
+                        ASSERT_EQ(m->volume_mounts, keys[i].kind == LAGOON_MESSAGE_PROJECTCLONE);
+                        ASSERT_EQ(m->clone_id, 0); /* {"x":1} has no cloneId */
                 }
                 ASSERT_EQ(j->kind, LAGOON_MESSAGE_STANDARD);
         }
@@ -741,6 +745,136 @@ TEST(task_data) {
         check_task_data(big, strlen(big), -E2BIG, "taskData is too big*");
 }
 
+/* As Lagoon's createMiscTask sends them (commons tasks.ts): no taskName, no flags, the
+ * clone's id in the JSONPayload. */
+TEST(projectclone) {
+        _cleanup_free_ char *payload = base64("{\"projectName\":\"proj\",\"sourceEnvironment\":\"main\","
+                                              "\"cloneId\":17}"),
+                            *restore = base64("{\"projectName\":\"proj\",\"destinationEnvironment\":\"main\","
+                                              "\"cloneId\":18,\"action\":\"restore\",\"files\":[{\"id\":1}]}"),
+                            *adv = strf("{\"JSONPayload\":\"%s\",\"runnerImage\":\"uselagoon/task-projectclone:v2\"}",
+                                        payload),
+                            *adv_restore = strf("{\"JSONPayload\":\"%s\",\"runnerImage\":\"i\"}", restore),
+                            *b = body("deploytarget:task:projectclone",
+                                      "{\"id\":\"21\",\"name\":\"Project Clone Archive\"}", "{\"name\":\"proj\"}",
+                                      "{\"name\":\"main\",\"openshiftProjectName\":\"proj-main\"}", adv),
+                            *br = body("deploytarget:task:projectclonerestore", TASK_ADV, PROJECT, ENVIRONMENT,
+                                       adv_restore),
+                            *info = NULL, *data = NULL, *failed = NULL;
+        LagoonMessage *m;
+
+        m = parse_expect(LAGOON_QUEUE_MISC, b, 0, NULL);
+        ASSERT_EQ(m->kind, LAGOON_MESSAGE_PROJECTCLONE);
+        ASSERT(m->ssh_key && m->deployer_token && m->volume_mounts);
+        ASSERT_EQ(m->clone_id, 17);
+        ASSERT_STREQ(m->image, "uselagoon/task-projectclone:v2");
+        info = info_text(m);
+        ASSERT(strstr(info, "\"cloneId\":17"));
+        ASSERT(strstr(info, "\"key\":\"deploytarget:task:projectclone\""));
+        /* what actions-handler needs when the task has no taskData of its own */
+        ASSERT_OK(lagoon_clone_advanced_data(m->info, false, &data));
+        ASSERT_STREQ(data,
+                     "eyJjbG9uZUlkIjoxNywic3RhdHVzIjoiU09VUkNFX0ZJTEVTX1VQTE9BREVEIn0="); /* SOURCE_FILES_UPLOADED */
+        ASSERT_OK(lagoon_clone_advanced_data(m->info, true, &failed));
+        ASSERT_STREQ(failed, "eyJjbG9uZUlkIjoxNywic3RhdHVzIjoiRkFJTEVEIn0="); /* {"cloneId":17,"status":"FAILED"} */
+        lagoon_message_free(m);
+        data = mfree(data);
+        failed = mfree(failed);
+
+        m = parse_expect(LAGOON_QUEUE_MISC, br, 0, NULL);
+        ASSERT_EQ(m->clone_id, 18);
+        ASSERT_OK(lagoon_clone_advanced_data(m->info, false, &data));
+        ASSERT_STREQ(data,
+                     "eyJjbG9uZUlkIjoxOCwic3RhdHVzIjoiU09VUkNFX0ZJTEVTX0FQUExJRUQifQ=="); /* SOURCE_FILES_APPLIED */
+        lagoon_message_free(m);
+        data = mfree(data);
+
+        /* a payload remote-controller would refuse */
+        {
+                _cleanup_free_ char *nob64 = body("deploytarget:task:projectclone", TASK_ADV, PROJECT, ENVIRONMENT,
+                                                  "{\"JSONPayload\":\"not base64\",\"runnerImage\":\"i\"}"),
+                                    *nojson = body("deploytarget:task:projectclone", TASK_ADV, PROJECT, ENVIRONMENT,
+                                                   "{\"JSONPayload\":\"WzFd\",\"runnerImage\":\"i\"}"),
+                                    *strid = NULL, *strid_adv = NULL, *s = base64("{\"cloneId\":\"17\"}"),
+                                    *none = body("deploytarget:task:projectclone", TASK_ADV, PROJECT, ENVIRONMENT,
+                                                 "{\"runnerImage\":\"i\"}");
+
+                strid_adv = strf("{\"JSONPayload\":\"%s\",\"runnerImage\":\"i\"}", s);
+                strid = body("deploytarget:task:projectclone", TASK_ADV, PROJECT, ENVIRONMENT, strid_adv);
+                check_error(LAGOON_QUEUE_MISC, nob64, "advancedTask.JSONPayload is not base64");
+                check_error(LAGOON_QUEUE_MISC, nojson, "advancedTask.JSONPayload is not a JSON object");
+                check_error(LAGOON_QUEUE_MISC, strid,
+                            "advancedTask.JSONPayload: cloneId is not a non-negative integer");
+                check_error(LAGOON_QUEUE_MISC, none, "advancedTask.JSONPayload is missing");
+        }
+        /* no cloneId: runs (as in remote-controller), but nothing to tell the clone */
+        {
+                _cleanup_free_ char *p0 = base64("{\"projectName\":\"proj\"}"), *a0 = NULL, *b0 = NULL;
+
+                a0 = strf("{\"JSONPayload\":\"%s\",\"runnerImage\":\"i\"}", p0);
+                b0 = body("deploytarget:task:projectclone", TASK_ADV, PROJECT, ENVIRONMENT, a0);
+                m = parse_expect(LAGOON_QUEUE_MISC, b0, 0, NULL);
+                ASSERT_EQ(m->clone_id, 0);
+                ASSERT_EQ(lagoon_clone_advanced_data(m->info, true, &data), -ENODATA);
+                lagoon_message_free(m);
+        }
+        /* other keys never get one */
+        {
+                _cleanup_free_ char *ba = body("deploytarget:task:advanced", TASK_ADV, PROJECT, ENVIRONMENT, adv);
+
+                m = parse_expect(LAGOON_QUEUE_MISC, ba, 0, NULL);
+                ASSERT_EQ(m->clone_id, 0);
+                ASSERT_EQ(lagoon_clone_advanced_data(m->info, true, &data), -ENODATA);
+                ASSERT_EQ(lagoon_clone_advanced_data(NULL, true, &data), -ENODATA);
+                lagoon_message_free(m);
+        }
+        ASSERT_STREQ(lagoon_message_kind_to_string(LAGOON_MESSAGE_PROJECTCLONE), "projectclone");
+}
+
+/* advancedTask.volumeMounts, project.organization, and the variables' lookup. */
+TEST(volume_mounts_organization_variables) {
+        _cleanup_free_ char *vars = base64("[{\"name\":\"LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD\","
+                                           "\"value\":\"disabled\",\"scope\":\"build\"},"
+                                           "{\"name\":\"ONLY_PROJECT\",\"value\":\"p\",\"scope\":\"global\"}]"),
+                            *env_vars = base64("[{\"name\":\"LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD\","
+                                               "\"value\":\"enabled\",\"scope\":\"build\"}]"),
+                            *project = strf("{\"id\":3,\"name\":\"proj\",\"organization\":{\"id\":5,"
+                                            "\"name\":\"acme\"},\"variables\":{\"project\":\"%s\","
+                                            "\"environment\":\"%s\"}}",
+                                            vars, env_vars),
+                            *b = body("deploytarget:task:advanced", TASK_ADV, project, ENVIRONMENT,
+                                      "{\"runnerImage\":\"i\",\"volumeMounts\":1}"),
+                            *no = body("deploytarget:task:advanced", TASK_ADV, PROJECT, ENVIRONMENT,
+                                       "{\"runnerImage\":\"i\",\"volumeMounts\":false}"),
+                            *bad = body("deploytarget:task:advanced", TASK_ADV, PROJECT, ENVIRONMENT,
+                                        "{\"runnerImage\":\"i\",\"volumeMounts\":\"yes\"}"),
+                            *badorg = body("deploytarget:task:advanced", TASK_ADV,
+                                           "{\"name\":\"proj\",\"organization\":\"acme\"}", ENVIRONMENT,
+                                           "{\"runnerImage\":\"i\"}"),
+                            *badorgid = body("deploytarget:task:advanced", TASK_ADV,
+                                             "{\"name\":\"proj\",\"organization\":{\"id\":-1}}", ENVIRONMENT,
+                                             "{\"runnerImage\":\"i\"}");
+        LagoonMessage *m;
+
+        m = parse_expect(LAGOON_QUEUE_MISC, b, 0, NULL);
+        ASSERT(m->volume_mounts);
+        ASSERT(m->has_organization_id);
+        ASSERT_EQ(m->organization_id, 5);
+        ASSERT_STREQ(m->organization_name, "acme");
+        /* the environment's value wins over the project's */
+        ASSERT_STREQ(lagoon_message_variable(m, "LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD"), "enabled");
+        ASSERT_STREQ(lagoon_message_variable(m, "ONLY_PROJECT"), "p");
+        ASSERT(!lagoon_message_variable(m, "NOPE"));
+        lagoon_message_free(m);
+
+        m = parse_expect(LAGOON_QUEUE_MISC, no, 0, NULL);
+        ASSERT(!m->volume_mounts && !m->has_organization_id && !m->organization_name);
+        lagoon_message_free(m);
+        check_error(LAGOON_QUEUE_MISC, bad, "advancedTask.volumeMounts is not a boolean or 0/1");
+        check_error(LAGOON_QUEUE_MISC, badorg, "project.organization is not an object");
+        check_error(LAGOON_QUEUE_MISC, badorgid, "project.organization.id is not a non-negative integer");
+}
+
 int main(void) {
         RUN(fixture_standard);
         RUN(fixture_advanced);
@@ -755,5 +889,7 @@ int main(void) {
         RUN(variables);
         RUN(secrets);
         RUN(task_data);
+        RUN(projectclone);
+        RUN(volume_mounts_organization_variables);
         return 0;
 }

@@ -345,6 +345,54 @@ TEST(log_schedule) {
         ASSERT(sends <= 6);
 }
 
+/* A projectclone's final status without taskData carries the clone's id and status,
+ * which actions-handler needs for complete and failed (else Lagoon's task stays NEW);
+ * the task's own taskData is passed on as it is. */
+TEST(status_projectclone) {
+        _cleanup_json_ JsonValue *info = NULL, *msg = NULL;
+        _cleanup_free_ char *out = NULL;
+        LagoonJob j;
+        size_t size;
+
+        info = P("{\"key\":\"deploytarget:task:projectclone\",\"task\":{\"id\":\"21\"},"
+                 "\"project\":{\"name\":\"p\"},\"environment\":{\"name\":\"e\"},\"cloneId\":17}");
+        j = job(info, TASK_FAILED);
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        msg = parse(out, size);
+        ASSERT_STREQ(json_get_string(json_get(msg, "meta"), "advancedData"),
+                     "eyJjbG9uZUlkIjoxNywic3RhdHVzIjoiRkFJTEVEIn0=");
+        ASSERT_STREQ(json_get_string(json_get(msg, "meta"), "key"), "deploytarget:task:projectclone");
+        out = mfree(out);
+        msg = json_free(msg);
+
+        j = job(info, TASK_COMPLETE);
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        msg = parse(out, size);
+        ASSERT_STREQ(json_get_string(json_get(msg, "meta"), "advancedData"),
+                     "eyJjbG9uZUlkIjoxNywic3RhdHVzIjoiU09VUkNFX0ZJTEVTX1VQTE9BREVEIn0=");
+        out = mfree(out);
+        msg = json_free(msg);
+
+        j.advanced_data = "eyJjbG9uZUlkIjoxNywic3RhdHVzIjoiQ09NUExFVEUifQ==";
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        msg = parse(out, size);
+        ASSERT_STREQ(json_get_string(json_get(msg, "meta"), "advancedData"), j.advanced_data);
+        out = mfree(out);
+        msg = json_free(msg);
+
+        /* not while it runs, not for a cancel (actions-handler reads it on complete and failed) */
+        for (TaskStatus st = TASK_PENDING; st < _TASK_STATUS_MAX; st++) {
+                if (st == TASK_COMPLETE || st == TASK_FAILED)
+                        continue;
+                j = job(info, st);
+                ASSERT_OK(lagoon_report_status(&j, &out, &size));
+                msg = parse(out, size);
+                ASSERT(!json_get(json_get(msg, "meta"), "advancedData"));
+                out = mfree(out);
+                msg = json_free(msg);
+        }
+}
+
 TEST(status_names) {
         _cleanup_free_ char *t = NULL;
 
@@ -693,6 +741,7 @@ int main(void) {
         RUN(status_fixtures);
         RUN(status_omitted);
         RUN(status_cancel_not_found);
+        RUN(status_projectclone);
         RUN(status_names);
         RUN(append_result);
         RUN(log_schedule);
