@@ -1064,7 +1064,7 @@ static void cancel_note(const char *id, const JsonValue *stopping, const JsonVal
         double d;
 
         (void) json_int64(json_get(t, "exitCode"), &code);
-        if (!streq_ptr(json_get_string(stopping, "status"), "running")) {
+        if (task_is_final(stopping)) {
                 if (streq_ptr(status, "cancelled"))
                         ctl_error("task %s cancelled before it started", id);
                 else
@@ -1075,8 +1075,8 @@ static void cancel_note(const char *id, const JsonValue *stopping, const JsonVal
                 d = seconds_between(stopping, "stoppingAt", stopping, "killAt");
                 if (d >= 0)
                         ctl_error("task %s: SIGTERM sent, SIGKILL in %.0fs if it is still running", id, d);
-                else
-                        ctl_error("task %s: SIGTERM sent", id);
+                else /* its launch was in flight: stopped as soon as it has started */
+                        ctl_error("task %s: cancelling", id);
                 return;
         }
         d = seconds_between(stopping, "stoppingAt", final, "finishedAt");
@@ -1084,8 +1084,10 @@ static void cancel_note(const char *id, const JsonValue *stopping, const JsonVal
                 ctl_error("task %s ended (%s) before it was stopped", id, strna(status));
         else if (code == 128 + SIGKILL)
                 ctl_error("task %s killed (SIGKILL) after %.1fs: it did not stop on SIGTERM", id, MAX(d, 0.0));
+        else if (d < 0)
+                ctl_error("task %s cancelled", id);
         else
-                ctl_error("task %s stopped after %.1fs", id, MAX(d, 0.0));
+                ctl_error("task %s stopped after %.1fs", id, d);
 }
 
 /* Like podman stop: SIGTERM, then wait until the task has ended (SIGKILL after the grace
@@ -1112,7 +1114,7 @@ static int verb_cancel(CtlHttp *h, char **args, int n_args) {
                 return report_api_error(&resp), EXIT_API_ERROR;
         else if (parse_response_json(&resp, JSON_OBJECT, &task) < 0)
                 return EXIT_API_ERROR;
-        else if (!streq_ptr(json_get_string(task, "status"), "running") || arg_no_wait)
+        else if (task_is_final(task) || arg_no_wait)
                 cancel_note(id, task, NULL);
         else {
                 if (follow_task(h, id, -EBADF, &final_resp, &final) < 0)

@@ -234,8 +234,18 @@ class TestTaskctl(harness.TaskdTestCase):
         self.submit_ok("sleep 300", id=plain)
         self.submit_ok("echo done", id=quick)
         self.client.wait_final(quick)
-        self.client.wait_status(stuck, "running")
-        self.client.wait_status(plain, "running")
+        fillers = [self.new_id("fill") for _ in range(2)]  # with stuck and plain: MaxRunning=4
+        for f in fillers:
+            self.submit_ok("sleep 300", id=f)
+        for tid in [stuck, plain] + fillers:
+            self.client.wait_status(tid, "running")
+        queued = self.new_id("queued")
+        self.submit_ok("echo never", id=queued)
+        r = self.ctl_ok("cancel", queued)
+        self.assertEqual(r.stdout, f"{queued}\n")
+        self.assertIn(f"task {queued} cancelled before it started", r.stderr)
+        for f in fillers:
+            self.ctl_ok("cancel", "--no-wait", "--time=0", f)
         # --no-wait: back once SIGTERM was sent; the grace (KillGraceSec=2) is said.
         t0 = time.monotonic()
         r = self.ctl_ok("cancel", "--no-wait", plain)
