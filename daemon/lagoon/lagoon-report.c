@@ -32,6 +32,10 @@ const char *lagoon_job_status(TaskStatus s) {
         return s >= 0 && s < _TASK_STATUS_MAX ? job_status_names[s] : NULL;
 }
 
+static const char *job_status(const LagoonJob *j) {
+        return j->queued && j->status == TASK_PENDING ? "queued" : lagoon_job_status(j->status);
+}
+
 int lagoon_format_time(uint64_t usec, char **ret) {
         time_t t = (time_t) (usec / USEC_PER_SEC);
         char buf[64];
@@ -240,7 +244,7 @@ static int set_time(JsonValue *meta, const char *key, uint64_t usec) {
  * fixtures' order (which is LagoonLogMeta's field order, the times last). */
 static int build_meta(const LagoonJob *j, MetaKind kind, JsonValue **ret) {
         _cleanup_json_ JsonValue *meta = NULL, *task = NULL;
-        const char *status = lagoon_job_status(j->status), *advanced = j->advanced_data;
+        const char *status = job_status(j), *advanced = j->advanced_data;
         _cleanup_free_ char *name = NULL, *clone_data = NULL;
         int64_t id;
         int r;
@@ -342,10 +346,10 @@ int lagoon_report_event(const LagoonJob *j, char **ret, size_t *ret_size) {
         r = info_task_id(j, &id);
         if (r < 0)
                 return r;
-        if (asprintf(&event, "task:job-kubernetes:%s", lagoon_job_status(j->status)) < 0)
+        if (asprintf(&event, "task:job-kubernetes:%s", job_status(j)) < 0)
                 return -ENOMEM;
         if (asprintf(&text, "*[%s]* Task `%s` *%s* %s", strempty(info_string(j, "project", "name")), id,
-                     strempty(info_string(j, "task", "name")), lagoon_job_status(j->status)) < 0)
+                     strempty(info_string(j, "task", "name")), job_status(j)) < 0)
                 return -ENOMEM;
         r = build_log(j, event, TAKE_PTR(meta), new_string_utf8(text, strlen(text)), &msg);
         if (r < 0)
@@ -386,6 +390,13 @@ int lagoon_report_logs(const LagoonJob *j, const char *log, size_t log_size, cha
                 return r;
         text = mfree(text); /* the tree holds its own copy; keep the peak lower */
         return json_format(msg, false, ret, ret_size);
+}
+
+int lagoon_report_queued_log(unsigned position, unsigned length, char **ret) {
+        return asprintf(ret, RESULT_RULE "\nThis task is currently queued in position %u/%u\n" RESULT_RULE "\n",
+                        position, length) < 0
+                       ? -ENOMEM
+                       : 0;
 }
 
 int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status, const char *reason) {
@@ -450,6 +461,8 @@ int lagoon_report_update_task(const LagoonJob *j, char **ret, size_t *ret_size) 
         int r;
 
         status = j->status >= 0 && j->status < _TASK_STATUS_MAX ? api_status_names[j->status] : NULL;
+        if (status && j->queued && j->status == TASK_PENDING)
+                status = "QUEUED";
         if (!status)
                 return -EINVAL;
         r = api_task_id(j, &id);

@@ -29,6 +29,9 @@ typedef struct LagoonJob {
          * (lagoontask_helpers.go updateLagoonTask): the task's names, no key, ids,
          * command, remoteId or clusterName, so Lagoon keeps the remoteId it has. */
         bool not_found;
+        /* A PENDING task waiting for room under MaxRunning=/MaxRunningPerEnvironment=:
+         * Lagoon's "queued" (TaskStatusType QUEUED, remote-controller's task QoS). */
+        bool queued;
 } LagoonJob;
 
 /* jobStatus text: "pending", "running", "complete", "failed", "cancelled"; NULL for
@@ -75,6 +78,10 @@ int lagoon_report_append_result(char **log, size_t *log_size, TaskStatus status,
  * time the log grew by half: every 5 s at first, about every 20 min an hour in. */
 #define LAGOON_LOG_BUDGET 4U
 bool lagoon_log_due(uint64_t sent_total, uint64_t last_size, uint64_t size);
+
+/* The log remote-controller sends for a queued task: "This task is currently queued in
+ * position <position>/<length>" between two rules of 40 '='. */
+int lagoon_report_queued_log(unsigned position, unsigned length, char **ret);
 
 /* The body of a GraphQL request for Lagoon's API:
  * {"query":"mutation updateTask($id: Int!, $patch: UpdateTaskPatchInput!) {…}",

@@ -72,8 +72,9 @@ typedef struct Confirmed {
 
 typedef struct LogState {
         char *task_id;
-        uint64_t size; /* task log size (capped) when last queued */
-        uint64_t sent; /* log bytes (capped) queued for it so far in this run */
+        uint64_t size;                         /* task log size (capped) when last queued */
+        uint64_t sent;                         /* log bytes (capped) queued for it so far in this run */
+        unsigned queue_position, queue_length; /* last told as "queued", 0 = not */
 } LogState;
 
 struct Lagoon {
@@ -513,6 +514,31 @@ static LogState *log_state(Lagoon *l, const char *task_id, bool create) {
         return l->logs + l->n_logs++;
 }
 
+/* A Lagoon task still waiting for room under MaxRunning=/MaxRunningPerEnvironment= a
+ * tick after Lagoon heard "pending": Lagoon's "queued", with its place in the queue as
+ * its log, as remote-controller's task QoS tells it, again whenever the place or the
+ * queue's length changed. */
+static void report_queued(Lagoon *l, const Task *t) {
+        unsigned position = manager_queue_position(l->manager, t), length = manager_n_queued(l->manager);
+        _cleanup_free_ char *log = NULL;
+        LogState *ls;
+        LagoonJob job;
+
+        if (position == 0 || t->reported != TASK_PENDING)
+                return; /* launching, or "pending" not told yet */
+        ls = log_state(l, t->id, true);
+        if (!ls || (ls->queue_position == position && ls->queue_length == length))
+                return;
+        job_from_task(l, t, TASK_PENDING, &job);
+        job.queued = true;
+        if (lagoon_report_queued_log(position, length, &log) < 0 || queue_status(l, t->id, &job) < 0 ||
+            queue_logs(l, t->id, &job, log, strlen(log)) < 0)
+                return (void) log_oom();
+        log_debug("Task %s: queued in position %u/%u, told Lagoon.", t->id, position, length);
+        ls->queue_position = position;
+        ls->queue_length = length;
+}
+
 static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Lagoon *l = userdata;
         _cleanup_free_ const Task **tasks = NULL;
@@ -529,6 +555,10 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                         LogState *ls;
                         LagoonJob job;
 
+                        if (t->lagoon && t->status == TASK_PENDING) {
+                                report_queued(l, t);
+                                continue;
+                        }
                         if (!t->lagoon || t->status != TASK_RUNNING)
                                 continue;
                         if (manager_task_log_path(l->manager, t->id, &path) < 0 || stat(path, &st) < 0)
@@ -548,7 +578,7 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         for (size_t i = 0; i < l->n_logs; i++) {
                 const Task *t = manager_get_task(l->manager, l->logs[i].task_id);
 
-                if (t && t->status == TASK_RUNNING)
+                if (t && (t->status == TASK_RUNNING || t->status == TASK_PENDING))
                         l->logs[w++] = l->logs[i];
                 else
                         free(l->logs[i].task_id);

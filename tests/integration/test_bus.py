@@ -207,6 +207,33 @@ class TestBus(BusTestCase):
         harness.wait_until(lambda: len(ah.applied) == 3 * len(ids), 30, what="every update applied")
         self.assertEqual({tid: ah.status(tid) for tid in ids}, {tid: "COMPLETE" for tid in ids}, ah.applied)
 
+    def test_queued_while_waiting_on_limits(self):
+        """A task waiting for room under MaxRunningPerEnvironment= is Lagoon's "queued",
+        with its place in the queue as its log, as remote-controller's task QoS says it."""
+        self.start_daemon(tasks={"MaxRunningPerEnvironment": 1})
+        self.peer.publish(self.standard_message("44", "sleep 3"))
+        self.peer.wait_status("44", "running")
+        self.peer.publish(self.standard_message("45", "echo second"))
+        self.peer.publish(self.standard_message("46", "echo third"))
+        queued = self.peer.wait_status("46", "queued", timeout=10)
+        self.peer.wait_status("46", "complete", timeout=60)
+        self.peer.settle()
+        self.assertEqual(self.peer.status_list("44"), ["pending", "running", "complete"])
+        for tid in ("45", "46"):  # 46 is told again (1/1) if a tick sees it alone in the queue
+            statuses = [s for i, s in enumerate(self.peer.status_list(tid))
+                        if s != "queued" or self.peer.status_list(tid)[i - 1] != "queued"]
+            self.assertEqual(statuses, ["pending", "queued", "running", "complete"], tid)
+        self.assertEqual(queued["meta"]["task"]["id"], "46")
+        self.assertNotIn("startTime", queued["meta"])
+        self.assertEqual(len({s["meta"]["remoteId"] for s in self.peer.statuses if s["meta"]["task"]["id"] == "46"}), 1)
+        self.assertIn("task:job-kubernetes:queued", [e["event"] for e in self.peer.events("46")])
+        logs = self.peer.task_logs("46")
+        first = [m["message"] for m in logs if m["meta"]["jobStatus"] == "queued"][0]
+        self.assertIn("\n========================================\nThis task is currently queued in position 2/2\n"
+                      "========================================\n", first)
+        self.assertEqual(logs[-1]["meta"]["jobStatus"], "complete")
+        self.assertIn("third", logs[-1]["message"])
+
     def test_timeout_reason_in_lagoon_log(self):
         self.start_daemon(tasks={"DefaultTimeoutSec": 1, "KillGraceSec": 1})
         self.peer.publish(self.standard_message("42", "echo before the deadline; sleep 30"))
@@ -297,7 +324,8 @@ class TestBus(BusTestCase):
         again = [s for s in self.peer.statuses if s["meta"]["task"]["id"] == "73"][-1]
         self.assertEqual(again["meta"], done["meta"])
         self.assertEqual(self.peer.status_list("71"), ["pending", "running", "cancelled"])
-        self.assertEqual(self.peer.status_list("72"), ["pending", "cancelled"])
+        # 72 waited on MaxRunning=1: "queued" once a tick (LogUpdateIntervalSec=1) saw it waiting.
+        self.assertIn(self.peer.status_list("72"), (["pending", "cancelled"], ["pending", "queued", "cancelled"]))
         self.assertEqual(self.peer.status_list("9999"), ["cancelled"])
         # The cancel below the output, as remote-controller appends it.
         for tid in ("71", "72"):

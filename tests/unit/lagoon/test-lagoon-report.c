@@ -393,6 +393,33 @@ TEST(status_projectclone) {
         }
 }
 
+/* Waiting on the limits: Lagoon's "queued" everywhere, and remote-controller's log. */
+TEST(queued) {
+        _cleanup_json_ JsonValue *info = P(INFO);
+        _cleanup_free_ char *out = NULL;
+        LagoonJob j = job(info, TASK_PENDING);
+        size_t size;
+
+        j.queued = true;
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        ASSERT(strstr(out, "\"jobStatus\":\"queued\""));
+        out = mfree(out);
+        ASSERT_OK(lagoon_report_event(&j, &out, &size));
+        ASSERT(strstr(out, "\"event\":\"task:job-kubernetes:queued\""));
+        ASSERT(strstr(out, "*run task* queued\""));
+        out = mfree(out);
+        ASSERT_OK(lagoon_report_update_task(&j, &out, &size));
+        ASSERT(strstr(out, "\"status\":\"QUEUED\""));
+        out = mfree(out);
+        ASSERT_OK(lagoon_report_queued_log(2, 3, &out));
+        ASSERT_STREQ(out, RULE40 "\nThis task is currently queued in position 2/3\n" RULE40 "\n");
+        out = mfree(out);
+        /* only a pending task is queued */
+        j.status = TASK_RUNNING;
+        ASSERT_OK(lagoon_report_status(&j, &out, &size));
+        ASSERT(strstr(out, "\"jobStatus\":\"running\""));
+}
+
 TEST(status_names) {
         _cleanup_free_ char *t = NULL;
 
@@ -745,6 +772,7 @@ int main(void) {
         RUN(status_names);
         RUN(append_result);
         RUN(log_schedule);
+        RUN(queued);
         RUN(event);
         RUN(logs);
         RUN(invalid_utf8);
