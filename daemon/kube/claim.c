@@ -153,19 +153,6 @@ int claim_lease_name(const char *task_id, char **ret) {
         return 0;
 }
 
-static int format_microtime(uint64_t usec, char ret[static 32]) {
-        time_t sec = (time_t) (usec / USEC_PER_SEC);
-        struct tm tm;
-
-        if (!gmtime_r(&sec, &tm))
-                return -EINVAL;
-        /* MicroTime: RFC 3339 with exactly six fraction digits. */
-        if (strftime(ret, 32, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-                return -EINVAL;
-        snprintf(ret + strlen(ret), 32 - strlen(ret), ".%06uZ", (unsigned) (usec % USEC_PER_SEC));
-        return 0;
-}
-
 static Claim *claim_find(ClaimSet *s, const char *task_id) {
         for (Claim *c = s->claims; c; c = c->next)
                 if (streq(c->task_id, task_id))
@@ -224,11 +211,11 @@ static char *leases_path(ClaimSet *s) {
 /* Sets holder, times and mark on a Lease (new or read); acquire: a new holder. */
 static int lease_set(Claim *c, JsonValue *lease, Mark mark, bool acquire) {
         JsonValue *md, *spec, *annotations, *labels;
-        char now[32];
+        char now[KUBE_MICROTIME_MAX];
         int64_t transitions = 0;
         int r;
 
-        r = format_microtime(now_usec(CLOCK_REALTIME), now);
+        r = kube_format_microtime(now_usec(CLOCK_REALTIME), now);
         if (r < 0)
                 return r;
         if ((r = json_object_set_string(lease, "apiVersion", "coordination.k8s.io/v1")) < 0 ||

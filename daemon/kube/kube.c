@@ -161,6 +161,18 @@ static int digits(const char *s, size_t n, int *ret) {
         return 0;
 }
 
+int kube_format_microtime(uint64_t usec, char ret[static KUBE_MICROTIME_MAX]) {
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
+        struct tm tm;
+
+        if (!gmtime_r(&sec, &tm))
+                return -EINVAL;
+        if (strftime(ret, KUBE_MICROTIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+                return -EINVAL;
+        snprintf(ret + strlen(ret), KUBE_MICROTIME_MAX - strlen(ret), ".%06uZ", (unsigned) (usec % USEC_PER_SEC));
+        return 0;
+}
+
 int kube_parse_timestamp(const char *s, size_t len, uint64_t *ret) {
         struct tm tm = {};
         int year, mon, day, hour, min, sec, off_h = 0, off_m = 0;

@@ -209,6 +209,11 @@ int kube_log_follow(KubeClient *k,
 KubeLog *kube_log_free(KubeLog *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubeLog *, kube_log_free);
 
+/* A MicroTime (Lease acquireTime/renewTime): RFC 3339 in UTC with exactly six fraction
+ * digits, from CLOCK_REALTIME µs. -EINVAL for a time gmtime() cannot take. */
+#define KUBE_MICROTIME_MAX 32
+int kube_format_microtime(uint64_t usec, char ret[static KUBE_MICROTIME_MAX]);
+
 /* Parses an RFC 3339 timestamp with optional fraction and Z or ±hh:mm, as the kubelet
  * writes them ("2024-05-01T10:00:00.123456789Z"), to CLOCK_REALTIME µs. -EINVAL. */
 int kube_parse_timestamp(const char *s, size_t len, uint64_t *ret);
