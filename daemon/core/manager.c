@@ -1319,7 +1319,9 @@ static bool environment_has_room(Manager *m, const Task *t) {
                 return true;
         for (size_t i = 0; i < m->n_tasks; i++) {
                 const Task *o = m->tasks[i]->task;
-                if ((o->status == TASK_RUNNING || task_launching(o)) && streq(o->namespace, t->namespace))
+                /* A task whose service is being looked up holds its place too. */
+                if ((o->status == TASK_RUNNING || task_launching(o) || m->tasks[i]->lookup) &&
+                    streq(o->namespace, t->namespace))
                         n++;
         }
         return n < m->config->max_running_per_environment;

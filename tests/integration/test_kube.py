@@ -41,11 +41,11 @@ class KubeTest(harness.TaskdTestCase):
         finally:
             self.api.stop()
 
-    def start_daemon(self, keep_task_pods=None, kubeconfig=None):
+    def start_daemon(self, keep_task_pods=None, kubeconfig=None, tasks=None):
         kube = {"NodeName": "node-1", "Kubeconfig": kubeconfig or self.kubeconfig, "APINamespaces": "proj-* other-?"}
         if keep_task_pods is not None:
             kube["KeepTaskPods"] = str(keep_task_pods)
-        self.write_config(services={"cli": None}, extra={"Kubernetes": kube})
+        self.write_config(tasks=tasks, services={"cli": None}, extra={"Kubernetes": kube})
         return self.daemon()
 
     def script(self, *steps):
@@ -229,6 +229,20 @@ class KubeTest(harness.TaskdTestCase):
                            15, what="its container directory removed")
         self.assertIn("Task lagoon-task-orphan has a pod but no record", d.stderr())
         self.assertEqual(self.client.get("/v1/tasks/lagoon-task-orphan").status, 404)
+
+    def test_environment_limit_holds_while_services_are_looked_up(self):
+        """MaxRunningPerEnvironment=1 with API pods: a task whose service lookup is in
+        flight holds its environment's place (before, every queued task of the
+        environment passed the check while the first one's lookup was under way)."""
+        self.script({"start": True}, {"log": "x", "delay": 0.5}, {"exit": 0})
+        self.start_daemon(tasks={"MaxRunningPerEnvironment": 1, "MaxRunning": 4})
+        names = [f"lagoon-task-env{i}" for i in range(3)]
+        for n in names:
+            self.submit("true", n)
+        runs = sorted((harness.parse_time(t["startedAt"]), harness.parse_time(t["finishedAt"]), t["id"])
+                      for t in (self.client.wait_final(n, 60) for n in names))
+        for (_, end, a), (start, _, b) in zip(runs, runs[1:]):
+            self.assertGreaterEqual(start, end, f"{b} started before {a} ended: {runs}")
 
     def test_retention_keeps_the_newest_task_pods(self):
         self.script({"start": True}, {"log": "x"}, {"exit": 0})
