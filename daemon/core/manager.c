@@ -85,6 +85,7 @@ struct Manager {
         ManagerStats stats;
         Cleanup **cleanups;
         size_t n_cleanups;
+        ManagerGate gate; /* cluster mode: MaxRunningPerEnvironment= across daemons */
 };
 
 const double manager_launch_bucket_seconds[MANAGER_LAUNCH_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
@@ -520,6 +521,8 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
                         mt->deferred_reason = mfree(mt->deferred_reason);
         }
         if (task_status_is_final(to)) {
+                if (m->gate.release)
+                        m->gate.release(t, m->gate.userdata);
                 m->stats.finished[to]++;
                 if (to == TASK_FAILED && reason &&
                     (startswith(reason, "launch-error") || startswith(reason, "service-not-found") ||
@@ -1327,6 +1330,29 @@ static bool environment_has_room(Manager *m, const Task *t) {
         return n < m->config->max_running_per_environment;
 }
 
+/* The cluster's count, after this daemon's own (environment_has_room()). */
+static bool cluster_has_room(Manager *m, const Task *t) {
+        if (!m->gate.acquire || m->config->max_running_per_environment == 0)
+                return true;
+        return m->gate.acquire(t, m->config->max_running_per_environment, m->gate.userdata) > 0;
+}
+
+void manager_set_gate(Manager *m, const ManagerGate *gate) {
+        m->gate = gate ? *gate : (ManagerGate){};
+        if (!m->gate.acquire || m->config->max_running_per_environment == 0)
+                return;
+        /* After a restart: the places the running tasks held are theirs again. */
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                const Task *t = m->tasks[i]->task;
+                if (t->status == TASK_RUNNING || task_launching(t))
+                        (void) m->gate.acquire(t, m->config->max_running_per_environment, m->gate.userdata);
+        }
+}
+
+void manager_gate_changed(Manager *m) {
+        manager_schedule_dispatch(m);
+}
+
 /* Free space on the state directory's file systems (the records may have their own):
  * below MinFreeSpace= a launch could not write its record, log or container. */
 static bool manager_has_space(Manager *m) {
@@ -1384,6 +1410,10 @@ int manager_wait_reason(Manager *m, const Task *t, char **ret) {
         else if (!environment_has_room(m, t))
                 r = asprintf(&s, "MaxRunningPerEnvironment=%u reached in %s", m->config->max_running_per_environment,
                              t->namespace);
+        else if (m->gate.all_held && m->config->max_running_per_environment > 0 &&
+                 m->gate.all_held(t, m->gate.userdata))
+                r = asprintf(&s, "MaxRunningPerEnvironment=%u reached in %s across the cluster",
+                             m->config->max_running_per_environment, t->namespace);
         else if (manager_cleaning(m, t->id))
                 s = strdup("an earlier task of the same id is being cleaned up");
         else
@@ -1453,7 +1483,7 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
                 ManagedTask *mt = m->tasks[i];
 
                 if (!task_queued(mt->task) || mt->lookup || mt->deferred || !environment_has_room(m, mt->task) ||
-                    manager_cleaning(m, mt->task->id))
+                    manager_cleaning(m, mt->task->id) || !cluster_has_room(m, mt->task))
                         continue;
                 manager_launch(m, mt);
         }

@@ -65,6 +65,20 @@ void manager_remove_task_callback(Manager *m, manager_task_cb_t cb, void *userda
  * before its final status was queued. */
 int manager_set_reported(Manager *m, const char *id, TaskStatus reported);
 
+/* Cluster mode: MaxRunningPerEnvironment= across the daemons of a target. Before a task
+ * of an environment is launched, acquire() is asked: 1 go, 0 wait (the gate calls
+ * manager_gate_changed() when that may have changed); release() when the task ended.
+ * all_held() says whether a waiting task waits for the cluster's limit (wait reason).
+ * Installed after manager_start(): the running tasks acquire their places again. */
+typedef struct ManagerGate {
+        int (*acquire)(const Task *t, unsigned limit, void *userdata);
+        void (*release)(const Task *t, void *userdata);
+        bool (*all_held)(const Task *t, void *userdata);
+        void *userdata;
+} ManagerGate;
+void manager_set_gate(Manager *m, const ManagerGate *gate);
+void manager_gate_changed(Manager *m);
+
 /* Replaces the configuration (SIGHUP); running tasks keep what they started with. */
 int manager_set_config(Manager *m, Config *config);
 const Config *manager_get_config(Manager *m);

@@ -10,6 +10,7 @@
 
 #include "amqp-client.h"
 #include "claim.h"
+#include "slot.h"
 #include "fs-util.h"
 #include "http.h"
 #include "lagoon-api.h"
@@ -124,6 +125,7 @@ struct Lagoon {
         sd_event_source *log_timer;
 
         ClaimSet *claims; /* cluster mode: ClaimNamespace= */
+        SlotSet *slots;   /* cluster mode with MaxRunningPerEnvironment= */
 };
 
 static const Config *config(Lagoon *l) {
@@ -1546,6 +1548,9 @@ Lagoon *lagoon_free(Lagoon *l) {
         if (!l)
                 return NULL;
         manager_remove_task_callback(l->manager, on_task_changed, l);
+        if (l->slots)
+                manager_set_gate(l->manager, NULL);
+        slot_set_free(l->slots);
         amqp_client_free(l->amqp);
         claim_set_free(l->claims);
         lagoon_api_free(l->api);
@@ -1735,6 +1740,34 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
         return 0;
 }
 
+/* MaxRunningPerEnvironment= across the cluster: a task's environment is its namespace. */
+static int gate_acquire(const Task *t, unsigned limit, void *userdata) {
+        Lagoon *l = userdata;
+        int r = slot_acquire(l->slots, t->id, t->namespace, limit);
+
+        if (r < 0)
+                log_warning_errno(r, "Task %s: cannot ask for a slot of environment %s: %m", t->id, t->namespace);
+        return r;
+}
+
+static void gate_release(const Task *t, void *userdata) {
+        Lagoon *l = userdata;
+
+        slot_release(l->slots, t->id);
+}
+
+static bool gate_all_held(const Task *t, void *userdata) {
+        Lagoon *l = userdata;
+
+        return slot_all_held(l->slots, t->id);
+}
+
+static void on_slot_changed(SlotSet *s, const char *task_id, void *userdata) {
+        Lagoon *l = userdata;
+
+        manager_gate_changed(l->manager);
+}
+
 /* Cluster mode: the claims need the API server client, which exists once the manager
  * started. */
 static int lagoon_start_claims(Lagoon *l) {
@@ -1759,6 +1792,20 @@ static int lagoon_start_claims(Lagoon *l) {
                 return log_error_errno(r, "Failed to set up the cluster claims: %m");
         log_info("Cluster mode: tasks are claimed as Leases in namespace %s, as node %s.", c->claim_namespace,
                  settings.holder);
+        if (c->max_running_per_environment == 0)
+                return 0;
+        r = slot_set_new(l->event, node_api(node), &settings, on_slot_changed, l, &l->slots);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the cluster's per-environment limits: %m");
+        manager_set_gate(l->manager, &(const ManagerGate){
+                                             .acquire = gate_acquire,
+                                             .release = gate_release,
+                                             .all_held = gate_all_held,
+                                             .userdata = l,
+                                     });
+        log_info("Cluster mode: MaxRunningPerEnvironment=%u counts the tasks of all daemons (Leases "
+                 "%s/lagoon-taskd-slot-*).",
+                 c->max_running_per_environment, c->claim_namespace);
         return 0;
 }
 

@@ -46,7 +46,7 @@ class ClusterTest(harness.TaskdTestCase):
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
         kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
 
-    def node_config(self, node, claim_duration="60s"):
+    def node_config(self, node, claim_duration="60s", tasks=None):
         d = os.path.join(self.tmp, node)
         os.makedirs(d, exist_ok=True)
         cfg = self.base_config()
@@ -54,6 +54,7 @@ class ClusterTest(harness.TaskdTestCase):
                               "ListenSocket": os.path.join(d, "api.sock")})
         cfg.pop("Service cli", None)
         cfg["Tasks"]["MaxRunning"] = 8
+        cfg["Tasks"].update(tasks or {})
         cfg["Lagoon"] = lh.lagoon_config(lh.BROKER, self.target)
         cfg["Kubernetes"] = {"NodeName": node, "Kubeconfig": self.kubeconfig, "ClaimNamespace": CLAIMS,
                              "ClaimDurationSec": claim_duration}
@@ -128,6 +129,43 @@ class ClusterTest(harness.TaskdTestCase):
         self.assertGreater(len(holders), 1, "the tasks were not shared between the daemons")
         dropped = sum(d.stderr().count("acknowledged and left to it") for d in daemons)
         self.assertGreaterEqual(dropped, 1, "no copy reached a daemon that did not hold its claim")
+
+    def test_max_running_per_environment_counts_every_daemon(self):
+        """MaxRunningPerEnvironment=1 on two daemons: one task of the environment runs at a
+        time between them (a slot Lease), not one per daemon; the others wait for the
+        cluster's limit and say so; every slot is deleted at the end."""
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "x", "delay": 0.8}, {"exit": 0}]})
+        daemons = [self.daemon(config_path=self.node_config(n, tasks={"MaxRunningPerEnvironment": 1}), name=n)
+                   for n in NODES[:2]]
+        harness.wait_until(self.queues_declared, 30, what="the daemons' queues")
+        clients = [harness.ApiClient(os.path.join(self.tmp, n, "api.sock")) for n in NODES[:2]]
+        ids = [str(5000 + i) for i in range(6)]
+        for tid in ids:
+            self.peer.publish(self.message(tid))
+        reasons = set()
+
+        def all_final():
+            self.peer.poll()
+            for c in clients:
+                reasons.update(t.get("waitReason", "") for t in c.tasks())
+            return all(self.final_statuses(t) for t in ids)
+        harness.wait_until(all_final, 120, interval=0.1, what="a final status for every task")
+        runs = []
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["complete"], f"task {tid}: {self.peer.status_list(tid)}")
+            t = [c.task(tid) for c in clients if c.get(f"/v1/tasks/{tid}").status == 200]
+            self.assertEqual(len(t), 1, tid)
+            runs.append((harness.parse_time(t[0]["startedAt"]), harness.parse_time(t[0]["finishedAt"]), tid))
+        runs.sort()
+        for (_, end, a), (start, _, b) in zip(runs, runs[1:]):
+            self.assertGreaterEqual(start, end, f"task {b} started before task {a} ended: {runs}")
+        ran = {n: sum(f"Task {tid}: accepted from Lagoon" in d.stderr() for tid in ids) for n, d in zip(NODES, daemons)}
+        self.assertTrue(all(ran.values()), f"both daemons must have run tasks: {ran}")
+        self.assertTrue(any("across the cluster" in r for r in reasons), reasons)
+        slots = [ls for ls in self.api.get(LEASES).json()["items"] if ls["metadata"]["name"].startswith("lagoon-taskd-slot-")]
+        harness.wait_until(lambda: not [ls for ls in self.api.get(LEASES).json()["items"]
+                                        if ls["metadata"]["name"].startswith("lagoon-taskd-slot-")], 10,
+                           what=f"the slots deleted: {slots}")
 
     def test_standard_tasks_go_to_the_node_of_their_service(self):
         # cli runs on node-2 only (Ready); node-1's pod of it is not Ready.
