@@ -65,9 +65,9 @@ class ClusterTest(harness.TaskdTestCase):
         harness.wait_until(self.queues_declared, 30, what="the daemons' queues")
         return d
 
-    def queues_declared(self):
+    def queues_declared(self, queue="jobs"):
         try:
-            self.peer.queue_depth("jobs")
+            self.peer.queue_depth(queue)
             return True
         except Exception:
             self.peer.close()
@@ -166,6 +166,31 @@ class ClusterTest(harness.TaskdTestCase):
         harness.wait_until(lambda: not [ls for ls in self.api.get(LEASES).json()["items"]
                                         if ls["metadata"]["name"].startswith("lagoon-taskd-slot-")], 10,
                            what=f"the slots deleted: {slots}")
+
+    def test_a_dead_daemons_slot_is_taken_over_a_restarted_one_keeps_it(self):
+        """The slot of a running task stays its own across a restart of its daemon (the
+        other daemon's task keeps waiting), and is taken over once its daemon is gone for
+        two lease durations."""
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
+        tasks = {"MaxRunningPerEnvironment": 1}
+        a = self.daemon(config_path=self.node_config("node-1", claim_duration="3s", tasks=tasks), name="node-1")
+        harness.wait_until(self.queues_declared, 30, what="the daemons' queues")
+        self.peer.publish(self.message("6000"))
+        self.peer.wait_status("6000", "running", 60)
+        b = self.daemon(config_path=self.node_config("node-2", claim_duration="3s", tasks=tasks), name="node-2")
+        client_b = harness.ApiClient(os.path.join(self.tmp, "node-2", "api.sock"))
+        harness.wait_until(lambda: self.queues_declared("node:node-2:jobs"), 30, what="node-2's own queue")
+        self.peer.publish(self.message("6001"), "node:node-2:jobs")  # to node-2's own queue
+        harness.wait_until(lambda: client_b.get("/v1/tasks/6001").status == 200 and "across the cluster" in
+                           client_b.task("6001").get("waitReason", ""), 30, what="6001 waiting for the cluster's limit")
+        a.kill9()
+        a.start()
+        self.peer.settle(8)  # well past two lease durations: the restarted daemon renews its slot
+        self.assertEqual(client_b.task("6001")["status"], "pending")
+        self.assertIn("Task 6000: holds slot", a.stderr())
+        a.kill9()
+        self.peer.wait_status("6001", "running", 60)
+        self.assertIn("was held by a daemon that is gone; taken over", b.stderr())
 
     def test_standard_tasks_go_to_the_node_of_their_service(self):
         # cli runs on node-2 only (Ready); node-1's pod of it is not Ready.
