@@ -478,6 +478,42 @@ static int task_forget_secrets(Manager *m, Task *t) {
         return 0;
 }
 
+static void on_role_binding_deleted(const char *namespace, const char *tag, int error, void *userdata) {
+        Manager *m = userdata;
+        ManagedTask *mt = manager_find(m, tag);
+
+        if (error < 0 || !mt || !mt->task->rb_created || !streq_ptr(mt->task->rb_namespace, namespace))
+                return; /* a failed delete is tried again at the next start */
+        mt->task->rb_created = false;
+        (void) manager_save(m, mt);
+}
+
+/* An ended active/standby task's RoleBinding goes, as remote-controller deletes it when
+ * the pod ended, unless another task that is not over relies on the same one. */
+static void manager_role_binding_release(Manager *m, ManagedTask *mt) {
+        Task *t = mt->task;
+        int r;
+
+        if (!t->rb_created || !node_api(m->node))
+                return;
+        for (size_t i = 0; i < m->n_tasks; i++) {
+                const Task *o = m->tasks[i]->task;
+
+                if (o != t && o->rb_created && !task_status_is_final(o->status) &&
+                    streq_ptr(o->rb_namespace, t->rb_namespace)) {
+                        log_info("Task %s: RoleBinding %s in %s kept for task %s.", t->id,
+                                 NODE_ACTIVESTANDBY_ROLE_BINDING, t->rb_namespace, o->id);
+                        t->rb_created = false;
+                        (void) manager_save(m, mt);
+                        return;
+                }
+        }
+        r = node_role_binding_delete(m->node, t->rb_namespace, t->id, on_role_binding_deleted, m);
+        if (r < 0)
+                log_warning_errno(r, "Task %s: failed to delete RoleBinding %s in %s: %m", t->id,
+                                  NODE_ACTIVESTANDBY_ROLE_BINDING, t->rb_namespace);
+}
+
 static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const char *reason) {
         Task *t = mt->task;
         TaskStatus from = t->status;
@@ -533,6 +569,8 @@ static int manager_transition(Manager *m, ManagedTask *mt, TaskStatus to, const 
                 log_info("Task %s: %s (%s).", t->id, task_status_to_string(to), reason);
         else
                 log_info("Task %s: %s.", t->id, task_status_to_string(to));
+        if (task_status_is_final(to))
+                manager_role_binding_release(m, mt);
         manager_task_changed(m, mt);
         return 0;
 }
@@ -1275,6 +1313,41 @@ static void on_advanced_context(NodeLookup *l, NodeAdvancedContext *ctx, void *u
         manager_schedule_dispatch(m);
 }
 
+static void manager_launch_advanced_pod(Manager *m, ManagedTask *mt) {
+        Task *t = mt->task;
+        int r;
+
+        r = node_lookup_advanced_context(m->node, t->namespace, t->deployer_token, t->volume_mounts,
+                                         on_advanced_context, mt, &mt->lookup);
+        if (r < 0)
+                return manager_launch_failed(m, mt, r, "look at its namespace");
+        m->n_running++;
+}
+
+static void on_role_binding(NodeLookup *l, int error, const char *error_text, void *userdata) {
+        ManagedTask *mt = userdata;
+        Manager *m = mt->manager;
+
+        if (!lookup_done(m, mt))
+                return;
+        if (error < 0) {
+                _cleanup_free_ char *reason = NULL;
+
+                log_error("Task %s: failed to create RoleBinding %s in %s: %s", mt->task->id,
+                          NODE_ACTIVESTANDBY_ROLE_BINDING, mt->task->rb_namespace, strna(error_text));
+                if (asprintf(&reason, "launch-error: RoleBinding %s in %s: %s", NODE_ACTIVESTANDBY_ROLE_BINDING,
+                             mt->task->rb_namespace, strna(error_text)) < 0)
+                        reason = NULL;
+                (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
+        } else {
+                log_info("Task %s: RoleBinding %s in %s grants %s's lagoon-deployer admin.", mt->task->id,
+                         NODE_ACTIVESTANDBY_ROLE_BINDING, mt->task->rb_namespace, mt->task->rb_source);
+                manager_launch_advanced_pod(m, mt);
+        }
+        manager_prune_finished(m);
+        manager_schedule_dispatch(m);
+}
+
 static void manager_launch(Manager *m, ManagedTask *mt) {
         const ServiceConfig *svc;
         Task *t = mt->task;
@@ -1285,14 +1358,21 @@ static void manager_launch(Manager *m, ManagedTask *mt) {
 
         if (t->image) {
                 /* Advanced tasks talk to the Kubernetes API as their pod: real pods where there is one. */
-                if (node_api(m->node)) {
-                        r = node_lookup_advanced_context(m->node, t->namespace, t->deployer_token, t->volume_mounts,
-                                                         on_advanced_context, mt, &mt->lookup);
+                if (node_api(m->node) && t->rb_namespace) {
+                        /* Before the pod, as remote-controller: the switch needs it from its start.
+                         * Recorded first, so a daemon that dies meanwhile deletes it later. */
+                        t->rb_created = true;
+                        r = manager_save(m, mt);
+                        if (r >= 0)
+                                r = node_role_binding_create(m->node, t->rb_namespace, t->rb_source, on_role_binding,
+                                                             mt, &mt->lookup);
                         if (r < 0)
-                                return manager_launch_failed(m, mt, r, "look at its namespace");
+                                return manager_launch_failed(m, mt, r, "create its RoleBinding");
                         m->n_running++;
                         return;
                 }
+                if (node_api(m->node))
+                        return manager_launch_advanced_pod(m, mt);
                 svc = config_find_image(m->config, t->image);
                 if (!svc) {
                         (void) manager_transition(m, mt, TASK_FAILED, "image-pull: no [Image] section for it");
@@ -1617,6 +1697,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         t->ssh_key = req->ssh_key;
         t->volume_mounts = req->volume_mounts;
         t->rootless = req->rootless;
+        if (req->rb_namespace && req->rb_source &&
+            (!(t->rb_namespace = strdup(req->rb_namespace)) || !(t->rb_source = strdup(req->rb_source))))
+                return -ENOMEM;
         if ((req->pod_labels && !(t->pod_labels = strv_copy(req->pod_labels))) ||
             (req->env && !(t->env = strv_copy(req->env))) ||
             (req->secrets && !(t->secrets = strv_copy(req->secrets))) ||
@@ -1904,8 +1987,10 @@ int manager_start(Manager *m) {
                         manager_adopt(m, mt);
                         break;
                 default:
-                        if (task_status_is_final(mt->task->status))
+                        if (task_status_is_final(mt->task->status)) {
                                 manager_finish_cleanup(m, mt);
+                                manager_role_binding_release(m, mt); /* its delete had not been answered */
+                        }
                         break;
                 }
         }

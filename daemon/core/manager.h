@@ -30,15 +30,17 @@ typedef struct TaskRequest {
         /* Advanced tasks: the runner image (an [Image REFERENCE] section) runs with its own
          * entrypoint; service and command must then be NULL. */
         const char *image;
-        bool deployer_token;     /* mount DeployerTokenFile= at /var/run/secrets/lagoon/deployer/token and
-                                    /var/run/secrets/kubernetes.io/serviceaccount/token */
-        bool ssh_key;            /* mount SSHKeyFile= at /var/run/secrets/lagoon/ssh/ssh-privatekey */
-        bool volume_mounts;      /* API pod: the namespace's "bulk" PVCs at /storage/<name> */
-        bool rootless;           /* API pod: Lagoon's rootless securityContext */
-        char *const *pod_labels; /* "K=V" for the task's pod */
-        char *const *env;        /* extra "K=V" for the container */
-        char *const *secrets;    /* extra values to mask in the task's output */
-        const JsonValue *lagoon; /* tasks from Lagoon: what reports need (kept in the record) */
+        bool deployer_token;      /* mount DeployerTokenFile= at /var/run/secrets/lagoon/deployer/token and
+                                     /var/run/secrets/kubernetes.io/serviceaccount/token */
+        bool ssh_key;             /* mount SSHKeyFile= at /var/run/secrets/lagoon/ssh/ssh-privatekey */
+        bool volume_mounts;       /* API pod: the namespace's "bulk" PVCs at /storage/<name> */
+        bool rootless;            /* API pod: Lagoon's rootless securityContext */
+        char *const *pod_labels;  /* "K=V" for the task's pod */
+        const char *rb_namespace; /* active/standby: the destination namespace of the RoleBinding */
+        const char *rb_source;    /* … and the namespace of the lagoon-deployer it binds */
+        char *const *env;         /* extra "K=V" for the container */
+        char *const *secrets;     /* extra values to mask in the task's output */
+        const JsonValue *lagoon;  /* tasks from Lagoon: what reports need (kept in the record) */
 } TaskRequest;
 
 /* Where an advanced task may leave its result (base64 of JSON, at most 256 KiB), the

@@ -56,6 +56,8 @@ Task *task_free(Task *t) {
         free(t->image);
         strv_free(t->env);
         strv_free(t->pod_labels);
+        free(t->rb_namespace);
+        free(t->rb_source);
         strv_free(t->secrets);
         json_free(t->lagoon);
         free(t->remote_id);
@@ -381,6 +383,10 @@ int task_to_record(const Task *t, JsonValue **ret) {
                          (r = json_object_set_boolean(o, "volumeMounts", t->volume_mounts)) < 0 ||
                          (r = json_object_set_boolean(o, "rootless", t->rootless)) < 0))
                 return r;
+        if (t->rb_namespace && ((r = json_object_set_string(o, "roleBindingNamespace", t->rb_namespace)) < 0 ||
+                                (r = json_object_set_string(o, "roleBindingSource", t->rb_source)) < 0 ||
+                                (r = json_object_set_boolean(o, "roleBindingCreated", t->rb_created)) < 0))
+                return r;
         if ((t->pod_labels && (r = json_object_set(o, "podLabels", json_new_strv(t->pod_labels))) < 0) ||
             (t->env && (r = json_object_set(o, "env", json_new_strv(t->env))) < 0) ||
             (t->secrets && (r = json_object_set(o, "secrets", json_new_strv(t->secrets))) < 0))
@@ -462,6 +468,10 @@ int task_from_json(const JsonValue *v, Task **ret) {
                 return r;
         r = get_strv(v, "podLabels", &t->pod_labels);
         if (r < 0)
+                return r;
+        if ((r = get_str(v, "roleBindingNamespace", false, &t->rb_namespace)) < 0 ||
+            (r = get_str(v, "roleBindingSource", !!t->rb_namespace, &t->rb_source)) < 0 ||
+            (t->rb_namespace && (r = get_bool(v, "roleBindingCreated", &t->rb_created)) < 0))
                 return r;
         if (json_get(v, "launchStep")) {
                 t->launch_step = task_launch_step_from_string(json_get_string(v, "launchStep"));

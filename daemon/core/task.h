@@ -91,6 +91,12 @@ typedef struct Task {
         char **pod_labels;   /* "K=V" for the task's pod (organization.lagoon.sh/id, …); record only */
         char **env;          /* extra "K=V" for the container (Lagoon's variables); record only */
         char **secrets;      /* extra values to mask (JSON_PAYLOAD, secret variables); record only */
+        /* Active/standby (API pod): RoleBinding lagoon-deployer-activestandby in rb_namespace
+         * for rb_source's lagoon-deployer; rb_created from before its create is sent until its
+         * delete answered, so a restart deletes it too. */
+        char *rb_namespace;
+        char *rb_source;
+        bool rb_created;
 
         /* Tasks from Lagoon's message bus. */
         JsonValue *lagoon;   /* LagoonMessage.info (what reports need); NULL for control-API tasks */

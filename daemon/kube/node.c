@@ -27,7 +27,9 @@ typedef struct PendingOp {
         unsigned keep;
         node_pod_in_use_t in_use;
         void *userdata;
-        char *remove_dir; /* an orphan's container directory, removed once its pod is deleted */
+        char *remove_dir;       /* an orphan's container directory, removed once its pod is deleted */
+        node_done_cb_t done_cb; /* a RoleBinding's delete: told the outcome */
+        char *tag;
 } PendingOp;
 
 struct Node {
@@ -67,6 +69,7 @@ struct NodeLookup {
         node_context_cb_t ctx_cb;
 
         node_locate_cb_t locate_cb; /* cluster routing */
+        node_rb_cb_t rb_cb;         /* active/standby RoleBinding create */
 };
 
 void node_service_done(NodeService *s) {
@@ -84,6 +87,7 @@ static void pending_free(PendingOp *op) {
         kube_call_cancel(op->call);
         free(op->namespace);
         free(op->remove_dir);
+        free(op->tag);
         free(op);
 }
 
@@ -594,6 +598,119 @@ int node_lookup_advanced_context(Node *n,
         }
         *ret = TAKE_PTR(l);
         return 0;
+}
+
+/* ---- active/standby ---- */
+
+static PendingOp *pending_new(Node *n, const char *namespace, unsigned keep);
+
+static char *role_binding_path(const char *namespace, bool with_name) {
+        _cleanup_free_ char *ns = kube_escape(namespace);
+        char *s = NULL;
+
+        if (!ns || asprintf(&s, "/apis/rbac.authorization.k8s.io/v1/namespaces/%s/rolebindings%s", ns,
+                            with_name ? "/" NODE_ACTIVESTANDBY_ROLE_BINDING : "") < 0)
+                return NULL;
+        return s;
+}
+
+static void on_rb_created(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        NodeLookup *l = userdata;
+
+        l->call = NULL;
+        /* One left by an earlier task (or its daemon) grants the same: as remote-controller,
+         * which creates it only when a get finds none. */
+        if (error == -EEXIST || status == 409)
+                error = 0;
+        l->rb_cb(l, error < 0 ? error : 0, error < 0 ? text : NULL, l->userdata);
+}
+
+int node_role_binding_create(Node *n,
+                             const char *destination,
+                             const char *source,
+                             node_rb_cb_t cb,
+                             void *userdata,
+                             NodeLookup **ret) {
+        _cleanup_(node_lookup_cancelp) NodeLookup *l = NULL;
+        _cleanup_(json_freep) JsonValue *rb = json_new_object(), *subjects = json_new_array(),
+                                        *subject = json_new_object();
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        JsonValue *md = NULL, *ref = NULL;
+        int r;
+
+        if (!n || !n->api)
+                return -EOPNOTSUPP;
+        l = calloc(1, sizeof(NodeLookup));
+        path = role_binding_path(destination, false);
+        if (!l || !path || !rb || !subjects || !subject || !(l->namespace = strdup(destination)))
+                return -ENOMEM;
+        l->node = n;
+        l->rb_cb = cb;
+        l->userdata = userdata;
+        if ((r = json_object_set_string(rb, "apiVersion", "rbac.authorization.k8s.io/v1")) < 0 ||
+            (r = json_object_set_string(rb, "kind", "RoleBinding")) < 0 ||
+            (r = json_object_ensure_object(rb, "metadata", &md)) < 0 ||
+            (r = json_object_set_string(md, "name", NODE_ACTIVESTANDBY_ROLE_BINDING)) < 0 ||
+            (r = json_object_set_string(md, "namespace", destination)) < 0 ||
+            (r = json_object_ensure_object(rb, "roleRef", &ref)) < 0 ||
+            (r = json_object_set_string(ref, "apiGroup", "rbac.authorization.k8s.io")) < 0 ||
+            (r = json_object_set_string(ref, "kind", "ClusterRole")) < 0 ||
+            (r = json_object_set_string(ref, "name", "admin")) < 0 ||
+            (r = json_object_set_string(subject, "kind", "ServiceAccount")) < 0 ||
+            (r = json_object_set_string(subject, "name", "lagoon-deployer")) < 0 ||
+            (r = json_object_set_string(subject, "namespace", source)) < 0 ||
+            (r = json_array_append(subjects, TAKE_PTR(subject))) < 0 ||
+            (r = json_object_set(rb, "subjects", TAKE_PTR(subjects))) < 0)
+                return r;
+        r = json_format(rb, false, &text, NULL);
+        if (r < 0)
+                return r;
+        r = kube_request(n->api, "POST", path, NULL, text, on_rb_created, l, &l->call);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static void on_rb_deleted(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        PendingOp *op = userdata;
+
+        op->call = NULL;
+        if (error == -ENOENT || status == 404)
+                error = 0; /* gone already: what was wanted */
+        if (error < 0)
+                log_warning("Deleting RoleBinding %s in %s failed: %s", NODE_ACTIVESTANDBY_ROLE_BINDING,
+                            strna(op->namespace), strna(text));
+        else
+                log_info("RoleBinding %s in %s removed.", NODE_ACTIVESTANDBY_ROLE_BINDING, strna(op->namespace));
+        if (op->done_cb)
+                op->done_cb(op->namespace, op->tag, error, op->userdata);
+        pending_free(op);
+}
+
+int node_role_binding_delete(Node *n, const char *namespace, const char *tag, node_done_cb_t cb, void *userdata) {
+        _cleanup_free_ char *path = NULL;
+        PendingOp *op;
+        int r;
+
+        if (!n || !n->api)
+                return -EOPNOTSUPP;
+        path = role_binding_path(namespace, true);
+        if (!path)
+                return -ENOMEM;
+        op = pending_new(n, namespace, 0);
+        if (!op)
+                return -EBUSY;
+        op->done_cb = cb;
+        op->userdata = userdata;
+        if (tag && !(op->tag = strdup(tag))) {
+                pending_free(op);
+                return -ENOMEM;
+        }
+        r = kube_request(n->api, "DELETE", path, NULL, NULL, on_rb_deleted, op, &op->call);
+        if (r < 0)
+                pending_free(op);
+        return r;
 }
 
 /* ---- retention ---- */

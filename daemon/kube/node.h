@@ -72,6 +72,23 @@ int node_lookup_advanced_context(Node *n,
                                  void *userdata,
                                  NodeLookup **ret);
 
+/* Active/standby, as remote-controller's createActiveStandbyRole/deleteActiveStandbyRole:
+ * RoleBinding "lagoon-deployer-activestandby" in the destination namespace, binding
+ * ClusterRole admin to the source namespace's lagoon-deployer service account, so the
+ * switch (run in the source) may act on production. Create: 409 AlreadyExists counts as
+ * done. Delete: 404 counts as done; cb (may be NULL) gets the namespace, the tag given,
+ * and 0 or the error, from the event loop. */
+#define NODE_ACTIVESTANDBY_ROLE_BINDING "lagoon-deployer-activestandby"
+typedef void (*node_rb_cb_t)(NodeLookup *l, int error, const char *error_text, void *userdata);
+typedef void (*node_done_cb_t)(const char *namespace, const char *tag, int error, void *userdata);
+int node_role_binding_create(Node *n,
+                             const char *destination,
+                             const char *source,
+                             node_rb_cb_t cb,
+                             void *userdata,
+                             NodeLookup **ret);
+int node_role_binding_delete(Node *n, const char *namespace, const char *tag, node_done_cb_t cb, void *userdata);
+
 /* Cluster mode: which node should run a standard task of this service? The API
  * server's list of the service's pods: this node when one of them runs here, else the
  * node of the first Ready one (oldest first), NULL when none runs (an API pod, from any

@@ -70,6 +70,8 @@ LagoonMessage *lagoon_message_free(LagoonMessage *m) {
         free(m->image);
         free(m->json_payload);
         free(m->organization_name);
+        free(m->activestandby_source);
+        free(m->activestandby_destination);
         variables_free(m->project_variables, m->n_project_variables);
         variables_free(m->environment_variables, m->n_environment_variables);
         free(m->project_variables_raw);
@@ -437,6 +439,38 @@ static int read_clone_payload(LagoonMessage *m, ParseError *e) {
         return 0;
 }
 
+/* An active/standby switch's JSONPayload (commons tasks.ts): base64 of
+ * {productionEnvironment, standbyEnvironment, sourceNamespace, destinationNamespace}.
+ * Read leniently: what is not there leaves the RoleBinding out. */
+static int read_activestandby_payload(LagoonMessage *m) {
+        _cleanup_free_ char *decoded = NULL;
+        _cleanup_json_ JsonValue *v = NULL;
+        const char *src, *dst;
+        size_t size;
+        int r;
+
+        if (!m->json_payload)
+                return 0;
+        r = base64_decode(m->json_payload, strlen(m->json_payload), &decoded, &size);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return 0;
+        r = json_parse(decoded, size, JSON_DEPTH_MAX_DEFAULT, &v, NULL);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return 0;
+        src = json_get_string(v, "sourceNamespace");
+        dst = json_get_string(v, "destinationNamespace");
+        /* They become paths and a subject in API requests: namespace names or nothing. */
+        if (!src || !dst || !dns_label_is_valid(src) || !dns_label_is_valid(dst))
+                return 0;
+        if (!(m->activestandby_source = strdup(src)) || !(m->activestandby_destination = strdup(dst)))
+                return -ENOMEM;
+        return 0;
+}
+
 static int set_string_if(JsonValue *obj, const char *key, const char *s) {
         return s ? json_object_set_string(obj, key, s) : 0;
 }
@@ -614,8 +648,12 @@ static int parse_members(LagoonQueue queue, const JsonValue *root, LagoonMessage
                         read_flag(advanced, "sshKey", e, &m->ssh_key);
                         read_flag(advanced, "volumeMounts", e, &m->volume_mounts);
                 }
-                if (m->kind == LAGOON_MESSAGE_ACTIVESTANDBY)
+                if (m->kind == LAGOON_MESSAGE_ACTIVESTANDBY) {
                         m->deployer_token = m->ssh_key = true;
+                        r = read_activestandby_payload(m);
+                        if (r < 0)
+                                return r;
+                }
                 /* As remote-controller's ProjectClone(): the clone reads and writes the
                  * environment's files and talks to the API as its deployer. */
                 if (m->kind == LAGOON_MESSAGE_PROJECTCLONE) {

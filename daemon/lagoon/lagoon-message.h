@@ -75,6 +75,11 @@ typedef struct LagoonMessage {
         bool ssh_key;
         bool volume_mounts; /* advancedTask.volumeMounts: the namespace's "bulk" PVCs at /storage/<name> */
         int64_t clone_id;   /* projectclone: JSONPayload's cloneId, 0 when it has none */
+        /* activestandby: JSONPayload's sourceNamespace and destinationNamespace when it
+         * decodes and both are namespace names, else NULL (the task runs without the
+         * RoleBinding; remote-controller refuses such a payload) */
+        char *activestandby_source;
+        char *activestandby_destination;
 
         /* project.organization, for the pod's organization.lagoon.sh/ labels */
         bool has_organization_id;

@@ -1247,6 +1247,8 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
                 req.deployer_token = msg->deployer_token;
                 req.ssh_key = msg->ssh_key;
                 req.volume_mounts = msg->volume_mounts;
+                req.rb_namespace = msg->activestandby_destination;
+                req.rb_source = msg->activestandby_source;
                 req.rootless = task_rootless(l, msg);
         }
         r = task_pod_labels(msg, &pod_labels);

@@ -8,6 +8,7 @@
 
 #include "lagoon-message.h"
 #include "lagoon-report.h"
+#include "parse-util.h"
 
 static void check_json(char *s, size_t n) {
         _cleanup_json_ JsonValue *v = NULL;
@@ -64,6 +65,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (m->kind != LAGOON_MESSAGE_PROJECTCLONE && m->clone_id != 0)
                         __builtin_trap();
                 if (m->organization_name && !*m->organization_name)
+                        __builtin_trap();
+                /* they become API paths: namespace names, both or neither, switches only */
+                if (!!m->activestandby_source != !!m->activestandby_destination ||
+                    (m->activestandby_source &&
+                     (m->kind != LAGOON_MESSAGE_ACTIVESTANDBY || !dns_label_is_valid(m->activestandby_source) ||
+                      !dns_label_is_valid(m->activestandby_destination))))
                         __builtin_trap();
                 (void) lagoon_message_variable(m, "LAGOON_FEATURE_FLAG_ROOTLESS_WORKLOAD");
                 if (m->kind == LAGOON_MESSAGE_ACTIVESTANDBY && !(m->deployer_token && m->ssh_key))

@@ -7,7 +7,8 @@ variables arrive (the peer's scripted container prints them), JSON_PAYLOAD is ma
 the log, and the pod's lagoon.sh/taskData annotation reaches Lagoon as advancedData;
 taskData that is not base64 fails the task with a taskdata: reason. Project clones:
 bulk claims, dynamic secrets, rootless securityContext, organization labels, and the
-advancedData actions-handler needs when the task leaves none."""
+advancedData actions-handler needs when the task leaves none. Active/standby: the
+RoleBinding before the pod, deleted after the end (across a kill -9, and on failure)."""
 
 import base64
 import json
@@ -208,6 +209,51 @@ class KubeBusTest(harness.TaskdTestCase):
         self.peer.wait_status("97", "failed")
         self.assertTrue(self.client.task("97")["reason"].startswith("launch-error: "), self.client.task("97"))
         self.assertFalse([r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")])
+
+    def test_activestandby_role_binding(self):
+        """deploytarget:task:activestandby: RoleBinding lagoon-deployer-activestandby in the
+        destination namespace (ClusterRole admin for the source's lagoon-deployer) exists
+        before the pod and is deleted once the task ended, also when the daemon was killed
+        meanwhile, and when the task failed before its pod."""
+        src, dst = "drupal-example-main-standby", "drupal-example-main"
+        for ns in (src, dst):
+            self.api.put_object(f"/api/v1/namespaces/{ns}", {"apiVersion": "v1", "kind": "Namespace",
+                                                             "metadata": {"name": ns}})
+        rb_path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{dst}/rolebindings/lagoon-deployer-activestandby"
+        self.api.set_script(RUNNER_IMAGE, {"steps": [{"start": True}, {"wait": True}, {"exit": 0}]})
+        self.start_daemon()
+        body, _ = lh.fixture_body("lagoon-in-task-activestandby.json")
+        body["task"]["id"] = "98"
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("98", "running")
+        harness.wait_until(lambda: self.api.get(f"/api/v1/namespaces/{src}/pods/lagoon-task-98").status == 200, 30,
+                           what="the switch's pod")
+        rb = self.api.get(rb_path).json()
+        self.assertEqual(rb["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                         "name": "admin"})
+        self.assertEqual(rb["subjects"], [{"kind": "ServiceAccount", "name": "lagoon-deployer", "namespace": src}])
+        posts = [r["path"] for r in self.api.requests() if r["method"] == "POST"]
+        self.assertLess(posts.index(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{dst}/rolebindings"),
+                        posts.index(f"/api/v1/namespaces/{src}/pods"))
+        # The daemon dies; the switch ends meanwhile; the next daemon finds its end and
+        # removes the binding.
+        self.daemons[-1].kill9()
+        self.api.advance(src, "lagoon-task-98")
+        self.daemon()
+        self.peer.wait_status("98", "complete")
+        harness.wait_until(lambda: self.api.get(rb_path).status == 404, 30, what="the RoleBinding's removal")
+
+        # A switch whose pod cannot be made: failed, and the binding goes too.
+        self.api.fail(403, path=f"/api/v1/namespaces/{src}/pods", method="POST", count=5,
+                      message="pods is forbidden")
+        self.api.clear_requests()
+        body["task"]["id"] = "99"
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("99", "failed")
+        harness.wait_until(lambda: [r for r in self.api.requests() if r["method"] == "DELETE" and
+                                    r["path"] == rb_path], 30, what="the RoleBinding's delete")
+        self.assertEqual(self.api.get(rb_path).status, 404)
+        self.assertTrue([r for r in self.api.requests() if r["method"] == "POST" and "rolebindings" in r["path"]])
 
 
 if __name__ == "__main__":

@@ -183,17 +183,25 @@ TEST(json_forms) {
                 adv->image = strdup("img:1");
                 adv->volume_mounts = adv->rootless = true;
                 ASSERT_OK(strv_extend(&adv->pod_labels, "organization.lagoon.sh/id=5"));
-                ASSERT(adv->image);
+                adv->rb_namespace = strdup("p-main");
+                adv->rb_source = strdup("p-standby");
+                adv->rb_created = true;
+                ASSERT(adv->image && adv->rb_namespace && adv->rb_source);
                 ASSERT_OK(task_to_record(adv, &adv_rec));
                 ASSERT_OK(task_from_json(adv_rec, &adv_back));
                 ASSERT(adv_back->volume_mounts && adv_back->rootless);
                 ASSERT_STREQ(adv_back->pod_labels[0], "organization.lagoon.sh/id=5");
                 ASSERT(!adv_back->pod_labels[1]);
+                ASSERT_STREQ(adv_back->rb_namespace, "p-main");
+                ASSERT_STREQ(adv_back->rb_source, "p-standby");
+                ASSERT(adv_back->rb_created);
                 (void) json_object_remove(adv_rec, "volumeMounts");
                 (void) json_object_remove(adv_rec, "rootless");
                 (void) json_object_remove(adv_rec, "podLabels");
+                (void) json_object_remove(adv_rec, "roleBindingNamespace");
                 ASSERT_OK(task_from_json(adv_rec, &old));
-                ASSERT(!old->volume_mounts && !old->rootless && !old->pod_labels);
+                ASSERT(!old->volume_mounts && !old->rootless && !old->pod_labels && !old->rb_namespace &&
+                       !old->rb_created);
         }
 
         ASSERT_OK(parse_timestamp_rfc3339("2025-11-28T03:20:00.123456Z", &u));

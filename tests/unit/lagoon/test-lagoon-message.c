@@ -228,6 +228,33 @@ TEST(keys) {
                                               "{\"runnerImage\":\"i\"}");
                 _cleanup_(lagoon_message_freep) LagoonMessage *m = parse_expect(LAGOON_QUEUE_MISC, b, 0, NULL);
                 ASSERT(m->deployer_token && m->ssh_key);
+                ASSERT(!m->activestandby_source && !m->activestandby_destination);
+        }
+        {
+                /* the switch's namespaces, for its RoleBinding; anything else leaves them out */
+                static const struct {
+                        const char *payload;
+                        const char *src, *dst;
+                } cases[] = {
+                        {"{\"sourceNamespace\":\"p-standby\",\"destinationNamespace\":\"p-main\"}", "p-standby",
+                         "p-main"},
+                        {"{\"sourceNamespace\":\"p-standby\"}", NULL, NULL},
+                        {"{\"sourceNamespace\":\"a/b\",\"destinationNamespace\":\"p-main\"}", NULL, NULL},
+                        {"{\"sourceNamespace\":1,\"destinationNamespace\":\"p-main\"}", NULL, NULL},
+                        {"[1]", NULL, NULL},
+                        {"not json", NULL, NULL},
+                };
+
+                for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                        _cleanup_free_ char *p = base64(cases[i].payload), *a = NULL, *b = NULL;
+                        _cleanup_(lagoon_message_freep) LagoonMessage *m = NULL;
+
+                        a = strf("{\"runnerImage\":\"i\",\"JSONPayload\":\"%s\"}", p);
+                        b = body("deploytarget:task:activestandby", TASK_ADV, PROJECT, ENVIRONMENT, a);
+                        m = parse_expect(LAGOON_QUEUE_MISC, b, 0, NULL);
+                        ASSERT(streq_ptr(m->activestandby_source, cases[i].src));
+                        ASSERT(streq_ptr(m->activestandby_destination, cases[i].dst));
+                }
         }
 }
 
