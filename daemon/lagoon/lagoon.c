@@ -695,8 +695,13 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                         continue;
                 }
                 if (e->body_size > l->bus_size_max) {
-                        bus_shrink(l, e->seq);
-                        i--; /* the next entry is at i now, or this one re-encoded */
+                        uint64_t seq = e->seq;
+
+                        bus_shrink(l, seq);
+                        e = outbox_get(l->outbox, OUTBOX_BUS, i);
+                        if (e && e->seq == seq && e->body_size > l->bus_size_max)
+                                break; /* its removal failed (I/O error): the next flush tries again */
+                        i--;           /* the next entry is at i now, or this one re-encoded */
                         continue;
                 }
                 if (asprintf(&message_id, "%s-%" PRIu64, e->task_id, e->seq) < 0)
