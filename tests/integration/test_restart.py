@@ -144,7 +144,10 @@ class TestKill9(harness.TaskdTestCase):
         harness.wait_until(lambda: "started" in self.client.logs(tid), 20, what="started")
         d.kill9()
         d.start()
-        self.assertEqual(self.client.task(tid)["status"], "running")
+        # The kill may land between the container's start and its record saying so (its
+        # first line can be out by then): the restarted daemon finds it running, a step
+        # that may still be under way when the API answers.
+        self.client.wait_status(tid, ("running",), 15)
         self.assertEqual(self.client.cancel(tid).status, 202)
         t = self.client.wait_final(tid, 30)
         self.assertEqual(t["status"], "cancelled", t)
