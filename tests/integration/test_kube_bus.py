@@ -40,9 +40,9 @@ class KubeBusTest(harness.TaskdTestCase):
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
         kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
 
-    def start_daemon(self):
+    def start_daemon(self, **lagoon):
         self.write_config(services={"cli": None}, extra={
-            "Lagoon": lh.lagoon_config(lh.BROKER, self.target),
+            "Lagoon": lh.lagoon_config(lh.BROKER, self.target, **lagoon),
             "Kubernetes": {"NodeName": "node-1", "Kubeconfig": self.kubeconfig}})
         self.daemon()
         harness.wait_until(lambda: self.queues_declared(), 30, what="the daemon's queues")
@@ -209,6 +209,32 @@ class KubeBusTest(harness.TaskdTestCase):
         self.peer.wait_status("97", "failed")
         self.assertTrue(self.client.task("97")["reason"].startswith("launch-error: "), self.client.task("97"))
         self.assertFalse([r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")])
+
+    def test_standard_pod_proxy_and_organization(self):
+        """A standard task from the bus as an API pod: the proxy variables, as
+        remote-controller's standard task pods get them, and the organization labels."""
+        with open(kh.DEPLOYMENT_CLI) as f:
+            dep = json.load(f)
+        dep["metadata"]["namespace"] = NAMESPACE
+        self.api.put_object(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/cli", dep)
+        self.start_daemon(HTTPProxy="http://proxy.example:3128", HTTPSProxy="http://sproxy.example:3128",
+                          NoProxy=".cluster.local")
+        body, _ = lh.fixture_body("amqp-in-task-standard.json")
+        body["task"]["id"] = "94"
+        body["task"]["name"] = body["task"]["taskName"] = "lagoon-task-std94"
+        body["task"]["service"] = "cli"
+        body["environment"]["openshiftProjectName"] = NAMESPACE
+        body["project"]["organization"] = {"id": 5, "name": "acme"}
+        self.peer.publish(body, "jobs")
+        self.peer.wait_status("94", "complete")
+        pod = [r for r in self.api.requests() if r["method"] == "POST" and r["path"].endswith("/pods")][0]["json"]
+        self.assertEqual(pod["metadata"]["labels"]["organization.lagoon.sh/id"], "5")
+        self.assertEqual(pod["metadata"]["labels"]["organization.lagoon.sh/name"], "acme")
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        for k, v in (("HTTP_PROXY", "http://proxy.example:3128"), ("http_proxy", "http://proxy.example:3128"),
+                     ("HTTPS_PROXY", "http://sproxy.example:3128"), ("https_proxy", "http://sproxy.example:3128"),
+                     ("NO_PROXY", ".cluster.local"), ("no_proxy", ".cluster.local")):
+            self.assertEqual(env.get(k), v, k)
 
     def test_activestandby_role_binding(self):
         """deploytarget:task:activestandby: RoleBinding lagoon-deployer-activestandby in the
