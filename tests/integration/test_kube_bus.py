@@ -281,6 +281,26 @@ class KubeBusTest(harness.TaskdTestCase):
         self.assertEqual(self.api.get(rb_path).status, 404)
         self.assertTrue([r for r in self.api.requests() if r["method"] == "POST" and "rolebindings" in r["path"]])
 
+        # A cancelled switch whose delete is refused: the record keeps the binding marked,
+        # and the next start deletes it.
+        self.api.clear_failures()
+        self.api.set_script(RUNNER_IMAGE, {"steps": [{"start": True}, {"wait": True}, {"exit": 0}]})
+        body["task"]["id"] = "100"
+        self.peer.publish(body, "misc")
+        self.peer.wait_status("100", "running")
+        self.assertEqual(self.api.get(rb_path).status, 200)
+        self.api.fail(403, path=rb_path, method="DELETE", count=1, message="rolebindings is forbidden")
+        self.api.clear_requests()
+        self.peer.publish({"key": "deploytarget:task:cancel", "task": {"id": "100", "name": "x"},
+                           "project": body["project"], "environment": body["environment"]}, "misc")
+        self.peer.wait_status("100", "cancelled")
+        harness.wait_until(lambda: [r for r in self.api.requests() if r["method"] == "DELETE" and
+                                    r["path"] == rb_path], 30, what="the refused delete")
+        self.assertEqual(self.api.get(rb_path).status, 200)
+        self.daemons[-1].stop()
+        self.daemon()
+        harness.wait_until(lambda: self.api.get(rb_path).status == 404, 30, what="the RoleBinding's removal at start")
+
 
 if __name__ == "__main__":
     reason = lh.missing()
