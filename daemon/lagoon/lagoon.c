@@ -71,6 +71,14 @@ typedef struct Confirmed {
         uint64_t usec; /* CLOCK_MONOTONIC */
 } Confirmed;
 
+/* A publish the broker nacked (a queue full with overflow reject-publish, an internal
+ * error): sent again after a backoff, not at once and forever. */
+typedef struct Nacked {
+        uint64_t seq;
+        uint64_t not_before; /* CLOCK_MONOTONIC */
+        uint64_t delay;
+} Nacked;
+
 typedef struct LogState {
         char *task_id;
         uint64_t size;                         /* task log size (capped) when last queued */
@@ -108,6 +116,8 @@ struct Lagoon {
         uint64_t bus_size_max;
         Confirmed *confirmed;
         size_t n_confirmed;
+        Nacked *nacked;
+        size_t n_nacked;
         uint64_t bus_start_usec; /* CLOCK_MONOTONIC: the statuses of a run before it count as confirmed then */
         sd_event_source *hold_timer;
         bool bus_probe;
@@ -604,7 +614,7 @@ static bool task_in(const char *const *ids, size_t n, const char *task_id) {
 /* actions-handler applies statuses with two workers in parallel and updateTask is
  * last-writer-wins: a final status published right behind the task's running one can be
  * applied first, and the task stays RUNNING in Lagoon. So a final status waits in the
- * outbox until every earlier message of its task was confirmed by the broker (it is in
+ * outbox until every earlier status of its task was confirmed by the broker (it is in
  * Lagoon's queue, ahead of the final) and FinalStatusDelaySec= passed since the last of
  * its statuses was confirmed, for a worker to apply that one (remote-controller sleeps
  * 2 s before a final message for the same reason). Later messages of the task wait
@@ -650,6 +660,54 @@ static void bus_confirmed(Lagoon *l, const OutboxEntry *e) {
                 l->n_confirmed++;
 }
 
+static Nacked *bus_nacked(Lagoon *l, uint64_t seq) {
+        for (size_t i = 0; i < l->n_nacked; i++)
+                if (l->nacked[i].seq == seq)
+                        return l->nacked + i;
+        return NULL;
+}
+
+static bool bus_nack_wait(Lagoon *l, uint64_t seq, uint64_t *wake) {
+        Nacked *n = bus_nacked(l, seq);
+
+        if (!n || n->not_before <= now_usec(CLOCK_MONOTONIC))
+                return false;
+        *wake = MIN(*wake, n->not_before);
+        return true;
+}
+
+/* Backoff for a nacked entry: 1 s, doubling to 60 s; said once per entry. */
+static void bus_nack(Lagoon *l, OutboxEntry *e) {
+        Nacked *n = bus_nacked(l, e->seq);
+
+        if (!n) {
+                n = reallocarray(l->nacked, l->n_nacked + 1, sizeof(Nacked));
+                if (!n)
+                        return (void) log_oom();
+                l->nacked = n;
+                n = l->nacked + l->n_nacked++;
+                *n = (Nacked){.seq = e->seq, .delay = RETRY_MIN_USEC};
+                log_warning("The broker refused message %" PRIu64 " (task %s, %s): sending it again with backoff, "
+                            "up to every %u s.",
+                            e->seq, e->task_id, e->kind, (unsigned) (RETRY_MAX_USEC / USEC_PER_SEC));
+        } else {
+                n->delay = MIN(n->delay * 2, RETRY_MAX_USEC);
+                log_debug("The broker refused message %" PRIu64 " again; retrying in %" PRIu64 " s.", e->seq,
+                          n->delay / USEC_PER_SEC);
+        }
+        n->not_before = now_usec(CLOCK_MONOTONIC) + n->delay;
+}
+
+/* Forgets the backoff of entries confirmed or gone. */
+static void bus_nacks_prune(Lagoon *l) {
+        size_t w = 0;
+
+        for (size_t i = 0; i < l->n_nacked; i++)
+                if (outbox_find(l->outbox, l->nacked[i].seq))
+                        l->nacked[w++] = l->nacked[i];
+        l->n_nacked = w;
+}
+
 static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         bus_schedule_flush(userdata);
         return 0;
@@ -657,8 +715,8 @@ static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static int bus_flush(sd_event_source *s, void *userdata) {
         Lagoon *l = userdata;
-        /* The tasks of the entries looked at so far (in flight, or waiting), and of the
-         * final statuses held back. */
+        /* The tasks of the status messages looked at so far (in flight, or waiting), and of
+         * the final statuses held back. */
         _cleanup_free_ const char **earlier = NULL, **held = NULL;
         size_t n_earlier = 0, n_held = 0;
         uint64_t wake = UINT64_MAX;
@@ -669,6 +727,7 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 OutboxEntry *e = outbox_get(l->outbox, OUTBOX_BUS, i);
                 _cleanup_free_ char *message_id = NULL;
                 const char **ids;
+                bool is_status;
                 Publish *p;
                 uint64_t tag;
                 int r;
@@ -679,12 +738,19 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 if (!ids)
                         return log_oom();
                 earlier = ids;
+                is_status = streq(e->kind, "status") || streq(e->kind, "final");
                 if (e->in_flight) {
-                        earlier[n_earlier++] = e->task_id;
+                        if (is_status)
+                                earlier[n_earlier++] = e->task_id;
                         continue;
                 }
                 if (task_in(held, n_held, e->task_id))
                         continue; /* behind its task's final status */
+                if (bus_nack_wait(l, e->seq, &wake)) {
+                        if (is_status)
+                                earlier[n_earlier++] = e->task_id;
+                        continue;
+                }
                 if (bus_held(l, e, earlier, n_earlier, &wake)) {
                         ids = reallocarray(held, n_held + 1, sizeof(char *));
                         if (!ids)
@@ -718,7 +784,8 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 }
                 e->in_flight = true;
                 l->publishes[l->n_publishes++] = (Publish){tag, e->seq};
-                earlier[n_earlier++] = e->task_id;
+                if (is_status)
+                        earlier[n_earlier++] = e->task_id;
         }
         if (wake != UINT64_MAX && l->hold_timer) {
                 (void) sd_event_source_set_time(l->hold_timer, wake);
@@ -860,13 +927,15 @@ static void on_amqp_confirm(AmqpClient *c, uint64_t tag, bool ack, void *userdat
                 r = outbox_remove(l->outbox, seq);
                 if (r < 0 && r != -ENOENT)
                         log_warning_errno(r, "Failed to remove delivered outbox entry %" PRIu64 ": %m", seq);
+                if (l->n_nacked > 0)
+                        bus_nacks_prune(l);
         } else {
                 OutboxEntry *e = outbox_find(l->outbox, seq);
 
-                log_warning("The broker refused message %" PRIu64 " (task %s), sending it again.", seq,
-                            e ? e->task_id : "?");
-                if (e)
+                if (e) {
                         e->in_flight = false;
+                        bus_nack(l, e);
+                }
         }
         bus_schedule_flush(l);
 }
@@ -1496,7 +1565,7 @@ static void on_api_done(LagoonApi *a, LagoonApiResult result, const char *detail
 
 /* With the bus as well, Lagoon's API has two writers: the daemon, and actions-handler
  * applying the bus messages. The daemon's final update is the last write: sent once the
- * task's bus messages were all confirmed and FinalStatusDelaySec= passed since its final
+ * task's bus statuses were all confirmed and FinalStatusDelaySec= passed since its final
  * status was (at once while the bus is unreachable: the API is the way left). Returns
  * how long to wait, 0 to send now. */
 static uint64_t api_hold(Lagoon *l, const OutboxEntry *e) {
@@ -1509,7 +1578,7 @@ static uint64_t api_hold(Lagoon *l, const OutboxEntry *e) {
 
                 if (!b)
                         break;
-                if (streq(b->task_id, e->task_id))
+                if (streq(b->task_id, e->task_id) && (streq(b->kind, "status") || streq(b->kind, "final")))
                         return 250 * USEC_PER_MSEC; /* looked at again then */
         }
         for (size_t i = 0; i < l->n_confirmed; i++)
@@ -1570,6 +1639,7 @@ Lagoon *lagoon_free(Lagoon *l) {
         for (size_t i = 0; i < l->n_confirmed; i++)
                 free(l->confirmed[i].task_id);
         free(l->confirmed);
+        free(l->nacked);
         for (size_t i = 0; i < l->n_held; i++)
                 held_delivery_done(l->held + i);
         free(l->held);

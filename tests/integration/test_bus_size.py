@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The broker's max_message_size, for real: a rabbitmq-server of this file's own with
+"""The broker's refusals, for real: a rabbitmq-server of this file's own with
 max_message_size = 1 MiB (rabbitmq.conf), and a task whose log is small in bytes but
 grows six-fold in JSON (ESC is \\u001b). The broker refuses the message (406, channel
 closed); the daemon lowers its limit to the size the broker named, encodes the log again
 with less of it, and goes on: the status arrives, the next task is reported, nothing is
-retried forever. With BrokerMessageSizeMax= at the broker's size nothing is refused."""
+retried forever. With BrokerMessageSizeMax= at the broker's size nothing is refused.
+A publish the broker nacks (a full queue) is sent again with backoff."""
 
 import os
 import sys
@@ -75,6 +76,34 @@ class TestBusSize(harness.TaskdTestCase):
         self.assertIn("refused a message as too large", err)
         self.assertIn(f"max size {BROKER_MAX}", err)
         self.assertIn("encoded again with less of the log", err)
+
+    def test_nacked_publish_backs_off(self):
+        """A queue full with overflow reject-publish on lagoon-logs: the broker nacks every
+        message there (the other queues bound get a copy all the same). They are sent again
+        with backoff (one warning each; a busy loop sent thousands), the statuses go on
+        meanwhile, and once the queue is gone they are confirmed and sent no more."""
+        full = f"test-full-{self.peer.suffix}"
+        self.peer.ch.queue_declare(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        self.peer.ch.queue_bind(full, "lagoon-logs", "")
+        d = self.start_daemon()
+        self.peer.publish(self.message("4", "echo refused for a while"))
+        self.peer.wait_status("4", "complete", timeout=60)
+        self.peer.settle(3)
+        copies = len(self.peer.task_logs("4"))
+        self.assertLessEqual(copies, 10, [m["meta"]["jobStatus"] for m in self.peer.task_logs("4")])
+        err = d.stderr()
+        refused = err.count("sending it again with backoff")
+        self.assertGreater(refused, 0, err)
+        self.assertLessEqual(refused, 8, err)  # once per message, not once per try
+        self.peer.ch.queue_delete(full)
+        outbox = os.path.join(self.state_dir, "outbox")
+        harness.wait_until(lambda: not [f for f in os.listdir(outbox) if f.endswith(".json")], 30,
+                           what="every message confirmed")
+        self.peer.settle(1)
+        copies = len(self.peer.task_logs("4"))
+        self.peer.settle(2)
+        self.assertEqual(len(self.peer.task_logs("4")), copies, "still sent after the queue is gone")
+        self.assertIn("refused for a while", self.peer.task_logs("4")[-1]["message"])
 
     def test_limit_configured(self):
         d = self.start_daemon(BrokerMessageSizeMax="1M")
