@@ -603,6 +603,7 @@ int node_lookup_advanced_context(Node *n,
 /* ---- active/standby ---- */
 
 static PendingOp *pending_new(Node *n, const char *namespace, unsigned keep);
+static int pending_send(PendingOp *op, const char *method, const char *path, kube_done_cb_t cb);
 
 static char *role_binding_path(const char *namespace, bool with_name) {
         _cleanup_free_ char *ns = kube_escape(namespace);
@@ -691,7 +692,6 @@ static void on_rb_deleted(KubeCall *call, int error, long status, JsonValue *bod
 int node_role_binding_delete(Node *n, const char *namespace, const char *tag, node_done_cb_t cb, void *userdata) {
         _cleanup_free_ char *path = NULL;
         PendingOp *op;
-        int r;
 
         if (!n || !n->api)
                 return -EOPNOTSUPP;
@@ -707,10 +707,7 @@ int node_role_binding_delete(Node *n, const char *namespace, const char *tag, no
                 pending_free(op);
                 return -ENOMEM;
         }
-        r = kube_request(n->api, "DELETE", path, NULL, NULL, on_rb_deleted, op, &op->call);
-        if (r < 0)
-                pending_free(op);
-        return r;
+        return pending_send(op, "DELETE", path, on_rb_deleted);
 }
 
 /* ---- retention ---- */
@@ -744,6 +741,15 @@ static PendingOp *pending_new(Node *n, const char *namespace, unsigned keep) {
         return NULL; /* busy: retention catches up after the next task */
 }
 
+/* Sends op's request; op is freed when it cannot be sent. */
+static int pending_send(PendingOp *op, const char *method, const char *path, kube_done_cb_t cb) {
+        int r = kube_request(op->node->api, method, path, NULL, NULL, cb, op, &op->call);
+
+        if (r < 0)
+                pending_free(op);
+        return r;
+}
+
 static void on_pod_deleted(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
         PendingOp *op = userdata;
 
@@ -762,7 +768,6 @@ static void on_pod_deleted(KubeCall *call, int error, long status, JsonValue *bo
 static int delete_pod(Node *n, const char *namespace, const char *name, const char *remove_dir) {
         _cleanup_free_ char *ns = kube_escape(namespace), *nm = kube_escape(name), *path = NULL;
         PendingOp *op;
-        int r;
 
         if (!ns || !nm || asprintf(&path, "/api/v1/namespaces/%s/pods/%s", ns, nm) < 0)
                 return -ENOMEM;
@@ -773,10 +778,7 @@ static int delete_pod(Node *n, const char *namespace, const char *name, const ch
                 pending_free(op);
                 return -ENOMEM;
         }
-        r = kube_request(n->api, "DELETE", path, NULL, NULL, on_pod_deleted, op, &op->call);
-        if (r < 0)
-                pending_free(op);
-        return r;
+        return pending_send(op, "DELETE", path, on_pod_deleted);
 }
 
 int node_delete_orphan_pod(Node *n, const char *namespace, const char *name, const char *dir) {
@@ -836,6 +838,5 @@ void node_prune_task_pods(Node *n, const char *namespace, unsigned keep, node_po
                 return;
         op->in_use = in_use;
         op->userdata = userdata;
-        if (kube_request(n->api, "GET", path, NULL, NULL, on_prune_list, op, &op->call) < 0)
-                pending_free(op);
+        (void) pending_send(op, "GET", path, on_prune_list);
 }
