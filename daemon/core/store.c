@@ -6,8 +6,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs-util.h"
 #include "json.h"
@@ -36,6 +38,9 @@ Store *store_free(Store *s) {
         return NULL;
 }
 
+#define LOCK_WAIT_MS 5000U
+#define LOCK_RETRY_MS 50U
+
 /* One daemon per state directory: two would adopt and supervise the same tasks. The
  * lock goes with the process (O_CLOEXEC, so conmon never inherits it); the file holds
  * the owner's PID for the refusal message. */
@@ -49,10 +54,28 @@ static int store_lock(Store *s) {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return -errno;
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
-                safe_close(fd);
-                return r;
+        for (unsigned waited_ms = 0;; waited_ms += LOCK_RETRY_MS) {
+                pid_t owner;
+
+                if (flock(fd, LOCK_EX | LOCK_NB) >= 0)
+                        break;
+                if (errno != EWOULDBLOCK) {
+                        int r = -errno;
+                        safe_close(fd);
+                        return r;
+                }
+                /* Held, but its daemon is gone: a child it forked still has the fd until
+                 * its exec or close (a restart right after a crash). That goes soon. */
+                owner = store_lock_owner(s->state_dir);
+                if (owner <= 0 || (kill(owner, 0) >= 0 || errno != ESRCH) || waited_ms >= LOCK_WAIT_MS) {
+                        safe_close(fd);
+                        return -EBUSY;
+                }
+                if (waited_ms == 0)
+                        log_notice("State directory %s: its lock is still held though its daemon (PID %d) is gone; "
+                                   "waiting up to %u s for that daemon's children to let go.",
+                                   s->state_dir, (int) owner, LOCK_WAIT_MS / 1000);
+                (void) usleep(LOCK_RETRY_MS * 1000);
         }
         n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
         if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) n, 0) != n) {

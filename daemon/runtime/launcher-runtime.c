@@ -1879,10 +1879,11 @@ int runtime_container_remove_fork(const Config *config,
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
-                /* The daemon's blocked and ignored signals would make it unkillable by
-                 * SIGTERM; its fds (the lock, the sockets) must not outlive it here. */
-                child_reset_signals();
+                /* Its fds (the lock, the sockets) must not outlive the daemon here: closed
+                 * first. The daemon's blocked and ignored signals would make it
+                 * unkillable by SIGTERM. */
                 (void) close_range(3, ~0U, 0);
+                child_reset_signals();
                 debug_stop_at("cleanup");
                 _exit(runtime_container_remove(config, task_id, container_dir) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         }

@@ -181,6 +181,42 @@ class TestStartup(harness.TaskdTestCase):
         self.assertIn("nope.conf", d.stderr())
 
 
+class TestStateLock(harness.TaskdTestCase):
+    """After a crash, a child the dead daemon forked may hold the state directory's lock
+    for a moment (until its exec or close): a restart right then waited for nothing and
+    refused to start (seen in test_bus_outage under load)."""
+
+    def hold_lock(self, seconds):
+        """A process that is not the lock's recorded owner holds it, as such a child does."""
+        p = subprocess.Popen([sys.executable, "-c",
+                              "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+                              "print('held', flush=True); time.sleep(float(sys.argv[2]))",
+                              os.path.join(self.state_dir, "lock"), str(seconds)], stdout=subprocess.PIPE, text=True)
+        self.track_process(p)
+        self.assertEqual(p.stdout.readline(), "held\n")
+        return p
+
+    def test_lock_of_a_dead_daemon_is_waited_for(self):
+        d = self.daemon()
+        d.kill9()  # the lock file names a dead PID now
+        self.hold_lock(1.5)
+        t0 = time.monotonic()
+        d.start()
+        self.assertGreater(time.monotonic() - t0, 1.0)
+        self.assertIn("its lock is still held though its daemon", d.stderr())
+        self.assertHealthy()
+
+    def test_lock_held_too_long_is_refused(self):
+        d = self.daemon()
+        d.kill9()
+        self.hold_lock(30)
+        t0 = time.monotonic()
+        d.start(wait_ready=False)
+        self.assertNotEqual(d.wait_exit(15), 0)
+        self.assertTrue(4.5 < time.monotonic() - t0 < 12, time.monotonic() - t0)
+        self.assertIn("is in use by another lagoon-taskd", d.stderr())
+
+
 class TestAdoption(harness.TaskdTestCase):
     def test_sigterm_leaves_task_running_and_restart_adopts_it(self):
         self.write_config()
