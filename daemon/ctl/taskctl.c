@@ -19,6 +19,7 @@
 
 #include "ctl-format.h"
 #include "ctl-http.h"
+#include "ctl-journal.h"
 #include "json.h"
 #include "macro.h"
 #include "parse-util.h"
@@ -44,7 +45,8 @@ static bool arg_json = false;
 /* The verbs' own options (see the verbs' option tables). */
 static const char *arg_id = NULL, *arg_name = NULL, *arg_service = NULL, *arg_project = NULL, *arg_environment = NULL,
                   *arg_timeout = NULL, *arg_file = NULL, *arg_status = NULL;
-static const char *arg_time = NULL, *arg_tail = NULL;
+static const char *arg_time = NULL, *arg_tail = NULL, *arg_since = NULL, *arg_stream = NULL;
+static bool arg_timestamps = false;
 static uint64_t arg_timeout_usec = UINT64_MAX;
 static bool arg_wait = false, arg_argv = false, arg_no_trunc = false, arg_follow = false, arg_no_wait = false;
 static LsFormat arg_format = LS_TABLE;
@@ -145,6 +147,9 @@ static void help(void) {
                "Options of logs:\n"
                "  -f --follow              Keep printing output until the task ends\n"
                "  -n --tail=N              Begin with the last N lines\n"
+               "     --since=WHEN          Only lines from WHEN on (10m, '2h ago', RFC 3339 time)\n"
+               "  -t --timestamps          Begin each line with its time (RFC 3339)\n"
+               "     --stdout, --stderr    Only the lines of this stream (these three read journald)\n"
                "\n"
                "Exit status of run --wait and wait:\n"
                "  N    the task ran and its command exited with N (0: complete)\n"
@@ -556,6 +561,9 @@ enum {
         ARG_ARGV,
         ARG_FILE,
         ARG_NO_WAIT,
+        ARG_SINCE,
+        ARG_STDOUT,
+        ARG_STDERR,
 };
 
 /* clang-format off */
@@ -1012,8 +1020,82 @@ static int parse_logs_option(int c) {
                         return usage_error("logs: --tail: invalid number of lines '%s'", optarg);
                 arg_tail = optarg;
                 break;
+        case ARG_SINCE: {
+                uint64_t usec;
+
+                if (ctl_journal_parse_since(optarg, now_usec(CLOCK_REALTIME), &usec) < 0)
+                        return usage_error("logs: --since: invalid time '%s' (e.g. 10m, '2h ago', "
+                                           "2026-01-31T12:00:00Z, '2026-01-31 12:00:00')",
+                                           optarg);
+                arg_since = optarg;
+                break;
+        }
+        case 't':
+                arg_timestamps = true;
+                break;
+        case ARG_STDOUT:
+        case ARG_STDERR:
+                if (arg_stream)
+                        return usage_error("logs: --stdout and --stderr: give one of them");
+                arg_stream = c == ARG_STDOUT ? "stdout" : "stderr";
+                break;
         }
         return 0;
+}
+
+/* ctl_journal_print()'s question while following: has the task ended? */
+static int logs_task_final(void *userdata) {
+        CtlHttp *h = userdata;
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_json_ JsonValue *task = NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (task_path(arg_id, "", &path) < 0)
+                return oom();
+        r = ctl_http_request(h, "GET", path, NULL, false, NULL, NULL, &resp);
+        if (r < 0 || resp.status == 503)
+                return 0; /* a restarting daemon: ask again on the next round */
+        if (resp.status < 200 || resp.status >= 300)
+                return report_api_error(&resp);
+        r = parse_response_json(&resp, JSON_OBJECT, &task);
+        if (r < 0)
+                return r;
+        return task_is_final(task);
+}
+
+/* --since, --timestamps, --stdout, --stderr: the lines as journald holds them. */
+static int logs_from_journal(CtlHttp *h, const char *id) {
+        _cleanup_(ctl_response_done) CtlResponse resp = {};
+        _cleanup_free_ char *path = NULL;
+        CtlJournalQuery q = {
+                .task_id = id,
+                .stream = arg_stream,
+                .tail = UINT64_MAX,
+                .timestamps = arg_timestamps,
+                .userdata = h,
+        };
+        int r;
+
+        /* Both checked when parsed. */
+        if (arg_since)
+                (void) ctl_journal_parse_since(arg_since, now_usec(CLOCK_REALTIME), &q.since_usec);
+        if (arg_tail)
+                (void) parse_uint64(arg_tail, &q.tail);
+        if (arg_follow)
+                q.is_final = logs_task_final;
+
+        /* Asked first, so an unknown task is said as such, not shown as empty. */
+        if (task_path(id, "", &path) < 0)
+                return ctl_error("out of memory"), EXIT_API_ERROR;
+        r = ctl_http_request(h, "GET", path, NULL, false, NULL, NULL, &resp);
+        if (r < 0)
+                return report_transport_error(h, r), EXIT_API_ERROR;
+        if (resp.status < 200 || resp.status >= 300)
+                return report_api_error(&resp), EXIT_API_ERROR;
+
+        arg_id = id;
+        return ctl_journal_print(&q) < 0 ? EXIT_API_ERROR : 0;
 }
 
 static int verb_logs(CtlHttp *h, char **args, int n_args) {
@@ -1023,6 +1105,8 @@ static int verb_logs(CtlHttp *h, char **args, int n_args) {
         const char *id = args[0];
         int r;
 
+        if (arg_since || arg_timestamps || arg_stream)
+                return logs_from_journal(h, id);
         if (arg_follow)
                 return follow_task(h, id, STDOUT_FILENO, &resp, &task) < 0 ? EXIT_API_ERROR : 0;
 
@@ -1313,7 +1397,13 @@ typedef struct Verb {
 #define HELP_LOGS \
         "Print a task's output.\n\n" \
         "  -f --follow              Keep printing output until the task ends\n" \
-        "  -n --tail=N              Begin with the last N lines\n"
+        "  -n --tail=N              Begin with the last N lines\n" \
+        "     --since=WHEN          Only lines from WHEN on: a duration before now (10m,\n" \
+        "                           '2h ago') or a time (RFC 3339, 'YYYY-MM-DD HH:MM:SS')\n" \
+        "  -t --timestamps          Begin each line with its time (RFC 3339, UTC)\n" \
+        "     --stdout, --stderr    Only the lines of this stream\n" \
+        "With --since, --timestamps, --stdout or --stderr the lines are read from journald,\n" \
+        "which needs root or group systemd-journal.\n"
 #define HELP_CANCEL \
         "Cancel a queued task at once, a running one with SIGTERM, then SIGKILL after\n" \
         "KillGraceSec= (cancel and stop are the same), and wait until it has ended. Prints\n" \
@@ -1354,6 +1444,10 @@ static const struct option ls_options[] = {
 static const struct option logs_options[] = {
         {"follow", no_argument, NULL, 'f'},
         {"tail", required_argument, NULL, 'n'},
+        {"since", required_argument, NULL, ARG_SINCE},
+        {"timestamps", no_argument, NULL, 't'},
+        {"stdout", no_argument, NULL, ARG_STDOUT},
+        {"stderr", no_argument, NULL, ARG_STDERR},
         {},
 };
 static const struct option cancel_options[] = {
@@ -1371,8 +1465,9 @@ static const Verb verbs[] = {
          .stop_at_args = true, .run = verb_run, .args = ARGS_RUN, .help = HELP_RUN},
         {"ls", "list", .short_options = "qo:", .options = ls_options, .parse = parse_ls_option, .run = verb_ls,
          .args = "[OPTIONS]", .help = HELP_LS},
-        {"logs", .short_options = "fn:", .options = logs_options, .parse = parse_logs_option, .min_args = 1,
-         .max_args = 1, .ids = true, .no_json = true, .run = verb_logs, .args = "[-f] [-n N] ID", .help = HELP_LOGS},
+        {"logs", .short_options = "fn:t", .options = logs_options, .parse = parse_logs_option, .min_args = 1,
+         .max_args = 1, .ids = true, .no_json = true, .run = verb_logs,
+         .args = "[-f] [-n N] [--since=WHEN] [-t] [--stdout|--stderr] ID", .help = HELP_LOGS},
         {"show", "inspect", .min_args = 1, .max_args = 1, .ids = true, .run = verb_show, .args = "ID",
          .help = HELP_SHOW},
         {"cancel", "stop", .short_options = "t:", .options = cancel_options, .parse = parse_cancel_option,

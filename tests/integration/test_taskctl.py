@@ -3,6 +3,7 @@
 """The operator's view: lagoon-taskctl (the real binary) against the real daemon, the
 state-directory lock, and GET /metrics read by the Prometheus client's parser."""
 
+import datetime
 import json
 import os
 import pty
@@ -349,6 +350,64 @@ class TestTaskctl(harness.TaskdTestCase):
             self.assertEqual(r.status, 400, q)
         for bad in ("abc", "-1", ""):
             self.assertEqual(self.taskctl("logs", f"--tail={bad}", done).returncode, 2, bad)
+
+    def test_logs_from_journal(self):
+        """--stdout/--stderr, --timestamps and --since read the task's lines from the
+        (test's) journald: each line once, with its stream and time."""
+        tid, live = self.new_id("jl"), self.new_id("jlf")
+        self.submit_ok("echo out1; echo err1 >&2; sleep 2; echo out2; echo err2 >&2", id=tid)
+        harness.wait_until(lambda: self.client.get(f"/v1/tasks/{tid}/logs").body.count(b"\n") == 2, 15,
+                           what="two lines")
+        time.sleep(0.5)
+        between = time.time()
+        self.client.wait_final(tid)
+        self.journal.task_entries(tid, expect=4)
+        self.assertEqual(self.ctl_ok("logs", "--stdout", tid).stdout, "out1\nout2\n")
+        self.assertEqual(self.ctl_ok("logs", tid, "--stderr").stdout, "err1\nerr2\n")
+        self.assertEqual(self.ctl_ok("logs", "--stdout", "--tail=1", tid).stdout, "out2\n")
+        # Without the journal options: the task log as before (both streams).
+        self.assertEqual(sorted(self.ctl_ok("logs", tid).stdout.split()), ["err1", "err2", "out1", "out2"])
+
+        out = self.ctl_ok("logs", "--timestamps", tid).stdout.splitlines()
+        self.assertEqual(len(out), 4, out)
+        times = []
+        for line in out:
+            ts, _, msg = line.partition(" ")
+            self.assertRegex(ts, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", line)
+            times.append(datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
+            self.assertIn(msg, ("out1", "err1", "out2", "err2"))
+        self.assertEqual(times, sorted(times))
+        self.assertLess(abs(times[0] - between), 60)
+        self.assertEqual(sorted(m.partition(" ")[2] for m in out), ["err1", "err2", "out1", "out2"])
+        # The pause lies between the second and third line.
+        self.assertLess(times[1], between)
+        self.assertGreater(times[2], between)
+
+        since = datetime.datetime.fromtimestamp(between, datetime.timezone.utc)
+        for when in (since.isoformat(), since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                     since.astimezone().strftime("%Y-%m-%d %H:%M:%S")):
+            r = self.ctl_ok("logs", f"--since={when}", tid)
+            if " " in when:  # whole seconds: may reach back before the pause
+                self.assertTrue(r.stdout.endswith("out2\nerr2\n") or r.stdout.endswith("err2\nout2\n"), r.stdout)
+            else:
+                self.assertEqual(sorted(r.stdout.split()), ["err2", "out2"], when)
+        self.assertEqual(self.ctl_ok("logs", "--since=1h", "--stderr", tid).stdout, "err1\nerr2\n")
+        self.assertEqual(self.ctl_ok("logs", "--since=2h ago", "--stdout", tid).stdout, "out1\nout2\n")
+        self.assertEqual(self.ctl_ok("logs", "--since=2099-01-01T00:00:00Z", tid).stdout, "")
+        for bad in ("abc", "", "2026-13-01T00:00:00Z", "10 parsecs", "2026-01-01T00:00:00+25:00"):
+            r = self.taskctl("logs", f"--since={bad}", tid)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn(f"--since: invalid time '{bad}'", r.stderr)
+        r = self.taskctl("logs", "--stdout", "--stderr", tid)
+        self.assertEqual(r.returncode, 2, r)
+        r = self.taskctl("logs", "--stdout", "no-such-task")
+        self.assertEqual(r.returncode, 1, r)
+
+        # -f with --stdout: follows until the task has ended, each line once.
+        self.submit_ok("echo a; sleep 1; echo b >&2; echo c; sleep 1; echo d", id=live)
+        r = self.ctl_ok("logs", "-f", "--stdout", live, timeout=60)
+        self.assertEqual(r.stdout, "a\nc\nd\n")
+        self.assertEqual(self.client.get(f"/v1/tasks/{live}").json["status"], "complete")
 
     def test_wait_several_and_timeout(self):
         ok, bad, slow = self.new_id("ok"), self.new_id("bad"), self.new_id("slow")
