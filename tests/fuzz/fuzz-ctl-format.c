@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl-format.h"
+#include "ctl-journal.h"
 #include "json.h"
 
 static FILE *devnull = NULL;
@@ -30,6 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 devnull = fopen("/dev/null", "we");
                 if (!devnull)
                         __builtin_trap();
+        }
+        {
+                /* The same bytes as a --since argument (a C string: up to the first NUL). */
+                _cleanup_free_ char *s = strndup((const char *) data, size);
+                uint64_t t = 0;
+                if (s)
+                        (void) ctl_journal_parse_since(s, 1800000000000000ULL, &t);
         }
         if (json_parse((const char *) data, size, 16, &v, NULL) < 0)
                 return 0;
