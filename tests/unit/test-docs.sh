@@ -351,6 +351,8 @@ else
         : >"$TMP/stub.log"
         expect "ids for show" exactly task-aaa task-bbb task-ccc -- lagoon-taskctl show ""
         expect "ids for logs after -f" exactly task-aaa task-bbb task-ccc -- lagoon-taskctl logs -f ""
+        expect "ids for logs after -t (--timestamps, no value)" exactly task-aaa task-bbb task-ccc -- lagoon-taskctl logs -t ""
+        expect "cancel's -t takes a duration" has 10s -- lagoon-taskctl cancel -t ""
         expect "ids by prefix" exactly task-bbb -- lagoon-taskctl wait task-b
         expect "cancel offers only tasks not ended" exactly task-bbb task-ccc -- lagoon-taskctl cancel ""
         expect "stop as cancel" exactly task-bbb task-ccc -- lagoon-taskctl stop ""
