@@ -41,6 +41,7 @@ DOC_NOT_HERE = {
     "bench/run": "the benchmark, minutes",
     "./scripts/demo.sh": "installs packages",
     "./scripts/test": "the whole test suite",
+    "./scripts/fuzz": "long fuzz runs, minutes",
     "dnf": "installs packages",
     "usermod": "changes the system's accounts",
     "chmod": "a file of the example",
