@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "claim.h"
+#include "lease.h"
 #include "list.h"
 #include "log.h"
 
@@ -73,9 +74,8 @@ struct Claim {
 
 struct ClaimSet {
         sd_event *event;
-        KubeClient *api;
-        char *namespace, *holder, *target;
-        uint64_t duration_usec, retention_usec;
+        LeaseScope scope;
+        uint64_t retention_usec;
         claim_changed_cb_t cb;
         claim_lost_cb_t lost_cb;
         void *userdata;
@@ -107,9 +107,7 @@ ClaimSet *claim_set_free(ClaimSet *s) {
         sd_event_source_disable_unref(s->sweep_timer);
         kube_call_cancel(s->sweep_call);
         sd_event_unref(s->event);
-        free(s->namespace);
-        free(s->holder);
-        free(s->target);
+        lease_scope_done(&s->scope);
         return mfree(s);
 }
 
@@ -188,64 +186,32 @@ static void claim_changed(Claim *c) {
                 c->set->cb(c->set, c->task_id, c->set->userdata);
 }
 
-static char *lease_path(Claim *c) {
-        _cleanup_free_ char *ns = kube_escape(c->set->namespace), *name = kube_escape(c->name);
-        char *p = NULL;
-
-        if (!ns || !name)
-                return NULL;
-        if (asprintf(&p, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", ns, name) < 0)
-                return NULL;
-        return p;
-}
-
-static char *leases_path(ClaimSet *s) {
-        _cleanup_free_ char *ns = kube_escape(s->namespace);
-        char *p = NULL;
-
-        if (!ns || asprintf(&p, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", ns) < 0)
-                return NULL;
-        return p;
-}
-
 /* Sets holder, times and mark on a Lease (new or read); acquire: a new holder. */
 static int lease_set(Claim *c, JsonValue *lease, Mark mark, bool acquire) {
-        JsonValue *md, *spec, *annotations, *labels;
-        char now[KUBE_MICROTIME_MAX];
+        const JsonValue *old = json_get(lease, "spec");
+        JsonValue *md, *spec, *annotations;
         int64_t transitions = 0;
         int r;
 
-        r = kube_format_microtime(now_usec(CLOCK_REALTIME), now);
-        if (r < 0)
-                return r;
-        if ((r = json_object_set_string(lease, "apiVersion", "coordination.k8s.io/v1")) < 0 ||
-            (r = json_object_set_string(lease, "kind", "Lease")) < 0 ||
-            (r = json_object_ensure_object(lease, "metadata", &md)) < 0 ||
-            (r = json_object_set_string(md, "name", c->name)) < 0 ||
-            (r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
-            (r = json_object_set_string(annotations, CLAIM_ANNOTATION, mark_table[mark])) < 0 ||
-            (r = json_object_set_string(annotations, CLAIM_TASK_ANNOTATION, c->task_id)) < 0 ||
-            (c->report && (r = json_object_set_string(annotations, CLAIM_REPORT_ANNOTATION, c->report)) < 0) ||
-            (r = json_object_ensure_object(md, "labels", &labels)) < 0 ||
-            (r = json_object_set_string(labels, "app.kubernetes.io/managed-by", "lagoon-taskd")) < 0 ||
-            (c->set->target && (r = json_object_set_string(labels, CLAIM_TARGET_LABEL, c->set->target)) < 0) ||
-            (r = json_object_ensure_object(lease, "spec", &spec)) < 0)
-                return r;
         if (acquire) {
-                const JsonValue *t = json_get(spec, "leaseTransitions");
+                const JsonValue *t = json_get(old, "leaseTransitions");
 
                 if (t && json_int64(t, &transitions) < 0)
                         transitions = 0;
-                if (json_get(spec, "holderIdentity"))
+                if (json_get(old, "holderIdentity"))
                         transitions++;
-                if ((r = json_object_set_string(spec, "holderIdentity", c->set->holder)) < 0 ||
-                    (r = json_object_set_string(spec, "acquireTime", now)) < 0 ||
-                    (r = json_object_set_int64(spec, "leaseTransitions", transitions)) < 0)
-                        return r;
         }
-        if ((r = json_object_set_int64(spec, "leaseDurationSeconds",
-                                       (int64_t) MAX(c->set->duration_usec / USEC_PER_SEC, 1U))) < 0 ||
-            (r = json_object_set_string(spec, "renewTime", now)) < 0)
+        r = lease_set_common(lease, &c->set->scope, c->name, acquire, &spec);
+        if (r < 0)
+                return r;
+        md = (JsonValue *) json_get(lease, "metadata");
+        if ((r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
+            (r = json_object_set_string(annotations, CLAIM_ANNOTATION, mark_table[mark])) < 0 ||
+            (r = json_object_set_string(annotations, CLAIM_TASK_ANNOTATION, c->task_id)) < 0 ||
+            (c->report && (r = json_object_set_string(annotations, CLAIM_REPORT_ANNOTATION, c->report)) < 0) ||
+            (c->set->scope.target && (r = json_object_set_string((JsonValue *) json_get(md, "labels"),
+                                                                 CLAIM_TARGET_LABEL, c->set->scope.target)) < 0) ||
+            (acquire && (r = json_object_set_int64(spec, "leaseTransitions", transitions)) < 0))
                 return r;
         return 0;
 }
@@ -260,24 +226,11 @@ static Mark lease_mark(const JsonValue *lease) {
         return MARK_ACCEPTED;
 }
 
-static bool lease_expired(const ClaimSet *s, const JsonValue *lease) {
-        const JsonValue *spec = json_get(lease, "spec");
-        const char *renew = json_get_string(spec, "renewTime") ?: json_get_string(spec, "acquireTime");
-        int64_t duration = 0;
-        uint64_t t;
-
-        if (!renew || kube_parse_timestamp(renew, strlen(renew), &t) < 0)
-                return true;
-        if (json_int64(json_get(spec, "leaseDurationSeconds"), &duration) < 0 || duration <= 0)
-                duration = (int64_t) (s->duration_usec / USEC_PER_SEC);
-        return t + (uint64_t) duration * USEC_PER_SEC < now_usec(CLOCK_REALTIME);
-}
-
 static void claim_fail(Claim *c, int error, const char *what, const char *text) {
         c->error = error;
         c->retry_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
-        log_warning_errno(error, "Task %s: claim %s/%s: %s failed: %s", c->task_id, c->set->namespace, c->name, what,
-                          text ?: strerror(-error));
+        log_warning_errno(error, "Task %s: claim %s/%s: %s failed: %s", c->task_id, c->set->scope.namespace, c->name,
+                          what, text ?: strerror(-error));
 }
 
 static void claim_take_lease(Claim *c, KubeCall *call) {
@@ -302,7 +255,7 @@ claim_send(Claim *c, const char *method, const char *path, const JsonValue *body
                 if (r < 0)
                         return r;
         }
-        r = kube_request(c->set->api, method, path, NULL, text, cb, c, &c->call);
+        r = kube_request(c->set->scope.api, method, path, NULL, text, cb, c, &c->call);
         if (r < 0)
                 claim_fail(c, r, what, NULL);
         return r;
@@ -316,10 +269,10 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
         Mark mark = lease_mark(lease);
         ClaimState before = c->state;
 
-        if (c->adopting && !streq_ptr(holder, c->set->holder))
+        if (c->adopting && !streq_ptr(holder, c->set->scope.holder))
                 c->taken = true; /* after a restart: another daemon took it for dead */
         c->adopting = false;
-        if (streq_ptr(holder, c->set->holder)) {
+        if (streq_ptr(holder, c->set->scope.holder)) {
                 /* Ours from before a restart (or a redelivery to us): carry on with it. */
                 claim_take_lease(c, call);
                 c->state = CLAIM_OURS;
@@ -327,7 +280,7 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
                 if (c->want < mark)
                         c->want = mark;
                 c->synced = c->want == c->sent;
-        } else if (mark == MARK_CLAIMED && !c->lookup && lease_expired(c->set, lease)) {
+        } else if (mark == MARK_CLAIMED && !c->lookup && lease_expired(&c->set->scope, lease, 1)) {
                 /* Its holder died before it stored the task: take it over, guarded by the
                  * resourceVersion read (a third daemon racing us gets 409). */
                 claim_take_lease(c, call);
@@ -380,7 +333,7 @@ static void on_get(KubeCall *call, int error, long status, JsonValue *body, cons
 }
 
 static int claim_get(Claim *c) {
-        _cleanup_free_ char *path = lease_path(c);
+        _cleanup_free_ char *path = lease_path(&c->set->scope, c->name);
 
         return claim_send(c, "GET", path, NULL, on_get, "reading it");
 }
@@ -407,13 +360,13 @@ static void on_created(KubeCall *call, int error, long status, JsonValue *body, 
                 (void) claim_delete(c);
                 return;
         }
-        log_debug("Task %s: claimed as Lease %s/%s.", c->task_id, c->set->namespace, c->name);
+        log_debug("Task %s: claimed as Lease %s/%s.", c->task_id, c->set->scope.namespace, c->name);
         claim_changed(c);
 }
 
 static int claim_create(Claim *c) {
         _cleanup_json_ JsonValue *lease = json_new_object();
-        _cleanup_free_ char *path = leases_path(c->set);
+        _cleanup_free_ char *path = lease_path(&c->set->scope, NULL);
         int r;
 
         if (!lease)
@@ -469,14 +422,14 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
         c->sent = lease_mark(c->lease);
         c->synced = c->sent == c->want;
         c->error = 0;
-        c->renew_usec = now_usec(CLOCK_MONOTONIC) + c->set->duration_usec / 3;
+        c->renew_usec = now_usec(CLOCK_MONOTONIC) + c->set->scope.duration_usec / 3;
         if (c->sent == MARK_DONE && c->delete_usec == 0)
                 c->delete_usec = now_usec(CLOCK_REALTIME) + c->set->retention_usec;
 }
 
 /* PUT of the Lease we hold (or read, to take over), with its resourceVersion. */
 static int claim_write(Claim *c, bool acquire) {
-        _cleanup_free_ char *path = lease_path(c);
+        _cleanup_free_ char *path = lease_path(&c->set->scope, c->name);
         int r;
 
         if (!c->lease)
@@ -501,17 +454,12 @@ static void on_deleted(KubeCall *call, int error, long status, JsonValue *body, 
 }
 
 static int claim_delete(Claim *c) {
-        _cleanup_json_ JsonValue *opts = json_new_object();
-        _cleanup_free_ char *path = lease_path(c);
-        JsonValue *pre;
+        _cleanup_json_ JsonValue *opts = NULL;
+        _cleanup_free_ char *path = lease_path(&c->set->scope, c->name);
         int r;
 
-        if (!opts)
-                return -ENOMEM;
-        if ((r = json_object_set_string(opts, "kind", "DeleteOptions")) < 0 ||
-            (r = json_object_set_string(opts, "apiVersion", "v1")) < 0 ||
-            (r = json_object_ensure_object(opts, "preconditions", &pre)) < 0 ||
-            (r = json_object_set_string(pre, "uid", json_get_string(json_get(c->lease, "metadata"), "uid"))) < 0)
+        r = lease_delete_options(c->lease, &opts);
+        if (r < 0)
                 return r;
         return claim_send(c, "DELETE", path, opts, on_deleted, "deleting it");
 }
@@ -564,11 +512,11 @@ static void sweep_one(ClaimSet *s, JsonValue *lease) {
         uint64_t t;
         Claim *c;
 
-        if (!task_id || !holder || streq(holder, s->holder) || lease_mark(lease) != MARK_ACCEPTED)
+        if (!task_id || !holder || streq(holder, s->scope.holder) || lease_mark(lease) != MARK_ACCEPTED)
                 return;
         /* Two lease durations without a renewal: its daemon is gone, not just slow. */
         if (!renew || kube_parse_timestamp(renew, strlen(renew), &t) < 0 ||
-            t + 2 * s->duration_usec > now_usec(CLOCK_REALTIME))
+            t + 2 * s->scope.duration_usec > now_usec(CLOCK_REALTIME))
                 return;
         if (claim_lease_name(task_id, &name) < 0 || !streq_ptr(json_get_string(md, "name"), name))
                 return; /* not a claim this daemon would make */
@@ -597,7 +545,8 @@ static void on_sweep_list(KubeCall *call, int error, long status, JsonValue *bod
 
         s->sweep_call = NULL;
         if (error < 0) {
-                log_warning_errno(error, "Listing the claims in %s failed: %s", s->namespace, text ?: strerror(-error));
+                log_warning_errno(error, "Listing the claims in %s failed: %s", s->scope.namespace,
+                                  text ?: strerror(-error));
                 return;
         }
         for (size_t i = 0; i < json_length(items); i++)
@@ -606,15 +555,15 @@ static void on_sweep_list(KubeCall *call, int error, long status, JsonValue *bod
 
 static int on_sweep(sd_event_source *es, uint64_t usec, void *userdata) {
         ClaimSet *s = userdata;
-        _cleanup_free_ char *path = leases_path(s), *selector = NULL;
+        _cleanup_free_ char *path = lease_path(&s->scope, NULL), *selector = NULL;
 
-        (void) sd_event_source_set_time_relative(es, s->duration_usec);
+        (void) sd_event_source_set_time_relative(es, s->scope.duration_usec);
         if (s->sweep_call || !path)
                 return 0;
-        if (s->target && (asprintf(&selector, CLAIM_TARGET_LABEL "=%s", s->target) < 0 ||
-                          kube_path_append_query(&path, "labelSelector", selector) < 0))
+        if (s->scope.target && (asprintf(&selector, CLAIM_TARGET_LABEL "=%s", s->scope.target) < 0 ||
+                                kube_path_append_query(&path, "labelSelector", selector) < 0))
                 return 0;
-        (void) kube_request(s->api, "GET", path, NULL, NULL, on_sweep_list, s, &s->sweep_call);
+        (void) kube_request(s->scope.api, "GET", path, NULL, NULL, on_sweep_list, s, &s->sweep_call);
         return 0;
 }
 
@@ -628,19 +577,14 @@ int claim_set_new(sd_event *e,
         _cleanup_(claim_set_freep) ClaimSet *s = NULL;
         int r;
 
-        if (!api || isempty(settings->namespace) || isempty(settings->holder) || settings->duration_usec < USEC_PER_SEC)
-                return -EINVAL;
         s = calloc(1, sizeof(ClaimSet));
         if (!s)
                 return -ENOMEM;
+        r = lease_scope_init(&s->scope, api, settings->namespace, settings->holder, settings->target,
+                             settings->duration_usec);
+        if (r < 0)
+                return r;
         s->event = sd_event_ref(e);
-        s->api = api;
-        s->namespace = strdup(settings->namespace);
-        s->holder = strdup(settings->holder);
-        s->target = settings->target ? strdup(settings->target) : NULL;
-        if (!s->namespace || !s->holder || (settings->target && !s->target))
-                return -ENOMEM;
-        s->duration_usec = settings->duration_usec;
         s->retention_usec = settings->retention_usec;
         s->cb = cb;
         s->lost_cb = lost_cb;
@@ -650,8 +594,8 @@ int claim_set_new(sd_event *e,
                 return r;
         (void) sd_event_source_set_description(s->timer, "claims");
         (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
-        r = sd_event_add_time_relative(e, &s->sweep_timer, CLOCK_MONOTONIC, s->duration_usec, USEC_PER_SEC, on_sweep,
-                                       s);
+        r = sd_event_add_time_relative(e, &s->sweep_timer, CLOCK_MONOTONIC, s->scope.duration_usec, USEC_PER_SEC,
+                                       on_sweep, s);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(s->sweep_timer, "claims-sweep");

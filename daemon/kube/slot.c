@@ -10,6 +10,7 @@
 
 #include "list.h"
 #include "log.h"
+#include "lease.h"
 #include "slot.h"
 
 #define SLOT_TASK_ANNOTATION "lagoon.sh/task-id"
@@ -42,9 +43,7 @@ struct Slot {
 
 struct SlotSet {
         sd_event *event;
-        KubeClient *api;
-        char *namespace, *holder, *target;
-        uint64_t duration_usec;
+        LeaseScope scope;
         slot_changed_cb_t cb;
         void *userdata;
         Slot *slots;
@@ -72,9 +71,7 @@ SlotSet *slot_set_free(SlotSet *s) {
                 slot_free(s->slots);
         sd_event_source_disable_unref(s->timer);
         sd_event_unref(s->event);
-        free(s->namespace);
-        free(s->holder);
-        free(s->target);
+        lease_scope_done(&s->scope);
         return mfree(s);
 }
 
@@ -110,71 +107,33 @@ static Slot *slot_find(SlotSet *s, const char *task_id) {
         return NULL;
 }
 
-static char *lease_path(SlotSet *s, const char *name) {
-        _cleanup_free_ char *ns = kube_escape(s->namespace), *nm = name ? kube_escape(name) : NULL;
-        char *p = NULL;
-
-        if (!ns || (name && !nm))
-                return NULL;
-        if (asprintf(&p, "/apis/coordination.k8s.io/v1/namespaces/%s/leases%s%s", ns, nm ? "/" : "", strempty(nm)) < 0)
-                return NULL;
-        return p;
-}
-
 /* Holder, times, task and labels on a Lease (new, or read for a take-over or renewal). */
 static int lease_set(Slot *sl, JsonValue *lease, bool acquire) {
-        JsonValue *md, *spec, *annotations, *labels;
-        char now[KUBE_MICROTIME_MAX];
+        JsonValue *md, *annotations;
         int r;
 
-        r = kube_format_microtime(now_usec(CLOCK_REALTIME), now);
+        r = lease_set_common(lease, &sl->set->scope, sl->name, acquire, NULL);
         if (r < 0)
                 return r;
-        if ((r = json_object_set_string(lease, "apiVersion", "coordination.k8s.io/v1")) < 0 ||
-            (r = json_object_set_string(lease, "kind", "Lease")) < 0 ||
-            (r = json_object_ensure_object(lease, "metadata", &md)) < 0 ||
-            (r = json_object_set_string(md, "name", sl->name)) < 0 ||
-            (r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
+        md = (JsonValue *) json_get(lease, "metadata");
+        if ((r = json_object_ensure_object(md, "annotations", &annotations)) < 0 ||
             (r = json_object_set_string(annotations, SLOT_TASK_ANNOTATION, sl->task_id)) < 0 ||
             (r = json_object_set_string(annotations, SLOT_ENVIRONMENT_ANNOTATION, sl->environment)) < 0 ||
-            (r = json_object_ensure_object(md, "labels", &labels)) < 0 ||
-            (r = json_object_set_string(labels, "app.kubernetes.io/managed-by", "lagoon-taskd")) < 0 ||
-            (sl->set->target && (r = json_object_set_string(labels, SLOT_TARGET_LABEL, sl->set->target)) < 0) ||
-            (r = json_object_ensure_object(lease, "spec", &spec)) < 0)
-                return r;
-        if (acquire && ((r = json_object_set_string(spec, "holderIdentity", sl->set->holder)) < 0 ||
-                        (r = json_object_set_string(spec, "acquireTime", now)) < 0))
-                return r;
-        if ((r = json_object_set_int64(spec, "leaseDurationSeconds",
-                                       (int64_t) MAX(sl->set->duration_usec / USEC_PER_SEC, 1U))) < 0 ||
-            (r = json_object_set_string(spec, "renewTime", now)) < 0)
+            (sl->set->scope.target && (r = json_object_set_string((JsonValue *) json_get(md, "labels"),
+                                                                  SLOT_TARGET_LABEL, sl->set->scope.target)) < 0))
                 return r;
         return 0;
 }
 
-/* Not renewed for two lease durations: its daemon is gone (as for the claims). */
-static bool lease_abandoned(const SlotSet *s, const JsonValue *lease) {
-        const JsonValue *spec = json_get(lease, "spec");
-        const char *renew = json_get_string(spec, "renewTime") ?: json_get_string(spec, "acquireTime");
-        int64_t duration = 0;
-        uint64_t t;
-
-        if (!renew || kube_parse_timestamp(renew, strlen(renew), &t) < 0)
-                return true;
-        if (json_int64(json_get(spec, "leaseDurationSeconds"), &duration) < 0 || duration <= 0)
-                duration = (int64_t) (s->duration_usec / USEC_PER_SEC);
-        return t + 2 * (uint64_t) duration * USEC_PER_SEC < now_usec(CLOCK_REALTIME);
-}
-
 static int slot_send(Slot *sl, const char *method, const char *name, const JsonValue *body, kube_done_cb_t cb) {
-        _cleanup_free_ char *path = lease_path(sl->set, name), *text = NULL;
+        _cleanup_free_ char *path = lease_path(&sl->set->scope, name), *text = NULL;
         int r;
 
         if (!path)
                 return -ENOMEM;
         if (body && (r = json_format(body, false, &text, NULL)) < 0)
                 return r;
-        return kube_request(sl->set->api, method, path, NULL, text, cb, sl, &sl->call);
+        return kube_request(sl->set->scope.api, method, path, NULL, text, cb, sl, &sl->call);
 }
 
 static void slot_wait(Slot *sl, bool all_held) {
@@ -184,8 +143,8 @@ static void slot_wait(Slot *sl, bool all_held) {
 }
 
 static void slot_fail(Slot *sl, int error, const char *what, const char *text) {
-        log_warning_errno(error, "Task %s: slot %s/%s: %s failed: %s", sl->task_id, sl->set->namespace, strna(sl->name),
-                          what, text ?: strerror(-error));
+        log_warning_errno(error, "Task %s: slot %s/%s: %s failed: %s", sl->task_id, sl->set->scope.namespace,
+                          strna(sl->name), what, text ?: strerror(-error));
         slot_wait(sl, false);
 }
 
@@ -197,7 +156,7 @@ static void slot_held(Slot *sl, KubeCall *call) {
         sl->lease = kube_call_take_body(call);
         sl->state = SLOT_HELD;
         sl->all_held = false;
-        sl->next_usec = now_usec(CLOCK_MONOTONIC) + sl->set->duration_usec / 3;
+        sl->next_usec = now_usec(CLOCK_MONOTONIC) + sl->set->scope.duration_usec / 3;
         if (sl->release) {
                 (void) slot_delete(sl);
                 return;
@@ -256,11 +215,11 @@ static void on_read(KubeCall *call, int error, long status, JsonValue *body, con
                 slot_fail(sl, error, "reading it", text);
                 return;
         }
-        if (streq_ptr(holder, sl->set->holder) && streq_ptr(task, sl->task_id)) {
+        if (streq_ptr(holder, sl->set->scope.holder) && streq_ptr(task, sl->task_id)) {
                 slot_held(sl, call); /* ours from before a restart */
                 return;
         }
-        if (!lease_abandoned(sl->set, body)) {
+        if (!lease_expired(&sl->set->scope, body, 2)) {
                 sl->k++;
                 slot_try(sl);
                 return;
@@ -310,7 +269,7 @@ static void slot_try(Slot *sl) {
         }
         sl->state = SLOT_TRYING;
         sl->name = mfree(sl->name);
-        r = slot_lease_name(sl->set->target, sl->environment, sl->k, &sl->name);
+        r = slot_lease_name(sl->set->scope.target, sl->environment, sl->k, &sl->name);
         if (r >= 0)
                 r = (lease = json_new_object()) ? lease_set(sl, lease, /* acquire= */ true) : -ENOMEM;
         if (r >= 0)
@@ -338,7 +297,7 @@ static void on_renewed(KubeCall *call, int error, long status, JsonValue *body, 
         }
         json_free(sl->lease);
         sl->lease = kube_call_take_body(call);
-        sl->next_usec = now_usec(CLOCK_MONOTONIC) + sl->set->duration_usec / 3;
+        sl->next_usec = now_usec(CLOCK_MONOTONIC) + sl->set->scope.duration_usec / 3;
         if (sl->release)
                 (void) slot_delete(sl);
 }
@@ -358,16 +317,11 @@ static void on_deleted(KubeCall *call, int error, long status, JsonValue *body, 
 }
 
 static int slot_delete(Slot *sl) {
-        _cleanup_json_ JsonValue *opts = json_new_object();
-        JsonValue *pre;
+        _cleanup_json_ JsonValue *opts = NULL;
         int r;
 
-        if (!opts)
-                return -ENOMEM;
-        if ((r = json_object_set_string(opts, "kind", "DeleteOptions")) < 0 ||
-            (r = json_object_set_string(opts, "apiVersion", "v1")) < 0 ||
-            (r = json_object_ensure_object(opts, "preconditions", &pre)) < 0 ||
-            (r = json_object_set_string(pre, "uid", json_get_string(json_get(sl->lease, "metadata"), "uid"))) < 0)
+        r = lease_delete_options(sl->lease, &opts);
+        if (r < 0)
                 return r;
         r = slot_send(sl, "DELETE", sl->name, opts, on_deleted);
         if (r < 0)
@@ -458,19 +412,14 @@ int slot_set_new(sd_event *e,
         _cleanup_(slot_set_freep) SlotSet *s = NULL;
         int r;
 
-        if (!api || isempty(settings->namespace) || isempty(settings->holder) || settings->duration_usec < USEC_PER_SEC)
-                return -EINVAL;
         s = calloc(1, sizeof(SlotSet));
         if (!s)
                 return -ENOMEM;
+        r = lease_scope_init(&s->scope, api, settings->namespace, settings->holder, settings->target,
+                             settings->duration_usec);
+        if (r < 0)
+                return r;
         s->event = sd_event_ref(e);
-        s->api = api;
-        s->namespace = strdup(settings->namespace);
-        s->holder = strdup(settings->holder);
-        s->target = settings->target ? strdup(settings->target) : NULL;
-        if (!s->namespace || !s->holder || (settings->target && !s->target))
-                return -ENOMEM;
-        s->duration_usec = settings->duration_usec;
         s->cb = cb;
         s->userdata = userdata;
         r = sd_event_add_time_relative(e, &s->timer, CLOCK_MONOTONIC, SLOT_TICK_USEC, 100 * USEC_PER_MSEC, on_tick, s);
