@@ -233,10 +233,12 @@ class TestSupervision(harness.TaskdTestCase):
         self.submit_ok("sleep 1.5", id=a1, environment="a")
         self.submit_ok("echo a2", id=a2, environment="a")
         self.submit_ok("sleep 1.5", id=b1, environment="b")
-        self.client.wait_status(b1, ("running", "complete"))
+        # a1 and b1 launch together (a launch does not wait for another): either may be
+        # running first. a2 waits for a1 (its environment's limit) the whole time a1 runs.
+        self.client.wait_status(a1, ("running",))
         t = self.client.task(a2)
         self.assertEqual(t["status"], "pending", t)
-        self.assertEqual(self.client.task(a1)["status"], "running")
+        self.client.wait_status(b1, ("running", "complete"))
         ta1, ta2, tb1 = (self.client.wait_final(i) for i in (a1, a2, b1))
         for t in (ta1, ta2, tb1):
             self.assertEqual(t["status"], "complete", t)
