@@ -432,6 +432,34 @@ class TestBus(BusTestCase):
         self.peer.wait_status("83", "failed")
         self.assertIn("image-pull", self.peer.task_logs("83")[-1]["message"])
 
+    def test_lagoon_shaped_advanced_task(self):
+        """fixtures/lagoon/lagoon-in-task-advanced.json is shaped as Lagoon's
+        createAdvancedTask sends it (advancedTask.RunnerImage, 0/1 flags, no project or
+        environment ids, a long branch): it runs, with its payload, its namespace and the
+        deployer token it asks for, and its final status goes back with the task's ids."""
+        expected_ns = "drupal-example-feature-long-branch-name-for-the-new-se-83df"
+        image = self.make_image_bundle(
+            'echo "payload=$(echo "$JSON_PAYLOAD" | base64 -d)"; echo "pod=$PODNAME ns=$NAMESPACE"; '
+            "sha256sum /var/run/secrets/lagoon/deployer/token; "
+            "test -e /var/run/secrets/lagoon/ssh/ssh-privatekey && echo key || echo no-key")
+        token = os.path.join(self.tmp, "token")
+        with open(token, "w") as f:
+            f.write("TOKEN-CONTENT")
+        self.start_daemon(lagoon={"DeployerTokenFile": token}, extra={f"Image {RUNNER_IMAGE}": {"Bundle": image}})
+        body, routing_key = lh.fixture_body("lagoon-in-task-advanced.json")
+        self.assertTrue(routing_key.endswith(":misc"))
+        self.assertEqual(body["advancedTask"]["RunnerImage"], RUNNER_IMAGE)
+        self.assertEqual((body["advancedTask"]["deployerToken"], body["advancedTask"]["sshKey"]), (1, 0))
+        self.peer.publish(body, "misc")
+        complete = self.peer.wait_status("43", "complete")
+        self.assertEqual(complete["namespace"], expected_ns)
+        self.assertEqual(complete["meta"]["jobName"], "lagoon-task-a9d3mm")
+        log = self.peer.task_logs("43")[-1]["message"]
+        self.assertIn('payload={"target":"db"}\n', log)
+        self.assertIn(f"pod=lagoon-task-43 ns={expected_ns}\n", log)  # local mode: named after the id
+        self.assertIn(hashlib.sha256(b"TOKEN-CONTENT").hexdigest(), log)
+        self.assertIn("no-key\n", log)
+
     def test_lagoon_shaped_standard_task_and_long_namespace(self):
         """fixtures/lagoon/lagoon-in-task-standard.json is shaped as Lagoon's createTaskTask
         sends it (no key, full DB rows, only project.variables.environment, a long branch).
