@@ -1412,7 +1412,7 @@ static bool environment_has_room(Manager *m, const Task *t) {
 
 /* The cluster's count, after this daemon's own (environment_has_room()). */
 static bool cluster_has_room(Manager *m, const Task *t) {
-        if (!m->gate.acquire || m->config->max_running_per_environment == 0)
+        if (!m->gate.acquire)
                 return true;
         return m->gate.acquire(t, m->config->max_running_per_environment, m->gate.userdata) > 0;
 }
@@ -1871,6 +1871,66 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                 (void) arm_deadline(m, mt); /* else once its container started */
         if (mt->task->kill_usec > 0)
                 (void) arm_kill_timer(m, mt);
+}
+
+int manager_adopt_foreign(Manager *m, const ManagerForeignTask *ft) {
+        _cleanup_(managed_task_freep) ManagedTask *mt = NULL;
+        ManagedTask *added;
+        Task *t;
+        int r;
+
+        if (!node_api(m->node) || !ft->id || !ft->pod || !ft->namespace || !ft->project || !ft->environment ||
+            (!ft->image == !ft->service))
+                return -EINVAL;
+        if (manager_find(m, ft->id))
+                return -EEXIST;
+        mt = calloc(1, sizeof(ManagedTask));
+        if (!mt)
+                return -ENOMEM;
+        mt->task = t = task_new();
+        if (!t)
+                return -ENOMEM;
+        if (!(t->id = strdup(ft->id)) || !(t->name = strdup(ft->name ?: ft->id)) ||
+            !(t->project = strdup(ft->project)) || !(t->environment = strdup(ft->environment)) ||
+            !(t->namespace = strdup(ft->namespace)) || !(t->pod = strdup(ft->pod)) ||
+            (ft->image && !(t->image = strdup(ft->image))) || (ft->service && !(t->service = strdup(ft->service))) ||
+            (ft->lagoon && !(t->lagoon = json_copy(ft->lagoon))))
+                return -ENOMEM;
+        /* A record needs a command; the real one stayed with the daemon that is gone. */
+        if (ft->service && asprintf(&t->command, "# started by %s, adopted as pod %s/%s", strna(ft->holder),
+                                    ft->namespace, ft->pod) < 0)
+                return -ENOMEM;
+        if (ft->remote_id ? !(t->remote_id = strdup(ft->remote_id)) : task_new_remote_id(&t->remote_id) < 0)
+                return -ENOMEM;
+        t->created_usec = now_usec(CLOCK_REALTIME);
+        t->timeout_usec = m->config->default_timeout_usec;
+        t->seq = m->last_seq + 1;
+        r = task_transition(t, TASK_PENDING, NULL, t->created_usec);
+        if (r >= 0)
+                r = task_transition(t, TASK_RUNNING, NULL, ft->started_usec ?: t->created_usec);
+        if (r < 0)
+                return r;
+        t->launch_step = TASK_LAUNCH_STARTED;
+        /* Lagoon heard pending and running from the daemon that started it. */
+        t->reported = TASK_RUNNING;
+        r = store_save(m->store, t);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to persist the adopted task: %m", t->id);
+        r = manager_add(m, mt);
+        if (r < 0) {
+                (void) store_remove(m->store, t->id);
+                return r;
+        }
+        added = TAKE_PTR(mt);
+        log_info("Task %s: adopting pod %s/%s, started by %s.", t->id, t->namespace, t->pod, strna(ft->holder));
+        manager_adopt(m, added);
+        manager_call_callbacks(m, t);
+        manager_update_status(m);
+        return 0;
+}
+
+int manager_task_pod_name(const Task *t, char **ret) {
+        return task_pod_name(t, ret);
 }
 
 static int load_one(Task *t, void *userdata) {

@@ -67,9 +67,10 @@ void manager_remove_task_callback(Manager *m, manager_task_cb_t cb, void *userda
  * before its final status was queued. */
 int manager_set_reported(Manager *m, const char *id, TaskStatus reported);
 
-/* Cluster mode: MaxRunningPerEnvironment= across the daemons of a target. Before a task
- * of an environment is launched, acquire() is asked: 1 go, 0 wait (the gate calls
- * manager_gate_changed() when that may have changed); release() when the task ended.
+/* Cluster mode: the task's claim, and MaxRunningPerEnvironment= across the daemons of a
+ * target. Before a task is launched, acquire() is asked (limit: 0 when none is set): 1
+ * go, 0 wait (the gate calls manager_gate_changed() when that may have changed);
+ * release() when the task ended.
  * all_held() says whether a waiting task waits for the cluster's limit (wait reason).
  * Installed after manager_start(): the running tasks acquire their places again. */
 typedef struct ManagerGate {
@@ -80,6 +81,28 @@ typedef struct ManagerGate {
 } ManagerGate;
 void manager_set_gate(Manager *m, const ManagerGate *gate);
 void manager_gate_changed(Manager *m);
+
+/* Cluster mode: a task another daemon ran as an API pod and can no longer watch (its
+ * node's claims expired and this daemon took the claim over). Recorded here as running
+ * and adopted as after a restart: its pod watched, its log read from the start, its end
+ * recorded and announced once, its pod pruned (KeepTaskPods=). The command is not
+ * known (claims never carry it). -EEXIST when a task of that id is known here. */
+typedef struct ManagerForeignTask {
+        const char *id;
+        const char *name;
+        const char *project, *environment, *namespace;
+        const char *service; /* standard task … */
+        const char *image;   /* … or advanced (taskData is read from its pod) */
+        const char *pod;     /* in namespace */
+        const char *remote_id;
+        const char *holder; /* the daemon that started it, for the record's command line */
+        uint64_t started_usec;
+        const JsonValue *lagoon; /* what reports need */
+} ManagerForeignTask;
+int manager_adopt_foreign(Manager *m, const ManagerForeignTask *ft);
+
+/* The name the task's API pod has (or would have). */
+int manager_task_pod_name(const Task *t, char **ret);
 
 /* Replaces the configuration (SIGHUP); running tasks keep what they started with. */
 int manager_set_config(Manager *m, Config *config);

@@ -381,6 +381,7 @@ static int claim_create(Claim *c) {
 
 static void on_written(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
         Claim *c = userdata;
+        bool lost;
 
         c->call = NULL;
         if (error == -EEXIST || error == -ENOENT) {
@@ -401,16 +402,12 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
                 return;
         }
         claim_take_lease(c, call);
-        if (c->takeover_lost) {
-                const JsonValue *annotations = json_get_path(c->lease, "metadata", "annotations", NULL);
-
+        lost = c->takeover_lost;
+        if (lost) {
                 c->takeover_lost = false;
                 c->state = CLAIM_OURS;
-                log_warning("Task %s: the daemon of %s holding its claim is gone; taken over and reported lost.",
-                            c->task_id, strna(c->holder));
-                if (c->set->lost_cb)
-                        c->set->lost_cb(c->set, c->task_id, c->holder,
-                                        json_get_string(annotations, CLAIM_REPORT_ANNOTATION), c->set->userdata);
+                log_warning("Task %s: the daemon of %s holding its claim is gone; claim taken over.", c->task_id,
+                            strna(c->holder));
         } else if (c->state != CLAIM_OURS) {
                 c->state = CLAIM_OURS;
                 if (c->abandon && c->want == MARK_CLAIMED) {
@@ -425,6 +422,16 @@ static void on_written(KubeCall *call, int error, long status, JsonValue *body, 
         c->renew_usec = now_usec(CLOCK_MONOTONIC) + c->set->scope.duration_usec / 3;
         if (c->sent == MARK_DONE && c->delete_usec == 0)
                 c->delete_usec = now_usec(CLOCK_REALTIME) + c->set->retention_usec;
+        /* Last, with copies: the callback may finish the claim, which writes it again. */
+        if (lost && c->set->lost_cb) {
+                _cleanup_free_ char *report = NULL, *holder = NULL, *task_id = strdup(c->task_id);
+
+                if (task_id &&
+                    free_and_strdup(&report, json_get_string(json_get_path(c->lease, "metadata", "annotations", NULL),
+                                                             CLAIM_REPORT_ANNOTATION)) >= 0 &&
+                    free_and_strdup(&holder, c->holder) >= 0)
+                        c->set->lost_cb(c->set, task_id, holder, report, c->set->userdata);
+        }
 }
 
 /* PUT of the Lease we hold (or read, to take over), with its resourceVersion. */
@@ -534,7 +541,10 @@ static void sweep_one(ClaimSet *s, JsonValue *lease) {
                 return;
         }
         c->takeover_lost = true;
-        c->want = MARK_DONE; /* reported once, by whoever wins the update */
+        /* Accepted by us now (of several survivors, whoever wins the update): the lost
+         * callback adopts the task's pod, which this daemon then renews the claim for, or
+         * reports the task lost and finishes the claim. */
+        c->want = MARK_ACCEPTED;
         if (claim_write(c, /* acquire= */ true) < 0)
                 claim_free(c);
 }
@@ -729,13 +739,30 @@ void claim_abandon_unaccepted(ClaimSet *s) {
         }
 }
 
+int claim_ready(ClaimSet *s, const char *task_id) {
+        Claim *c = s ? claim_find(s, task_id) : NULL;
+
+        if (!c)
+                return -ENOENT;
+        if (c->taken)
+                return -EPERM;
+        if (c->adopting)
+                return 0;
+        return c->state == CLAIM_OURS ? 1 : -EPERM;
+}
+
 bool claim_taken(ClaimSet *s, const char *task_id) {
         Claim *c = s ? claim_find(s, task_id) : NULL;
 
         return c && c->taken;
 }
 
-int claim_accept(ClaimSet *s, const char *task_id) {
+int claim_accept(ClaimSet *s, const char *task_id, const char *report) {
+        Claim *c = claim_find(s, task_id);
+
+        /* Written with the mark: the acceptance carries what the stored task adds. */
+        if (c && c->state == CLAIM_OURS && report && free_and_strdup(&c->report, report) < 0)
+                return -ENOMEM;
         return claim_mark(s, task_id, MARK_ACCEPTED, false);
 }
 

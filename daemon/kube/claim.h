@@ -23,10 +23,13 @@
  * Node loss: every ClaimDurationSec= each daemon lists the target's claims; an accepted
  * claim of another holder that was not renewed for two lease durations belongs to a
  * daemon that is gone. It is taken over (an update guarded by its resourceVersion: of
- * several survivors, one wins), marked done, and the set's lost callback reports the
- * task from what the claim carries (lagoon.sh/taskd-report: the message's names and
- * ids, never its secrets). A daemon that comes back and finds its claim taken over
- * must not report that task again (claim_taken()).
+ * several survivors, one wins) and stays accepted, now held by the survivor, whose lost
+ * callback gets what the claim carries (lagoon.sh/taskd-report: the message's names and
+ * ids, the remoteId, the name its pod has if it runs as one, never its secrets or
+ * command): it adopts the pod (the claim is then renewed and finished like any of its
+ * own) or reports the task lost and finishes the claim (claim_finish()). A daemon that
+ * comes back and finds its claim taken over must not report that task again
+ * (claim_taken()).
  *
  * Everything runs on the event loop through kube.c; no call blocks. */
 
@@ -60,8 +63,9 @@ typedef struct ClaimSettings {
 /* Called when a claim that was asked for changes state (the answer came), so a caller
  * holding a message for it can look again. */
 typedef void (*claim_changed_cb_t)(ClaimSet *s, const char *task_id, void *userdata);
-/* A dead node's task was taken over: report it lost. report is the JSON text its claim
- * carried (NULL when it had none). */
+/* A dead node's task was taken over: its claim is this daemon's (accepted) now; adopt
+ * the task or report it lost, then claim_finish() once it ended. report is the JSON text
+ * its claim carried (NULL when it had none). */
 typedef void (
         *claim_lost_cb_t)(ClaimSet *s, const char *task_id, const char *holder, const char *report, void *userdata);
 
@@ -89,8 +93,9 @@ int claim_check(ClaimSet *s, const char *task_id, const char *report, const char
 int claim_lookup(ClaimSet *s, const char *task_id, const char **ret_holder, bool *ret_done);
 
 /* The task is stored: mark the claim accepted (retried until the API server takes
- * it), and renew it from now on. */
-int claim_accept(ClaimSet *s, const char *task_id);
+ * it), and renew it from now on. report (may be NULL: unchanged) replaces the claim's
+ * lagoon.sh/taskd-report with what the stored task knows (its remoteId, its pod's name). */
+int claim_accept(ClaimSet *s, const char *task_id, const char *report);
 /* After a restart, for every stored task that has not ended: the claim is ours and
  * accepted already; read it and renew it. */
 int claim_adopt(ClaimSet *s, const char *task_id);
@@ -100,6 +105,11 @@ int claim_finish(ClaimSet *s, const char *task_id);
  * claims it made for them and never accepted, so the daemon the broker hands them to
  * next need not wait for them to expire. */
 void claim_abandon_unaccepted(ClaimSet *s);
+
+/* May this daemon launch the stored task now? 1 yes (the claim is ours), 0 not yet (it
+ * is being read after a restart: the set's callback comes), -EPERM never (another daemon
+ * took it over, claim_taken()), -ENOENT no claim is known for it. */
+int claim_ready(ClaimSet *s, const char *task_id);
 
 /* After claim_adopt(): another daemon took the claim over (this one was taken for
  * dead) and reported the task; this daemon must not report it again. */

@@ -17,9 +17,11 @@
 #include "lagoon-message.h"
 #include "lagoon-report.h"
 #include "lagoon.h"
+#include "list.h"
 #include "log.h"
 #include "node.h"
 #include "outbox.h"
+#include "task-pod.h"
 
 #define EXCHANGE_TASKS "lagoon-tasks"
 #define EXCHANGE_LOGS "lagoon-logs"
@@ -134,8 +136,9 @@ struct Lagoon {
         size_t n_logs;
         sd_event_source *log_timer;
 
-        ClaimSet *claims; /* cluster mode: ClaimNamespace= */
-        SlotSet *slots;   /* cluster mode with MaxRunningPerEnvironment= */
+        ClaimSet *claims;           /* cluster mode: ClaimNamespace= */
+        struct Adoption *adoptions; /* dead nodes' tasks whose pods are looked for */
+        SlotSet *slots;             /* cluster mode with MaxRunningPerEnvironment= */
 };
 
 static const Config *config(Lagoon *l) {
@@ -445,8 +448,10 @@ static int report_cancel_finished(Lagoon *l, const Task *t) {
 }
 
 /* What a claim carries for a survivor to report the task if this node dies: the names
- * and ids Lagoon's status message needs, none of the message's secrets or command. */
-static int claim_report(const LagoonMessage *msg, char **ret) {
+ * and ids Lagoon's status message needs, none of the message's secrets or command; once
+ * the task is stored (t), its remoteId, its runner image and the name its pod has if it
+ * runs as one, so a survivor can adopt that pod. */
+static int claim_report(const LagoonMessage *msg, const Task *t, char **ret) {
         static const char *const task_keys[] = {"id", "name", "taskName", "service"};
         _cleanup_json_ JsonValue *o = json_new_object();
         JsonValue *task, *sec;
@@ -474,28 +479,182 @@ static int claim_report(const LagoonMessage *msg, char **ret) {
                 if (json_get(from, "name") && (r = json_object_set(sec, "name", json_copy(json_get(from, "name")))) < 0)
                         return r;
         }
+        if (t) {
+                _cleanup_free_ char *pod = NULL;
+
+                r = manager_task_pod_name(t, &pod);
+                if (r < 0)
+                        return r;
+                if ((r = json_object_set_string(o, "remoteId", t->remote_id)) < 0 ||
+                    (r = json_object_set_string(o, "pod", pod)) < 0 ||
+                    (t->image && (r = json_object_set_string(o, "image", t->image)) < 0))
+                        return r;
+        }
         return json_format(o, false, ret, NULL);
 }
 
-/* A dead node's task, taken over from its claim: Lagoon hears it failed. */
+/* A dead node's task whose claim this daemon took over, and what its claim says. */
+typedef struct Adoption {
+        Lagoon *lagoon;
+        char *task_id, *holder;
+        JsonValue *info; /* the claim's report */
+        KubeCall *call;  /* the GET of its pod */
+        sd_event_source *retry;
+        struct Adoption *prev, *next;
+} Adoption;
+
+static Adoption *adoption_free(Adoption *a) {
+        if (!a)
+                return NULL;
+        if (a->lagoon)
+                LIST_REMOVE(a->lagoon->adoptions, a);
+        kube_call_cancel(a->call);
+        sd_event_source_disable_unref(a->retry);
+        json_free(a->info);
+        free(a->task_id);
+        free(a->holder);
+        return mfree(a);
+}
+
+/* Lagoon hears it failed (a local clone of that node, a task that never got a pod, a
+ * claim without a report to adopt it with); the claim ends. */
+static void adoption_lost(Adoption *a) {
+        Lagoon *l = a->lagoon;
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
+        if (asprintf(&reason, "node-lost: node %s stopped renewing its claim", strna(a->holder)) < 0)
+                return (void) log_oom();
+        log_warning("Task %s: lost with node %s; reported failed.", a->task_id, strna(a->holder));
+        r = report_failure_of(l, a->task_id, a->info, json_get_string(a->info, "namespace"), TASK_FAILED, reason);
+        if (r < 0)
+                log_error_errno(r, "Task %s: failed to queue its node-lost report: %m", a->task_id);
+        bus_schedule_flush(l);
+        (void) claim_finish(l->claims, a->task_id);
+        adoption_free(a);
+}
+
+static int adoption_start(Adoption *a);
+
+static int on_adoption_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Adoption *a = userdata;
+
+        if (adoption_start(a) < 0)
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* The pod is there and is the task's: this daemon runs the rest of it. */
+static void adoption_take(Adoption *a, const JsonValue *pod) {
+        Lagoon *l = a->lagoon;
+        const JsonValue *info = a->info, *task = json_get(info, "task");
+        const char *start = json_get_string(json_get(pod, "status"), "startTime");
+        uint64_t started = 0;
+        int r;
+
+        if (start)
+                (void) kube_parse_timestamp(start, strlen(start), &started);
+        ManagerForeignTask ft = {
+                .id = a->task_id,
+                .name = json_get_string(task, "taskName") ?: json_get_string(task, "name"),
+                .project = json_get_string(json_get(info, "project"), "name"),
+                .environment = json_get_string(json_get(info, "environment"), "name"),
+                .namespace = json_get_string(info, "namespace"),
+                .image = json_get_string(info, "image"),
+                .pod = json_get_string(info, "pod"),
+                .remote_id = json_get_string(info, "remoteId"),
+                .holder = a->holder,
+                .started_usec = started,
+                .lagoon = info,
+        };
+        if (!ft.image)
+                ft.service = json_get_string(task, "service") ?: "cli";
+        r = manager_adopt_foreign(l->manager, &ft);
+        if (r == -EEXIST) {
+                /* Known here already (it came back to this daemon): it reports it. */
+                adoption_free(a);
+                return;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Task %s: cannot adopt pod %s/%s of node %s: %m", a->task_id, ft.namespace, ft.pod,
+                                strna(a->holder));
+                return adoption_lost(a);
+        }
+        adoption_free(a); /* its claim is renewed and finished with the task */
+}
+
+static void on_adoption_pod(KubeCall *call, int error, long status, JsonValue *body, const char *text, void *userdata) {
+        Adoption *a = userdata;
+        const char *owner;
+
+        a->call = NULL;
+        if (error == -ENOENT)
+                return adoption_lost(a); /* a local clone, or its pod was never created */
+        if (error < 0) {
+                log_warning_errno(error, "Task %s: cannot look for its pod, trying again: %s", a->task_id,
+                                  text ?: strerror(-error));
+                (void) sd_event_source_set_time_relative(a->retry, USEC_PER_SEC);
+                (void) sd_event_source_set_enabled(a->retry, SD_EVENT_ONESHOT);
+                return;
+        }
+        owner = json_get_string(json_get_path(body, "metadata", "annotations", NULL), TASK_POD_ANNOTATION_TASK_ID);
+        if (!streq_ptr(owner, a->task_id))
+                return adoption_lost(a); /* a pod of that name, but not this task's */
+        adoption_take(a, body);
+}
+
+static int adoption_start(Adoption *a) {
+        _cleanup_free_ char *ns = kube_escape(json_get_string(a->info, "namespace")),
+                            *name = kube_escape(json_get_string(a->info, "pod")), *path = NULL;
+        Node *node = manager_get_node(a->lagoon->manager);
+
+        if (!ns || !name || asprintf(&path, "/api/v1/namespaces/%s/pods/%s", ns, name) < 0)
+                return -ENOMEM;
+        return kube_request(node_api(node), "GET", path, NULL, NULL, on_adoption_pod, a, &a->call);
+}
+
+/* A dead node's task, taken over from its claim: its API pod, if it has one, is adopted
+ * (watched and reported by this daemon); anything else is reported lost. */
 static void on_claim_lost(ClaimSet *s, const char *task_id, const char *holder, const char *report, void *userdata) {
         Lagoon *l = userdata;
-        _cleanup_json_ JsonValue *info = NULL;
-        _cleanup_free_ char *reason = NULL;
+        _cleanup_(json_freep) JsonValue *info = NULL;
+        Adoption *a;
         int r;
 
         if (!report || json_parse(report, strlen(report), JSON_DEPTH_MAX_DEFAULT, &info, NULL) < 0 ||
             !json_is_object(info)) {
                 log_error("Task %s: lost with node %s, but its claim says nothing to report it with.", task_id,
                           strna(holder));
+                (void) claim_finish(l->claims, task_id);
                 return;
         }
-        if (asprintf(&reason, "node-lost: node %s stopped renewing its claim", strna(holder)) < 0)
+        if (manager_get_task(l->manager, task_id)) {
+                /* Handed back here meanwhile (a redelivery): this daemon has it already. */
+                return;
+        }
+        a = calloc(1, sizeof(Adoption));
+        if (!a)
                 return (void) log_oom();
-        r = report_failure_of(l, task_id, info, json_get_string(info, "namespace"), TASK_FAILED, reason);
+        a->lagoon = l;
+        LIST_PREPEND(l->adoptions, a);
+        a->info = TAKE_PTR(info);
+        if (!(a->task_id = strdup(task_id)) || free_and_strdup(&a->holder, holder) < 0) {
+                log_oom();
+                return (void) adoption_free(a);
+        }
+        r = sd_event_add_time_relative(l->event, &a->retry, CLOCK_MONOTONIC, USEC_PER_SEC, 100 * USEC_PER_MSEC,
+                                       on_adoption_retry, a);
+        if (r < 0) {
+                log_error_errno(r, "Task %s: cannot adopt it: %m", task_id);
+                return adoption_lost(a);
+        }
+        (void) sd_event_source_set_description(a->retry, "lagoon-adoption");
+        (void) sd_event_source_set_enabled(a->retry, SD_EVENT_OFF);
+        if (!json_get_string(a->info, "pod") || !json_get_string(a->info, "namespace"))
+                return adoption_lost(a); /* accepted before claims named the pod */
+        r = adoption_start(a);
         if (r < 0)
-                log_error_errno(r, "Task %s: failed to queue its node-lost report: %m", task_id);
-        bus_schedule_flush(l);
+                (void) sd_event_source_set_enabled(a->retry, SD_EVENT_ONESHOT);
 }
 
 static void on_task_changed(Manager *m, const Task *t, void *userdata) {
@@ -567,6 +726,13 @@ static int on_log_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                         LogState *ls;
                         LagoonJob job;
 
+                        /* Not while its claim is being read back after a restart, nor once
+                         * another daemon took it over: the new holder reports it. */
+                        if (l->claims) {
+                                int k = claim_ready(l->claims, t->id);
+                                if (k == 0 || k == -EPERM)
+                                        continue;
+                        }
                         if (t->lagoon && t->status == TASK_PENDING) {
                                 report_queued(l, t);
                                 continue;
@@ -1159,7 +1325,7 @@ static int claim_for(Lagoon *l, const LagoonMessage *msg) {
 
         if (!l->claims || manager_get_task(l->manager, task_id))
                 return 1;
-        r = claim_report(msg, &report);
+        r = claim_report(msg, NULL, &report);
         if (r < 0)
                 return r;
         r = claim_check(l->claims, task_id, report, &holder);
@@ -1356,8 +1522,13 @@ handle_message(Lagoon *l, LagoonQueue queue, bool routed, const char *body, size
         }
         if (r < 0)
                 return log_error_errno(r, "Task %s: failed to accept it: %m", msg->task_id);
-        if (l->claims)
-                (void) claim_accept(l->claims, msg->task_id); /* stored: others may drop it now */
+        if (l->claims) {
+                _cleanup_free_ char *report = NULL;
+
+                /* Stored: others may drop it now. */
+                (void) claim_report(msg, t, &report);
+                (void) claim_accept(l->claims, msg->task_id, report);
+        }
         if (existing)
                 log_info("Task %s: delivered again by the broker, already known (%s).", msg->task_id,
                          task_status_to_string(t->status));
@@ -1489,12 +1660,25 @@ static void on_amqp_delivery(AmqpClient *c,
         (void) hold(l, &h, USEC_PER_SEC);
 }
 
-/* A claim was answered: look at the held messages again now. */
+/* A claim was answered: look at the held messages again now, and at the stored task. */
 static void on_claim_changed(ClaimSet *s, const char *task_id, void *userdata) {
         Lagoon *l = userdata;
+        const Task *t = manager_get_task(l->manager, task_id);
 
         if (l->n_held > 0)
                 (void) held_timer_arm(l, 0);
+        if (!t)
+                return;
+        if (claim_taken(s, task_id) && !task_status_is_final(t->status) && !t->pod) {
+                /* This daemon was taken for dead while it was away and the task reported
+                 * lost: it must not run (on) here. Its pod, if it has one, is the new
+                 * holder's, which watches and reports it. */
+                log_warning("Task %s: another daemon took its claim over while this one was away and reported it; "
+                            "stopping it here, not reported again.",
+                            task_id);
+                (void) manager_cancel_with_grace(l->manager, task_id, 0);
+        }
+        manager_gate_changed(l->manager);
 }
 
 static void on_amqp_state(AmqpClient *c, bool connected, const char *reason, void *userdata) {
@@ -1628,6 +1812,8 @@ Lagoon *lagoon_free(Lagoon *l) {
                 manager_set_gate(l->manager, NULL);
         slot_set_free(l->slots);
         amqp_client_free(l->amqp);
+        while (l->adoptions)
+                adoption_free(l->adoptions);
         claim_set_free(l->claims);
         lagoon_api_free(l->api);
         http_client_free(l->http);
@@ -1817,10 +2003,19 @@ int lagoon_new(sd_event *e, Manager *m, Lagoon **ret) {
         return 0;
 }
 
-/* MaxRunningPerEnvironment= across the cluster: a task's environment is its namespace. */
+/* Cluster mode: a stored task launches only while its claim is this daemon's (after a
+ * restart: once it was read back; one another daemon took over while this one was away
+ * is stopped in on_claim_changed()). Then MaxRunningPerEnvironment= across the cluster:
+ * a task's environment is its namespace. */
 static int gate_acquire(const Task *t, unsigned limit, void *userdata) {
         Lagoon *l = userdata;
-        int r = slot_acquire(l->slots, t->id, t->namespace, limit);
+        int r = claim_ready(l->claims, t->id);
+
+        if (r == 0 || r == -EPERM)
+                return 0;
+        if (!l->slots || limit == 0)
+                return 1;
+        r = slot_acquire(l->slots, t->id, t->namespace, limit);
 
         if (r < 0)
                 log_warning_errno(r, "Task %s: cannot ask for a slot of environment %s: %m", t->id, t->namespace);
@@ -1830,13 +2025,14 @@ static int gate_acquire(const Task *t, unsigned limit, void *userdata) {
 static void gate_release(const Task *t, void *userdata) {
         Lagoon *l = userdata;
 
-        slot_release(l->slots, t->id);
+        if (l->slots)
+                slot_release(l->slots, t->id);
 }
 
 static bool gate_all_held(const Task *t, void *userdata) {
         Lagoon *l = userdata;
 
-        return slot_all_held(l->slots, t->id);
+        return l->slots && slot_all_held(l->slots, t->id);
 }
 
 static void on_slot_changed(SlotSet *s, const char *task_id, void *userdata) {
@@ -1869,17 +2065,19 @@ static int lagoon_start_claims(Lagoon *l) {
                 return log_error_errno(r, "Failed to set up the cluster claims: %m");
         log_info("Cluster mode: tasks are claimed as Leases in namespace %s, as node %s.", c->claim_namespace,
                  settings.holder);
-        if (c->max_running_per_environment == 0)
-                return 0;
-        r = slot_set_new(l->event, node_api(node), &settings, on_slot_changed, l, &l->slots);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the cluster's per-environment limits: %m");
+        if (c->max_running_per_environment > 0) {
+                r = slot_set_new(l->event, node_api(node), &settings, on_slot_changed, l, &l->slots);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the cluster's per-environment limits: %m");
+        }
         manager_set_gate(l->manager, &(const ManagerGate){
                                              .acquire = gate_acquire,
                                              .release = gate_release,
                                              .all_held = gate_all_held,
                                              .userdata = l,
                                      });
+        if (!l->slots)
+                return 0;
         log_info("Cluster mode: MaxRunningPerEnvironment=%u counts the tasks of all daemons (Leases "
                  "%s/lagoon-taskd-slot-*).",
                  c->max_running_per_environment, c->claim_namespace);

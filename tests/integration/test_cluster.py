@@ -25,6 +25,7 @@ FIXTURE = os.path.join(harness.SRCDIR, "tests", "fixtures", "kubernetes", "deplo
 NAMESPACE = "nginx-example-main"  # the standard fixture's project and environment
 with open(FIXTURE) as f:
     IMAGE = json.load(f)["spec"]["template"]["spec"]["containers"][0]["image"]
+RUNNER_IMAGE = "example.com/test-task-image:v0.0.1"  # the advanced fixture's
 CLAIMS = "lagoon-taskd"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{CLAIMS}/leases"
 NODES = ("node-1", "node-2", "node-3")
@@ -46,7 +47,7 @@ class ClusterTest(harness.TaskdTestCase):
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
         kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
 
-    def node_config(self, node, claim_duration="60s", tasks=None):
+    def node_config(self, node, claim_duration="60s", tasks=None, services=None):
         d = os.path.join(self.tmp, node)
         os.makedirs(d, exist_ok=True)
         cfg = self.base_config()
@@ -55,6 +56,8 @@ class ClusterTest(harness.TaskdTestCase):
         cfg.pop("Service cli", None)
         cfg["Tasks"]["MaxRunning"] = 8
         cfg["Tasks"].update(tasks or {})
+        for name, body in (services or {}).items():
+            cfg[f"Service {name}"] = body
         cfg["Lagoon"] = lh.lagoon_config(lh.BROKER, self.target)
         cfg["Kubernetes"] = {"NodeName": node, "Kubeconfig": self.kubeconfig, "ClaimNamespace": CLAIMS,
                              "ClaimDurationSec": claim_duration}
@@ -283,38 +286,109 @@ class ClusterTest(harness.TaskdTestCase):
                            "project": body["project"], "environment": body["environment"]}, "misc")
         self.peer.wait_status("3999", "cancelled", 30)
 
-    def test_a_dead_daemons_tasks_are_reported_node_lost(self):
-        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
-        daemons = {n: self.start_node(n, claim_duration="3s") for n in NODES}
-        ids = [str(5000 + i) for i in range(6)]
-        for tid in ids:
-            self.peer.publish(self.message(tid))
-        for tid in ids:
+    def advanced_message(self, task_id):
+        body, _ = lh.fixture_body("amqp-in-task-advanced.json")
+        body["task"]["id"] = task_id
+        body["task"]["name"] = body["task"]["taskName"] = f"lagoon-task-c{task_id}"
+        body["advancedTask"]["JSONPayload"] = lh.b64json({"task": task_id})
+        body["advancedTask"]["sshKey"] = 0
+        body["advancedTask"]["deployerToken"] = False
+        return body
+
+    def test_a_dead_daemons_pods_are_adopted_its_other_tasks_reported_node_lost(self):
+        """node-1 is kill -9ed while it runs two standard tasks and an advanced one as API
+        pods, a local clone, and holds two queued tasks (MaxRunning=4 there). Once its
+        claims expired, a survivor takes them over: it adopts the pods, which end with
+        their real exit code (and taskData) and are reported once, with the remoteId and
+        the whole log; the clone and the queued tasks are reported failed, node-lost, once.
+        None stays running. node-1 started again runs and reports nothing a second time:
+        its clone is stopped, its queued tasks never launch."""
+        task_data = lh.b64json({"adopted": True})
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working ${TASK_DATA_ID}"}, {"wait": True},
+                                              {"log": "done"}, {"exit": 0}]})
+        self.api.set_script(RUNNER_IMAGE, {"steps": [{"start": True}, {"log": "advanced"}, {"wait": True},
+                                                     {"annotate": {"lagoon.sh/taskData": task_data}}, {"exit": 0}]})
+        self.api.put_object(f"/api/v1/namespaces/{NAMESPACE}/secrets/lagoon-env",
+                            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lagoon-env"}, "data": {}})
+        victim = self.daemon(config_path=self.node_config("node-1", claim_duration="3s", tasks={"MaxRunning": 4},
+                                                          services={"local": {"Bundle": self.bundle}}), name="node-1")
+        harness.wait_until(lambda: self.queues_declared("node:node-1:misc"), 30, what="node-1's own queues")
+        others = {n: self.start_node(n, claim_duration="3s") for n in NODES[1:]}
+        pods, advanced, clone, queued = ["7000", "7001"], "7002", "7003", ["7004", "7005"]
+        for tid in pods:
+            self.peer.publish(self.message(tid), "node:node-1:jobs")
+        # The same image for 7001, but it leaves with 3 once released.
+        self.peer.publish(self.advanced_message(advanced), "node:node-1:misc")
+        local = self.message(clone)
+        local["task"]["service"], local["task"]["command"] = "local", "echo cloned; exec sleep 600"
+        self.peer.publish(local, "node:node-1:jobs")
+        for tid in pods + [advanced, clone]:
             self.peer.wait_status(tid, "running", 60)
-        holders = {tid: self.api.get(LEASES + f"/lagoon-task-{tid}").json()["spec"]["holderIdentity"] for tid in ids}
-        victim = holders[ids[0]]
-        lost = [t for t in ids if holders[t] == victim]
-        kept = [t for t in ids if holders[t] != victim]
-        daemons[victim].kill9()
-        for tid in lost:
-            failed = self.peer.wait_status(tid, "failed", 40)
-            self.assertEqual(failed["meta"]["task"]["id"], tid)
-            self.assertEqual(failed["meta"]["project"], "nginx-example")
-            logs = "".join(m["message"] for m in self.peer.task_logs(tid))
-            self.assertIn(f"node-lost: node {victim} stopped renewing its claim", logs)
+        for tid in queued:
+            m = self.message(tid)
+            m["task"]["service"] = "local"
+            self.peer.publish(m, "node:node-1:jobs")
+        for tid in queued:
+            self.peer.wait_status(tid, "pending", 60)
+        running = {tid: self.peer.wait_status(tid, "running", 1) for tid in pods + [advanced, clone]}
+        for tid in pods + [advanced, clone] + queued:
+            harness.wait_until(lambda: self.api.get(LEASES + f"/lagoon-task-{tid}").json()["metadata"]
+                               ["annotations"].get("lagoon.sh/taskd-claim") == "accepted", 10,
+                               what=f"the claim of {tid} accepted")
             ls = self.api.get(LEASES + f"/lagoon-task-{tid}").json()
-            self.assertNotEqual(ls["spec"]["holderIdentity"], victim)
+            self.assertEqual(ls["spec"]["holderIdentity"], "node-1")
+            report = json.loads(ls["metadata"]["annotations"]["lagoon.sh/taskd-report"])
+            self.assertEqual(report["pod"], f"lagoon-task-c{tid}")
+            self.assertNotIn("command", report["task"])
+            self.assertNotIn("JSONPayload", json.dumps(report))
+        victim.kill9()
+
+        def adopted():
+            return all(any(f"Task {tid}: adopting pod {NAMESPACE}/lagoon-task-c{tid}, started by node-1" in d.stderr()
+                           for d in others.values()) for tid in pods + [advanced])
+        harness.wait_until(adopted, 40, what="the pods adopted by a survivor")
+        for tid in [pods[0], advanced]:
+            self.api.advance(NAMESPACE, f"lagoon-task-c{tid}")
+        self.api.step(NAMESPACE, f"lagoon-task-c{pods[1]}", {"exit": 3})  # its own exit code
+        for tid in [pods[0], advanced]:
+            final = self.peer.wait_status(tid, "complete", 60)
+            self.assertEqual(final["meta"]["remoteId"], running[tid]["meta"]["remoteId"], tid)
+            self.assertEqual(final["meta"]["project"], "nginx-example")
+        self.assertEqual(self.peer.wait_status(advanced, "complete", 1)["meta"]["advancedData"], task_data)
+        log = self.peer.task_logs(pods[0])[-1]["message"]
+        self.assertIn(f"working {pods[0]}\ndone\n", log)  # the whole log, from the pod's start
+        self.peer.wait_status(pods[1], "failed", 60)
+        adopter = next(n for n, d in others.items() if f"Task {pods[1]}: adopting pod" in d.stderr())
+        t = harness.ApiClient(os.path.join(self.tmp, adopter, "api.sock")).task(pods[1])
+        self.assertEqual((t["exitCode"], t["reason"]), (3, "exit-code 3"), t)
+        for tid in [clone] + queued:
+            failed = self.peer.wait_status(tid, "failed", 60)
+            self.assertEqual(failed["meta"]["task"]["id"], tid)
+            logs = "".join(m["message"] for m in self.peer.task_logs(tid))
+            self.assertIn("node-lost: node node-1 stopped renewing its claim", logs)
+            ls = self.api.get(LEASES + f"/lagoon-task-{tid}").json()
+            self.assertNotEqual(ls["spec"]["holderIdentity"], "node-1")
             self.assertEqual(ls["metadata"]["annotations"]["lagoon.sh/taskd-claim"], "done")
-            self.assertNotIn("command", json.loads(ls["metadata"]["annotations"]["lagoon.sh/taskd-report"])["task"])
-        self.peer.settle(7)  # more than two lease durations: the live daemons' claims hold
-        for tid in lost:
-            self.assertEqual(self.final_statuses(tid), ["failed"], f"task {tid}: {self.peer.status_list(tid)}")
-        for tid in kept:
-            self.assertEqual(self.final_statuses(tid), [], f"task {tid} of a live daemon: {self.peer.status_list(tid)}")
-            self.assertEqual(self.api.get(LEASES + f"/lagoon-task-{tid}").json()["spec"]["holderIdentity"],
-                             holders[tid])
-        reporters = [n for n, d in daemons.items() if n != victim and "taken over and reported lost" in d.stderr()]
-        self.assertTrue(reporters)
+
+        # Back again: what was taken over is not run or reported a second time.
+        victim.start()
+        harness.wait_until(lambda: all(f"Task {tid}: another daemon took its claim over" in victim.stderr()
+                                       for tid in [clone] + queued), 30, what="node-1 seeing its claims taken")
+        self.peer.settle(8)  # past two lease durations
+        expect = {pods[0]: "complete", pods[1]: "failed", advanced: "complete",
+                  **{t: "failed" for t in [clone] + queued}}
+        for tid, status in expect.items():
+            self.assertEqual(self.final_statuses(tid), [status], f"task {tid}: {self.peer.status_list(tid)}")
+            self.assertLessEqual(self.peer.status_list(tid).count("running"), 1, tid)
+        client = harness.ApiClient(os.path.join(self.tmp, "node-1", "api.sock"))
+        harness.wait_until(lambda: client.task(clone)["status"] == "cancelled", 30, what="the clone stopped on node-1")
+        for tid in queued:  # dropped, never launched
+            t = client.task(tid)
+            self.assertEqual(t["status"], "cancelled", t)
+            self.assertIsNone(t.get("startedAt"), t)
+        # One pod per task: adopted, never created again.
+        names = [r["json"]["metadata"].get("name") for r in self.pod_creates()]
+        self.assertEqual(sorted(names), sorted(f"lagoon-task-c{t}" for t in pods + [advanced]))
 
     def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
         # node-9 "died" right after creating the claim, before it stored the task.
@@ -345,4 +419,4 @@ class ClusterTest(harness.TaskdTestCase):
 
 
 if __name__ == "__main__":
-    harness.main(needs_bundle=False)
+    harness.main()
