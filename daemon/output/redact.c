@@ -103,6 +103,65 @@ char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len
         return shrunk ?: out;
 }
 
+/* Whether text[i..len) is a proper prefix of a secret: one the rest of the line may
+ * complete. */
+static bool starts_secret(const char *text, size_t len, size_t i, char *const *secrets) {
+        for (char *const *s = secrets; *s; s++) {
+                size_t l = strlen(*s);
+                if (l > len - i && memcmp(text + i, *s, len - i) == 0)
+                        return true;
+        }
+        return false;
+}
+
+size_t redact_stable_prefix(const char *text, size_t len, char *const *secrets) {
+        _cleanup_free_ size_t *lens = NULL;
+        size_t n_secrets = 0, max_len = 0, p = len, run_start = 0, covered_end = 0;
+        bool in_run = false;
+
+        if (!text || !secrets || !secrets[0] || len == 0)
+                return len;
+
+        while (secrets[n_secrets]) {
+                max_len = MAX(max_len, strlen(secrets[n_secrets]));
+                n_secrets++;
+        }
+
+        /* p: the first position where an occurrence could begin that is not complete yet.
+         * Only the last (longest - 1) bytes can be one. */
+        for (size_t i = len > max_len ? len - max_len + 1 : 0; i < len; i++)
+                if (starts_secret(text, len, i, secrets)) {
+                        p = i;
+                        break;
+                }
+
+        lens = malloc(n_secrets * sizeof(size_t));
+        if (!lens)
+                return 0; /* show nothing rather than too much */
+        for (size_t k = 0; k < n_secrets; k++)
+                lens[k] = strlen(secrets[k]);
+
+        /* The masked runs before p as redact() forms them: every occurrence starting there
+         * lies within text already (a longer one would make its start < p a candidate). A
+         * run still open at p could grow by an occurrence starting at p or after: keep all
+         * of it back. One that ends at p is closed, a new occurrence there is a new run. */
+        for (size_t i = 0; i < p; i++) {
+                if (in_run && i >= covered_end)
+                        in_run = false;
+                size_t e = longest_match_end(text, len, i, secrets, lens);
+                if (in_run)
+                        covered_end = MAX(covered_end, e);
+                else if (e > i) {
+                        in_run = true;
+                        run_start = i;
+                        covered_end = e;
+                }
+        }
+        if (in_run && covered_end > p)
+                return run_start;
+        return p;
+}
+
 /* s (n bytes) JSON-escaped as RFC 8259 encoders write it: \" \\ \n \r \t \b \f, other
  * control characters as \u00XX, everything else as is. */
 static char *json_escaped(const char *s, size_t n) {

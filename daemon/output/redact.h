@@ -18,6 +18,15 @@ char *redact(const char *text, size_t len, char *const *secrets, size_t *ret_len
  * the copy for the (common) lines without secrets. */
 bool redact_needed(const char *text, size_t len, char *const *secrets);
 
+/* For a line not complete yet (text, len bytes so far): the length of its longest
+ * prefix that may be shown now. It ends before any tail of text that could be the start
+ * of a secret the rest of the line completes, and before a masked run that such a secret
+ * could still extend. So for any continuation rest, redact(text + rest) is exactly
+ * redact(text[0..n)) followed by redact((text + rest)[n..]): what was shown stays true
+ * and nothing shown is a prefix of a secret. Usually holds back at most (longest secret
+ * - 1) bytes, more only for overlapping secrets. len when secrets is NULL or empty. */
+size_t redact_stable_prefix(const char *text, size_t len, char *const *secrets);
+
 /* Secrets shorter than this are not masked: a one-character value would hide every
  * occurrence of that character and make the output useless (README, under `Secret=`). */
 #define REDACT_SECRET_MIN 4U

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* Tests for secret masking (redact.h): plain, repeated, overlapping and nested
- * secrets, empty secrets, binary text. */
+ * secrets, empty secrets, binary text; the part of a line not complete yet that may be
+ * shown (redact_stable_prefix()), by cases and by feeding random lines in random pieces
+ * as logtail.c does. */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +75,104 @@ static void test_secret_forms(void) {
         check("key: AAAAsecretline", l, "key: ***");
         check("{\"k\":\"pa\\\"ss\\\\wd\\t1\"}", (char *const[]){(char *) "pa\\\"ss\\\\wd\\t1", NULL},
               "{\"k\":\"***\"}");
+}
+
+static void check_stable(const char *text, char *const *secrets, size_t expect) {
+        size_t n = redact_stable_prefix(text, strlen(text), secrets);
+        if (n != expect) {
+                fprintf(stderr, "redact_stable_prefix(\"%s\") = %zu, expected %zu\n", text, n, expect);
+                abort();
+        }
+}
+
+/* Feeds text in pieces of random size as logtail.c's views do: after each piece the
+ * shown part grows by the masked stable prefix of what is not shown yet. What was shown
+ * must at every moment be a prefix of the whole line masked, and it ends where the line
+ * masked as a whole does. */
+static void check_pieces(const char *text, size_t len, char *const *secrets, unsigned *seed) {
+        size_t whole_len, shown_len = 0, raw_shown = 0, max_len = 0;
+        char *whole = redact(text, len, secrets, &whole_len);
+        char *shown = malloc(len * 3 + 1);
+
+        ASSERT(whole && shown);
+        for (char *const *s = secrets; *s; s++)
+                max_len = MAX(max_len, strlen(*s));
+        for (size_t have = 0; have < len;) {
+                size_t n, piece_len;
+                char *piece;
+
+                have += 1 + (size_t) rand_r(seed) % MIN(len - have, (size_t) 7);
+                n = redact_stable_prefix(text + raw_shown, have - raw_shown, secrets);
+                ASSERT(raw_shown + n <= have);
+                piece = redact(text + raw_shown, n, secrets, &piece_len);
+                ASSERT(piece);
+                memcpy(shown + shown_len, piece, piece_len);
+                shown_len += piece_len;
+                raw_shown += n;
+                free(piece);
+                if (shown_len > whole_len || memcmp(shown, whole, shown_len) != 0) {
+                        fprintf(stderr, "shown \"%.*s\" of \"%.*s\" (masked \"%.*s\") is no prefix of it\n",
+                                (int) shown_len, shown, (int) have, text, (int) whole_len, whole);
+                        abort();
+                }
+        }
+        /* The rest, masked on its own, completes it. */
+        size_t rest_len;
+        char *rest = redact(text + raw_shown, len - raw_shown, secrets, &rest_len);
+        ASSERT(rest);
+        ASSERT(shown_len + rest_len == whole_len && memcmp(whole + shown_len, rest, rest_len) == 0);
+        free(rest);
+        free(shown);
+        free(whole);
+}
+
+static void test_stable_prefix(void) {
+        char *none[] = {NULL};
+        char *one[] = {(char *) "hunter2x", NULL};
+        char *overlap[] = {(char *) "abcd", (char *) "cdxyz", NULL};
+        char *nested[] = {(char *) "pass", (char *) "password", NULL};
+        char *alphabet[] = {(char *) "abab", (char *) "bba", (char *) "aab", (char *) "b ab", NULL};
+        unsigned seed = 1;
+
+        check_stable("abc hunt", NULL, 8);
+        check_stable("abc hunt", none, 8);
+        check_stable("", one, 0);
+        check_stable("abc hunt", one, 4);          /* "hunt" could become the secret */
+        check_stable("abc hunter2", one, 4);       /* one byte short of it */
+        check_stable("abc hunter2x and", one, 16); /* complete: masked, all shown */
+        check_stable("abc hunter2x h", one, 13);
+        check_stable("hxhunter", one, 2);
+        check_stable("abc hunted", one, 10); /* cannot become it any more */
+        check_stable("abc h", one, 4);
+        /* "abcd" is masked, but "cd" may start "cdxyz", which would join its run */
+        check_stable("xabcd", overlap, 1);
+        check_stable("xabcdq", overlap, 6);
+        check_stable("xabcdcd", overlap, 5); /* "abcd" ended, "cd..." would be a run of its own */
+        /* "pass" is complete, "password" may still be coming: hold back from "pass" */
+        check_stable("my pass", nested, 3);
+        check_stable("my passw", nested, 3);
+        check_stable("my password", nested, 11);
+        check_stable("my passport", nested, 11);
+
+        /* Random lines of a small alphabet, so secrets and their prefixes are everywhere. */
+        for (unsigned i = 0; i < 20000; i++) {
+                char text[48];
+                size_t len = 1 + (size_t) rand_r(&seed) % (sizeof(text) - 1);
+                for (size_t k = 0; k < len; k++)
+                        text[k] = "ab "[rand_r(&seed) % 3];
+                check_pieces(text, len, alphabet, &seed);
+                check_pieces(text, len, overlap, &seed);
+                check_pieces(text, len, none, &seed);
+        }
+
+        /* Only the tail that could be a secret is held back, at most its length - 1. */
+        {
+                char line[4096];
+                memset(line, '=', sizeof(line));
+                memcpy(line + sizeof(line) - 7, "hunter2", 7);
+                ASSERT(redact_stable_prefix(line, sizeof(line), one) == sizeof(line) - 7);
+                ASSERT(redact_stable_prefix(line, sizeof(line) - 3, one) == sizeof(line) - 7);
+        }
 }
 
 int main(void) {
@@ -154,7 +254,8 @@ int main(void) {
                 free(secret);
         }
 
-        printf("test-redact: all passed\n");
         test_secret_forms();
+        test_stable_prefix();
+        printf("test-redact: all passed\n");
         return 0;
 }
