@@ -369,6 +369,13 @@ int cri_log_stream_finish(CriLogStream *s) {
         return 0;
 }
 
+void cri_log_stream_pending(const CriLogStream *s, bool is_stderr, const char **ret_text, size_t *ret_len) {
+        const Pending *p = &s->pending[is_stderr];
+
+        *ret_text = p->len > 0 ? p->buf : "";
+        *ret_len = p->len;
+}
+
 uint64_t cri_log_stream_lines(const CriLogStream *s) {
         return s ? s->lines : 0;
 }

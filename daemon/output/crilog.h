@@ -58,6 +58,11 @@ int cri_log_stream_feed(CriLogStream *s, const void *data, size_t len);
  * still pending are emitted (in the order they were started). */
 int cri_log_stream_finish(CriLogStream *s);
 
+/* The text of the line a stream's P records started and no F record ended yet (joined,
+ * len 0 when none); valid until the next feed. The next line emitted for that stream
+ * begins with it. */
+void cri_log_stream_pending(const CriLogStream *s, bool is_stderr, const char **ret_text, size_t *ret_len);
+
 /* Lines emitted so far, counting from the `lines` given at creation. */
 uint64_t cri_log_stream_lines(const CriLogStream *s);
 /* The last point (file offset just after a record, and the line count there) where no

@@ -82,6 +82,24 @@
 /* How long a resume waits for journald to catch up (it normally takes milliseconds). */
 #define RESUME_SYNC_USEC (10 * USEC_PER_SEC)
 
+/* What followers may be shown of a stream's line that P records began and no F record
+ * ended yet: a prefix of the line as the task log will hold it (masked), growing. */
+typedef struct PartialView {
+        uint64_t id;      /* 0: none */
+        size_t raw_shown; /* bytes of the pending text the view covers */
+        char *masked;     /* with secrets: those bytes masked (masked_len); else the view is
+                           * the pending text itself */
+        size_t masked_len;
+        size_t masked_alloc;
+} PartialView;
+
+/* Where the last line that had a view went. */
+typedef struct PartialLanded {
+        uint64_t id; /* 0: none */
+        uint64_t offset;
+        bool in_log; /* false: the cap kept it out of the task log */
+} PartialLanded;
+
 struct LogTail {
         sd_event *event;
         JournalContext *journal;
@@ -136,6 +154,11 @@ struct LogTail {
         bool write_failed;
         bool read_failed;
         bool journal_failed; /* in this batch: log it once */
+
+        PartialView partial[2]; /* stdout, stderr */
+        PartialLanded landed[2];
+        uint64_t partial_id;  /* the last id given out */
+        bool partial_changed; /* since the last callback */
 
         logtail_output_cb_t cb;
         void *userdata;
@@ -208,16 +231,7 @@ static int emit(LogTail *t, uint64_t line_no, const char *line, size_t len, bool
         return 0;
 }
 
-static int on_line(const char *line, size_t len, bool is_stderr, bool malformed, void *userdata) {
-        LogTail *t = userdata;
-        uint64_t line_no = ++t->line_no;
-
-        if (malformed)
-                log_debug("CRI log %s: malformed record (%zu bytes), passing it on as it is.", t->cri_path, len);
-
-        if (line_no <= t->journal_have && (t->capped || line_no <= t->log_have))
-                return 0; /* both sinks have it */
-
+static int emit_masked(LogTail *t, uint64_t line_no, const char *line, size_t len, bool is_stderr) {
         if (t->secrets && redact_needed(line, len, t->secrets)) {
                 _cleanup_free_ char *masked = NULL;
                 size_t masked_len;
@@ -229,6 +243,75 @@ static int on_line(const char *line, size_t len, bool is_stderr, bool malformed,
         }
 
         return emit(t, line_no, line, len, is_stderr);
+}
+
+static int on_line(const char *line, size_t len, bool is_stderr, bool malformed, void *userdata) {
+        LogTail *t = userdata;
+        uint64_t line_no = ++t->line_no;
+        PartialView *v = &t->partial[is_stderr];
+        size_t before = t->batch_len;
+        int r;
+
+        if (malformed)
+                log_debug("CRI log %s: malformed record (%zu bytes), passing it on as it is.", t->cri_path, len);
+
+        if (line_no <= t->journal_have && (t->capped || line_no <= t->log_have))
+                r = 0; /* both sinks have it */
+        else
+                r = emit_masked(t, line_no, line, len, is_stderr);
+        if (r < 0 || malformed || v->id == 0)
+                return r;
+
+        /* The stream's next line is the one its view showed the start of: followers that
+         * showed it skip that much of it in the task log. */
+        t->landed[is_stderr] = (PartialLanded){
+                .id = v->id,
+                .offset = t->log_bytes + before,
+                .in_log = !t->capped && t->batch_len > before,
+        };
+        v->id = 0;
+        v->raw_shown = v->masked_len = 0;
+        return 0;
+}
+
+/* After a read pass: the views of the lines still pending, grown by what the P records
+ * brought, as far as no secret could be cut (redact_stable_prefix()). */
+static void update_partials(LogTail *t) {
+        for (int s = 0; s < 2; s++) {
+                PartialView *v = &t->partial[s];
+                const char *text;
+                size_t len, n;
+
+                if (!t->stream || t->capped)
+                        return; /* such a line never reaches the task log */
+                cri_log_stream_pending(t->stream, s, &text, &len);
+                if (len <= v->raw_shown)
+                        continue;
+                if (v->id == 0)
+                        v->id = ++t->partial_id;
+
+                if (!t->secrets) {
+                        v->raw_shown = len;
+                        t->partial_changed = true;
+                        continue;
+                }
+
+                /* raw_shown is a point no occurrence crosses, so the rest is masked on its own. */
+                n = redact_stable_prefix(text + v->raw_shown, len - v->raw_shown, t->secrets);
+                if (n == 0)
+                        continue;
+                _cleanup_free_ char *masked = NULL;
+                size_t masked_len;
+                masked = redact(text + v->raw_shown, n, t->secrets, &masked_len);
+                if (!masked || grow((void **) &v->masked, &v->masked_alloc, v->masked_len + masked_len, 1) < 0) {
+                        log_debug("Out of memory, the partial line is shown later.");
+                        continue; /* shown later, or with the whole line */
+                }
+                memcpy(v->masked + v->masked_len, masked, masked_len);
+                v->masked_len += masked_len;
+                v->raw_shown += n;
+                t->partial_changed = true;
+        }
 }
 
 /* Writes the batch (already in journald) to the task log with one write(). On a write
@@ -418,7 +501,10 @@ static int read_chunks(LogTail *t, size_t max_chunks, bool *ret_eof) {
 }
 
 static void notify_output(LogTail *t, uint64_t lines_before) {
-        if (t->cb && t->lines != lines_before)
+        bool partial = t->partial_changed;
+
+        t->partial_changed = false;
+        if (t->cb && (t->lines != lines_before || partial))
                 t->cb(t, t->userdata);
 }
 
@@ -446,6 +532,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
         }
 
         maybe_write_cursor(t, false);
+        update_partials(t);
         notify_output(t, before);
         return 0;
 }
@@ -857,6 +944,44 @@ uint64_t logtail_lines(LogTail *t) {
         return t ? t->lines : 0;
 }
 
+void logtail_partial(LogTail *t, bool is_stderr, uint64_t *ret_id, const char **ret_text, size_t *ret_len) {
+        const PartialView *v = t ? &t->partial[is_stderr] : NULL;
+        const char *text = "";
+        size_t len = 0;
+
+        *ret_id = 0;
+        *ret_text = "";
+        *ret_len = 0;
+        /* Lines still in the batch (a write to retry) come first. */
+        if (!v || v->id == 0 || t->finished || t->capped || t->batch_len > 0)
+                return;
+        if (t->secrets) {
+                *ret_text = v->masked ?: "";
+                *ret_len = v->masked_len;
+        } else {
+                cri_log_stream_pending(t->stream, is_stderr, &text, &len);
+                *ret_text = text;
+                *ret_len = MIN(len, v->raw_shown);
+        }
+        *ret_id = v->id;
+}
+
+int logtail_partial_landed(LogTail *t, uint64_t id, uint64_t *ret_offset) {
+        if (!t || id == 0)
+                return -ENOENT;
+        for (int s = 0; s < 2; s++) {
+                if (t->partial[s].id == id)
+                        return -EAGAIN;
+                if (t->landed[s].id == id) {
+                        if (!t->landed[s].in_log)
+                                return -ENOENT;
+                        *ret_offset = t->landed[s].offset;
+                        return 0;
+                }
+        }
+        return -ENOENT;
+}
+
 LogTail *logtail_free(LogTail *t) {
         if (!t)
                 return NULL;
@@ -890,6 +1015,8 @@ LogTail *logtail_free(LogTail *t) {
         free(t->cursor_tmp_path);
         free(t->rbuf);
         free(t->batch);
+        free(t->partial[0].masked);
+        free(t->partial[1].masked);
         free(t);
 
         /* A task's buffers (64 KiB read buffer, batch, datagram) leave holes at the top of

@@ -27,8 +27,8 @@
 
 typedef struct LogTail LogTail;
 
-/* Called after a read pass wrote lines to the task log (for streaming followers), and
- * from logtail_finish() if it wrote any. */
+/* Called after a read pass wrote lines to the task log or grew a partial line's view
+ * (for streaming followers), and from logtail_finish() if it wrote any. */
 typedef void (*logtail_output_cb_t)(LogTail *t, void *userdata);
 
 int logtail_new(sd_event *e,
@@ -53,6 +53,19 @@ int logtail_finish(LogTail *t);
 void logtail_set_max_bytes(LogTail *t, uint64_t max_bytes);
 
 uint64_t logtail_lines(LogTail *t); /* lines in the task log so far, the marker included */
+/* A line a task writes in pieces (a progress bar, printf without '\n') reaches journald
+ * and the task log once complete, as one line (or cut at CRI_LOG_LINE_MAX). Followers may
+ * show it earlier: the view of a stream's pending line is a prefix of that line as the
+ * task log will hold it, secrets masked, holding back a tail that could be the start of
+ * a secret. id 0: no pending line (or nothing to show yet); else the text (valid until
+ * the loop runs the LogTail again) grows with the same id until the line completes. */
+void logtail_partial(LogTail *t, bool is_stderr, uint64_t *ret_id, const char **ret_text, size_t *ret_len);
+/* Where in the task log the line whose view had this id begins, once it completed: 0 and
+ * the offset (its first bytes are what the view showed); -EAGAIN still pending; -ENOENT
+ * unknown, or not in the task log (its cap). Known for the last such line of each stream,
+ * that is until the callback after its completion returned. */
+int logtail_partial_landed(LogTail *t, uint64_t id, uint64_t *ret_offset);
+
 /* Stops following. Without a preceding logtail_finish() (daemon shutdown) it leaves an
  * up-to-date cursor behind, so the next LogTail resumes without re-reading. */
 LogTail *logtail_free(LogTail *t);

@@ -387,6 +387,115 @@ static void test_follow(sd_event *e) {
         buf_done(&expect);
 }
 
+/* Runs the loop until stream's view is text (or fails after 20 s). */
+static void run_until_partial(sd_event *e, LogTail *t, bool is_stderr, const char *text) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 20 * USEC_PER_SEC, id;
+        const char *p;
+        size_t len;
+
+        for (;;) {
+                logtail_partial(t, is_stderr, &id, &p, &len);
+                if (len == strlen(text) && memcmp(p, text, len) == 0 && (len == 0 || id != 0))
+                        return;
+                if (now_usec(CLOCK_MONOTONIC) >= deadline) {
+                        fprintf(stderr, "timeout: view is \"%.*s\", expected \"%s\"\n", (int) len, p, text);
+                        abort();
+                }
+                ASSERT(sd_event_run(e, 100 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+/* Lines written in pieces: each stream's view grows with its P records, is a prefix of
+ * the line as the task log gets it, holds back what could begin a secret, and once the
+ * line is complete says where in the task log it begins. */
+static void test_partial(sd_event *e) {
+        _cleanup_(logtail_freep) LogTail *t = NULL;
+        _cleanup_free_ char *cri = path("partial.log"), *log = path("partial.task.log");
+        uint64_t id, id2, id_err, offset;
+        const char *text;
+        size_t len;
+        unsigned before;
+        Buf expect = {};
+
+        entries_reset();
+        journal_set_test_hooks(capture_sendv, NULL);
+        appends("partial.log", TS " stdout F first\n");
+        ASSERT(logtail_new(e, &task, cri, log, secrets, on_output, &n_callbacks, &t) == 0);
+        buf_printf(&expect, "first\n");
+        run_until(e, t, 1);
+        logtail_partial(t, false, &id, &text, &len);
+        ASSERT(id == 0 && len == 0);
+
+        /* A piece: shown at once, with a callback though no line was written. */
+        before = n_callbacks;
+        appends("partial.log", TS " stdout P progress 10%\n");
+        run_until_partial(e, t, false, "progress 10%");
+        ASSERT(n_callbacks > before);
+        ASSERT(logtail_lines(t) == 1);
+        logtail_partial(t, false, &id, &text, &len);
+        ASSERT(id != 0);
+        ASSERT(logtail_partial_landed(t, id, &offset) == -EAGAIN);
+        appends("partial.log", TS " stdout P \r20%\n");
+        run_until_partial(e, t, false, "progress 10%\r20%");
+        logtail_partial(t, false, &id2, &text, &len);
+        ASSERT(id2 == id); /* the same line */
+
+        /* The other stream: its own view; a line of it goes to the task log first. */
+        appends("partial.log", TS " stderr P warn\n");
+        run_until_partial(e, t, true, "warn");
+        logtail_partial(t, true, &id_err, &text, &len);
+        ASSERT(id_err != 0 && id_err != id);
+        appends("partial.log", TS " stderr F ing\n");
+        buf_printf(&expect, "warning\n");
+        run_until(e, t, 2);
+        ASSERT(logtail_partial_landed(t, id_err, &offset) == 0);
+        ASSERT(offset == strlen("first\n"));
+        run_until_partial(e, t, true, "");
+        ASSERT(logtail_partial_landed(t, id, &offset) == -EAGAIN);
+
+        /* Completed: it begins where the view said, the view is gone. */
+        appends("partial.log", TS " stdout F \r100%\n");
+        buf_printf(&expect, "progress 10%%\r20%%\r100%%\n");
+        run_until(e, t, 3);
+        ASSERT(logtail_partial_landed(t, id, &offset) == 0);
+        ASSERT(offset == strlen("first\nwarning\n"));
+        run_until_partial(e, t, false, "");
+        expect_file("partial.task.log", &expect);
+
+        /* A piece that could be the start of the secret "s3cr3t" is held back. */
+        appends("partial.log", TS " stdout P key=s3c\n");
+        run_until_partial(e, t, false, "key=");
+        appends("partial.log", TS " stdout P r\n");
+        for (int i = 0; i < 5; i++)
+                ASSERT(sd_event_run(e, 10 * USEC_PER_MSEC) >= 0);
+        run_until_partial(e, t, false, "key=");
+        appends("partial.log", TS " stdout P 3t and s3\n");
+        run_until_partial(e, t, false, "key=*** and ");
+        /* Not a secret after all: shown as it is. */
+        appends("partial.log", TS " stdout P x\n");
+        run_until_partial(e, t, false, "key=*** and s3x");
+        logtail_partial(t, false, &id, &text, &len);
+        appends("partial.log", TS " stdout F  end\n");
+        buf_printf(&expect, "key=*** and s3x end\n");
+        run_until(e, t, 4);
+        ASSERT(logtail_partial_landed(t, id, &offset) == 0);
+        expect_file("partial.task.log", &expect);
+
+        /* finish() completes a dangling piece. */
+        appends("partial.log", TS " stdout P dangling\n");
+        run_until_partial(e, t, false, "dangling");
+        logtail_partial(t, false, &id, &text, &len);
+        ASSERT(logtail_finish(t) == 0);
+        buf_printf(&expect, "dangling\n");
+        expect_file("partial.task.log", &expect);
+        ASSERT(logtail_partial_landed(t, id, &offset) == 0);
+        logtail_partial(t, false, &id, &text, &len);
+        ASSERT(id == 0 && len == 0);
+        t = logtail_free(t);
+        expect_journal(&expect, 0);
+        buf_done(&expect);
+}
+
 /* Appends records for lines [from, to) to the CRI log and their text to expect
  * (cri_records(): P pieces, both streams). */
 static void gen_to(const char *name, unsigned from, unsigned to, Buf *expect) {
@@ -945,6 +1054,7 @@ int main(void) {
         ASSERT(sd_event_new(&e) >= 0);
 
         test_follow(e);
+        test_partial(e);
         test_resume(e);
         test_journal_ahead(e);
         test_errors(e);
