@@ -24,6 +24,7 @@
 #include "journal.h"
 #include "json.h"
 #include "log.h"
+#include "logtail.h"
 #include "metrics.h"
 #include "parse-util.h"
 #include "redact.h"
@@ -116,6 +117,14 @@ typedef struct Request {
         uint64_t discarded;
 } Request;
 
+/* A line of one stream that this follower showed the start of before it was complete
+ * (logtail_partial()): once the task log has it, the bytes shown are not sent again. */
+typedef struct FollowerPartial {
+        uint64_t id; /* the LogTail's id of the line; 0: none */
+        size_t shown;
+        uint64_t skip_at; /* where the line begins in the task log, UINT64_MAX: not there yet */
+} FollowerPartial;
+
 /* The content reader state of a "logs?follow=1" response; freed with the response. */
 struct Follower {
         Api *api;
@@ -123,8 +132,9 @@ struct Follower {
         int connection_fd;
         char *task_id;
         char *log_path;
-        int fd;        /* the task log, opened once it exists */
-        uint64_t base; /* where in the log the stream starts */
+        int fd;                     /* the task log, opened once it exists */
+        uint64_t offset;            /* next byte of the task log to send */
+        FollowerPartial partial[2]; /* stdout, stderr */
         bool suspended;
         bool gone;           /* client went away while suspended */
         bool expired;        /* API_FOLLOWER_LIFETIME_USEC passed */
@@ -795,12 +805,90 @@ static int open_log(const char *path, int *ret) {
         return 0;
 }
 
-/* Streams the log; at EOF of a task that is still going, the connection is suspended
- * from here (allowed in a content reader) and 0 returned; api_task_changed() resumes
- * it and MHD calls us again. A final (or vanished) task at EOF ends the stream. */
+/* Notes where the lines this follower showed partly have gone in the task log; with the
+ * LogTail gone or the line not in the task log, it is sent whole. */
+static void follower_resolve(Follower *f, LogTail *lt) {
+        for (size_t s = 0; s < ELEMENTSOF(f->partial); s++) {
+                FollowerPartial *p = &f->partial[s];
+                uint64_t offset;
+                int r;
+
+                if (p->id == 0 || p->skip_at != UINT64_MAX)
+                        continue;
+                r = logtail_partial_landed(lt, p->id, &offset);
+                if (r == -EAGAIN)
+                        continue;
+                if (r < 0 || offset < f->offset)
+                        *p = (FollowerPartial){};
+                else
+                        p->skip_at = offset;
+        }
+}
+
+/* The task log from f->offset, short of the next line begun by a partial one shown,
+ * whose shown bytes are skipped. */
+static ssize_t follow_read_log(Follower *f, char *buf, size_t max) {
+        for (;;) {
+                FollowerPartial *next = NULL;
+                size_t want = max;
+                ssize_t n;
+
+                for (size_t s = 0; s < ELEMENTSOF(f->partial); s++)
+                        if (f->partial[s].id != 0 && f->partial[s].skip_at != UINT64_MAX &&
+                            (!next || f->partial[s].skip_at < next->skip_at))
+                                next = &f->partial[s];
+                if (next && next->skip_at <= f->offset) {
+                        f->offset += next->shown;
+                        *next = (FollowerPartial){};
+                        continue;
+                }
+                if (next)
+                        want = (size_t) MIN((uint64_t) max, next->skip_at - f->offset);
+
+                do
+                        n = pread(f->fd, buf, want, (off_t) f->offset);
+                while (n < 0 && errno == EINTR);
+                if (n > 0)
+                        f->offset += n;
+                return n < 0 ? -errno : n;
+        }
+}
+
+/* At the end of the task log: what a stream's line not complete yet adds to what this
+ * follower showed of it. */
+static size_t follow_read_partial(Follower *f, LogTail *lt, char *buf, size_t max) {
+        for (size_t s = 0; s < ELEMENTSOF(f->partial); s++) {
+                FollowerPartial *p = &f->partial[s];
+                const char *text;
+                uint64_t id;
+                size_t len, n;
+
+                if (p->id != 0 && p->skip_at != UINT64_MAX)
+                        continue; /* its line is in the task log, this follower is not there yet */
+                logtail_partial(lt, s, &id, &text, &len);
+                if (id == 0)
+                        continue;
+                if (p->id != id)
+                        *p = (FollowerPartial){.id = id, .skip_at = UINT64_MAX};
+                if (len <= p->shown)
+                        continue;
+                n = MIN(max, len - p->shown);
+                memcpy(buf, text + p->shown, n);
+                p->shown += n;
+                return n;
+        }
+        return 0;
+}
+
+/* Streams the log; at EOF of a task that is still going, first what its lines not
+ * complete yet add (a progress bar), then the connection is suspended from here (allowed
+ * in a content reader) and 0 returned; api_task_changed() resumes it and MHD calls us
+ * again. A final (or vanished) task at EOF ends the stream. MHD's pos is not a task log
+ * offset: partial lines are sent ahead of it. */
 static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max) {
         Follower *f = userdata;
         const Task *t;
+        LogTail *lt;
         ssize_t n;
         int r;
 
@@ -817,12 +905,13 @@ static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max
                 }
         }
 
+        lt = manager_task_logtail(f->api->manager, f->task_id);
+        follower_resolve(f, lt);
+
         if (f->fd >= 0) {
-                do
-                        n = pread(f->fd, buf, max, (off_t) (f->base + pos));
-                while (n < 0 && errno == EINTR);
+                n = follow_read_log(f, buf, max);
                 if (n < 0) {
-                        log_warning_errno(errno, "Failed to read task log %s: %m", f->log_path);
+                        log_warning_errno((int) n, "Failed to read task log %s: %m", f->log_path);
                         return MHD_CONTENT_READER_END_WITH_ERROR;
                 }
                 if (n > 0)
@@ -832,6 +921,10 @@ static ssize_t follow_reader(void *userdata, uint64_t pos, char *buf, size_t max
         t = manager_get_task(f->api->manager, f->task_id);
         if (!t || task_status_is_final(t->status))
                 return MHD_CONTENT_READER_END_OF_STREAM;
+
+        n = (ssize_t) follow_read_partial(f, lt, buf, max);
+        if (n > 0)
+                return n;
 
         MHD_suspend_connection(f->connection);
         f->suspended = true;
@@ -944,7 +1037,7 @@ static enum MHD_Result handle_logs(Api *a, struct MHD_Connection *connection, co
                 if (!f)
                         return respond_oom(connection);
                 f->fd = TAKE_FD(fd);
-                f->base = base;
+                f->offset = base;
                 f->connection = connection;
                 info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
                 f->connection_fd = info ? info->connect_fd : -EBADF;
@@ -1550,12 +1643,17 @@ void api_task_changed(Api *a, const Task *t) {
         if (!a || !t)
                 return;
 
-        for (Follower *f = a->followers; f; f = f->next)
-                if (f->suspended && streq(f->task_id, t->id)) {
+        for (Follower *f = a->followers; f; f = f->next) {
+                if (!streq(f->task_id, t->id))
+                        continue;
+                /* Now, while the LogTail still knows where the lines shown partly went. */
+                follower_resolve(f, manager_task_logtail(a->manager, t->id));
+                if (f->suspended) {
                         f->suspended = false;
                         MHD_resume_connection(f->connection);
                         resumed = true;
                 }
+        }
 
         if (resumed) {
                 /* no MHD_run() from here: we may be inside one (a submission's callbacks) */

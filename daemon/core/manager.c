@@ -303,6 +303,11 @@ const Task *manager_get_task(Manager *m, const char *id) {
         return mt ? mt->task : NULL;
 }
 
+LogTail *manager_task_logtail(Manager *m, const char *id) {
+        ManagedTask *mt = manager_find(m, id);
+        return mt ? mt->logtail : NULL;
+}
+
 static int manager_add(Manager *m, ManagedTask *mt) {
         size_t i;
 

@@ -14,6 +14,8 @@
 #include "macro.h"
 #include "task.h"
 
+typedef struct LogTail LogTail;
+
 typedef struct Manager Manager;
 typedef struct Node Node;
 
@@ -144,6 +146,10 @@ int manager_remove_task(Manager *m, const char *id);
 
 /* Path of the task's log file (may not exist yet). */
 int manager_task_log_path(Manager *m, const char *id, char **ret);
+
+/* The follower of the task's output while it runs, else NULL: log followers ask it for
+ * the lines not complete yet (logtail_partial()). */
+LogTail *manager_task_logtail(Manager *m, const char *id);
 
 /* What the daemon did since it started, for GET /metrics. */
 #define MANAGER_LAUNCH_BUCKETS 11

@@ -237,7 +237,8 @@ int ctl_journal_print(const CtlJournalQuery *q) {
         if (!may_read_system_journal()) {
                 fprintf(stderr,
                         "%s: cannot read the journal, where --since, --timestamps, --stdout and --stderr take "
-                        "the output from: run as root or as a member of group 'systemd-journal'\n",
+                        "the output from: run as root or as a member of group 'systemd-journal' (without them, "
+                        "logs prints the task log)\n",
                         program_invocation_short_name);
                 return -EACCES;
         }

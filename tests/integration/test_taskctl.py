@@ -4,6 +4,8 @@
 state-directory lock, and GET /metrics read by the Prometheus client's parser."""
 
 import datetime
+import grp
+import http.client
 import json
 import os
 import pty
@@ -84,6 +86,45 @@ def read_all(fd, into):
             break
         into.extend(data)
     os.close(fd)
+
+
+class Received:
+    """What a stream brought and when, read in a thread: data(at) is what had arrived by
+    time.monotonic() `at`, when(text) the moment text had fully arrived."""
+
+    def __init__(self, read):
+        self.parts = []  # (monotonic time, bytes)
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, args=(read,), daemon=True)
+        self.thread.start()
+
+    def _run(self, read):
+        while True:
+            try:
+                chunk = read()
+            except (OSError, ValueError):
+                break
+            if not chunk:
+                break
+            with self.lock:
+                self.parts.append((time.monotonic(), chunk))
+
+    def data(self, at=None):
+        with self.lock:
+            return b"".join(c for t, c in self.parts if at is None or t <= at)
+
+    def when(self, text):
+        with self.lock:
+            got = b""
+            for t, c in self.parts:
+                got += c
+                if text in got:
+                    return t
+        return None
+
+    def wait_for(self, text, timeout=30):
+        harness.wait_until(lambda: self.when(text) is not None, timeout, what=f"{text!r} on the stream")
+        return self.when(text)
 
 
 class TestTaskctl(harness.TaskdTestCase):
@@ -352,6 +393,85 @@ class TestTaskctl(harness.TaskdTestCase):
         for bad in ("abc", "-1", ""):
             self.assertEqual(self.taskctl("logs", f"--tail={bad}", done).returncode, 2, bad)
 
+    def test_logs_partial_lines(self):
+        """A line a task writes in pieces reaches followers as it comes, before its newline
+        (the API's follow stream, logs -f, run --wait), and the task log and journald get
+        it once complete, as one line. A piece that could be the start of a Secret= value
+        is held back until the line shows it is not, or it is masked."""
+        secret = "tok-3f9a1c77"
+        cfg = self.base_config()
+        cfg["Tasks"]["Secret"] = secret
+        self.write_config(config=cfg)
+        self.d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "Configuration reloaded" in self.d.stderr(), 30, what="reload")
+
+        tid = self.new_id("partial")
+        self.submit_ok("printf 'step 1 of 2'; sleep 4; printf ' done\\n'; printf 'key=tok-3f'; sleep 4; "
+                       "printf '9a1c77 end\\n'; printf 'out-half'; sleep 1; echo err-line >&2; sleep 2; "
+                       "printf ' rest\\n'", id=tid)
+        # The API's follower, read as the bytes come.
+        sock = self.client.connect()
+        self.addCleanup(sock.close)
+        sock.sendall(f"GET /v1/tasks/{tid}/logs?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(sock, method="GET")
+        resp.begin()
+        self.assertEqual(resp.status, 200)
+        api = Received(lambda: resp.read1(65536))
+        # lagoon-taskctl logs -f, its stdout a pipe.
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "logs", "-f", tid],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.track_process(p)
+        ctl = Received(lambda: os.read(p.stdout.fileno(), 65536))
+
+        for got in (api, ctl):
+            # The first piece, at least 2.5 s before the rest of its line (printed 4 s later).
+            first, rest = got.wait_for(b"step 1 of 2"), got.wait_for(b" done\n")
+            self.assertGreater(rest - first, 2.5, got.parts)
+            # "tok-3f" could be the secret's start: only "key=" is shown until the line ends.
+            held, end = got.wait_for(b"done\nkey="), got.wait_for(b"*** end\n")
+            self.assertGreater(end - held, 2.5, got.parts)
+            self.assertEqual(got.data(end - 0.5), b"step 1 of 2 done\nkey=", got.parts)
+            got.wait_for(b" rest\n")
+        out, err = p.communicate(timeout=30)
+        api.thread.join(10)
+        self.assertEqual(p.returncode, 0, err)
+        # The followers saw the stdout piece before the stderr line written meanwhile;
+        # the task log has the lines whole, in the order they were completed.
+        expect = b"step 1 of 2 done\nkey=*** end\nout-halferr-line\n rest\n"
+        self.assertEqual(api.data(), expect)
+        self.assertEqual(ctl.data(), expect)
+        log = "step 1 of 2 done\nkey=*** end\nerr-line\nout-half rest\n"
+        self.assertEqual(self.client.logs(tid), log)
+        self.assertEqual(open(self.task_log_path(tid)).read(), log)
+        self.assertEqual(self.journal.task_messages(tid, expect=4),
+                         ["step 1 of 2 done", "key=*** end", "err-line", "out-half rest"])
+        for got in (api, ctl):
+            self.assertNotIn(secret[:5].encode(), got.data())
+
+        # run --wait shows it as it comes too; the line is one line in the end.
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "run", "--wait", "--",
+                              "printf 'waiting...'; sleep 3; echo ' ok'"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.track_process(p)
+        run = Received(lambda: os.read(p.stdout.fileno(), 65536))
+        first, rest = run.wait_for(b"waiting..."), run.wait_for(b" ok\n")
+        self.assertGreater(rest - first, 1.5, run.parts)
+        _, err = p.communicate(timeout=30)
+        run.thread.join(10)
+        self.assertEqual((p.returncode, run.data()), (0, b"waiting... ok\n"), err)
+
+    def test_logs_long_line_split(self):
+        """A line longer than 1 MiB becomes lines of 1 MiB, in the task log, in logs and
+        in journald, as documented."""
+        tid = self.new_id("long")
+        mib = 1024 * 1024
+        self.submit_ok(f"head -c {mib + mib // 2} /dev/zero | tr '\\0' x; echo; echo after", id=tid)
+        self.assertEqual(self.client.wait_final(tid)["status"], "complete")
+        expect = "x" * mib + "\n" + "x" * (mib // 2) + "\nafter\n"
+        self.assertEqual(self.ctl_ok("logs", tid).stdout, expect)
+        self.assertEqual(open(self.task_log_path(tid)).read(), expect)
+        self.assertEqual([len(m) for m in self.journal.task_messages(tid, expect=3)], [mib, mib // 2, 5])
+
     def test_logs_from_journal(self):
         """--stdout/--stderr, --timestamps and --since read the task's lines from the
         (test's) journald: each line once, with its stream and time."""
@@ -468,6 +588,62 @@ class TestTaskctl(harness.TaskdTestCase):
         self.assertRegex(r.stdout, r"lastReloadError: +invalid configuration")
         h = json.loads(self.ctl_ok("health", "--json").stdout)
         self.assertEqual((h["status"], h["journal"], h["lastReload"]), ("ok", "ok", "refused"))
+
+    def test_health_journal_unreachable(self):
+        """A daemon that cannot reach journald's socket says so in health, as text and
+        --json; the task log still gets the output."""
+        self.d.stop()
+        # Its own mount namespace, with an empty /run/systemd/journal: no socket there.
+        wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs tmpfs /run/systemd/journal && exec "$@"', "sh"]
+        self.d = self.daemon(name="nojournal", wrapper=wrapper)
+        r = self.ctl_ok("health")
+        fields = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+        self.assertEqual(fields["journal"].strip(), "unreachable", r.stdout)
+        self.assertEqual(fields["status"].strip(), "ok", r.stdout)
+        h = json.loads(self.ctl_ok("health", "--json").stdout)
+        self.assertEqual((h["status"], h["journal"]), ("ok", "unreachable"))
+        tid = self.new_id("nojournal")
+        self.submit_ok("echo still logged", id=tid)
+        self.assertEqual(self.client.wait_final(tid)["status"], "complete")
+        self.assertEqual(self.client.logs(tid), "still logged\n")
+        # The same daemon with journald's socket there: ok again.
+        self.d.stop()
+        self.d = self.daemon(name="journal")
+        self.assertEqual(json.loads(self.ctl_ok("health", "--json").stdout)["journal"], "ok")
+
+    def test_logs_without_journal_access(self):
+        """A user who may use the socket (SocketGroup=) but not read the journal gets the
+        task log from logs, and from the options that read journald a message saying
+        what it needs, with exit status 1."""
+        users = grp.getgrnam("users").gr_gid
+        self.d.stop()
+        cfg = self.base_config()
+        cfg["Daemon"]["SocketGroup"] = "users"
+        self.write_config(config=cfg)
+        self.d = self.daemon(name="users")
+        tid = self.new_id("nojaccess")
+        self.submit_ok("echo visible", id=tid)
+        self.client.wait_final(tid)
+        self.journal.task_entries(tid, expect=1)
+
+        def as_nobody(*args):
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", f"--groups={users}",
+                                   harness.TASKCTL, "--socket", self.socket_path, *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+
+        r = as_nobody("logs", tid)
+        self.assertEqual((r.returncode, r.stdout), (0, "visible\n"), r)
+        for opt in ("--stdout", "--stderr", "--timestamps", "--since=1h"):
+            r = as_nobody("logs", opt, tid)
+            self.assertEqual((r.returncode, r.stdout), (1, ""), (opt, r))
+            self.assertIn("lagoon-taskctl: cannot read the journal, where --since, --timestamps, --stdout and "
+                          "--stderr take the output from: run as root or as a member of group 'systemd-journal'",
+                          r.stderr, opt)
+            self.assertIn("(without them, logs prints the task log)", r.stderr, opt)
+        # Root reads it.
+        self.assertEqual(self.ctl_ok("logs", "--stdout", tid).stdout, "visible\n")
 
     def test_reload_logs_changes(self):
         cfg = self.base_config()
