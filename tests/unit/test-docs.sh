@@ -12,7 +12,9 @@
 #  (c) the bash completion, sourced in a clean "bash -c", registers itself and offers
 #      the commands, the options of each command, task ids and option values (from a
 #      stub lagoon-taskctl), and stays quiet when lagoon-taskd cannot be reached (with
-#      the real lagoon-taskctl when $TASKCTL names it).
+#      the real lagoon-taskctl when $TASKCTL names it);
+#  (d) lagoon-taskd(8) gives the unit's journald rate limit as the unit sets it, and no
+#      page shows a command with sudo.
 # Exits 0 when everything checked passed, 1 on a failure, 77 when a tool was missing
 # (after running every part that could run).
 #
@@ -394,6 +396,30 @@ else
                 echo "NOTE: TASKCTL not set: completion not tried with the real lagoon-taskctl" >&2
         fi
 fi
+
+# ---- (d) what the docs say about the shipped files ------------------------------------------
+
+# The unit's journald rate limit, as lagoon-taskd(8) states it (it once said 0 where the
+# unit had 1s).
+UNIT=$SRCDIR/units/lagoon-taskd.service.in
+for key in LogRateLimitIntervalSec LogRateLimitBurst; do
+        value=$(sed -n "s/^$key=//p" "$UNIT")
+        if [[ -z $value ]]; then
+                fail "units/lagoon-taskd.service.in has no $key="
+        elif ! grep -qF "*$key=$value*" "$MANDIR/lagoon-taskd.8.scd"; then
+                fail "lagoon-taskd.8.scd does not say $key=$value as the unit does"
+        else
+                ok
+        fi
+done
+# Commands are shown as a root shell runs them: a minimal Debian has no sudo.
+for page in "$SRCDIR/README.md" "$MANDIR"/*.scd; do
+        if grep -nE '(^|[`$ ])sudo ' "$page" >"$TMP/sudo"; then
+                fail "$(basename "$page") uses sudo (say \"as root\"): $(head -1 "$TMP/sudo")"
+        else
+                ok
+        fi
+done
 
 echo "test-docs: $checks checks passed, $failures failed, $skipped skipped"
 if ((failures > 0)); then
