@@ -9,7 +9,6 @@
  * their defaults. */
 
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +23,7 @@
 #include "config.h"
 #include "fs-util.h"
 #include "log.h"
+#include "sha1.h"
 #include "macro.h"
 #include "parse-util.h"
 
@@ -317,11 +317,9 @@ static int config_parse_label(const char *file, unsigned line, const char *key, 
 
 /* remote-controller's --random-prefix: the first 8 hex digits of sha1(controller namespace). */
 static int namespace_random_prefix(const char *controller_namespace, char **ret) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
+        uint8_t md[SHA1_DIGEST_SIZE];
 
-        if (!EVP_Digest(controller_namespace, strlen(controller_namespace), md, &mdlen, EVP_sha1(), NULL))
-                return -EIO;
+        sha1(controller_namespace, strlen(controller_namespace), md);
         if (asprintf(ret, "%02x%02x%02x%02x", md[0], md[1], md[2], md[3]) < 0)
                 return -ENOMEM;
         return 0;

@@ -18,7 +18,6 @@
 #include <sys/wait.h>
 #include <sys/random.h>
 #include <systemd/sd-daemon.h>
-#include <openssl/evp.h>
 #include <time.h>
 
 #include "debug-stop.h"
@@ -31,6 +30,7 @@
 #include "manager.h"
 #include "node.h"
 #include "redact.h"
+#include "sha256.h"
 #include "parse-util.h"
 #include "task-pod.h"
 #include "store.h"
@@ -421,18 +421,14 @@ static int manager_save(Manager *m, ManagedTask *mt) {
 static int task_secrets(Manager *m, const Task *t, char ***ret);
 
 static int command_digest(const char *command, char **ret) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
-        char *hex;
+        char hex[2 * SHA256_DIGEST_SIZE + 1];
+        char *d;
 
-        if (!EVP_Digest(command, strlen(command), md, &mdlen, EVP_sha256(), NULL))
-                return -EIO;
-        hex = malloc(mdlen * 2 + 1);
-        if (!hex)
+        sha256_hex(command, hex);
+        d = strdup(hex);
+        if (!d)
                 return -ENOMEM;
-        for (unsigned i = 0; i < mdlen; i++)
-                sprintf(hex + i * 2, "%02x", md[i]);
-        *ret = hex;
+        *ret = d;
         return 0;
 }
 

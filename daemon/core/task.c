@@ -4,12 +4,12 @@
 
 #include <ctype.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
 #include <time.h>
 
 #include <sys/random.h>
 
 #include "task.h"
+#include "sha1.h"
 
 static const char *const status_names[_TASK_STATUS_MAX] = {
         [TASK_NEW] = "new",           [TASK_PENDING] = "pending", [TASK_RUNNING] = "running",
@@ -89,11 +89,9 @@ static void sanitize_dns(char *s) {
 }
 
 static int sha1_hex4(const char *s, char ret[static 5]) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
+        uint8_t md[SHA1_DIGEST_SIZE];
 
-        if (!EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha1(), NULL))
-                return -EIO;
+        sha1(s, strlen(s), md);
         snprintf(ret, 5, "%02x%02x", md[0], md[1]);
         return 0;
 }

@@ -3,6 +3,7 @@
 /* API server credentials: a kubeconfig read with libyaml's document loader (only the
  * few items a node daemon needs: the context, its cluster's server and CA, its user's
  * token or client certificate, its namespace), or the in-cluster service account.
+ * libyaml is loaded on the first kubeconfig (dlopen-yaml.h).
  * Embedded *-data blobs are decoded into private files because libcurl takes file
  * names. Library-like: no logging, errors as -errno plus a message naming the file and
  * the missing item. */
@@ -11,8 +12,8 @@
 #include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <yaml.h>
 
+#include "dlopen-yaml.h"
 #include "fs-util.h"
 #include "kubeconfig.h"
 #include "parse-util.h"
@@ -109,10 +110,10 @@ static yaml_node_t *map_get(Doc *d, yaml_node_t *map, const char *key) {
         if (!map || map->type != YAML_MAPPING_NODE)
                 return NULL;
         for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-                yaml_node_t *k = yaml_document_get_node(&d->doc, p->key);
+                yaml_node_t *k = sym_yaml_document_get_node(&d->doc, p->key);
                 if (k && k->type == YAML_SCALAR_NODE && k->data.scalar.length == strlen(key) &&
                     memcmp(k->data.scalar.value, key, k->data.scalar.length) == 0)
-                        return yaml_document_get_node(&d->doc, p->value);
+                        return sym_yaml_document_get_node(&d->doc, p->value);
         }
         return NULL;
 }
@@ -145,7 +146,7 @@ static int find_named(Doc *d,
         if (l && l->type != YAML_SEQUENCE_NODE)
                 return error_message(d->ret_error, -EINVAL, "kubeconfig %s: \"%s\" is not a list", d->path, list);
         for (yaml_node_item_t *i = l ? l->data.sequence.items.start : NULL; l && i < l->data.sequence.items.top; i++) {
-                yaml_node_t *e = yaml_document_get_node(&d->doc, *i);
+                yaml_node_t *e = sym_yaml_document_get_node(&d->doc, *i);
                 const char *n = scalar(map_get(d, e, "name"));
                 if (!n || !streq(n, name))
                         continue;
@@ -226,7 +227,7 @@ static int file_or_data(Doc *d,
 
 static void yaml_parser_deletep(yaml_parser_t **p) {
         if (*p)
-                yaml_parser_delete(*p);
+                sym_yaml_parser_delete(*p);
 }
 
 /* The cluster's server and CA. */
@@ -324,7 +325,7 @@ credentials_from_document(Doc *d, const char *context, const char *dir, const ch
         const char *ctx_name, *cluster_name, *user_name, *namespace;
         int r;
 
-        root = yaml_document_get_root_node(&d->doc);
+        root = sym_yaml_document_get_root_node(&d->doc);
         if (!root || root->type != YAML_MAPPING_NODE)
                 return error_message(d->ret_error, -EINVAL, "kubeconfig %s: not a kubeconfig (no top-level mapping)",
                                      d->path);
@@ -395,16 +396,19 @@ int kube_credentials_from_kubeconfig(const char *path,
         if (!dir)
                 return -ENOMEM;
 
-        if (!yaml_parser_initialize(&parser_storage))
+        r = dlopen_yaml();
+        if (r < 0)
+                return error_message(ret_error, r, "kubeconfig %s: cannot read it without libyaml", path);
+        if (!sym_yaml_parser_initialize(&parser_storage))
                 return -ENOMEM;
         parser = &parser_storage;
-        yaml_parser_set_input_string(parser, (const unsigned char *) text, size);
-        if (!yaml_parser_load(parser, &d.doc))
+        sym_yaml_parser_set_input_string(parser, (const unsigned char *) text, size);
+        if (!sym_yaml_parser_load(parser, &d.doc))
                 r = error_message(ret_error, -EINVAL, "kubeconfig %s: invalid YAML: %s at line %zu", path,
                                   strna(parser->problem), parser->problem_mark.line + 1);
         else {
                 r = credentials_from_document(&d, context, dir, data_dir, ret);
-                yaml_document_delete(&d.doc);
+                sym_yaml_document_delete(&d.doc);
         }
         explicit_bzero(text, size);
         return r;

@@ -3,7 +3,6 @@
  * task's slot has at most one request in flight; one timer retries and renews. */
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "list.h"
 #include "log.h"
 #include "lease.h"
+#include "sha256.h"
 #include "slot.h"
 
 #define SLOT_TASK_ANNOTATION "lagoon.sh/task-id"
@@ -76,24 +76,17 @@ SlotSet *slot_set_free(SlotSet *s) {
 }
 
 int slot_lease_name(const char *target, const char *environment, unsigned k, char **ret) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
-        EVP_MD_CTX *ctx;
-        bool ok;
+        uint8_t md[SHA256_DIGEST_SIZE];
+        Sha256 ctx;
 
         if (isempty(environment))
                 return -EINVAL;
         /* Target and environment names may be long and of any case: a hash names them. */
-        ctx = EVP_MD_CTX_new();
-        if (!ctx)
-                return -ENOMEM;
-        ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(ctx, strempty(target), strlen(strempty(target))) && EVP_DigestUpdate(ctx, "/", 1) &&
-             EVP_DigestUpdate(ctx, environment, strlen(environment)) && EVP_DigestFinal_ex(ctx, md, &mdlen) &&
-             mdlen >= 6;
-        EVP_MD_CTX_free(ctx);
-        if (!ok)
-                return -EIO;
+        sha256_init(&ctx);
+        sha256_update(&ctx, strempty(target), strlen(strempty(target)));
+        sha256_update(&ctx, "/", 1);
+        sha256_update(&ctx, environment, strlen(environment));
+        sha256_final(&ctx, md);
         return asprintf(ret, "lagoon-taskd-slot-%02x%02x%02x%02x%02x%02x-%u", md[0], md[1], md[2], md[3], md[4], md[5],
                         k) < 0
                        ? -ENOMEM

@@ -38,7 +38,10 @@
  * reports it through the state callback and arms the reconnect timer (backoff 1 s
  * doubling to 60 s, reset once a connection stayed up 30 s). Deliveries are tracked by
  * tag, so an ack for a delivery of an earlier connection is refused (-ESTALE) instead
- * of acknowledging an unrelated message that got the same tag on the new connection. */
+ * of acknowledging an unrelated message that got the same tag on the new connection.
+ *
+ * librabbitmq is loaded by the first amqp_client_new() (dlopen-rabbitmq.h): a daemon
+ * without the bus never maps it. */
 
 #include <assert.h>
 #include <ctype.h>
@@ -51,20 +54,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* librabbitmq >= 0.12 has namespaced headers; 0.11 (Debian 12) only the top-level ones. */
-#if __has_include(<rabbitmq-c/amqp.h>)
-#include <rabbitmq-c/amqp.h>
-#include <rabbitmq-c/framing.h>
-#include <rabbitmq-c/ssl_socket.h>
-#include <rabbitmq-c/tcp.h>
-#else
-#include <amqp.h>
-#include <amqp_framing.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-#endif
-
 #include "amqp-client.h"
+#include "dlopen-rabbitmq.h"
 #include "log.h"
 #include "macro.h"
 
@@ -76,6 +67,10 @@
 #define BACKOFF_MAX_USEC (60 * USEC_PER_SEC)
 #define BACKOFF_RESET_USEC (30 * USEC_PER_SEC)
 #define CLOSE_TIMEOUT_USEC (1 * USEC_PER_SEC)
+
+/* librabbitmq's amqp_empty_bytes and amqp_empty_table, without resolving its data. */
+static const amqp_bytes_t empty_bytes = {};
+static const amqp_table_t empty_table = {};
 
 typedef struct Exchange {
         char *name;
@@ -400,7 +395,7 @@ static bool tag_array_remove(uint64_t *array, size_t *n, uint64_t tag) {
 }
 
 static amqp_bytes_t bytes_of(const char *s) {
-        return amqp_cstring_bytes(s ?: "");
+        return sym_amqp_cstring_bytes(s ?: "");
 }
 
 static char *strdup_bytes(amqp_bytes_t b) {
@@ -432,7 +427,7 @@ static char *rpc_reply_text(amqp_rpc_reply_t reply) {
         case AMQP_RESPONSE_NONE:
                 return strdup("missing RPC reply");
         case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-                return strdup(amqp_error_string2(reply.library_error));
+                return strdup(sym_amqp_error_string2(reply.library_error));
         case AMQP_RESPONSE_SERVER_EXCEPTION:
                 if (reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD && reply.reply.decoded) {
                         const amqp_connection_close_t *m = reply.reply.decoded;
@@ -462,7 +457,7 @@ static char *rpc_reply_text(amqp_rpc_reply_t reply) {
 AmqpProperties *amqp_properties_free(AmqpProperties *p) {
         if (!p)
                 return NULL;
-        empty_amqp_pool(&p->pool);
+        sym_empty_amqp_pool(&p->pool);
         return mfree(p);
 }
 
@@ -475,10 +470,15 @@ static int properties_clone(const amqp_basic_properties_t *from, AmqpProperties 
                 AMQP_BASIC_CLUSTER_ID_FLAG,
         };
 
+        int r;
+
+        r = dlopen_rabbitmq();
+        if (r < 0)
+                return r;
         n = calloc(1, sizeof(AmqpProperties));
         if (!n)
                 return -ENOMEM;
-        init_amqp_pool(&n->pool, 1024);
+        sym_init_amqp_pool(&n->pool, 1024);
         if (!from) {
                 *ret = TAKE_PTR(n);
                 return 0;
@@ -495,17 +495,17 @@ static int properties_clone(const amqp_basic_properties_t *from, AmqpProperties 
                 amqp_bytes_t src = *fields[i];
 
                 if (!(from->_flags & flags[i]) || src.len == 0) {
-                        *fields[i] = amqp_empty_bytes;
+                        *fields[i] = empty_bytes;
                         continue;
                 }
-                amqp_pool_alloc_bytes(&n->pool, src.len, fields[i]);
+                sym_amqp_pool_alloc_bytes(&n->pool, src.len, fields[i]);
                 if (!fields[i]->bytes)
                         return -ENOMEM;
                 memcpy(fields[i]->bytes, src.bytes, src.len);
         }
-        n->p.headers = amqp_empty_table;
+        n->p.headers = empty_table;
         if ((from->_flags & AMQP_BASIC_HEADERS_FLAG) &&
-            amqp_table_clone(&from->headers, &n->p.headers, &n->pool) != AMQP_STATUS_OK)
+            sym_amqp_table_clone(&from->headers, &n->p.headers, &n->pool) != AMQP_STATUS_OK)
                 return -ENOMEM;
         *ret = TAKE_PTR(n);
         return 0;
@@ -550,11 +550,11 @@ static void connection_release(AmqpClient *c) {
                          * unacked deliveries either way. */
                         amqp_connection_close_t m = {
                                 .reply_code = AMQP_REPLY_SUCCESS,
-                                .reply_text = amqp_cstring_bytes("closing"),
+                                .reply_text = sym_amqp_cstring_bytes("closing"),
                         };
-                        (void) amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_METHOD, &m);
+                        (void) sym_amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_METHOD, &m);
                 }
-                (void) amqp_destroy_connection(c->conn);
+                (void) sym_amqp_destroy_connection(c->conn);
                 c->conn = NULL;
         }
         c->can_close = false;
@@ -648,15 +648,15 @@ static void client_fail_status(AmqpClient *c, int status, const char *what) {
         /* librabbitmq's "a socket error occurred" hides the cause; errno still holds it
          * right after the failed send()/recv(). */
         if (status == AMQP_STATUS_SOCKET_ERROR && saved_errno > 0)
-                client_fail(c, "%s: %s (%s)", what, amqp_error_string2(status), strerror(saved_errno));
+                client_fail(c, "%s: %s (%s)", what, sym_amqp_error_string2(status), strerror(saved_errno));
         else
-                client_fail(c, "%s: %s", what, amqp_error_string2(status));
+                client_fail(c, "%s: %s", what, sym_amqp_error_string2(status));
 }
 
 static void schedule_drain_if_pending(AmqpClient *c) {
         if (!c->conn || c->failing)
                 return;
-        if (amqp_frames_enqueued(c->conn) || amqp_data_in_buffer(c->conn))
+        if (sym_amqp_frames_enqueued(c->conn) || sym_amqp_data_in_buffer(c->conn))
                 (void) sd_event_source_set_enabled(c->drain_source, SD_EVENT_ONESHOT);
 }
 
@@ -724,7 +724,7 @@ static void content_complete(AmqpClient *c) {
                                     size, q ? q->name : "?", AMQP_BODY_MAX);
                 else
                         log_debug("amqp: delivery for an unknown consumer, requeueing it");
-                r = amqp_basic_reject(c->conn, AMQP_CHANNEL, tag, /* requeue= */ !oversized);
+                r = sym_amqp_basic_reject(c->conn, AMQP_CHANNEL, tag, /* requeue= */ !oversized);
                 if (r < 0)
                         client_fail_status(c, r, "basic.reject failed");
                 return;
@@ -733,7 +733,7 @@ static void content_complete(AmqpClient *c) {
         r = tag_array_push(&c->unacked, &c->n_unacked, &c->allocated_unacked, tag);
         if (r < 0) {
                 /* Cannot track it: give it back rather than lose it. */
-                r = amqp_basic_reject(c->conn, AMQP_CHANNEL, tag, /* requeue= */ true);
+                r = sym_amqp_basic_reject(c->conn, AMQP_CHANNEL, tag, /* requeue= */ true);
                 if (r < 0)
                         client_fail_status(c, r, "basic.reject failed");
                 return;
@@ -802,7 +802,7 @@ static void handle_method(AmqpClient *c, const amqp_method_t *m) {
                 amqp_channel_close_ok_t ok = {};
                 int r;
 
-                r = amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+                r = sym_amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
                 c->can_close = r >= 0;
                 client_fail(c, "channel closed by broker: %u %.*s", cl->reply_code, (int) cl->reply_text.len,
                             (const char *) cl->reply_text.bytes);
@@ -823,7 +823,7 @@ static void handle_method(AmqpClient *c, const amqp_method_t *m) {
                 amqp_channel_flow_ok_t ok = {.active = fl->active};
                 int r;
 
-                r = amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_FLOW_OK_METHOD, &ok);
+                r = sym_amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_FLOW_OK_METHOD, &ok);
                 if (r < 0)
                         client_fail_status(c, r, "channel.flow-ok failed");
                 break;
@@ -842,7 +842,7 @@ static void handle_frame(AmqpClient *c, const amqp_frame_t *f) {
                         const amqp_connection_close_t *cl = f->payload.method.decoded;
                         amqp_connection_close_ok_t ok = {};
 
-                        (void) amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+                        (void) sym_amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
                         c->can_close = false;
                         client_fail(c, "connection closed by broker: %u %.*s", cl->reply_code, (int) cl->reply_text.len,
                                     (const char *) cl->reply_text.bytes);
@@ -926,15 +926,16 @@ static void client_drain_frames(AmqpClient *c) {
                 if (!c->conn || c->failing || c->free_requested)
                         return;
 
-                r = amqp_simple_wait_frame_noblock(c->conn, &f, &zero);
+                r = sym_amqp_simple_wait_frame_noblock(c->conn, &f, &zero);
                 if (r == AMQP_STATUS_TIMEOUT) {
-                        if (!amqp_frames_enqueued(c->conn))
-                                amqp_maybe_release_buffers(c->conn);
+                        if (!sym_amqp_frames_enqueued(c->conn))
+                                sym_amqp_maybe_release_buffers(c->conn);
                         return;
                 }
                 if (r == AMQP_STATUS_HEARTBEAT_TIMEOUT) {
                         c->can_close = false;
-                        client_fail(c, "broker silent for %d s (heartbeat timeout)", 2 * amqp_get_heartbeat(c->conn));
+                        client_fail(c, "broker silent for %d s (heartbeat timeout)",
+                                    2 * sym_amqp_get_heartbeat(c->conn));
                         return;
                 }
                 if (r != AMQP_STATUS_OK) {
@@ -946,8 +947,8 @@ static void client_drain_frames(AmqpClient *c) {
 
                 /* The frame lives in librabbitmq's pools until released. Everything needed
                  * later was copied. */
-                if (c->conn && !c->failing && !c->free_requested && !amqp_frames_enqueued(c->conn))
-                        amqp_maybe_release_buffers(c->conn);
+                if (c->conn && !c->failing && !c->free_requested && !sym_amqp_frames_enqueued(c->conn))
+                        sym_amqp_maybe_release_buffers(c->conn);
         }
         if (c->conn && !c->failing && !c->free_requested)
                 (void) sd_event_source_set_enabled(c->drain_source, SD_EVENT_ONESHOT);
@@ -985,13 +986,13 @@ static int on_heartbeat(sd_event_source *s, uint64_t usec, void *userdata) {
         if (!c->conn || c->failing)
                 return 0;
 
-        r = amqp_send_frame(c->conn, &hb);
+        r = sym_amqp_send_frame(c->conn, &hb);
         if (r < 0) {
                 client_fail_status(c, r, "sending heartbeat failed");
                 return 0;
         }
         (void) sd_event_source_set_time_relative(c->heartbeat_timer,
-                                                 MAX(amqp_get_heartbeat(c->conn), 1) * USEC_PER_SEC / 2);
+                                                 MAX(sym_amqp_get_heartbeat(c->conn), 1) * USEC_PER_SEC / 2);
         /* Lets librabbitmq notice a broker that stopped talking (and read anything that
          * is there). */
         client_drain(c);
@@ -1001,7 +1002,7 @@ static int on_heartbeat(sd_event_source *s, uint64_t usec, void *userdata) {
 /* ---- connecting ---- */
 
 static int rpc_check(AmqpClient *c, const char *what) {
-        amqp_rpc_reply_t reply = amqp_get_rpc_reply(c->conn);
+        amqp_rpc_reply_t reply = sym_amqp_get_rpc_reply(c->conn);
         _cleanup_free_ char *text = NULL;
 
         if (reply.reply_type == AMQP_RESPONSE_NORMAL)
@@ -1009,11 +1010,11 @@ static int rpc_check(AmqpClient *c, const char *what) {
 
         if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
                 amqp_channel_close_ok_t ok = {};
-                c->can_close = amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) >= 0;
+                c->can_close = sym_amqp_send_method(c->conn, AMQP_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) >= 0;
         } else if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
                    reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
                 amqp_connection_close_ok_t ok = {};
-                (void) amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+                (void) sym_amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
                 c->can_close = false;
         } else
                 c->can_close = false;
@@ -1028,18 +1029,18 @@ static int client_handshake(AmqpClient *c) {
         amqp_rpc_reply_t reply;
         int r;
 
-        (void) amqp_set_handshake_timeout(c->conn, &tv);
-        (void) amqp_set_rpc_timeout(c->conn, &tv);
+        (void) sym_amqp_set_handshake_timeout(c->conn, &tv);
+        (void) sym_amqp_set_rpc_timeout(c->conn, &tv);
 
-        reply = amqp_login(c->conn, c->url.vhost, 0, AMQP_FRAME_MAX, (int) c->heartbeat_sec, AMQP_SASL_METHOD_PLAIN,
-                           c->user, c->password);
+        reply = sym_amqp_login(c->conn, c->url.vhost, 0, AMQP_FRAME_MAX, (int) c->heartbeat_sec, AMQP_SASL_METHOD_PLAIN,
+                               c->user, c->password);
         if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
                 _cleanup_free_ char *text = rpc_reply_text(reply);
 
                 if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
                     reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
                         amqp_connection_close_ok_t ok = {};
-                        (void) amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+                        (void) sym_amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
                 }
                 c->can_close = false;
                 client_fail(c, "login to %s:%u vhost %s as %s failed: %s", c->url.host, c->url.port, c->url.vhost,
@@ -1048,17 +1049,17 @@ static int client_handshake(AmqpClient *c) {
         }
         c->can_close = true;
 
-        amqp_channel_open(c->conn, AMQP_CHANNEL);
+        sym_amqp_channel_open(c->conn, AMQP_CHANNEL);
         r = rpc_check(c, "channel.open failed");
         if (r < 0)
                 return r;
 
-        amqp_confirm_select(c->conn, AMQP_CHANNEL);
+        sym_amqp_confirm_select(c->conn, AMQP_CHANNEL);
         r = rpc_check(c, "confirm.select failed");
         if (r < 0)
                 return r;
 
-        amqp_basic_qos(c->conn, AMQP_CHANNEL, 0, (uint16_t) MIN(c->prefetch, 65535U), false);
+        sym_amqp_basic_qos(c->conn, AMQP_CHANNEL, 0, (uint16_t) MIN(c->prefetch, 65535U), false);
         r = rpc_check(c, "basic.qos failed");
         if (r < 0)
                 return r;
@@ -1066,9 +1067,9 @@ static int client_handshake(AmqpClient *c) {
         for (size_t i = 0; i < c->n_exchanges; i++) {
                 _cleanup_free_ char *what = NULL;
 
-                amqp_exchange_declare(c->conn, AMQP_CHANNEL, bytes_of(c->exchanges[i].name),
-                                      bytes_of(c->exchanges[i].type), /* passive= */ false, /* durable= */ true,
-                                      /* auto_delete= */ false, /* internal= */ false, amqp_empty_table);
+                sym_amqp_exchange_declare(c->conn, AMQP_CHANNEL, bytes_of(c->exchanges[i].name),
+                                          bytes_of(c->exchanges[i].type), /* passive= */ false, /* durable= */ true,
+                                          /* auto_delete= */ false, /* internal= */ false, empty_table);
                 if (asprintf(&what, "declaring exchange %s failed", c->exchanges[i].name) < 0)
                         what = NULL;
                 r = rpc_check(c, what ?: "exchange.declare failed");
@@ -1083,9 +1084,9 @@ static int client_handshake(AmqpClient *c) {
 
                 if (asprintf(&what, "declaring queue %s failed", q->name) < 0)
                         what = NULL;
-                amqp_queue_declare(c->conn, AMQP_CHANNEL, bytes_of(q->name), /* passive= */ false,
-                                   /* durable= */ true, /* exclusive= */ false, /* auto_delete= */ false,
-                                   amqp_empty_table);
+                sym_amqp_queue_declare(c->conn, AMQP_CHANNEL, bytes_of(q->name), /* passive= */ false,
+                                       /* durable= */ true, /* exclusive= */ false, /* auto_delete= */ false,
+                                       empty_table);
                 r = rpc_check(c, what ?: "queue.declare failed");
                 if (r < 0)
                         return r;
@@ -1094,8 +1095,8 @@ static int client_handshake(AmqpClient *c) {
                         what = mfree(what);
                         if (asprintf(&what, "binding queue %s to %s failed", q->name, q->exchange) < 0)
                                 what = NULL;
-                        amqp_queue_bind(c->conn, AMQP_CHANNEL, bytes_of(q->name), bytes_of(q->exchange),
-                                        bytes_of(q->routing_key), amqp_empty_table);
+                        sym_amqp_queue_bind(c->conn, AMQP_CHANNEL, bytes_of(q->name), bytes_of(q->exchange),
+                                            bytes_of(q->routing_key), empty_table);
                         r = rpc_check(c, what ?: "queue.bind failed");
                         if (r < 0)
                                 return r;
@@ -1106,9 +1107,9 @@ static int client_handshake(AmqpClient *c) {
                 what = mfree(what);
                 if (asprintf(&what, "consuming queue %s failed", q->name) < 0)
                         what = NULL;
-                ok = amqp_basic_consume(c->conn, AMQP_CHANNEL, bytes_of(q->name), amqp_empty_bytes,
-                                        /* no_local= */ false, /* no_ack= */ false, /* exclusive= */ false,
-                                        amqp_empty_table);
+                ok = sym_amqp_basic_consume(c->conn, AMQP_CHANNEL, bytes_of(q->name), empty_bytes,
+                                            /* no_local= */ false, /* no_ack= */ false, /* exclusive= */ false,
+                                            empty_table);
                 r = rpc_check(c, what ?: "basic.consume failed");
                 if (r < 0)
                         return r;
@@ -1129,7 +1130,7 @@ static int client_setup(AmqpClient *c) {
         if (r < 0)
                 return r;
 
-        fd = amqp_get_sockfd(c->conn);
+        fd = sym_amqp_get_sockfd(c->conn);
         r = sd_event_add_io(c->event, &c->io_source, fd, EPOLLIN, on_io, c);
         if (r < 0) {
                 client_fail(c, "cannot watch socket: %s", strerror(-r));
@@ -1137,7 +1138,7 @@ static int client_setup(AmqpClient *c) {
         }
         (void) sd_event_source_set_description(c->io_source, "amqp-io");
 
-        hb = amqp_get_heartbeat(c->conn);
+        hb = sym_amqp_get_heartbeat(c->conn);
         if (hb > 0) {
                 r = sd_event_add_time_relative(c->event, &c->heartbeat_timer, CLOCK_MONOTONIC,
                                                (uint64_t) hb * USEC_PER_SEC / 2, 0, on_heartbeat, c);
@@ -1175,18 +1176,18 @@ static int tcp_connected(AmqpClient *c) {
         (void) setsockopt(c->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         (void) setsockopt(c->connect_fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 
-        c->conn = amqp_new_connection();
+        c->conn = sym_amqp_new_connection();
         if (!c->conn) {
                 client_fail(c, "out of memory");
                 return -ENOMEM;
         }
-        sock = amqp_tcp_socket_new(c->conn);
+        sock = sym_amqp_tcp_socket_new(c->conn);
         if (!sock) {
                 client_fail(c, "out of memory");
                 return -ENOMEM;
         }
         /* From here on librabbitmq owns and closes the fd. */
-        amqp_tcp_socket_set_sockfd(sock, TAKE_FD(c->connect_fd));
+        sym_amqp_tcp_socket_set_sockfd(sock, TAKE_FD(c->connect_fd));
 
         return client_setup(c);
 }
@@ -1288,42 +1289,43 @@ static int tls_connect(AmqpClient *c) {
         amqp_socket_t *sock;
         int r;
 
-        c->conn = amqp_new_connection();
+        c->conn = sym_amqp_new_connection();
         if (!c->conn) {
                 client_fail(c, "out of memory");
                 return -ENOMEM;
         }
-        sock = amqp_ssl_socket_new(c->conn);
+        sock = sym_amqp_ssl_socket_new(c->conn);
         if (!sock) {
                 client_fail(c, "cannot create TLS socket");
                 return -ENOMEM;
         }
-        amqp_ssl_socket_set_verify_peer(sock, true);
-        amqp_ssl_socket_set_verify_hostname(sock, true);
-        (void) amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
+        sym_amqp_ssl_socket_set_verify_peer(sock, true);
+        sym_amqp_ssl_socket_set_verify_hostname(sock, true);
+        (void) sym_amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
         if (!ca) {
                 client_fail(c, "no CA bundle found, set the CA file");
                 return -ENOENT;
         }
-        r = amqp_ssl_socket_set_cacert(sock, ca);
+        r = sym_amqp_ssl_socket_set_cacert(sock, ca);
         if (r < 0) {
-                client_fail(c, "loading CA file %s failed: %s", ca, amqp_error_string2(r));
+                client_fail(c, "loading CA file %s failed: %s", ca, sym_amqp_error_string2(r));
                 return -EINVAL;
         }
         if (c->cert_file || c->key_file) {
-                r = amqp_ssl_socket_set_key(sock, c->cert_file, c->key_file ?: c->cert_file);
+                r = sym_amqp_ssl_socket_set_key(sock, c->cert_file, c->key_file ?: c->cert_file);
                 if (r < 0) {
                         client_fail(c, "loading client certificate %s failed: %s", strna(c->cert_file),
-                                    amqp_error_string2(r));
+                                    sym_amqp_error_string2(r));
                         return -EINVAL;
                 }
         }
 
         /* TCP connect and TLS handshake, blocking for at most the connect timeout:
          * librabbitmq's TLS socket cannot be given an already connected fd. */
-        r = amqp_socket_open_noblock(sock, c->url.host, c->url.port, &tv);
+        r = sym_amqp_socket_open_noblock(sock, c->url.host, c->url.port, &tv);
         if (r < 0) {
-                client_fail(c, "TLS connection to %s:%u failed: %s", c->url.host, c->url.port, amqp_error_string2(r));
+                client_fail(c, "TLS connection to %s:%u failed: %s", c->url.host, c->url.port,
+                            sym_amqp_error_string2(r));
                 return -ECONNREFUSED;
         }
         return client_setup(c);
@@ -1395,8 +1397,8 @@ static AmqpClient *client_free_now(AmqpClient *c) {
                  * and logs a clean close. */
                 struct timeval tv = timeval_of(MIN(c->connect_timeout_usec, CLOSE_TIMEOUT_USEC));
 
-                (void) amqp_set_rpc_timeout(c->conn, &tv);
-                (void) amqp_connection_close(c->conn, AMQP_REPLY_SUCCESS);
+                (void) sym_amqp_set_rpc_timeout(c->conn, &tv);
+                (void) sym_amqp_connection_close(c->conn, AMQP_REPLY_SUCCESS);
                 c->can_close = false;
         }
         connection_release(c);
@@ -1445,6 +1447,9 @@ int amqp_client_new(sd_event *e,
 
         if (!e || !settings || !ret || (n_exchanges > 0 && !exchanges) || (n_queues > 0 && !queues))
                 return -EINVAL;
+        r = dlopen_rabbitmq();
+        if (r < 0)
+                return r;
         if (n_queues > 1000 || n_exchanges > 1000)
                 return -EINVAL;
 
@@ -1542,9 +1547,9 @@ static int settle(AmqpClient *c, uint64_t delivery_tag, bool ack, bool requeue) 
                 return -ESTALE;
 
         if (ack)
-                r = amqp_basic_ack(c->conn, AMQP_CHANNEL, delivery_tag, false);
+                r = sym_amqp_basic_ack(c->conn, AMQP_CHANNEL, delivery_tag, false);
         else
-                r = amqp_basic_reject(c->conn, AMQP_CHANNEL, delivery_tag, requeue);
+                r = sym_amqp_basic_reject(c->conn, AMQP_CHANNEL, delivery_tag, requeue);
         if (r < 0) {
                 client_fail_status(c, r, ack ? "basic.ack failed" : "basic.reject failed");
                 return -ENOTCONN;
@@ -1590,9 +1595,9 @@ static int publish(AmqpClient *c,
         }
         c->unconfirmed[c->n_unconfirmed++] = (Unconfirmed){.tag = tag, .state = CONFIRM_PENDING};
 
-        r = amqp_basic_publish(c->conn, AMQP_CHANNEL, bytes_of(exchange), bytes_of(routing_key), mandatory,
-                               /* immediate= */ false, props,
-                               (amqp_bytes_t){.len = size, .bytes = (void *) (body ?: "")});
+        r = sym_amqp_basic_publish(c->conn, AMQP_CHANNEL, bytes_of(exchange), bytes_of(routing_key), mandatory,
+                                   /* immediate= */ false, props,
+                                   (amqp_bytes_t){.len = size, .bytes = (void *) (body ?: "")});
         if (r < 0) {
                 c->n_unconfirmed--;
                 client_fail_status(c, r, "publish failed");
@@ -1616,13 +1621,13 @@ int amqp_client_publish(AmqpClient *c,
                         uint64_t *ret_tag) {
         amqp_basic_properties_t props = {
                 ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
-                .content_type = amqp_cstring_bytes("application/json"),
+                .content_type = sym_amqp_cstring_bytes("application/json"),
                 .delivery_mode = persistent ? 2 : 1,
         };
 
         if (message_id) {
                 props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-                props.message_id = amqp_cstring_bytes(message_id);
+                props.message_id = sym_amqp_cstring_bytes(message_id);
         }
         return publish(c, exchange, routing_key, body, size, &props, /* mandatory= */ false, ret_tag);
 }

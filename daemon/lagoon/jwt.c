@@ -1,27 +1,24 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* HS256 JSON Web Tokens for Lagoon's API: the compact JWS form header.claims.signature
- * (base64url, RFC 4648 §5, no padding) with HMAC-SHA256 from OpenSSL, and the claims
+ * (base64url, RFC 4648 §5, no padding) with HMAC-SHA256 (sha256.h), and the claims
  * Lagoon checks on a service ("legacy") token. Pure: no I/O, no logging. */
 
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "json.h"
 #include "jwt.h"
 #include "parse-util.h"
+#include "sha256.h"
 
 /* The header never changes; this is base64url('{"alg":"HS256","typ":"JWT"}'). */
 #define JWT_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
 
 int jwt_hs256_sign(const void *secret, size_t secret_size, const char *claims_json, char **ret) {
         _cleanup_free_ char *claims_b64 = NULL, *signing_input = NULL, *sig_b64 = NULL;
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned mac_len = 0;
+        uint8_t mac[SHA256_DIGEST_SIZE];
         char *token = NULL;
         int r;
 
@@ -38,12 +35,9 @@ int jwt_hs256_sign(const void *secret, size_t secret_size, const char *claims_js
                 return -ENOMEM;
         }
 
-        if (!HMAC(EVP_sha256(), secret, (int) secret_size, (const unsigned char *) signing_input, strlen(signing_input),
-                  mac, &mac_len))
-                return -EIO;
-
-        r = base64url_encode(mac, mac_len, &sig_b64);
-        OPENSSL_cleanse(mac, sizeof(mac));
+        hmac_sha256(secret, secret_size, signing_input, strlen(signing_input), mac);
+        r = base64url_encode(mac, sizeof(mac), &sig_b64);
+        explicit_bzero(mac, sizeof(mac));
         if (r < 0)
                 return r;
 

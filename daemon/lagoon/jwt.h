@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* HS256 JSON Web Tokens (RFC 7519, JWS compact form) minted with OpenSSL's HMAC, for
+/* HS256 JSON Web Tokens (RFC 7519, JWS compact form) minted with our HMAC-SHA256 (sha256.h), for
  * Lagoon's API: Lagoon accepts a service token when the signature verifies with its
  * JWTSECRET, role is "admin", aud is its audience, iat is not in the future by more than
  * 60 s and exp - iat <= 3600. Pure; no logging. */

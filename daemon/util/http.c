@@ -14,14 +14,15 @@
  * inside curl_multi_socket_action(), where libcurl forbids removing handles, so a
  * cancel from there only marks the call and aborts it from the write callback). A
  * client freed from inside one of its callbacks is torn down when that callback
- * returns. */
+ * returns. libcurl is loaded by the first http_client_new() (dlopen-curl.h): a daemon
+ * that makes no HTTP client never maps it. */
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
-#include <curl/curl.h>
 
+#include "dlopen-curl.h"
 #include "list.h"
 #include "http.h"
 #include "log.h"
@@ -97,28 +98,33 @@ static HttpCall *http_call_free(HttpCall *call) {
 
         if (call->client) {
                 if (call->easy)
-                        (void) curl_multi_remove_handle(call->client->multi, call->easy);
+                        (void) sym_curl_multi_remove_handle(call->client->multi, call->easy);
                 LIST_REMOVE(call->client->calls, call);
                 call->client->n_pending--;
         }
         if (call->easy)
-                curl_easy_cleanup(call->easy);
+                sym_curl_easy_cleanup(call->easy);
         sd_event_source_disable_unref(call->idle_timer);
         /* They may hold a token. */
         for (struct curl_slist *h = call->headers; h; h = h->next)
                 explicit_bzero(h->data, strlen(h->data));
-        curl_slist_free_all(call->headers);
+        sym_curl_slist_free_all(call->headers);
         free(call->body);
         free(call->response);
         return mfree(call);
 }
 
 static int curl_global(void) {
+        int r;
+
         /* Not thread-safe, but the daemon has one thread; curl_global_init is
          * reference-counted and never undone here (it is process-wide state). */
         if (curl_global_initialized)
                 return 0;
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        r = dlopen_curl();
+        if (r < 0)
+                return r;
+        if (sym_curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return -EIO;
         curl_global_initialized = 1;
         return 0;
@@ -182,10 +188,10 @@ static void socket_action(HttpClient *c, curl_socket_t fd, int mask) {
 
         c->dispatching++;
         c->in_curl++;
-        CURLMcode m = curl_multi_socket_action(c->multi, fd, mask, &running);
+        CURLMcode m = sym_curl_multi_socket_action(c->multi, fd, mask, &running);
         c->in_curl--;
         if (m != CURLM_OK)
-                log_debug("curl_multi_socket_action(%d) failed: %s", (int) fd, curl_multi_strerror(m));
+                log_debug("curl_multi_socket_action(%d) failed: %s", (int) fd, sym_curl_multi_strerror(m));
         if (!c->freed)
                 process_done(c);
         /* Calls cancelled from inside libcurl that it did not finish yet (no more data
@@ -228,7 +234,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 
         if (what == CURL_POLL_REMOVE) {
                 if (s) {
-                        (void) curl_multi_assign(c->multi, fd, NULL);
+                        (void) sym_curl_multi_assign(c->multi, fd, NULL);
                         http_socket_free(s);
                 }
                 return 0;
@@ -261,7 +267,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         (void) sd_event_source_set_description(s->source, "http-socket");
         s->client = c;
         LIST_PREPEND(c->sockets, s);
-        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+        if (sym_curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
                 http_socket_free(s);
                 return -1;
         }
@@ -315,7 +321,7 @@ static void client_destroy(HttpClient *c) {
 
         /* Cleaning up the multi handle may still report sockets to remove. */
         if (c->multi)
-                curl_multi_cleanup(c->multi);
+                sym_curl_multi_cleanup(c->multi);
         c->multi = NULL;
         while (c->sockets)
                 http_socket_free(c->sockets);
@@ -329,16 +335,16 @@ static void finish_call(HttpCall *call, CURLcode code) {
         long status = 0, os_errno = 0;
         int error;
 
-        (void) curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
+        (void) sym_curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
         error = errno_from_curl(code, os_errno, call->too_big);
         if (call->data_error < 0)
                 error = call->data_error;
         if (error == 0)
-                (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+                (void) sym_curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
 
         /* Out of curl and out of the pending list before the callback runs, so the
          * callback may start new calls or cancel others freely. */
-        (void) curl_multi_remove_handle(c->multi, call->easy);
+        (void) sym_curl_multi_remove_handle(c->multi, call->easy);
         LIST_REMOVE(c->calls, call);
         c->n_pending--;
         call->client = NULL;
@@ -354,7 +360,7 @@ static void finish_call(HttpCall *call, CURLcode code) {
                         (void) snprintf(text, sizeof(text), "Response larger than %zu bytes", call->max_response_size);
                 else if (error < 0)
                         (void) snprintf(text, sizeof(text), "%s",
-                                        call->error_buffer[0] ? call->error_buffer : curl_easy_strerror(code));
+                                        call->error_buffer[0] ? call->error_buffer : sym_curl_easy_strerror(code));
                 if (error < 0)
                         error_text = text;
 
@@ -379,12 +385,12 @@ static void process_done(HttpClient *c) {
         int left = 0;
 
         c->dispatching++;
-        while (!c->freed && (msg = curl_multi_info_read(c->multi, &left))) {
+        while (!c->freed && (msg = sym_curl_multi_info_read(c->multi, &left))) {
                 HttpCall *call = NULL;
 
                 if (msg->msg != CURLMSG_DONE)
                         continue;
-                if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call) != CURLE_OK || !call)
+                if (sym_curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call) != CURLE_OK || !call)
                         continue;
                 finish_call(call, msg->data.result);
         }
@@ -410,15 +416,15 @@ int http_client_new(sd_event *e, HttpClient **ret) {
                 return -ENOMEM;
         c->event = sd_event_ref(e);
 
-        c->multi = curl_multi_init();
+        c->multi = sym_curl_multi_init();
         if (!c->multi) {
                 client_destroy(c);
                 return -ENOMEM;
         }
-        if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
-            curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
-            curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
-            curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
+        if (sym_curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+            sym_curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+            sym_curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
+            sym_curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
                 client_destroy(c);
                 return -EIO;
         }
@@ -466,7 +472,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
                 long status = 0;
                 int r;
 
-                (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+                (void) sym_curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
                 r = call->on_data(call, status, data, n, call->userdata);
                 if (call->cancelled)
                         return 0;
@@ -500,28 +506,28 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
 }
 
 static bool url_is_http(const char *url) {
-        CURLU *u = curl_url();
+        CURLU *u = sym_curl_url();
         char *scheme = NULL;
         bool ok = false;
 
         if (!u)
                 return false;
-        if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK)
+        if (sym_curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            sym_curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK)
                 ok = streq(scheme, "http") || streq(scheme, "https");
-        curl_free(scheme);
-        curl_url_cleanup(u);
+        sym_curl_free(scheme);
+        sym_curl_url_cleanup(u);
         return ok;
 }
 
 #define SETOPT(easy, opt, val) \
         do { \
-                if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) \
+                if (sym_curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) \
                         return -EIO; \
         } while (0)
 
 static int header_append(HttpCall *call, const char *header) {
-        struct curl_slist *l = curl_slist_append(call->headers, header);
+        struct curl_slist *l = sym_curl_slist_append(call->headers, header);
 
         if (!l)
                 return -ENOMEM;
@@ -649,7 +655,7 @@ int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void 
         call->userdata = userdata;
         call->max_response_size = req->max_response_size > 0 ? req->max_response_size : HTTP_MAX_RESPONSE_DEFAULT;
 
-        call->easy = curl_easy_init();
+        call->easy = sym_curl_easy_init();
         if (!call->easy) {
                 http_call_free(call);
                 return -ENOMEM;
@@ -663,7 +669,7 @@ int http_request(HttpClient *c, const HttpRequest *req, http_done_cb_t cb, void 
 
         /* This arms the timer (timeout 0) at the latest; libcurl starts the transfer
          * from the event loop. */
-        if (curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
+        if (sym_curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
                 http_call_free(call);
                 return -EIO;
         }
@@ -715,7 +721,7 @@ const char *http_call_header(HttpCall *call, const char *name) {
 
         if (!call || !call->easy || !name)
                 return NULL;
-        if (curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+        if (sym_curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
                 return NULL;
         return h->value;
 }
