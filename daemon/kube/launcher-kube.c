@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -638,3 +639,125 @@ int kube_pod_adopt(sd_event *e,
         *ret = TAKE_PTR(p);
         return 0;
 }
+
+/* ---- the launcher interface (launcher.h) ---- */
+
+typedef struct PodLauncher {
+        Launcher launcher; /* first: the manager's handle */
+        KubePod *pod;
+} PodLauncher;
+
+static void pl_on_exit(KubePod *p, const KubePodResult *result, void *userdata) {
+        PodLauncher *pl = userdata;
+        LauncherResult r = {
+                .status = result->exit_code >= 0 ? result->exit_code : -EIO,
+                .failure = result->failure,
+                .task_data = result->task_data,
+        };
+
+        pl->launcher.cb.exit(&pl->launcher, &r, pl->launcher.cb.userdata);
+}
+
+static int pl_stop(Launcher *l, uint64_t grace_usec) {
+        /* The kubelet sends SIGTERM, then SIGKILL after the grace period. */
+        return kube_pod_stop(((PodLauncher *) l)->pod, (unsigned) MIN(grace_usec / USEC_PER_SEC, (uint64_t) UINT_MAX));
+}
+
+static int pl_kill(Launcher *l) {
+        return kube_pod_stop(((PodLauncher *) l)->pod, 0);
+}
+
+static const char *pl_log_path(Launcher *l) {
+        return kube_pod_log_path(((PodLauncher *) l)->pod);
+}
+
+static void pl_free(Launcher *l) {
+        PodLauncher *pl = (PodLauncher *) l;
+
+        kube_pod_free(pl->pod);
+        free(pl);
+}
+
+static const LauncherOps pod_launcher_ops = {
+        .class = &launcher_pod_class,
+        .kill_what = "deleting its pod at once",
+        .stop = pl_stop,
+        .kill = pl_kill,
+        .log_path = pl_log_path,
+        .free = pl_free,
+};
+
+static PodLauncher *pl_new(const LauncherCallbacks *cb) {
+        PodLauncher *pl = calloc(1, sizeof(PodLauncher));
+
+        if (!pl)
+                return NULL;
+        pl->launcher.ops = &pod_launcher_ops;
+        pl->launcher.cb = *cb;
+        return pl;
+}
+
+int launcher_pod_start(sd_event *e,
+                       KubeClient *k,
+                       const KubePodSpec *spec,
+                       const JsonValue *pod,
+                       const LauncherCallbacks *cb,
+                       Launcher **ret,
+                       char **ret_error) {
+        PodLauncher *pl;
+        int r;
+
+        if (!cb || !cb->exit || !ret)
+                return -EINVAL;
+        pl = pl_new(cb);
+        if (!pl)
+                return -ENOMEM;
+        r = kube_pod_start(e, k, spec, pod, pl_on_exit, pl, &pl->pod, ret_error);
+        if (r < 0) {
+                free(pl);
+                return r;
+        }
+        *ret = &pl->launcher;
+        return 0;
+}
+
+static int pl_adopt(const LauncherContext *ctx,
+                    const Task *task,
+                    const char *container_dir,
+                    const LauncherCallbacks *cb,
+                    Launcher **ret) {
+        PodLauncher *pl;
+        int r;
+
+        if (!ctx || !task || !task->pod || !cb || !cb->exit || !ret)
+                return -EINVAL;
+        if (!ctx->kube)
+                return -EOPNOTSUPP; /* node mode was switched off */
+        KubePodSpec spec = {
+                .namespace = task->namespace,
+                .name = task->pod,
+                .container = task->image ? TASK_POD_CONTAINER_ADVANCED : NULL,
+                .container_dir = container_dir,
+        };
+        pl = pl_new(cb);
+        if (!pl)
+                return -ENOMEM;
+        r = kube_pod_adopt(ctx->event, ctx->kube, &spec, pl_on_exit, pl, &pl->pod);
+        if (r < 0) {
+                free(pl);
+                return r;
+        }
+        *ret = &pl->launcher;
+        return 0;
+}
+
+/* The pod itself stays for KeepTaskPods= (the manager prunes the namespace's task pods). */
+static int pl_remove(const Config *config, const char *task_id, const char *container_dir) {
+        return rm_rf(container_dir);
+}
+
+const LauncherClass launcher_pod_class = {
+        .kind = "pod",
+        .adopt = pl_adopt,
+        .remove = pl_remove,
+};

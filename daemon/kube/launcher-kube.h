@@ -16,6 +16,7 @@
 
 #include "json.h"
 #include "kube.h"
+#include "launcher.h"
 #include "macro.h"
 
 typedef struct KubePod KubePod;
@@ -69,3 +70,16 @@ const char *kube_pod_log_path(KubePod *p);
 /* Stops watching; never deletes the pod. */
 KubePod *kube_pod_free(KubePod *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubePod *, kube_pod_free);
+
+/* The launcher interface (launcher.h) over the functions above, for the manager:
+ * kube_pod_start() reporting to cb (exit status -EIO when the container never ended);
+ * launcher_pod_class adopts with kube_pod_adopt() (the pod task->pod in task->namespace)
+ * and removes the container directory. The ops stop with a DELETE of the pod with the
+ * grace period, and kill with a DELETE without one. */
+int launcher_pod_start(sd_event *e,
+                       KubeClient *k,
+                       const KubePodSpec *spec,
+                       const JsonValue *pod,
+                       const LauncherCallbacks *cb,
+                       Launcher **ret,
+                       char **ret_error);

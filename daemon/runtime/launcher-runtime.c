@@ -1897,3 +1897,118 @@ int runtime_container_remove_fork(const Config *config,
         *ret_pidfd = pidfd;
         return 0;
 }
+
+/* ---- the launcher interface (launcher.h) ------------------------------------------------- */
+
+typedef struct RuntimeLauncher {
+        Launcher launcher; /* first: the manager's handle */
+        RuntimeContainer *container;
+} RuntimeLauncher;
+
+static void rl_on_exit(RuntimeContainer *c, int exit_status, const char *error, void *userdata) {
+        RuntimeLauncher *rl = userdata;
+        LauncherResult result = {
+                .status = exit_status,
+                .launch_error = error,
+        };
+
+        rl->launcher.cb.exit(&rl->launcher, &result, rl->launcher.cb.userdata);
+}
+
+static void rl_on_step(RuntimeContainer *c, TaskLaunchStep step, void *userdata) {
+        RuntimeLauncher *rl = userdata;
+
+        if (rl->launcher.cb.step)
+                rl->launcher.cb.step(&rl->launcher, step, rl->launcher.cb.userdata);
+}
+
+static int rl_stop(Launcher *l, uint64_t grace_usec) {
+        return runtime_container_kill(((RuntimeLauncher *) l)->container, SIGTERM);
+}
+
+static int rl_kill(Launcher *l) {
+        return runtime_container_kill(((RuntimeLauncher *) l)->container, SIGKILL);
+}
+
+static const char *rl_log_path(Launcher *l) {
+        return runtime_container_log_path(((RuntimeLauncher *) l)->container);
+}
+
+static void rl_free(Launcher *l) {
+        RuntimeLauncher *rl = (RuntimeLauncher *) l;
+
+        runtime_container_free(rl->container);
+        free(rl);
+}
+
+static const LauncherOps runtime_launcher_ops = {
+        .class = &launcher_runtime_class,
+        .kill_what = "sending SIGKILL",
+        .stop = rl_stop,
+        .kill = rl_kill,
+        .log_path = rl_log_path,
+        .free = rl_free,
+};
+
+static RuntimeLauncher *rl_new(const LauncherCallbacks *cb) {
+        RuntimeLauncher *rl = calloc(1, sizeof(RuntimeLauncher));
+
+        if (!rl)
+                return NULL;
+        rl->launcher.ops = &runtime_launcher_ops;
+        rl->launcher.cb = *cb;
+        return rl;
+}
+
+int launcher_runtime_start(sd_event *e,
+                           const RuntimeSpec *spec,
+                           const LauncherCallbacks *cb,
+                           Launcher **ret,
+                           char **ret_error) {
+        RuntimeLauncher *rl;
+        int r;
+
+        if (!cb || !cb->exit || !ret)
+                return -EINVAL;
+        rl = rl_new(cb);
+        if (!rl)
+                return -ENOMEM;
+        r = runtime_container_start(e, spec, rl_on_exit, rl, &rl->container, ret_error);
+        if (r < 0) {
+                free(rl);
+                return r;
+        }
+        runtime_container_set_step_callback(rl->container, rl_on_step);
+        *ret = &rl->launcher;
+        return 0;
+}
+
+static int rl_adopt(const LauncherContext *ctx,
+                    const Task *task,
+                    const char *container_dir,
+                    const LauncherCallbacks *cb,
+                    Launcher **ret) {
+        RuntimeLauncher *rl;
+        int r;
+
+        if (!ctx || !cb || !cb->exit || !ret)
+                return -EINVAL;
+        rl = rl_new(cb);
+        if (!rl)
+                return -ENOMEM;
+        r = runtime_container_adopt(ctx->event, ctx->config, task, container_dir, rl_on_exit, rl, &rl->container);
+        if (r < 0) {
+                free(rl);
+                return r;
+        }
+        runtime_container_set_step_callback(rl->container, rl_on_step);
+        *ret = &rl->launcher;
+        return 0;
+}
+
+const LauncherClass launcher_runtime_class = {
+        .kind = "container",
+        .adopt = rl_adopt,
+        .remove = runtime_container_remove,
+        .remove_fork = runtime_container_remove_fork,
+};

@@ -13,6 +13,7 @@
 
 #include "bundle.h"
 #include "config.h"
+#include "launcher.h"
 #include "macro.h"
 #include "task.h"
 
@@ -101,6 +102,16 @@ int runtime_container_remove_fork(const Config *config,
                                   const char *container_dir,
                                   pid_t *ret_pid,
                                   int *ret_pidfd);
+
+/* The launcher interface (launcher.h) over the functions above, for the manager:
+ * runtime_container_start() reporting to cb; launcher_runtime_class adopts with
+ * runtime_container_adopt() and removes with runtime_container_remove{,_fork}(). The ops
+ * stop with SIGTERM (the grace is the manager's kill timer) and kill with SIGKILL. */
+int launcher_runtime_start(sd_event *e,
+                           const RuntimeSpec *spec,
+                           const LauncherCallbacks *cb,
+                           Launcher **ret,
+                           char **ret_error);
 
 /* Internal, exported for tests and fuzzing: parsers of what conmon and the runtime say.
  * The readable reason in a runtime's error output (runc's logrus msg="…" values, other
