@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The manager: every task the daemon knows, the FIFO queue with the global and
- * per-environment limits, launching through the runtime launcher, the deadline and
+ * per-environment limits, launching through a launcher (launcher.h: a local container
+ * or an API pod, one handle per task), the deadline and
  * kill timers, cancellation, retention of finished tasks, adoption after a restart,
  * and the sd_notify STATUS= line. Every transition is persisted before it is
  * announced (API callback, STATUS=, later the Lagoon outbox). */
@@ -23,8 +24,9 @@
 #include "debug-stop.h"
 #include "fs-util.h"
 #include "lagoon-message.h"
-#include "launcher-kube.h"
-#include "launcher-runtime.h"
+#include "launcher.h"
+#include "launcher-kube.h"    /* constructors only: launcher_pod_start(), and a pod's marker */
+#include "launcher-runtime.h" /* constructors only: launcher_runtime_start() */
 #include "log.h"
 #include "logtail.h"
 #include "manager.h"
@@ -41,9 +43,8 @@
 typedef struct ManagedTask {
         Manager *manager;
         Task *task;
-        RuntimeContainer *container; /* a local container (runtime launcher) … */
-        KubePod *pod;                /* … or an API pod (launcher-kube) */
-        NodeLookup *lookup;          /* node mode: finding where the service runs */
+        Launcher *launcher; /* the launch in flight or the running task: a local container or an API pod */
+        NodeLookup *lookup; /* node mode: finding where the service runs */
         LogTail *logtail;
         char **secrets; /* the secrets in force when the task started */
         sd_event_source *deadline_source;
@@ -96,8 +97,7 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
         sd_event_source_disable_unref(mt->deadline_source);
         sd_event_source_disable_unref(mt->kill_source);
         logtail_free(mt->logtail);
-        runtime_container_free(mt->container);
-        kube_pod_free(mt->pod);
+        launcher_free(mt->launcher);
         node_lookup_cancel(mt->lookup);
         strv_free(mt->secrets);
         free(mt->deferred_reason);
@@ -106,6 +106,12 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
         return NULL;
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(ManagedTask *, managed_task_free);
+
+/* The kind of launcher a task's record says it was launched with (for what needs no
+ * live launcher: adoption, removal). */
+static const LauncherClass *task_launcher_class(const Task *t) {
+        return t->pod ? &launcher_pod_class : &launcher_runtime_class;
+}
 
 static Cleanup *cleanup_free(Cleanup *c) {
         if (!c)
@@ -670,7 +676,7 @@ static bool pod_in_use(const char *namespace, const char *name, void *userdata) 
         for (size_t i = 0; i < m->n_tasks; i++) {
                 const Task *t = m->tasks[i]->task;
 
-                if ((m->tasks[i]->pod || m->tasks[i]->deferred_end) && streq_ptr(t->pod, name) &&
+                if ((m->tasks[i]->launcher || m->tasks[i]->deferred_end) && streq_ptr(t->pod, name) &&
                     streq_ptr(t->namespace, namespace))
                         return true;
         }
@@ -706,14 +712,20 @@ static int on_cleanup_exit(sd_event_source *s, const siginfo_t *si, void *userda
 
 /* runc delete, conmon's end, the unmount and the directory's removal after the final
  * state was recorded and announced: in a forked helper watched from the loop. Done
- * synchronously only when the helper cannot be started. */
-static void manager_cleanup_start(Manager *m, const char *id, const char *dir) {
+ * synchronously when the kind's removal is quick or the helper cannot be started. */
+static void manager_cleanup_start(Manager *m, const LauncherClass *class, const char *id, const char *dir) {
         _cleanup_(cleanup_freep) Cleanup *c = NULL;
         _cleanup_close_ int pidfd = -EBADF;
         Cleanup **l;
         pid_t pid;
         int r;
 
+        if (!class->remove_fork) {
+                r = class->remove(m->config, id, dir);
+                if (r < 0 && r != -ENOENT)
+                        log_warning_errno(r, "Task %s: failed to remove its %s: %m", id, class->kind);
+                return;
+        }
         c = calloc(1, sizeof(Cleanup));
         l = reallocarray(m->cleanups, m->n_cleanups + 1, sizeof(Cleanup *));
         if (l)
@@ -723,7 +735,7 @@ static void manager_cleanup_start(Manager *m, const char *id, const char *dir) {
                 goto sync;
         }
         c->manager = m;
-        r = runtime_container_remove_fork(m->config, id, dir, &pid, &pidfd);
+        r = class->remove_fork(m->config, id, dir, &pid, &pidfd);
         if (r < 0)
                 goto sync;
         r = sd_event_add_child_pidfd(m->event, &c->source, pidfd, WEXITED, on_cleanup_exit, c);
@@ -740,9 +752,9 @@ static void manager_cleanup_start(Manager *m, const char *id, const char *dir) {
         return;
 sync:
         log_warning_errno(r, "Task %s: no helper to remove its container, removing it now: %m", id);
-        r = runtime_container_remove(m->config, id, dir);
+        r = class->remove(m->config, id, dir);
         if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Task %s: failed to remove its container: %m", id);
+                log_warning_errno(r, "Task %s: failed to remove its %s: %m", id, class->kind);
 }
 
 static void manager_task_release(Manager *m, ManagedTask *mt, bool keep_dir);
@@ -754,7 +766,7 @@ static void
 manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_reason, const char *task_data) {
         Task *t = mt->task;
         _cleanup_free_ char *reason = NULL, *task_data_error = NULL;
-        bool keep_dir = false, was_pod = mt->pod;
+        bool keep_dir = false, was_pod = mt->launcher && launcher_class(mt->launcher) == &launcher_pod_class;
         TaskStatus to;
         int r;
 
@@ -805,8 +817,7 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         t->launch_step = TASK_LAUNCH_NONE;
         r = manager_transition(m, mt, to, reason);
 
-        mt->container = runtime_container_free(mt->container);
-        mt->pod = kube_pod_free(mt->pod);
+        mt->launcher = launcher_free(mt->launcher);
         mt->logtail = logtail_free(mt->logtail);
         if (r < 0 && mt->deferred) {
                 /* Not on disk yet: the container (or pod) stays, so a restart meanwhile
@@ -837,32 +848,30 @@ static void manager_task_release(Manager *m, ManagedTask *mt, bool keep_dir) {
                 if (fd < 0)
                         log_warning("Task %s: failed to mark its container directory as kept.", t->id);
                 safe_close(fd);
-        } else if (r >= 0 && was_pod) {
-                r = rm_rf(dir);
-                if (r < 0 && r != -ENOENT)
-                        log_warning_errno(r, "Task %s: failed to remove its container: %m", t->id);
         } else if (r >= 0)
-                manager_cleanup_start(m, t->id, dir);
+                manager_cleanup_start(m, task_launcher_class(t), t->id, dir);
         if (was_pod)
                 node_prune_task_pods(m->node, t->namespace, m->config->keep_task_pods, pod_in_use, m);
 }
 
-static void on_container_exit(RuntimeContainer *c, int status, const char *error, void *userdata) {
+static void on_launcher_exit(Launcher *l, const LauncherResult *result, void *userdata) {
         ManagedTask *mt = userdata;
         _cleanup_free_ char *reason = NULL;
 
-        if (error) {
-                log_error("Task %s: failed to start: %s", mt->task->id, error);
-                if (asprintf(&reason, "launch-error: %s", error) < 0)
+        if (result->launch_error) {
+                log_error("Task %s: failed to start: %s", mt->task->id, result->launch_error);
+                if (asprintf(&reason, "launch-error: %s", result->launch_error) < 0)
                         reason = NULL;
         }
-        manager_task_ended(mt->manager, mt, status, error ? reason ?: "launch-error" : NULL, NULL);
+        manager_task_ended(mt->manager, mt, result->status,
+                           result->launch_error ? reason ?: "launch-error" : result->failure, result->task_data);
 }
 
 static int arm_deadline(Manager *m, ManagedTask *mt);
+static uint64_t manager_stop_grace(Manager *m, const Task *t);
 
 /* Recorded before the launcher relies on the step: a restart resumes from it. */
-static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *userdata) {
+static void on_launcher_step(Launcher *l, TaskLaunchStep step, void *userdata) {
         ManagedTask *mt = userdata;
         Manager *m = mt->manager;
         int r;
@@ -876,19 +885,18 @@ static void on_container_step(RuntimeContainer *c, TaskLaunchStep step, void *us
         } else
                 (void) manager_save(m, mt); /* logs, and the retry timer writes it */
         if (step == TASK_LAUNCH_STARTED)
-                manager_launch_done(m, mt); /* the create and start happen after runtime_container_start() */
+                manager_launch_done(m, mt); /* the create and start happen after the launcher's start */
         /* A stop asked for while the launch was in flight reached no process. */
         if (step == TASK_LAUNCH_STARTED && mt->task->kill_usec > 0) {
-                r = runtime_container_kill(mt->container, SIGTERM);
+                r = launcher_stop(l, manager_stop_grace(m, mt->task));
                 if (r < 0 && r != -ESRCH)
-                        log_warning_errno(r, "Task %s: failed to send SIGTERM: %m", mt->task->id);
+                        log_warning_errno(r, "Task %s: failed to stop its %s: %m", mt->task->id,
+                                          launcher_class(l)->kind);
         }
 }
 
-static void on_pod_exit(KubePod *p, const KubePodResult *result, void *userdata) {
-        ManagedTask *mt = userdata;
-        manager_task_ended(mt->manager, mt, result->exit_code >= 0 ? result->exit_code : -EIO, result->failure,
-                           result->task_data);
+static LauncherCallbacks manager_launcher_callbacks(ManagedTask *mt) {
+        return (LauncherCallbacks){.step = on_launcher_step, .exit = on_launcher_exit, .userdata = mt};
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -896,20 +904,14 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int r;
 
         mt->kill_source = sd_event_source_disable_unref(mt->kill_source);
-        if (mt->pod) {
-                log_notice("Task %s: pod still there %s after deleting it, deleting it at once.", mt->task->id,
-                           "KillGraceSec=");
-                r = kube_pod_stop(mt->pod, 0);
-                if (r < 0)
-                        log_warning_errno(r, "Task %s: failed to delete its pod: %m", mt->task->id);
+        if (!mt->launcher)
                 return 0;
-        }
-        if (!mt->container)
-                return 0;
-        log_notice("Task %s: still running %s after SIGTERM, sending SIGKILL.", mt->task->id, "KillGraceSec=");
-        r = runtime_container_kill(mt->container, SIGKILL);
+        log_notice("Task %s: %s still there %s after it was asked to stop, %s.", mt->task->id,
+                   launcher_class(mt->launcher)->kind, "KillGraceSec=", mt->launcher->ops->kill_what);
+        r = launcher_kill(mt->launcher);
         if (r < 0)
-                log_warning_errno(r, "Task %s: failed to send SIGKILL: %m", mt->task->id);
+                log_warning_errno(r, "Task %s: failed to kill its %s: %m", mt->task->id,
+                                  launcher_class(mt->launcher)->kind);
         return 0;
 }
 
@@ -932,25 +934,26 @@ static int arm_kill_timer(Manager *m, ManagedTask *mt) {
         return 0;
 }
 
-/* SIGTERM now, SIGKILL after KillGraceSec=. The flags saying why were persisted first. */
+/* What is left of the grace between the stop and the kill (a pod's grace period). */
+static uint64_t manager_stop_grace(Manager *m, const Task *t) {
+        uint64_t at = manager_kill_at(m, t), n = now_usec(CLOCK_REALTIME);
+
+        return at > n ? at - n : 0;
+}
+
+/* SIGTERM now (a pod: deleted with the grace), SIGKILL after KillGraceSec=. The flags
+ * saying why were persisted first. */
 static int manager_stop_running(Manager *m, ManagedTask *mt) {
         int r;
 
         if (mt->task->kill_usec == 0)
                 mt->task->kill_usec = now_usec(CLOCK_REALTIME);
         (void) manager_save(m, mt);
-        if (mt->container) {
-                r = runtime_container_kill(mt->container, SIGTERM);
+        if (mt->launcher) {
+                r = launcher_stop(mt->launcher, manager_stop_grace(m, mt->task));
                 if (r < 0)
-                        log_warning_errno(r, "Task %s: failed to send SIGTERM: %m", mt->task->id);
-        }
-        if (mt->pod) {
-                /* The kubelet sends SIGTERM, then SIGKILL after the grace period. */
-                uint64_t at = manager_kill_at(m, mt->task), n = now_usec(CLOCK_REALTIME);
-
-                r = kube_pod_stop(mt->pod, (unsigned) MIN((at > n ? at - n : 0) / USEC_PER_SEC, (uint64_t) UINT_MAX));
-                if (r < 0)
-                        log_warning_errno(r, "Task %s: failed to delete its pod: %m", mt->task->id);
+                        log_warning_errno(r, "Task %s: failed to stop its %s: %m", mt->task->id,
+                                          launcher_class(mt->launcher)->kind);
         }
         return arm_kill_timer(m, mt);
 }
@@ -994,9 +997,8 @@ static int start_logtail(Manager *m, ManagedTask *mt) {
         r = store_task_log_path(m->store, mt->task->id, &log_path);
         if (r < 0)
                 return r;
-        r = logtail_new(m->event, mt->task,
-                        mt->pod ? kube_pod_log_path(mt->pod) : runtime_container_log_path(mt->container), log_path,
-                        mt->secrets, on_output, mt, &mt->logtail);
+        r = logtail_new(m->event, mt->task, launcher_log_path(mt->launcher), log_path, mt->secrets, on_output, mt,
+                        &mt->logtail);
         if (r < 0)
                 return r;
         logtail_set_max_bytes(mt->logtail, m->config->task_log_size_max);
@@ -1114,7 +1116,7 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
 
         /* The launch is recorded before the container exists: should the daemon die in
          * between, the next start resumes it and never starts the task a second time.
-         * The task stays pending until its container started (on_container_step). */
+         * The task stays pending until its container started (on_launcher_step). */
         t->launch_step = TASK_LAUNCH_PREPARED;
         if (manager_save(m, mt) < 0) {
                 /* Not on disk, so not launched: it waits in the queue. */
@@ -1125,6 +1127,7 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
         manager_task_changed(m, mt);
         debug_stop_at("prepared");
 
+        LauncherCallbacks callbacks = manager_launcher_callbacks(mt);
         RuntimeSpec spec = {
                 .config = m->config,
                 .service = svc,
@@ -1139,18 +1142,17 @@ manager_launch_runtime(Manager *m, ManagedTask *mt, const ServiceConfig *svc, co
                 .netns_path = node_bundle ? node_bundle->netns_path : NULL,
                 .netns_fd = node_bundle ? node_bundle->netns_fd : 0,
         };
-        r = runtime_container_start(m->event, &spec, on_container_exit, mt, &mt->container, &error);
+        r = launcher_runtime_start(m->event, &spec, &callbacks, &mt->launcher, &error);
         if (r < 0) {
                 m->n_running--;
                 t->launch_step = TASK_LAUNCH_NONE;
                 if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
                         reason = NULL;
                 log_error_errno(r, "Task %s: failed to start: %s", t->id, strna(error));
-                (void) runtime_container_remove(m->config, t->id, dir);
+                (void) launcher_runtime_class.remove(m->config, t->id, dir);
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
                 return;
         }
-        runtime_container_set_step_callback(mt->container, on_container_step);
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
@@ -1244,13 +1246,14 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
                 return;
         }
 
+        LauncherCallbacks callbacks = manager_launcher_callbacks(mt);
         KubePodSpec spec = {
                 .namespace = t->namespace,
                 .name = name,
                 .container = container,
                 .container_dir = dir,
         };
-        r = kube_pod_start(m->event, node_api(m->node), &spec, pod, on_pod_exit, mt, &mt->pod, &error);
+        r = launcher_pod_start(m->event, node_api(m->node), &spec, pod, &callbacks, &mt->launcher, &error);
         if (r < 0) {
                 m->n_running--;
                 if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
@@ -1797,7 +1800,7 @@ int manager_cancel_with_grace(Manager *m, const char *id, uint64_t grace_usec) {
                 if (m->n_running > 0)
                         m->n_running--;
         }
-        if (mt->task->status != TASK_RUNNING && !mt->container) {
+        if (mt->task->status != TASK_RUNNING && !mt->launcher) {
                 (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
                 manager_prune_finished(m);
                 return 0;
@@ -1817,29 +1820,25 @@ int manager_cancel_with_grace(Manager *m, const char *id, uint64_t grace_usec) {
 
 /* After a restart: re-attach to a container that was running when the daemon died. */
 static void manager_adopt(Manager *m, ManagedTask *mt) {
+        const LauncherClass *class = task_launcher_class(mt->task);
         _cleanup_free_ char *dir = NULL;
         int r;
 
         m->n_running++;
         (void) task_secrets(m, mt->task, &mt->secrets);
         r = store_container_dir(m->store, mt->task->id, &dir);
-        if (r >= 0 && mt->task->pod) {
-                KubePodSpec spec = {
-                        .namespace = mt->task->namespace,
-                        .name = mt->task->pod,
-                        .container = mt->task->image ? TASK_POD_CONTAINER_ADVANCED : NULL,
-                        .container_dir = dir,
-                };
-                r = node_api(m->node) ? kube_pod_adopt(m->event, node_api(m->node), &spec, on_pod_exit, mt, &mt->pod)
-                                      : -EOPNOTSUPP; /* node mode was switched off */
-        } else if (r >= 0)
-                r = runtime_container_adopt(m->event, m->config, mt->task, dir, on_container_exit, mt, &mt->container);
+        if (r >= 0) {
+                LauncherContext ctx = {.event = m->event, .config = m->config, .kube = node_api(m->node)};
+                LauncherCallbacks callbacks = manager_launcher_callbacks(mt);
+
+                r = class->adopt(&ctx, mt->task, dir, &callbacks, &mt->launcher);
+        }
         if (r == -EAGAIN) {
                 /* Nothing of it ever ran: back to the queue, launched again like any other. */
                 m->n_running--;
                 log_info("Task %s: its launch was interrupted (at step %s) before anything ran; launching it again.",
                          mt->task->id, task_launch_step_to_string(mt->task->launch_step));
-                r = runtime_container_remove(m->config, mt->task->id, dir);
+                r = class->remove(m->config, mt->task->id, dir);
                 if (r < 0)
                         log_warning_errno(r, "Task %s: failed to remove what its launch left: %m", mt->task->id);
                 (void) task_requeue(mt->task);
@@ -1857,13 +1856,12 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                 log_warning_errno(r, "Task %s: cannot adopt its container: %m", mt->task->id);
                 if (asprintf(&reason, "launch-error: container not found after restart (%s)", strerror(-r)) < 0)
                         reason = NULL;
-                if (dir && !mt->task->pod)
-                        (void) runtime_container_remove(m->config, mt->task->id, dir);
+                if (dir && class == &launcher_runtime_class)
+                        (void) class->remove(m->config, mt->task->id, dir);
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
                 return;
         }
-        log_info("Task %s: adopted running %s.", mt->task->id, mt->task->pod ? "pod" : "container");
-        runtime_container_set_step_callback(mt->container, on_container_step);
+        log_info("Task %s: adopted running %s.", mt->task->id, class->kind);
         m->stats.adopted++;
         r = start_logtail(m, mt);
         if (r < 0)
@@ -1959,7 +1957,6 @@ static int load_one(Task *t, void *userdata) {
  * while it was removed. Kept ones (output not drained) stay for the operator. */
 static void manager_finish_cleanup(Manager *m, ManagedTask *mt) {
         _cleanup_free_ char *dir = NULL, *kept = NULL;
-        int r;
 
         if (store_container_dir(m->store, mt->task->id, &dir) < 0 || access(dir, F_OK) < 0)
                 return;
@@ -1967,13 +1964,7 @@ static void manager_finish_cleanup(Manager *m, ManagedTask *mt) {
         if (!kept || access(kept, F_OK) == 0)
                 return;
         log_info("Task %s: finishing the removal of its container.", mt->task->id);
-        if (mt->task->pod) {
-                r = rm_rf(dir);
-                if (r < 0 && r != -ENOENT)
-                        log_warning_errno(r, "Task %s: failed to remove its container: %m", mt->task->id);
-                return;
-        }
-        manager_cleanup_start(m, mt->task->id, dir);
+        manager_cleanup_start(m, task_launcher_class(mt->task), mt->task->id, dir);
 }
 
 static void on_corrupt(const char *file_name, int error, const char *message, void *userdata) {
@@ -2003,7 +1994,7 @@ static void manager_sweep_orphans(Manager *m) {
                         log_error("Task %s has a container but no record (see tasks/corrupt/): stopping and removing "
                                   "it; its output stays in logs/%s.log.",
                                   *id, *id);
-                        manager_cleanup_start(m, *id, dir);
+                        manager_cleanup_start(m, &launcher_runtime_class, *id, dir);
                 } else if (r < 0)
                         log_warning_errno(r,
                                           "Task %s has a container directory but no record, and its pod marker "
