@@ -453,6 +453,10 @@ static int api_task_json(Api *a, const Task *t, unsigned position, JsonValue **r
                 if (r < 0 || (why && (r = json_object_set_string(v, "waitReason", why)) < 0))
                         return r;
         }
+        /* Starting: how far its launch got (run --wait says so while it takes). */
+        if (task_launching(t) &&
+            (r = json_object_set_string(v, "launchStep", task_launch_step_to_string(t->launch_step))) < 0)
+                return r;
         /* Stopping: when SIGKILL follows (KillGraceSec=, or the cancel's own time). */
         if (t->status == TASK_RUNNING && t->kill_usec > 0) {
                 _cleanup_free_ char *at = NULL;

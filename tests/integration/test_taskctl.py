@@ -357,6 +357,35 @@ class TestTaskctl(harness.TaskdTestCase):
         for b in blockers[1:]:
             self.client.cancel(b)
 
+    def test_run_wait_says_starting(self):
+        """run --wait on a terminal says "starting" while the runtime is slow to start the
+        container (here a wrapper of runc that takes 3 s for "start")."""
+        slow = os.path.join(self.tmp, "slow-runc")
+        with open(slow, "w") as f:
+            f.write(f'#!/bin/sh\ncase " $* " in *" start "*) sleep 3;; esac\nexec {harness.RUNC} "$@"\n')
+        os.chmod(slow, 0o755)
+        self.write_config(runtime={"Runtime": slow})
+        self.d.restart()
+        master, slave = pty.openpty()
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "run", "--wait", "--", "echo started"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        self.track_process(p)
+        err = bytearray()
+        reader = threading.Thread(target=lambda: read_all(master, err), daemon=True)
+        reader.start()
+        # The API and show say how far the launch got meanwhile.
+        tid = harness.wait_until(lambda: next((t["id"] for t in self.client.tasks()
+                                               if t.get("launchStep") == "created"), None), 30,
+                                 interval=0.05, what="launchStep created")
+        self.assertEqual(self.client.task(tid)["status"], "pending")
+        self.assertRegex(self.ctl_ok("show", tid).stdout, r"launchStep: +created")
+        out, _ = p.communicate(timeout=60)
+        reader.join(10)
+        self.assertEqual((p.returncode, out), (0, b"started\n"), err)
+        self.assertNotIn("launchStep", self.client.task(tid))
+        self.assertIn(f"lagoon-taskctl: task {tid} starting (created)", err.decode())
+
     def test_logs_tail(self):
         done, live = self.new_id("done"), self.new_id("live")
         self.submit_ok("seq 1 5", id=done)
