@@ -882,6 +882,11 @@ class TestTaskctl(harness.TaskdTestCase):
         t = self.client.wait_final(tid, timeout=60)
         self.assertEqual(t["status"], "cancelled", t)
         self.assertLess(time.monotonic() - t0, 15, "SIGTERM ended the task, not SIGKILL after 30 s")
+        # A timeout too (the issue: --timeout=2 took 12 s with KillGraceSec=10).
+        t0 = time.monotonic()
+        r = self.taskctl("run", "--wait", "--timeout=2", "--", "sleep 300")
+        self.assertEqual(r.returncode, 124, r)
+        self.assertLess(time.monotonic() - t0, 12, "the timeout's SIGTERM ended it, not SIGKILL after 30 s")
         # Init=no: the shell is PID 1, as before.
         self.write_config(tasks={"KillGraceSec": 30}, runtime={"Init": "no"})
         self.d.restart()
