@@ -10,10 +10,12 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -184,12 +186,23 @@ static void print_body(const CtlResponse *resp) {
                 fputc('\n', stdout);
 }
 
+/* The group that may use the socket: the socket's own (SocketGroup=, or the unit's
+ * SocketGroup=), which need not be the packaged default. */
+static const char *socket_group(const char *path) {
+        struct stat st;
+        struct group *g;
+
+        if (stat(path, &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_gid == 0 || !(g = getgrgid(st.st_gid)))
+                return SOCKET_GROUP_DEFAULT;
+        return g->gr_name;
+}
+
 static int report_transport_error(CtlHttp *h, int r) {
         if (ctl_http_connect_failed(h)) {
                 if (IN_SET(-r, EACCES, EPERM))
                         ctl_error("cannot connect to lagoon-taskd at %s: permission denied: you must be root or in "
-                                  "group " SOCKET_GROUP_DEFAULT,
-                                  ctl_http_socket_path(h));
+                                  "group %s",
+                                  ctl_http_socket_path(h), socket_group(ctl_http_socket_path(h)));
                 else
                         ctl_error("cannot connect to lagoon-taskd at %s: %s — is lagoon-taskd.socket running?",
                                   ctl_http_socket_path(h), strerror(-r));

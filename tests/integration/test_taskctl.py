@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -155,6 +156,42 @@ class TestTaskctl(harness.TaskdTestCase):
         # run still stops at the command: its options belong to the command.
         r = self.ctl_ok("run", "--wait", "echo", "--json")
         self.assertEqual(r.stdout, "--json\n")
+
+    def test_connection_errors(self):
+        """What an operator sees first when the daemon is not there or the socket is not
+        theirs: README's messages, exit status 1."""
+        missing = os.path.join(self.tmp, "missing.sock")
+        r = self.taskctl("ls", socket_path=missing)
+        self.assertEqual((r.returncode, r.stdout), (1, ""), r)
+        self.assertEqual(r.stderr, f"lagoon-taskctl: cannot connect to lagoon-taskd at {missing}: No such file or "
+                                   "directory — is lagoon-taskd.socket running?\n")
+        stale = os.path.join(self.tmp, "stale.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(stale)
+        s.close()
+        r = self.taskctl("health", socket_path=stale)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(f"cannot connect to lagoon-taskd at {stale}: Connection refused — is lagoon-taskd.socket "
+                      "running?", r.stderr)
+
+        def as_nobody(*args):
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", harness.TASKCTL,
+                                   "--socket", self.socket_path, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+        # Not in the socket's group: the group named is the socket's (SocketGroup=).
+        r = as_nobody("ls")
+        self.assertEqual((r.returncode, r.stdout), (1, ""), r)
+        self.assertEqual(r.stderr, f"lagoon-taskctl: cannot connect to lagoon-taskd at {self.socket_path}: "
+                                   f"permission denied: you must be root or in group {harness.SOCKET_GROUP}\n")
+        # Let in by the file mode, refused by the daemon's peer check: its message.
+        os.chmod(self.socket_path, 0o666)
+        try:
+            r = as_nobody("ls")
+        finally:
+            os.chmod(self.socket_path, 0o660)
+        self.assertEqual((r.returncode, r.stdout), (1, ""), r)
+        self.assertRegex(r.stderr, rf"^lagoon-taskctl: .*uid 65534.*\b{harness.SOCKET_GROUP}\b.*\(forbidden\)\n$")
 
     def test_state_directory_lock(self):
         cfg = self.base_config()
