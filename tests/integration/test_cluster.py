@@ -10,6 +10,7 @@ the message wait, and is taken over once it expired."""
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -219,6 +220,36 @@ class ClusterTest(harness.TaskdTestCase):
         self.assertNotIn("handed to that node", daemons["node-2"].stderr())
         self.assertEqual(self.peer.queue_depth("node:node-2:jobs"), 0)
 
+    def test_300_tasks_each_once_on_the_node_of_their_service(self):
+        """The issue's scale: 300 standard tasks published once each to the shared queue
+        of three daemons that all could clone the service locally ([Service cli]); cli's
+        only Ready pod is on node-2, so every task is handed to node-2 and cloned there:
+        each runs once, none as an API pod, and Lagoon gets one final status each."""
+        for name, node, ready in (("cli-a", "node-2", True), ("cli-b", "node-1", False)):
+            self.api.put_object(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}",
+                                {"apiVersion": "v1", "kind": "Pod",
+                                 **kube_it.service_pod(name, NAMESPACE, node, os.urandom(32).hex(), ready=ready)})
+        daemons = {n: self.start_node(n, claim_duration="10s", services={"cli": {"Bundle": self.bundle}})
+                   for n in NODES}
+        ids = [str(20000 + i) for i in range(300)]
+        for tid in ids:
+            self.peer.publish(self.message(tid))
+
+        def all_final():
+            self.peer.poll()
+            return all(self.final_statuses(t) for t in ids)
+        harness.wait_until(all_final, 400, interval=0.5, what="a final status for every task")
+        self.peer.settle(2)
+        logs = {n: d.stderr() for n, d in daemons.items()}
+        for tid in ids:
+            self.assertEqual(self.final_statuses(tid), ["complete"], f"task {tid}: {self.peer.status_list(tid)}")
+            ran = [n for n, text in logs.items() if f"Task {tid}: accepted from Lagoon" in text]
+            self.assertEqual(ran, ["node-2"], f"task {tid}")
+        self.assertEqual(self.pod_creates(), [], "an API pod while the service is Ready on node-2")
+        self.assertGreater(sum(text.count("runs on node-2; handed to that node") for text in logs.values()), 0)
+        for q in ("jobs", "node:node-2:jobs"):
+            self.assertEqual(self.peer.queue_depth(q), 0)
+
     def cut_broker_connection(self, daemon):
         """Closes the daemon's AMQP connection at the broker (rabbitmqctl), as a network
         cut does: its unacknowledged deliveries go back to the queue."""
@@ -257,17 +288,21 @@ class ClusterTest(harness.TaskdTestCase):
     def test_cancels_reach_the_daemon_that_holds_the_claim(self):
         # The tasks run until their pod is deleted (the cancel).
         self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"exit": 0}]})
-        daemons = [self.start_node(n, claim_duration="10s") for n in NODES]
-        ids = [str(3000 + i) for i in range(9)]
+        daemons = [self.start_node(n, claim_duration="10s", tasks={"MaxRunning": 12}) for n in NODES]
+        for n in NODES:
+            harness.wait_until(lambda: self.queues_declared(f"node:{n}:misc"), 30, what=f"{n}'s own queues")
+        ids = [str(3000 + i) for i in range(30)]
         for tid in ids:
             self.peer.publish(self.message(tid))
         for tid in ids:
             self.peer.wait_status(tid, "running", 60)
         body, _ = lh.fixture_body("amqp-in-task-standard.json")
-        for tid in ids:
-            # Whichever daemon takes it from the shared queue.
+        rng = random.Random(13)
+        for i, tid in enumerate(ids):
+            # To a random daemon's own queue, or the shared one (whichever daemon takes it).
+            queue = "misc" if i % 3 == 0 else f"node:{rng.choice(NODES)}:misc"
             self.peer.publish({"key": "deploytarget:task:cancel", "task": {"id": tid, "name": "x", "taskName": "x"},
-                               "project": body["project"], "environment": body["environment"]}, "misc")
+                               "project": body["project"], "environment": body["environment"]}, queue)
         for tid in ids:
             self.peer.wait_status(tid, "cancelled", 60)
         self.peer.settle(2)
