@@ -1236,15 +1236,18 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
                 return;
         }
 
-        /* Persisted with the pod's name before the pod exists: a restarted daemon finds
-         * it again by that name instead of creating a second one. */
-        m->n_running++;
-        if (manager_transition(m, mt, TASK_RUNNING, NULL) < 0) {
+        /* Recorded with the pod's name before the pod exists: a restarted daemon sends
+         * the same pod again (one name, so one pod) instead of a second one. The task
+         * stays pending until the API server created its pod (on_launcher_step). */
+        t->launch_step = TASK_LAUNCH_PREPARED;
+        if (manager_save(m, mt) < 0) {
                 /* Not on disk, so not launched: it waits in the queue. */
-                m->n_running--;
+                t->launch_step = TASK_LAUNCH_NONE;
                 t->pod = mfree(t->pod);
                 return;
         }
+        m->n_running++;
+        manager_task_changed(m, mt);
 
         LauncherCallbacks callbacks = manager_launcher_callbacks(mt);
         KubePodSpec spec = {
@@ -1256,19 +1259,18 @@ manager_launch_pod(Manager *m, ManagedTask *mt, const JsonValue *deployment, con
         r = launcher_pod_start(m->event, node_api(m->node), &spec, pod, &callbacks, &mt->launcher, &error);
         if (r < 0) {
                 m->n_running--;
+                t->launch_step = TASK_LAUNCH_NONE;
                 if (asprintf(&reason, "launch-error: %s", error ?: strerror(-r)) < 0)
                         reason = NULL;
                 log_error_errno(r, "Task %s: failed to start its pod: %s", t->id, strna(error));
-                (void) rm_rf(dir);
+                (void) launcher_pod_class.remove(m->config, t->id, dir);
                 (void) manager_transition(m, mt, TASK_FAILED, reason ?: "launch-error");
                 return;
         }
-        log_info("Task %s: running as pod %s/%s.", t->id, t->namespace, name);
-        manager_launch_done(m, mt);
+        log_info("Task %s: creating pod %s/%s.", t->id, t->namespace, name);
         r = start_logtail(m, mt);
         if (r < 0)
                 log_error_errno(r, "Task %s: failed to follow its output: %m", t->id);
-        (void) arm_deadline(m, mt);
 }
 
 /* A lookup for mt's launch answered: false when the task was cancelled meanwhile. */
@@ -1842,6 +1844,7 @@ static void manager_adopt(Manager *m, ManagedTask *mt) {
                 if (r < 0)
                         log_warning_errno(r, "Task %s: failed to remove what its launch left: %m", mt->task->id);
                 (void) task_requeue(mt->task);
+                mt->task->pod = mfree(mt->task->pod); /* the next launch may find the service on this node */
                 if (mt->task->cancel_requested) {
                         (void) manager_transition(m, mt, TASK_CANCELLED, NULL);
                         return;

@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "debug-stop.h"
 #include "fs-util.h"
 #include "launcher-kube.h"
 #include "log.h"
@@ -26,7 +27,9 @@
 #include "task.h"
 
 #define CRI_LOG_NAME "ctr.log"
-#define POD_MARKER_NAME "pod" /* which pod the directory belongs to */
+#define POD_MARKER_NAME "pod"      /* which pod the directory belongs to */
+#define POD_OBJECT_NAME "pod.json" /* the pod as created: a restart before the create was answered sends it again */
+#define POD_OBJECT_MAX ((size_t) 4 * 1024 * 1024)
 /* After the container terminated, how long to wait for the log stream to end by itself. */
 #define LOG_DRAIN_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define LOG_RETRY_USEC (1 * USEC_PER_SEC)
@@ -60,14 +63,21 @@ struct KubePod {
         unsigned n_at_last, skip_at_last;
 
         kube_pod_exit_cb_t cb;
+        kube_pod_step_cb_t step_cb;
         void *userdata;
 };
 
 static void kp_start_log(KubePod *p);
 static void kp_check_done(KubePod *p);
+static void read_resume_point(KubePod *p);
 
 const char *kube_pod_log_path(KubePod *p) {
         return p->log_path;
+}
+
+void kube_pod_set_step_callback(KubePod *p, kube_pod_step_cb_t cb) {
+        if (p)
+                p->step_cb = cb;
 }
 
 KubePod *kube_pod_free(KubePod *p) {
@@ -417,11 +427,17 @@ static void kp_created(KubePod *p) {
         int r;
 
         p->created = true;
+        debug_stop_at("pod-created"); /* the pod exists, the record does not say so yet */
         if (p->stopping) {
                 if (kp_delete(p, 0) < 0)
                         kp_finish(p, "pod-deleted: stopped before the pod was created");
                 return;
         }
+        /* The manager records it (the task runs) before the pod is relied on; a stop it
+         * asks for from there is a DELETE whose end the watch sees. */
+        if (p->step_cb)
+                p->step_cb(p, TASK_LAUNCH_STARTED, p->userdata);
+        debug_stop_at("pod-started");
         r = kp_watch(p);
         if (r < 0) {
                 log_error_errno(r, "Pod %s/%s: failed to watch: %m", p->namespace, p->name);
@@ -474,6 +490,14 @@ static void on_create_done(KubeCall *call, int error, long status, JsonValue *bo
         if (asprintf(&reason, "launch-error: creating pod %s/%s: %s", p->namespace, p->name, strna(text)) < 0)
                 reason = NULL;
         kp_finish(p, reason ?: "launch-error");
+}
+
+static int kp_create(KubePod *p, const char *body) {
+        _cleanup_free_ char *ns = kube_escape(p->namespace), *path = NULL;
+
+        if (!ns || asprintf(&path, "/api/v1/namespaces/%s/pods", ns) < 0)
+                return -ENOMEM;
+        return kube_request(p->kube, "POST", path, NULL, body, on_create_done, p, &p->call);
 }
 
 static int kp_new(sd_event *e,
@@ -553,7 +577,7 @@ int kube_pod_start(sd_event *e,
                    KubePod **ret,
                    char **ret_error) {
         _cleanup_(kube_pod_freep) KubePod *p = NULL;
-        _cleanup_free_ char *body = NULL, *ns = NULL, *path = NULL;
+        _cleanup_free_ char *body = NULL, *obj = NULL;
         const char *task_id =
                 json_get_string(json_get_path(pod, "metadata", "annotations", NULL), TASK_POD_ANNOTATION_TASK_ID);
         int r;
@@ -567,12 +591,52 @@ int kube_pod_start(sd_event *e,
         r = json_format(pod, false, &body, NULL);
         if (r < 0)
                 return r;
-        ns = kube_escape(spec->namespace);
-        if (!ns || asprintf(&path, "/api/v1/namespaces/%s/pods", ns) < 0)
+        /* Before the create: a restart that finds the launch recorded but not its answer
+         * sends the same pod again (kube_pod_resume()); its name makes that one pod. */
+        obj = path_join(p->dir, POD_OBJECT_NAME);
+        if (!obj)
                 return -ENOMEM;
-        r = kube_request(k, "POST", path, NULL, body, on_create_done, p, &p->call);
+        r = write_file_atomic(obj, body, strlen(body), 0600);
+        if (r < 0)
+                return error_message(ret_error, r, "preparing %s: %s", spec->container_dir, strerror(-r));
+        debug_stop_at("pod-prepared");
+        r = kp_create(p, body);
         if (r < 0)
                 return error_message(ret_error, r, "creating the pod: %s", strerror(-r));
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+int kube_pod_resume(sd_event *e,
+                    KubeClient *k,
+                    const KubePodSpec *spec,
+                    const char *task_id,
+                    kube_pod_exit_cb_t cb,
+                    void *userdata,
+                    KubePod **ret) {
+        _cleanup_(kube_pod_freep) KubePod *p = NULL;
+        _cleanup_free_ char *obj = NULL, *body = NULL;
+        int r;
+
+        if (!task_id)
+                return -EINVAL;
+        obj = path_join(spec->container_dir, POD_OBJECT_NAME);
+        if (!obj)
+                return -ENOMEM;
+        r = read_regular_file_at(AT_FDCWD, obj, POD_OBJECT_MAX, &body, NULL);
+        if (r == -ENOENT)
+                return -EAGAIN; /* never sent */
+        if (r < 0)
+                return r;
+        r = kp_new(e, k, spec, task_id, cb, userdata, &p);
+        if (r < 0)
+                return r;
+        read_resume_point(p);
+        log_debug("Pod %s/%s: its create was not answered before the restart, sending it again.", p->namespace,
+                  p->name);
+        r = kp_create(p, body);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -658,6 +722,13 @@ static void pl_on_exit(KubePod *p, const KubePodResult *result, void *userdata) 
         pl->launcher.cb.exit(&pl->launcher, &r, pl->launcher.cb.userdata);
 }
 
+static void pl_on_step(KubePod *p, TaskLaunchStep step, void *userdata) {
+        PodLauncher *pl = userdata;
+
+        if (pl->launcher.cb.step)
+                pl->launcher.cb.step(&pl->launcher, step, pl->launcher.cb.userdata);
+}
+
 static int pl_stop(Launcher *l, uint64_t grace_usec) {
         /* The kubelet sends SIGTERM, then SIGKILL after the grace period. */
         return kube_pod_stop(((PodLauncher *) l)->pod, (unsigned) MIN(grace_usec / USEC_PER_SEC, (uint64_t) UINT_MAX));
@@ -717,6 +788,7 @@ int launcher_pod_start(sd_event *e,
                 free(pl);
                 return r;
         }
+        kube_pod_set_step_callback(pl->pod, pl_on_step);
         *ret = &pl->launcher;
         return 0;
 }
@@ -742,11 +814,17 @@ static int pl_adopt(const LauncherContext *ctx,
         pl = pl_new(cb);
         if (!pl)
                 return -ENOMEM;
-        r = kube_pod_adopt(ctx->event, ctx->kube, &spec, pl_on_exit, pl, &pl->pod);
+        /* Recorded as prepared: the create may not have reached the API server, or its
+         * answer not the earlier daemon. */
+        if (task->status == TASK_PENDING && task->launch_step == TASK_LAUNCH_PREPARED)
+                r = kube_pod_resume(ctx->event, ctx->kube, &spec, task->id, pl_on_exit, pl, &pl->pod);
+        else
+                r = kube_pod_adopt(ctx->event, ctx->kube, &spec, pl_on_exit, pl, &pl->pod);
         if (r < 0) {
                 free(pl);
                 return r;
         }
+        kube_pod_set_step_callback(pl->pod, pl_on_step);
         *ret = &pl->launcher;
         return 0;
 }

@@ -41,12 +41,12 @@ class KubeTest(harness.TaskdTestCase):
         finally:
             self.api.stop()
 
-    def start_daemon(self, keep_task_pods=None, kubeconfig=None, tasks=None):
+    def start_daemon(self, keep_task_pods=None, kubeconfig=None, tasks=None, start=True):
         kube = {"NodeName": "node-1", "Kubeconfig": kubeconfig or self.kubeconfig, "APINamespaces": "proj-* other-?"}
         if keep_task_pods is not None:
             kube["KeepTaskPods"] = str(keep_task_pods)
         self.write_config(tasks=tasks, services={"cli": None}, extra={"Kubernetes": kube})
-        return self.daemon()
+        return self.daemon(start=start)
 
     def script(self, *steps):
         self.api.set_script(IMAGE, {"steps": list(steps)})
@@ -213,6 +213,60 @@ class KubeTest(harness.TaskdTestCase):
         self.assertEqual(self.client.logs("lagoon-task-restart").splitlines(), lines)
         self.assertEqual(self.journal.task_messages("lagoon-task-restart", expect=len(lines)), lines)
         self.assertEqual(len(self.created_pods()), 1)
+
+    def test_kill9_at_each_pod_launch_step(self):
+        """kill -9 of the daemon at each step of an API pod's launch, deterministically (it
+        stops itself there: LAGOON_TASKD_DEBUG_STOP_AT): recorded but the create not sent,
+        the pod created by the API server but not recorded, recorded running. The restart
+        gives each task exactly one pod (the create sent again is answered 409 for the pod
+        the first one made, which is taken over), its real exit code, each line once."""
+        lines = ["first line", "second line"]
+        self.script({"start": True}, *({"log": l} for l in lines), {"exit": 3})
+        d = self.start_daemon(keep_task_pods=5, start=False)
+        # step: (status and launchStep recorded at the stop, the pod exists then, POSTs in all)
+        steps = {"pod-prepared": ("pending", "prepared", False, 1),
+                 "pod-created": ("pending", "prepared", True, 2),
+                 "pod-started": ("running", "started", True, 1)}
+        for step, (status, launch_step, exists, n_posts) in steps.items():
+            with self.subTest(step=step):
+                try:
+                    name = f"lagoon-task-{step}"
+                    pod_path = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}"
+                    self.api.requests(clear=True)
+                    d.start(extra_env={"LAGOON_TASKD_DEBUG_STOP_AT": step})
+                    self.submit("exit 3", name)
+                    harness.wait_until(lambda: harness.proc_state(d.pid) == "T", 30,
+                                       what=f"the daemon to stop at {step}")
+                    self.assertIn(f"stopping at {step}", d.stderr())
+                    with open(os.path.join(self.state_dir, "tasks", f"{name}.json")) as f:
+                        rec = json.load(f)
+                    self.assertEqual((rec["status"], rec.get("launchStep"), rec.get("pod")),
+                                     (status, launch_step, name), rec)
+                    r = self.api.get(pod_path)
+                    self.assertEqual(r.status, 200 if exists else 404, r.text)
+                    uid = r.json()["metadata"]["uid"] if exists else None
+                    d.kill9()
+                    d.start()
+                    t = self.client.wait_final(name, 60)
+                    self.assertEqual((t["status"], t["exitCode"], t["reason"]), ("failed", 3, "exit-code 3"), t)
+                    self.assertEqual(self.client.logs(name).splitlines(), lines)
+                    self.assertEqual(self.journal.task_messages(name, expect=len(lines)), lines)
+                    posts = [q for q in self.created_pods()
+                             if (q["json"] or {}).get("metadata", {}).get("name") == name]
+                    self.assertEqual(len(posts), n_posts, posts)
+                    self.assertEqual(self.deletes(name), [])
+                    r = self.api.get(pod_path)
+                    self.assertEqual(r.status, 200, r.text)
+                    if uid:
+                        self.assertEqual(r.json()["metadata"]["uid"], uid, "a second pod replaced the first")
+                    if step != "pod-started":
+                        self.assertIn("its create was not answered before the restart", d.stderr())
+                    if step == "pod-created":
+                        self.assertIn("exists already for this task, taking it over", d.stderr())
+                    d.stop()
+                finally:
+                    if d.running():
+                        d.kill9()  # a failed step leaves it stopped
 
     def test_corrupt_record_of_running_pod_deletes_it(self):
         """A pod task whose record cannot be read back is not left running unseen: the
