@@ -83,7 +83,9 @@ int runtime_container_adopt(sd_event *e,
 
 void runtime_container_set_step_callback(RuntimeContainer *c, runtime_step_cb_t cb);
 
-int runtime_container_kill(RuntimeContainer *c, int sig); /* "<runtime> kill <id> SIG" */
+/* "<runtime> kill <id> SIG" as a watched child: 0 once it runs (its failure is logged), -ESRCH
+ * when the container ended. */
+int runtime_container_kill(RuntimeContainer *c, int sig);
 const char *runtime_container_log_path(RuntimeContainer *c);
 
 /* Stops watching; never kills. */
