@@ -60,7 +60,8 @@ typedef struct Config {
         int log_level;       /* LogLevel=, default LOG_INFO */
 
         /* [Runtime] */
-        char *runtime;       /* Runtime=, default "runc" (PATH lookup) */
+        char *runtime;                      /* Runtime=, PATH lookup; unset: config_finalize() picks crun or runc */
+        const char *runtime_default_reason; /* why, when it picked it (static); NULL when Runtime= was set */
         char **runtime_args; /* RuntimeArguments=, space-separated, shell-style quotes; repeated keys append, empty
                                 resets */
         char *conmon;        /* Conmon=, default "conmon" (PATH lookup) */
@@ -177,6 +178,15 @@ int config_load(const char *path, Config **ret);
  * not shown)"); the values of Secret= and BrokerURL=, and what credential and secret files
  * hold, are never in them. *ret is an empty list when nothing changed. -ENOMEM. */
 int config_changes(const Config *old, const Config *new, char ***ret);
+
+/* Where a cgroups v1/v2 hybrid host mounts its cgroup2 hierarchy. */
+#define CONFIG_CGROUP_UNIFIED "/sys/fs/cgroup/unified"
+
+/* The runtime for Runtime= unset: "crun" when it is in PATH and this host's cgroups let it
+ * run (not a v1/v2 hybrid whose cgroup2 hierarchy, mounted at unified_path, has
+ * controllers), else "runc". *ret_reason (may be NULL) says why, for --check-config and
+ * the log. Both strings are static. */
+const char *config_default_runtime(const char *unified_path, const char **ret_reason);
 
 /* Parse INI text directly (for tests and fuzzing); file_name is used in messages. */
 int config_parse_string(Config *c, const char *file_name, const char *text, size_t size);

@@ -60,6 +60,9 @@ static unsigned check_bundle(const char *kind, const ServiceConfig *s) {
 unsigned preflight_check(const Config *c) {
         unsigned n = 0;
 
+        if (c->runtime_default_reason)
+                log_info("Runtime: %s (%s).", c->runtime, c->runtime_default_reason);
+
         n += check_program("Runtime", c->runtime ?: "runc");
         n += check_program("Conmon", c->conmon ?: "conmon");
         if (c->init && access(c->init, X_OK) < 0)
@@ -88,7 +91,9 @@ void preflight_summary(const Config *c, FILE *f) {
         _cleanup_free_ char *timeout = format_duration(c->default_timeout_usec),
                             *grace = format_duration(c->kill_grace_usec);
 
-        fprintf(f, "runtime: %s, conmon: %s, init: %s\n", c->runtime ?: "runc", c->conmon ?: "conmon",
+        fprintf(f, "runtime: %s%s%s%s, conmon: %s, init: %s\n", c->runtime ?: "runc",
+                c->runtime_default_reason ? " (" : "", strempty(c->runtime_default_reason),
+                c->runtime_default_reason ? ")" : "", c->conmon ?: "conmon",
                 c->init && access(c->init, X_OK) == 0 ? c->init : "none");
         for (size_t i = 0; i < c->n_services; i++)
                 fprintf(f, "[Service %s] Bundle=%s%s\n", c->services[i].name, strna(c->services[i].bundle),

@@ -11,11 +11,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/magic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -171,7 +173,8 @@ static void check_defaults(const Config *c) {
         ASSERT_STREQ(c->runtime_dir, "/run/lagoon-taskd");
         ASSERT_STREQ(c->socket_group, "lagoon-task");
         ASSERT(c->log_level == LOG_INFO);
-        ASSERT_STREQ(c->runtime, "runc");
+        /* Unset until config_finalize() picks it for this host. */
+        ASSERT(!c->runtime || streq(c->runtime, config_default_runtime(CONFIG_CGROUP_UNIFIED, NULL)));
         ASSERT(strv_length(c->runtime_args) == 0);
         ASSERT_STREQ(c->conmon, "conmon");
         ASSERT(strv_length(c->conmon_args) == 0);
@@ -326,7 +329,7 @@ static void test_empty_assignment_resets(void) {
         ASSERT_STREQ(c->state_dir, "/var/lib/lagoon-taskd");
         ASSERT(!c->listen_socket);
         ASSERT(c->log_level == LOG_INFO);
-        ASSERT_STREQ(c->runtime, "runc");
+        ASSERT(!c->runtime);
         ASSERT(c->max_running == 4);
         ASSERT(c->default_timeout_usec == 6 * 3600 * SEC);
         ASSERT_STREQ(c->default_service, "cli");
@@ -1146,6 +1149,62 @@ static void test_kubernetes(void) {
         ASSERT(strstr(log, "test.conf:5: CAFile= needs an absolute path"));
 }
 
+/* Runtime= unset: crun when PATH has it, unless the host is a cgroups v1/v2 hybrid
+ * (cgroup2 at the unified path), which crun refuses; else runc. */
+static void test_default_runtime(void) {
+        _cleanup_free_ char *dir = NULL, *crun = NULL, *controllers = NULL, *text = NULL,
+                            *old_path = strdup(getenv("PATH") ?: "");
+        _cleanup_(config_freep) Config *c = NULL;
+        const char *reason = NULL;
+        struct statfs sfs;
+
+        ASSERT(old_path);
+        dir = path_join(tmp_dir, "bin");
+        ASSERT(dir && mkdir(dir, 0755) == 0);
+        ASSERT(setenv("PATH", dir, 1) == 0);
+
+        ASSERT_STREQ(config_default_runtime(dir, &reason), "runc");
+        ASSERT(strstr(reason, "not installed"));
+
+        crun = write_file(dir, "crun", "#!/bin/sh\n");
+        ASSERT(chmod(crun, 0644) == 0);
+        ASSERT_STREQ(config_default_runtime(dir, NULL), "runc"); /* not executable: not found */
+        ASSERT(chmod(crun, 0755) == 0);
+        ASSERT_STREQ(config_default_runtime(dir, &reason), "crun"); /* a plain directory: no cgroup2 */
+        ASSERT(strstr(reason, "preferred"));
+        ASSERT_STREQ(config_default_runtime("/nonexistent", NULL), "crun"); /* a cgroup2-only host */
+        ASSERT_STREQ(config_default_runtime(NULL, NULL), "crun");
+        /* A hybrid host: cgroup2 with controllers (this one has hugetlb there), which crun
+         * refuses; with none, crun runs. */
+        controllers = path_join(CONFIG_CGROUP_UNIFIED, "cgroup.controllers");
+        ASSERT(controllers);
+        if (statfs(CONFIG_CGROUP_UNIFIED, &sfs) >= 0 && sfs.f_type == CGROUP2_SUPER_MAGIC &&
+            read_full_file(controllers, 4096, &text, NULL) >= 0) {
+                ASSERT_STREQ(config_default_runtime(CONFIG_CGROUP_UNIFIED, &reason),
+                             isempty(text + strspn(text, " \n")) ? "crun" : "runc");
+                printf("note: %s/cgroup.controllers: %.*s: %s\n", CONFIG_CGROUP_UNIFIED, (int) strcspn(text, "\n"),
+                       text, reason);
+        } else
+                printf("note: no cgroup2 at %s, not testing a hybrid host\n", CONFIG_CGROUP_UNIFIED);
+
+        /* config_finalize() fills it in and says why; a Runtime= set stays, with no reason. */
+        c = config_new();
+        ASSERT(c);
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->runtime, config_default_runtime(CONFIG_CGROUP_UNIFIED, NULL));
+        ASSERT(c->runtime_default_reason);
+        config_free(TAKE_PTR(c));
+        c = config_new();
+        ASSERT(c);
+        parse_ok(c, "[Runtime]\nRuntime=/usr/bin/runc\n");
+        ASSERT(config_finalize(c) == 0);
+        ASSERT_STREQ(c->runtime, "/usr/bin/runc");
+        ASSERT(!c->runtime_default_reason);
+
+        ASSERT(setenv("PATH", old_path, 1) == 0);
+        ASSERT(unlink(crun) == 0 && rmdir(dir) == 0);
+}
+
 int main(void) {
         char t[] = "/tmp/test-config-XXXXXX";
 
@@ -1174,6 +1233,7 @@ int main(void) {
         test_example_file();
         test_lagoon();
         test_kubernetes();
+        test_default_runtime();
 
         ASSERT(rm_rf(tmp_dir) >= 0);
         printf("test-config: all tests passed\n");
