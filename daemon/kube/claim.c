@@ -293,9 +293,14 @@ static void claim_judge(Claim *c, KubeCall *call, JsonValue *lease) {
                 c->forget_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_FOREIGN_KEEP_USEC;
                 c->retry_usec = now_usec(CLOCK_MONOTONIC) + CLAIM_RETRY_USEC;
         }
-        if (before == CLAIM_OURS && c->state != CLAIM_OURS)
+        if (before == CLAIM_OURS && c->state != CLAIM_OURS) {
                 log_error("Task %s: claim %s was taken by %s while this daemon held it.", c->task_id, c->name,
                           strna(holder));
+                /* Taken for dead (frozen, cut off for two lease durations) with the task
+                 * stored: the new holder reports it, as after a restart. */
+                if (c->want >= MARK_ACCEPTED)
+                        c->taken = true;
+        }
         c->error = 0;
         claim_changed(c);
 }

@@ -11,6 +11,7 @@ the message wait, and is taken over once it expired."""
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -424,6 +425,44 @@ class ClusterTest(harness.TaskdTestCase):
         # One pod per task: adopted, never created again.
         names = [r["json"]["metadata"].get("name") for r in self.pod_creates()]
         self.assertEqual(sorted(names), sorted(f"lagoon-task-c{t}" for t in pods + [advanced]))
+
+    def test_a_frozen_daemon_reports_nothing_whose_claim_was_taken_over(self):
+        """node-1 is frozen (SIGSTOP: a long pause, a partition) for longer than two lease
+        durations while it runs an API pod and a local clone: node-2 adopts the pod and
+        reports the clone lost. node-1 thawed finds its claims taken when it renews them:
+        it stops the clone and reports neither task; node-2 reports the pod's end."""
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"log": "done"},
+                                              {"exit": 0}]})
+        victim = self.daemon(config_path=self.node_config("node-1", claim_duration="3s",
+                                                          services={"local": {"Bundle": self.bundle}}), name="node-1")
+        harness.wait_until(lambda: self.queues_declared("node:node-1:jobs"), 30, what="node-1's own queues")
+        survivor = self.start_node("node-2", claim_duration="3s")
+        pod, clone = "8000", "8001"
+        self.peer.publish(self.message(pod), "node:node-1:jobs")
+        local = self.message(clone)
+        local["task"]["service"], local["task"]["command"] = "local", "exec sleep 600"
+        self.peer.publish(local, "node:node-1:jobs")
+        for tid in (pod, clone):
+            self.peer.wait_status(tid, "running", 60)
+        victim.signal(signal.SIGSTOP)
+        try:
+            harness.wait_until(lambda: f"Task {pod}: adopting pod" in survivor.stderr(), 40, what="the pod adopted")
+            self.peer.wait_status(clone, "failed", 30)
+        finally:
+            victim.signal(signal.SIGCONT)
+        harness.wait_until(lambda: all(f"claim lagoon-task-{t} was taken by node-2" in victim.stderr()
+                                       for t in (pod, clone)), 30, what="node-1 finding its claims taken")
+        client = harness.ApiClient(os.path.join(self.tmp, "node-1", "api.sock"))
+        harness.wait_until(lambda: client.task(clone)["status"] == "cancelled", 30, what="the clone stopped on node-1")
+        self.api.advance(NAMESPACE, f"lagoon-task-c{pod}")
+        self.peer.wait_status(pod, "complete", 60)
+        self.peer.settle(5)
+        self.assertEqual(self.final_statuses(pod), ["complete"], self.peer.status_list(pod))
+        self.assertEqual(self.final_statuses(clone), ["failed"], self.peer.status_list(clone))
+        harness.wait_until(lambda: client.task(pod)["status"] in ("complete", "failed"), 30,
+                           what="node-1 seeing the pod end too")
+        self.peer.settle(2)
+        self.assertEqual(self.final_statuses(pod), ["complete"], self.peer.status_list(pod))
 
     def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
         # node-9 "died" right after creating the claim, before it stored the task.
