@@ -526,6 +526,23 @@ class TestTaskctl(harness.TaskdTestCase):
         run.thread.join(10)
         self.assertEqual((p.returncode, run.data()), (0, b"waiting... ok\n"), err)
 
+    def test_logs_partial_line_across_restart(self):
+        """A follower that saw the start of a line goes on across a daemon restart without
+        repeating it."""
+        tid = self.new_id("prestart")
+        self.submit_ok("echo first; printf 'half'; sleep 6; echo ' whole'; echo last", id=tid)
+        p = subprocess.Popen([harness.TASKCTL, "--socket", self.socket_path, "logs", "-f", tid],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.track_process(p)
+        got = Received(lambda: os.read(p.stdout.fileno(), 65536))
+        got.wait_for(b"first\nhalf")
+        self.d.restart()
+        _, err = p.communicate(timeout=60)
+        got.thread.join(10)
+        self.assertEqual((p.returncode, got.data()), (0, b"first\nhalf whole\nlast\n"), err)
+        self.assertIn(b"lost connection", err)  # it did reconnect
+        self.assertEqual(self.client.logs(tid), "first\nhalf whole\nlast\n")
+
     def test_logs_long_line_split(self):
         """A line longer than 1 MiB becomes lines of 1 MiB, in the task log, in logs and
         in journald, as documented."""
