@@ -128,6 +128,13 @@ class Received:
         return self.when(text)
 
 
+def wait_stderr(p, timeout):
+    """Waits for p and returns its stderr, leaving its stdout to a Received (communicate()
+    would read stdout too, taking bytes from under it)."""
+    p.wait(timeout)
+    return p.stderr.read()
+
+
 class TestTaskctl(harness.TaskdTestCase):
     def setUp(self):
         super().setUp()
@@ -498,8 +505,9 @@ class TestTaskctl(harness.TaskdTestCase):
             self.assertGreater(end - held, 2.5, got.parts)
             self.assertEqual(got.data(end - 0.5), b"step 1 of 2 done\nkey=", got.parts)
             got.wait_for(b" rest\n")
-        out, err = p.communicate(timeout=30)
+        err = wait_stderr(p, 30)
         api.thread.join(10)
+        ctl.thread.join(10)
         self.assertEqual(p.returncode, 0, err)
         # The followers saw the stdout piece before the stderr line written meanwhile;
         # the task log has the lines whole, in the order they were completed.
@@ -522,7 +530,7 @@ class TestTaskctl(harness.TaskdTestCase):
         run = Received(lambda: os.read(p.stdout.fileno(), 65536))
         first, rest = run.wait_for(b"waiting..."), run.wait_for(b" ok\n")
         self.assertGreater(rest - first, 1.5, run.parts)
-        _, err = p.communicate(timeout=30)
+        err = wait_stderr(p, 30)
         run.thread.join(10)
         self.assertEqual((p.returncode, run.data()), (0, b"waiting... ok\n"), err)
 
@@ -537,7 +545,7 @@ class TestTaskctl(harness.TaskdTestCase):
         got = Received(lambda: os.read(p.stdout.fileno(), 65536))
         got.wait_for(b"first\nhalf")
         self.d.restart()
-        _, err = p.communicate(timeout=60)
+        err = wait_stderr(p, 60)
         got.thread.join(10)
         self.assertEqual((p.returncode, got.data()), (0, b"first\nhalf whole\nlast\n"), err)
         self.assertIn(b"lost connection", err)  # it did reconnect
