@@ -159,7 +159,7 @@ static int record_text(const Task *t, char **ret, size_t *ret_size) {
         return 0;
 }
 
-int store_save(Store *s, const Task *t) {
+static int store_save_full(Store *s, const Task *t, bool durable) {
         _cleanup_free_ char *path = NULL, *text = NULL;
         size_t size;
         int r;
@@ -172,7 +172,15 @@ int store_save(Store *s, const Task *t) {
                 return r;
         if (size > STORE_RECORD_MAX)
                 return -EFBIG;
-        return write_file_atomic(path, text, size, 0600);
+        return write_file_atomic_full(path, text, size, 0600, durable);
+}
+
+int store_save(Store *s, const Task *t) {
+        return store_save_full(s, t, true);
+}
+
+int store_save_volatile(Store *s, const Task *t) {
+        return store_save_full(s, t, false);
 }
 
 int store_record_size(const Task *t, size_t *ret) {

@@ -28,6 +28,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
 #define STORE_RECORD_NEW_MAX (STORE_RECORD_MAX - 384U * 1024U)
 
 int store_save(Store *s, const Task *t);
+/* store_save() without the fsyncs: for a record whose loss in a power cut changes nothing
+ * (a restart after one does the same with the record before it). A process's death
+ * cannot lose it either way. */
+int store_save_volatile(Store *s, const Task *t);
 int store_record_size(const Task *t, size_t *ret);
 int store_remove(Store *s, const char *id);
 

@@ -4,6 +4,7 @@
 /* File system helpers shared by the modules. */
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -18,6 +19,9 @@ int open_regular_at(int dir_fd, const char *name);
 int read_regular_file_at(int dir_fd, const char *name, size_t max_size, char **ret, size_t *ret_size);
 /* Durable replace: temporary file in the same directory, fsync, rename, fsync dir. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
+/* The same without the fsyncs when !durable: still all or nothing (rename), and what a
+ * process that dies leaves behind, but not what survives a power loss. */
+int write_file_atomic_full(const char *path, const void *data, size_t size, mode_t mode, bool durable);
 int mkdir_p(const char *path, mode_t mode);
 /* A directory opened for readdir(), its fd O_CLOEXEC (conmon and runc must not inherit
  * it); -errno. */
