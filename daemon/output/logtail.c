@@ -26,6 +26,7 @@
  * "<task_log>.cursor" holds "<cri offset> <line count>" for a point where no partial
  * line was pending and every line before it was in the task log (and journald). It is
  * rewritten at most once a second, each time the clean point passed another punch step,
+ * at the end of the output (logtail_finish(); the store removes it with the record),
  * and when the LogTail is freed (atomically by rename, no fsync: a kill -9 keeps the
  * page cache). A new LogTail resumes reading at the cursor (or at 0 when the cursor is
  * missing, unparsable or claims more than N lines) and numbers the lines it produces
@@ -920,8 +921,10 @@ int logtail_finish(LogTail *t) {
         if (fsync(t->log_fd) < 0)
                 return log_warning_errno(errno, "Failed to fsync task log %s: %m", t->task_log_path);
 
-        if (unlink(t->cursor_path) < 0 && errno != ENOENT)
-                log_debug_errno(errno, "Failed to remove cursor %s, ignoring: %m", t->cursor_path);
+        /* Kept, at the end (removed with the record): a daemon killed before the task's
+         * end is on disk adopts the task again, and without a cursor it could not number
+         * the lines after a trimmed head, so it would write them a second time. */
+        maybe_write_cursor(t, true);
 
         t->finished = true;
         t->file_source = sd_event_source_disable_unref(t->file_source);

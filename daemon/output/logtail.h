@@ -41,7 +41,8 @@ int logtail_new(sd_event *e,
                 LogTail **ret);
 
 /* Reads everything the CRI log holds now, emits it, emits a trailing partial line
- * as a line, fsyncs the task log and removes the cursor. Call once the container
+ * as a line, fsyncs the task log and leaves the cursor at the end (a restart before
+ * the task's end is recorded resumes there; the store removes it). Call once the container
  * exited; the LogTail stops watching. A CRI log that never appeared is not an error.
  * On failure (e.g. the task log's disk is full) it may be called again; once it
  * returned 0, further calls do nothing. */
