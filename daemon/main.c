@@ -3,6 +3,7 @@
  * loop with its signal handlers and watchdog, and the readiness protocol. */
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -242,6 +243,15 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
-        int r = run(argc, argv);
+        int r;
+
+        /* Buffers of 64 KiB and more (each task's CRI read buffer, its journal datagram)
+         * get a mapping of their own, given back whole when freed. In the heap they lay
+         * between the tasks' small records, and 100 tasks left the heap 1.1 MiB larger
+         * than idle after they ended, for 0.3 MiB in use. Setting it also stops glibc from
+         * raising the threshold once such a block was freed. */
+        (void) mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+
+        r = run(argc, argv);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <signal.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -39,6 +40,8 @@
 
 #define TIMER_ACCURACY_USEC (10 * USEC_PER_MSEC)
 #define MANAGER_STORE_RETRY_USEC (2 * USEC_PER_SEC)
+/* How long after the last task ended the heap is trimmed (manager_schedule_trim()). */
+#define MANAGER_TRIM_DELAY_USEC (5 * USEC_PER_SEC)
 
 typedef struct ManagedTask {
         Manager *manager;
@@ -86,7 +89,8 @@ struct Manager {
         ManagerStats stats;
         Cleanup **cleanups;
         size_t n_cleanups;
-        ManagerGate gate; /* cluster mode: MaxRunningPerEnvironment= across daemons */
+        ManagerGate gate;             /* cluster mode: MaxRunningPerEnvironment= across daemons */
+        sd_event_source *trim_source; /* malloc_trim() once tasks stopped ending */
 };
 
 const double manager_launch_bucket_seconds[MANAGER_LAUNCH_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
@@ -150,6 +154,7 @@ Manager *manager_free(Manager *m) {
         node_free(m->node); /* after the tasks: their pods use its clients */
         sd_event_source_disable_unref(m->dispatch_source);
         sd_event_source_disable_unref(m->store_retry_source);
+        sd_event_source_disable_unref(m->trim_source);
         store_free(m->store);
         config_free(m->config);
         sd_event_unref(m->event);
@@ -763,6 +768,35 @@ sync:
 
 static void manager_task_release(Manager *m, ManagedTask *mt, bool keep_dir);
 
+static int on_trim(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) malloc_trim(0);
+        return 0;
+}
+
+/* A task's end frees its buffers and records in steps (the launcher, the log, the
+ * clean-up helper, the API connections of its followers), and glibc gives back free
+ * memory inside the heap only on malloc_trim(): once no task ended for a few seconds,
+ * the heap is trimmed. */
+static void manager_schedule_trim(Manager *m) {
+        uint64_t now = 0;
+        int r;
+
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
+                return;
+        if (m->trim_source) {
+                (void) sd_event_source_set_time(m->trim_source, now + MANAGER_TRIM_DELAY_USEC);
+                (void) sd_event_source_set_enabled(m->trim_source, SD_EVENT_ONESHOT);
+                return;
+        }
+        r = sd_event_add_time(m->event, &m->trim_source, CLOCK_MONOTONIC, now + MANAGER_TRIM_DELAY_USEC, USEC_PER_SEC,
+                              on_trim, m);
+        if (r < 0) {
+                log_debug_errno(r, "Failed to arm the heap trim timer, not trimming: %m");
+                return;
+        }
+        (void) sd_event_source_set_description(m->trim_source, "manager-trim");
+}
+
 /* The task's container or pod ended (or was lost): drain its output, record the result,
  * clean up. status >= 0: the exit status; < 0: lost, with lost_reason (a task reason) or
  * the errno. */
@@ -833,6 +867,7 @@ manager_task_ended(Manager *m, ManagedTask *mt, int status, const char *lost_rea
         manager_task_release(m, mt, keep_dir);
         manager_prune_finished(m);
         manager_schedule_dispatch(m);
+        manager_schedule_trim(m);
 }
 
 /* An ended task's container or pod, once its end is on disk: kept, removed, or handed
