@@ -272,6 +272,11 @@ static int on_line(const char *line, size_t len, bool is_stderr, bool malformed,
         };
         v->id = 0;
         v->raw_shown = v->masked_len = 0;
+        /* A long line's copy is not kept for the (usually short) next one. */
+        if (v->masked_alloc > READ_CHUNK) {
+                v->masked = mfree(v->masked);
+                v->masked_alloc = 0;
+        }
         return 0;
 }
 

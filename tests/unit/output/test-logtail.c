@@ -482,6 +482,26 @@ static void test_partial(sd_event *e) {
         ASSERT(logtail_partial_landed(t, id, &offset) == 0);
         expect_file("partial.task.log", &expect);
 
+        /* A long piece (its masked copy is let go once the line is complete), then a short one. */
+        {
+                _cleanup_free_ char *big = malloc(100 * 1024 + 1), *rec = NULL;
+                ASSERT(big);
+                memset(big, 'y', 100 * 1024);
+                big[100 * 1024] = 0;
+                ASSERT(asprintf(&rec, TS " stdout P %s\n", big) > 0);
+                appends("partial.log", rec);
+                run_until_partial(e, t, false, big);
+                appends("partial.log", TS " stdout F !\n");
+                buf_printf(&expect, "%s!\n", big);
+                run_until(e, t, 5);
+                appends("partial.log", TS " stdout P short s3\n");
+                run_until_partial(e, t, false, "short ");
+                appends("partial.log", TS " stdout F \n");
+                buf_printf(&expect, "short s3\n");
+                run_until(e, t, 6);
+                expect_file("partial.task.log", &expect);
+        }
+
         /* finish() completes a dangling piece. */
         appends("partial.log", TS " stdout P dangling\n");
         run_until_partial(e, t, false, "dangling");
