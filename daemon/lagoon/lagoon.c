@@ -879,6 +879,32 @@ static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Cluster mode, an outbox entry of a task this daemon stored: 1 wait (its claim is being
+ * read back after a restart), -EPERM drop it (another daemon took the claim over while
+ * this one was away, and reports the task), 0 send it. */
+static int outbox_claim_check(Lagoon *l, const OutboxEntry *e) {
+        int r;
+
+        if (!l->claims || !manager_get_task(l->manager, e->task_id))
+                return 0;
+        r = claim_ready(l->claims, e->task_id);
+        return r == 0 ? 1 : r == -EPERM ? -EPERM : 0;
+}
+
+static bool outbox_drop_taken(Lagoon *l, const OutboxEntry *e) {
+        uint64_t seq = e->seq;
+        int r;
+
+        log_info("Task %s: its claim was taken over while this daemon was away; its unsent %s message is dropped.",
+                 e->task_id, e->kind);
+        r = outbox_remove(l->outbox, seq);
+        if (r < 0 && r != -ENOENT) {
+                log_warning_errno(r, "Failed to remove outbox entry %" PRIu64 ": %m", seq);
+                return false;
+        }
+        return true;
+}
+
 static int bus_flush(sd_event_source *s, void *userdata) {
         Lagoon *l = userdata;
         /* The tasks of the status messages looked at so far (in flight, or waiting), and of
@@ -912,6 +938,22 @@ static int bus_flush(sd_event_source *s, void *userdata) {
                 }
                 if (task_in(held, n_held, e->task_id))
                         continue; /* behind its task's final status */
+                r = outbox_claim_check(l, e);
+                if (r == -EPERM) {
+                        if (!outbox_drop_taken(l, e))
+                                break;
+                        i--; /* the next entry is at i now */
+                        continue;
+                }
+                if (r > 0) {
+                        /* Looked at again once its claim was read (on_claim_changed()). */
+                        ids = reallocarray(held, n_held + 1, sizeof(char *));
+                        if (!ids)
+                                return log_oom();
+                        held = ids;
+                        held[n_held++] = e->task_id;
+                        continue;
+                }
                 if (bus_nack_wait(l, e->seq, &wake)) {
                         if (is_status)
                                 earlier[n_earlier++] = e->task_id;
@@ -1669,6 +1711,7 @@ static void on_claim_changed(ClaimSet *s, const char *task_id, void *userdata) {
                 (void) held_timer_arm(l, 0);
         if (!t)
                 return;
+        bus_schedule_flush(l); /* its outbox entries may have waited for this */
         if (claim_taken(s, task_id) && !task_status_is_final(t->status) && !t->pod) {
                 /* This daemon was taken for dead while it was away and the task reported
                  * lost: it must not run (on) here. Its pod, if it has one, is the new
@@ -1782,6 +1825,18 @@ static int on_api_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         e = outbox_get(l->outbox, OUTBOX_API, 0);
         if (!e)
                 return 0;
+        r = outbox_claim_check(l, e);
+        if (r == -EPERM) {
+                if (outbox_drop_taken(l, e))
+                        api_schedule(l, 0);
+                else
+                        api_schedule(l, RETRY_MAX_USEC);
+                return 0;
+        }
+        if (r > 0) {
+                api_schedule(l, 250 * USEC_PER_MSEC);
+                return 0;
+        }
         wait = api_hold(l, e);
         if (wait > 0) {
                 api_schedule(l, wait);

@@ -12,8 +12,10 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +34,66 @@ CLAIMS = "lagoon-taskd"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{CLAIMS}/leases"
 NODES = ("node-1", "node-2", "node-3")
 
+class TcpProxy:
+    """127.0.0.1:port to the broker's port, for one daemon: cut() closes every connection
+    and refuses new ones (the broker unreachable, the API server not) until restore()."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.up = True
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            if not self.up:
+                c.close()
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.up = False
+        for x in self.conns:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+                x.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def restore(self):
+        self.up = True
+
+    def close(self):
+        self.cut()
+        self.lsock.close()
+
+
 setUpModule = lh.start_module_broker
 tearDownModule = lh.stop_module_broker
 
@@ -49,7 +111,7 @@ class ClusterTest(harness.TaskdTestCase):
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
         kh.write_kubeconfig(self.kubeconfig, self.api.url, ca_file=self.api.ca_file, token=self.api.token)
 
-    def node_config(self, node, claim_duration="60s", tasks=None, services=None):
+    def node_config(self, node, claim_duration="60s", tasks=None, services=None, lagoon=None):
         d = os.path.join(self.tmp, node)
         os.makedirs(d, exist_ok=True)
         cfg = self.base_config()
@@ -60,7 +122,7 @@ class ClusterTest(harness.TaskdTestCase):
         cfg["Tasks"].update(tasks or {})
         for name, body in (services or {}).items():
             cfg[f"Service {name}"] = body
-        cfg["Lagoon"] = lh.lagoon_config(lh.BROKER, self.target)
+        cfg["Lagoon"] = lh.lagoon_config(lh.BROKER, self.target, **(lagoon or {}))
         cfg["Kubernetes"] = {"NodeName": node, "Kubeconfig": self.kubeconfig, "ClaimNamespace": CLAIMS,
                              "ClaimDurationSec": claim_duration}
         return self.write_config(config=cfg, path=os.path.join(d, "taskd.conf"))
@@ -463,6 +525,50 @@ class ClusterTest(harness.TaskdTestCase):
                            what="node-1 seeing the pod end too")
         self.peer.settle(2)
         self.assertEqual(self.final_statuses(pod), ["complete"], self.peer.status_list(pod))
+
+    def test_a_returning_daemon_drops_what_its_outbox_held_for_a_task_taken_over(self):
+        """node-1 loses the broker (the API server stays reachable) while its API pod
+        writes more: the log update waits in its outbox. node-1 is kill -9ed; node-2
+        adopts the pod and reports its end with the whole log. node-1 back with the broker
+        drops the stale update instead of sending it after node-2's final status."""
+        self.api.set_script(IMAGE, {"steps": [{"start": True}, {"log": "working"}, {"wait": True}, {"log": "done"},
+                                              {"exit": 0}]})
+        proxy = TcpProxy(lh.BROKER.port)
+        self.addCleanup(proxy.close)
+        victim = self.daemon(config_path=self.node_config(
+            "node-1", claim_duration="3s", lagoon={"BrokerURL": f"amqp://127.0.0.1:{proxy.port}/"}), name="node-1")
+        harness.wait_until(lambda: self.queues_declared("node:node-1:jobs"), 30, what="node-1's own queues")
+        survivor = self.start_node("node-2", claim_duration="3s")
+        tid, pod = "8100", "lagoon-task-c8100"
+        self.peer.publish(self.message(tid), "node:node-1:jobs")
+        self.peer.wait_status(tid, "running", 60)
+        proxy.cut()
+        harness.wait_until(lambda: "Lost Lagoon's message bus" in victim.stderr(), 30, what="node-1 off the bus")
+        self.api.step(NAMESPACE, pod, {"log": "stale"})
+        outbox = os.path.join(self.tmp, "node-1", "state", "outbox")
+
+        def queued():
+            for name in os.listdir(outbox):
+                if name.endswith(".json"):
+                    with open(os.path.join(outbox, name)) as f:
+                        if "stale" in f.read():
+                            return True
+            return False
+        harness.wait_until(queued, 30, what="the log update in node-1's outbox")
+        victim.kill9()
+        harness.wait_until(lambda: f"Task {tid}: adopting pod" in survivor.stderr(), 40, what="the pod adopted")
+        self.api.advance(NAMESPACE, pod)
+        self.peer.wait_status(tid, "complete", 60)
+        proxy.restore()
+        victim.start()
+        harness.wait_until(lambda: "Connected to Lagoon's message bus" in victim.stderr() and not queued(), 30,
+                           what="node-1 on the bus again, its outbox without the stale update")
+        self.peer.settle(4)
+        self.assertEqual(self.final_statuses(tid), ["complete"], self.peer.status_list(tid))
+        last = self.peer.task_logs(tid)[-1]["message"]
+        self.assertIn("stale\ndone\n", last)  # the survivor's whole log stays the last one
+        self.assertIn(f"Task {tid}: its claim was taken over while this daemon was away; its unsent logs message is "
+                      "dropped.", victim.stderr())
 
     def test_unaccepted_claim_of_a_dead_daemon_is_taken_over(self):
         # node-9 "died" right after creating the claim, before it stored the task.
