@@ -885,10 +885,15 @@ static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 static int outbox_claim_check(Lagoon *l, const OutboxEntry *e) {
         int r;
 
-        if (!l->claims || !manager_get_task(l->manager, e->task_id))
+        if (!l->claims)
                 return 0;
         r = claim_ready(l->claims, e->task_id);
-        return r == 0 ? 1 : r == -EPERM ? -EPERM : 0;
+        if (r != 0 && r != -EPERM)
+                return 0;
+        /* Only for tasks stored here: the answer to a cancel of another daemon's task is sent. */
+        if (!manager_get_task(l->manager, e->task_id))
+                return 0;
+        return r == 0 ? 1 : -EPERM;
 }
 
 static bool outbox_drop_taken(Lagoon *l, const OutboxEntry *e) {
