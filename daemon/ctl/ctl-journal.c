@@ -125,21 +125,83 @@ static bool parse_line_number(const void *data, size_t len, uint64_t *ret) {
         return s && parse_uint64(s, ret) == 0;
 }
 
-/* Prints the entry at j's position if it is a task line not printed yet. */
-static int print_entry(sd_journal *j, const CtlJournalQuery *q, uint64_t *last_line) {
+/* Entries of a task looked past for its last LAGOON_LINE: the daemon sets it on the
+ * first entry of every datagram and every 256th after (daemon/output/journal.c). */
+#define LOOKBACK_MAX 1024U
+
+/* The number of the line at j's position, from the entry's LAGOON_LINE or, for an entry
+ * without one, the last LAGOON_LINE before it plus the entries in between (a datagram is
+ * stored whole, in order). prev: the number of the task entry before this one, when the
+ * reader just came from there; UINT64_MAX when not known (then the entries before are
+ * looked at, and j is put back). 0 when it cannot be told. */
+static int entry_line(sd_journal *j, uint64_t prev, uint64_t *ret) {
+        _cleanup_free_ char *cursor = NULL;
+        const void *data;
+        size_t len;
+        uint64_t line = 0;
+        int r;
+
+        r = sd_journal_get_data(j, "LAGOON_LINE", &data, &len);
+        if (r >= 0 && parse_line_number(data, len, &line)) {
+                *ret = line;
+                return 0;
+        }
+        if (r < 0 && r != -ENOENT && r != -EBADMSG)
+                return r;
+        if (prev != UINT64_MAX) {
+                *ret = prev + 1;
+                return 0;
+        }
+
+        r = sd_journal_get_cursor(j, &cursor);
+        if (r < 0)
+                return r;
+        *ret = 0;
+        for (unsigned i = 1; i <= LOOKBACK_MAX; i++) {
+                r = sd_journal_previous(j);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (sd_journal_get_data(j, "LAGOON_LINE", &data, &len) >= 0 && parse_line_number(data, len, &line)) {
+                        *ret = line + i;
+                        break;
+                }
+        }
+        r = sd_journal_seek_cursor(j, cursor);
+        if (r < 0)
+                return r;
+        r = sd_journal_next(j);
+        return r < 0 ? r : 0;
+}
+
+static bool entry_in_stream(sd_journal *j, const CtlJournalQuery *q) {
+        const void *data;
+        size_t len, n = strlen("LAGOON_STREAM=");
+
+        if (!q->stream)
+                return true;
+        return sd_journal_get_data(j, "LAGOON_STREAM", &data, &len) >= 0 && len == n + strlen(q->stream) &&
+               memcmp((const char *) data + n, q->stream, len - n) == 0;
+}
+
+/* Prints the entry at j's position if it is a task line not printed yet. prev: the
+ * number of the entry before (see entry_line()), set to this one's. */
+static int print_entry(sd_journal *j, const CtlJournalQuery *q, uint64_t *prev, uint64_t *last_line) {
         const void *data;
         size_t len;
         uint64_t line, realtime;
         int r;
 
-        /* Every line carries LAGOON_LINE, counted up per task: a line journald holds twice
-         * (sent again after a daemon restart) is shown once. */
-        r = sd_journal_get_data(j, "LAGOON_LINE", &data, &len);
-        if (r == -ENOENT || r == -EBADMSG)
-                return 0;
+        /* Lines are numbered per task: a line journald holds twice (sent again after a
+         * daemon restart) is shown once. */
+        r = entry_line(j, *prev, &line);
         if (r < 0)
                 return r;
-        if (!parse_line_number(data, len, &line) || (*last_line != UINT64_MAX && line <= *last_line))
+        *prev = line == 0 ? UINT64_MAX : line;
+        if (line == 0 || (*last_line != UINT64_MAX && line <= *last_line))
+                return 0;
+        if (!entry_in_stream(j, q))
                 return 0;
 
         r = sd_journal_get_realtime_usec(j, &realtime);
@@ -179,14 +241,14 @@ static int print_entry(sd_journal *j, const CtlJournalQuery *q, uint64_t *last_l
         return 0;
 }
 
-static int print_new(sd_journal *j, const CtlJournalQuery *q, uint64_t *last_line) {
+static int print_new(sd_journal *j, const CtlJournalQuery *q, uint64_t *prev, uint64_t *last_line) {
         int r;
 
         for (;;) {
                 r = sd_journal_next(j);
                 if (r <= 0)
                         break;
-                r = print_entry(j, q, last_line);
+                r = print_entry(j, q, prev, last_line);
                 if (r < 0)
                         break;
         }
@@ -207,15 +269,12 @@ static int seek_start(sd_journal *j, const CtlJournalQuery *q) {
         if (r < 0)
                 return r;
         while (n < q->tail) {
-                const void *data;
-                size_t len;
-
                 r = sd_journal_previous(j);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         return sd_journal_seek_head(j);
-                if (sd_journal_get_data(j, "LAGOON_LINE", &data, &len) < 0)
+                if (!entry_in_stream(j, q))
                         continue;
                 r = sd_journal_get_realtime_usec(j, &t);
                 if (r < 0)
@@ -230,8 +289,8 @@ static int seek_start(sd_journal *j, const CtlJournalQuery *q) {
 
 int ctl_journal_print(const CtlJournalQuery *q) {
         _cleanup_(sd_journal_closep) sd_journal *j = NULL;
-        _cleanup_free_ char *id_match = NULL, *stream_match = NULL;
-        uint64_t last_line = UINT64_MAX;
+        _cleanup_free_ char *id_match = NULL;
+        uint64_t last_line = UINT64_MAX, prev = UINT64_MAX;
         int r;
 
         if (!may_read_system_journal()) {
@@ -248,20 +307,20 @@ int ctl_journal_print(const CtlJournalQuery *q) {
                 fprintf(stderr, "%s: cannot open the journal: %s\n", program_invocation_short_name, strerror(-r));
                 return r;
         }
-        if (asprintf(&id_match, "LAGOON_TASK_ID=%s", q->task_id) < 0 ||
-            (q->stream && asprintf(&stream_match, "LAGOON_STREAM=%s", q->stream) < 0))
+        if (asprintf(&id_match, "LAGOON_TASK_ID=%s", q->task_id) < 0)
                 return -ENOMEM;
-        /* Different fields: AND. SYSLOG_IDENTIFIER leaves out the daemon's own entries. */
+        /* Different fields: AND. SYSLOG_IDENTIFIER leaves out the daemon's own entries. The
+         * stream is not matched but picked here: entries without LAGOON_LINE are numbered
+         * by those before them, of both streams. */
         if ((r = sd_journal_add_match(j, id_match, 0)) < 0 ||
-            (r = sd_journal_add_match(j, "SYSLOG_IDENTIFIER=lagoon-task", 0)) < 0 ||
-            (stream_match && (r = sd_journal_add_match(j, stream_match, 0)) < 0))
+            (r = sd_journal_add_match(j, "SYSLOG_IDENTIFIER=lagoon-task", 0)) < 0)
                 goto fail;
 
         r = seek_start(j, q);
         if (r < 0)
                 goto fail;
 
-        r = print_new(j, q, &last_line);
+        r = print_new(j, q, &prev, &last_line);
         if (r < 0)
                 goto fail;
         if (!q->is_final)
@@ -271,7 +330,7 @@ int ctl_journal_print(const CtlJournalQuery *q) {
                 r = sd_journal_wait(j, FOLLOW_POLL_USEC);
                 if (r < 0)
                         goto fail;
-                r = print_new(j, q, &last_line);
+                r = print_new(j, q, &prev, &last_line);
                 if (r < 0)
                         goto fail;
                 r = q->is_final(q->userdata);
@@ -285,7 +344,7 @@ int ctl_journal_print(const CtlJournalQuery *q) {
         r = sd_journal_wait(j, FINAL_GRACE_USEC);
         if (r < 0)
                 goto fail;
-        r = print_new(j, q, &last_line);
+        r = print_new(j, q, &prev, &last_line);
         if (r < 0)
                 goto fail;
         return 0;

@@ -60,6 +60,8 @@ enum {
 #define DGRAM_FLUSH ((size_t) 64U * 1024U)
 #define DIRECT_MIN ((size_t) 16U * 1024U)
 #define SNDBUF_SIZE (8 * 1024 * 1024)
+/* At most this many entries of a datagram in a row lack LAGOON_LINE. */
+#define LINE_EVERY 256U
 
 struct JournalContext {
         char *fixed[N_FIXED_MAX];
@@ -74,6 +76,7 @@ struct JournalContext {
         char *dgram; /* entries in the native protocol, each ended by an empty line */
         size_t dgram_len;
         size_t dgram_alloc;
+        size_t dgram_entries; /* entries in dgram */
 };
 
 static journal_sendv_func_t sendv_hook;
@@ -221,9 +224,17 @@ int journal_send_line(JournalContext *c, uint64_t line_no, const char *line, siz
                 c->dgram = d;
                 c->dgram_alloc = n;
         }
+        /* LAGOON_LINE only on the first entry of a datagram and every LINE_EVERY-th after
+         * it: a value unique to each line cost journald a data object per line, 2.2 of
+         * the 9.7 us of journald CPU an entry took. A datagram is stored whole or not
+         * at all, in order, so every entry's number is the last LAGOON_LINE before it
+         * plus the entries in between (journal_last_line() counts them). */
+        bool with_line = c->dgram_entries % LINE_EVERY == 0;
         for (size_t i = 0; i < c->n_iov; i++)
-                append_field(c, c->iov[i].iov_base, c->iov[i].iov_len);
+                if (i != SLOT_LINE || with_line)
+                        append_field(c, c->iov[i].iov_base, c->iov[i].iov_len);
         c->dgram[c->dgram_len++] = '\n'; /* end of entry */
+        c->dgram_entries++;
 
         if (c->dgram_len >= DGRAM_FLUSH)
                 return journal_flush(c);
@@ -325,6 +336,7 @@ int journal_flush(JournalContext *c) {
         /* Emptied whatever happens: a datagram is sent once, never again after a failure. */
         len = c->dgram_len;
         c->dgram_len = 0;
+        c->dgram_entries = 0;
         return send_retrying(c, c->dgram, len, 0);
 }
 
@@ -346,8 +358,9 @@ bool journal_reachable(void) {
  * hundred ms: poll in between. */
 #define MARKER_POLL_USEC (20 * USEC_PER_MSEC)
 #define DEGRADED_TIMEOUT_USEC (1 * USEC_PER_SEC)
-/* Entries of the task without LAGOON_LINE (none are written today) looked past. */
-#define LOOKBACK_MAX 1000U
+/* Entries of the task without LAGOON_LINE looked past: more than a datagram has in a
+ * row (LINE_EVERY). */
+#define LOOKBACK_MAX (4U * LINE_EVERY)
 
 static bool journald_unresponsive;
 
@@ -429,7 +442,8 @@ static bool parse_line_field(const void *data, size_t len, uint64_t *ret) {
         return true;
 }
 
-/* The LAGOON_LINE of the task's last entry that has one, 0 if there is none. */
+/* The number of the task's last line in journald: the LAGOON_LINE of its last entry that
+ * has one plus the entries after it, 0 if there is none. */
 static int read_last_line(sd_journal *j, const char *task_id, uint64_t *ret) {
         _cleanup_free_ char *match = NULL;
         int r;
@@ -467,7 +481,7 @@ static int read_last_line(sd_journal *j, const char *task_id, uint64_t *ret) {
                 if (r < 0)
                         return r;
                 if (parse_line_field(data, len, &n)) {
-                        *ret = n;
+                        *ret = n + i;
                         return 0;
                 }
         }

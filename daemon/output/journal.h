@@ -7,8 +7,9 @@
  *   LAGOON_TASK_ID, LAGOON_TASK_NAME, LAGOON_PROJECT, LAGOON_ENVIRONMENT,
  *   LAGOON_NAMESPACE, LAGOON_SERVICE, LAGOON_STREAM (stdout|stderr),
  *   LAGOON_LINE (decimal, 1-based number of the line within the task's output: the
- *   same as its line number in the task log file; entries of a task are sent in
- *   increasing LAGOON_LINE order, so the last one holds the highest).
+ *   same as its line number in the task log file), only on the first entry of each
+ *   datagram and every 256th after it: an entry without it is the line after the entry
+ *   before it. Entries of a task are sent in line order.
  * And finding, after a restart, how far journald got with a task (journal_last_line). */
 
 #include <stdbool.h>

@@ -259,6 +259,19 @@ class Journald:
             out.append(e)
         return out
 
+    @staticmethod
+    def line_numbers(entries):
+        """The line number of each of a task's entries, as lagoon-taskctl reads them: its
+        LAGOON_LINE, or for an entry without one (the daemon sets it on the first entry of
+        each datagram and every 256th after) the previous entry's number + 1; None
+        before the first LAGOON_LINE."""
+        out, prev = [], None
+        for e in entries:
+            v = e.get("LAGOON_LINE")
+            prev = int(v) if v is not None else (prev + 1 if prev is not None else None)
+            out.append(prev)
+        return out
+
     def task_entries(self, task_id, expect=None, timeout=15):
         """A task's entries. With expect, waits (up to timeout) until that many are
         stored, and until the count stops growing in any case."""

@@ -153,12 +153,12 @@ static void stop_journald(void) {
         journald_pid = -1;
 }
 
-/* The task's entries, in journal order: LAGOON_LINE 1..n exactly once each, in order,
- * with the expected text and stream. */
+/* The task's entries, in journal order: lines 1..n exactly once each, in order (by
+ * LAGOON_LINE and the entries after it), with the expected text and stream. */
 static void expect_journal(const char *task_id, const Buf *expect) {
         _cleanup_(sd_journal_closep) sd_journal *j = NULL;
         _cleanup_free_ char *match = NULL, *resume = NULL;
-        uint64_t n = 0, markers = 0;
+        uint64_t n = 0, markers = 0, last_numbered = 0;
         const char *p = expect->p, *end = expect->p + expect->len;
         int r;
 
@@ -180,15 +180,19 @@ static void expect_journal(const char *task_id, const Buf *expect) {
                 }
                 n++;
 
+                /* LAGOON_LINE where there is one (the first entry of each datagram, every
+                 * 256th after): the entry's number; the others follow the one before. */
                 char want[64];
                 int k = snprintf(want, sizeof(want), "LAGOON_LINE=%" PRIu64, n);
                 r = sd_journal_get_data(j, "LAGOON_LINE", &d, &l);
-                ASSERT(r >= 0);
-                if (l != (size_t) k || memcmp(d, want, l) != 0) {
+                ASSERT(r >= 0 || (r == -ENOENT && n > 1 && n - last_numbered < 256));
+                if (r >= 0 && (l != (size_t) k || memcmp(d, want, l) != 0)) {
                         fprintf(stderr, "journal entry %" PRIu64 ": %.*s, expected %s\n", n, (int) l, (const char *) d,
                                 want);
                         abort();
                 }
+                if (r >= 0)
+                        last_numbered = n;
                 ASSERT(sd_journal_get_data(j, "MESSAGE", &d, &l) >= 0);
                 if (l != 8 + (size_t) (nl - p) || memcmp((const char *) d + 8, p, nl - p) != 0) {
                         fprintf(stderr, "journal entry %" PRIu64 ": \"%.*s\", expected \"%.*s\"\n", n, (int) l,

@@ -45,7 +45,7 @@ class TestKill9(harness.TaskdTestCase):
                          f"{tid}: journald has {len(msgs)} entries, expected {len(expected)} "
                          f"({dupes} duplicates, {len(missing)} missing: lines {ranges(missing)})")
         self.assertEqual(msgs, expected, tid)
-        self.assertEqual([e.get("LAGOON_LINE") for e in es], [str(i) for i in range(1, len(expected) + 1)])
+        self.assertEqual(self.journal.line_numbers(es), list(range(1, len(expected) + 1)))
 
     def client_lines_on_disk(self, tid):
         try:
