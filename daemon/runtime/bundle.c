@@ -18,6 +18,7 @@
 
 #include "bundle.h"
 #include "fs-util.h"
+#include "seccomp-bpf.h"
 #include "seccomp-profile.h"
 
 #define BUNDLE_CONFIG_SIZE_MAX (4U * 1024U * 1024U)
@@ -619,6 +620,23 @@ int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonVa
                 r = remove_optional(linux_obj, "cgroupsPath");
         if (r < 0)
                 return r;
+        /* A service's own annotation would be a program we did not check against the
+         * profile: only ours is ever passed. */
+        r = remove_optional(annotations, SECCOMP_BPF_ANNOTATION);
+        if (r < 0)
+                return r;
+        if (seccomp && p->seccomp_bpf) {
+                _cleanup_free_ char *bpf = NULL;
+
+                r = seccomp_bpf_compile(seccomp, &bpf);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0) {
+                        r = json_object_set_string(annotations, SECCOMP_BPF_ANNOTATION, bpf);
+                        if (r < 0)
+                                return r;
+                }
+        }
         if (seccomp)
                 r = json_object_set(linux_obj, "seccomp", TAKE_PTR(seccomp));
         else

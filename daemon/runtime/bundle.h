@@ -26,6 +26,7 @@ typedef struct BundleParams {
         char *const *annotations; /* "key=value" pairs added to annotations (replacing the same key) */
         SeccompMode seccomp;
         const JsonValue *seccomp_profile; /* OCI linux.seccomp object for SECCOMP_MODE_PROFILE */
+        bool seccomp_bpf;                 /* crun: also the profile's program (SECCOMP_BPF_ANNOTATION) */
         const BundleMount *mounts_add;    /* bind mounts appended to mounts (rbind, nosuid, nodev) */
         size_t n_mounts_add;
         const char *netns_path; /* when set, the network namespace is joined: {"type":"network","path":…}
@@ -36,18 +37,23 @@ typedef struct BundleParams {
  * hostname, root {path, readonly:false}, linux.cgroupsPath, annotations (merged)
  * replaced as above, process.terminal false, process.consoleSize removed,
  * process.noNewPrivileges true, and linux.seccomp chosen by mode (AUTO: the service's
- * own if present, else the default profile; DEFAULT; UNCONFINED: removed; PROFILE: a copy
- * of seccomp_profile). For a clone of a CRI (Kubernetes) container also: with a hostname
- * the uts namespace is private (a CRI container shares its sandbox's by path, or the
- * host's); with netns_path the network namespace is that one and the net.* sysctls
- * (the namespace owner's business) are dropped, as are the ipc sysctls when the ipc
- * namespace is joined by path; the kubelet's termination-message file (/dev/termination-log,
- * or any mount of <kubelet>/pods/<uid>/containers/<name>/<file>) is not mounted; the
- * runtime's io.kubernetes.* and io.container.manager annotations are dropped. Everything
- * else (mounts, other namespaces, user, capabilities, resources…) is kept.
- * -EINVAL with *ret_error set (when ret_error is non-NULL) when the
- * service config is not a usable OCI config ("config.json: process.env[3] is not a
- * string") or a parameter is invalid; -ENOMEM. Never crashes on any JSON shape. */
+ * own if present, else the default profile; DEFAULT; UNCONFINED: removed; PROFILE: a
+ * copy of seccomp_profile); with seccomp_bpf, also the chosen profile compiled to BPF in
+ * the annotation run.oci.seccomp_bpf_data (see seccomp_bpf_compile()), linux.seccomp
+ * kept (crun reads flags and listenerPath there, and a crun without the annotation still
+ * confines the task), or only linux.seccomp when the profile is not translatable (an
+ * annotation of that name from the service or the task is never kept). For a
+ * clone of a CRI (Kubernetes) container also: with a hostname the uts namespace is
+ * private (a CRI container shares its sandbox's by path, or the host's); with netns_path
+ * the network namespace is that one and the net.* sysctls (the namespace owner's
+ * business) are dropped, as are the ipc sysctls when the ipc namespace is joined by
+ * path; the kubelet's termination-message file (/dev/termination-log, or any mount of
+ * <kubelet>/pods/<uid>/containers/<name>/<file>) is not mounted; the runtime's
+ * io.kubernetes.* and io.container.manager annotations are dropped. Everything else
+ * (mounts, other namespaces, user, capabilities, resources…) is kept. -EINVAL with
+ * *ret_error set (when ret_error is non-NULL) when the service config is not a usable
+ * OCI config ("config.json: process.env[3] is not a string") or a parameter is invalid;
+ * -ENOMEM. Never crashes on any JSON shape. */
 int bundle_derive(const JsonValue *service_config, const BundleParams *p, JsonValue **ret, char **ret_error);
 
 /* The service's rootfs as an absolute path (root.path, relative to bundle_dir, which

@@ -1473,6 +1473,9 @@ static int bundle_make(RuntimeContainer *c,
                 .annotations = annotations,
                 .seccomp = svc->seccomp,
                 .seccomp_profile = profile,
+                /* crun loads a program handed to it instead of compiling the profile in
+                 * every create; runc has no such input. */
+                .seccomp_bpf = streq(basename(c->runtime), "crun"),
                 .mounts_add = mounts,
                 .n_mounts_add = n_mounts,
                 .netns_path = spec->netns_path,

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* Fuzzes the derivation of a task config from an arbitrary service config.json (and
- * the seccomp profile validation, the other reader of outside JSON in this module):
- * any JSON shape must give a config or -EINVAL with a message, never a crash. */
+ * the seccomp profile validation and its compilation for crun, the other readers of
+ * outside JSON in this module): any JSON shape must give a config or -EINVAL with a
+ * message, a program or -EOPNOTSUPP, never a crash. */
 
 #include <stdint.h>
 
 #include "bundle.h"
 #include "json.h"
+#include "seccomp-bpf.h"
 #include "seccomp-profile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,6 +30,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
 
         (void) seccomp_profile_validate(v, &perror);
+        {
+                _cleanup_free_ char *bpf = NULL;
+                int r = seccomp_bpf_compile(v, &bpf);
+
+                if (r == 0 && (!bpf || !*bpf))
+                        __builtin_trap();
+                if (r < 0 && (r != -EOPNOTSUPP && r != -ENOMEM))
+                        __builtin_trap();
+        }
         profile = json_new_object();
         if (!profile || json_object_set_string(profile, "defaultAction", "SCMP_ACT_ALLOW") < 0)
                 return 0;
@@ -45,6 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         .annotations = (char *const *) annotations,
                         .seccomp = mode,
                         .seccomp_profile = profile,
+                        /* AUTO compiles the service's own profile. */
+                        .seccomp_bpf = true,
                 };
                 int r = bundle_derive(v, &p, &d, &error);
 

@@ -10,8 +10,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -20,6 +22,7 @@
 #include "bundle.h"
 #include "fs-util.h"
 #include "json.h"
+#include "seccomp-bpf.h"
 #include "seccomp-profile.h"
 #include "tests.h"
 
@@ -303,7 +306,47 @@ static void test_seccomp_modes(void) {
                 d = derive_ok(null_cfg, &p);
                 assert_same(json_get_path(d, "linux", "seccomp", NULL), def, "seccomp null");
         }
-        printf("seccomp: auto keeps the service's or uses the default, default, unconfined, profile\n");
+
+        /* Precompiled for crun: the program next to linux.seccomp, never a service's or a
+         * task's own annotation, nothing when unconfined or untranslatable. */
+        {
+                _cleanup_json_ JsonValue *ann_cfg = json_copy(plain);
+                _cleanup_json_ JsonValue *odd = parse("{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":"
+                                                      "[{\"names\":[\"nosuchcall\"],\"action\":\"SCMP_ACT_ALLOW\"}]}");
+                const char *forged[] = {SECCOMP_BPF_ANNOTATION "=AAAA", NULL};
+                struct {
+                        SeccompMode mode;
+                        const JsonValue *profile;
+                        bool precompile, expect_bpf;
+                } bcases[] = {
+                        {SECCOMP_MODE_DEFAULT, NULL, true, true},   {SECCOMP_MODE_PROFILE, custom, true, true},
+                        {SECCOMP_MODE_DEFAULT, NULL, false, false}, {SECCOMP_MODE_UNCONFINED, NULL, true, false},
+                        {SECCOMP_MODE_PROFILE, odd, true, false},
+                };
+
+                JsonValue *svc_ann;
+
+                ASSERT(ann_cfg);
+                ASSERT_OK(json_object_ensure_object(ann_cfg, "annotations", &svc_ann));
+                ASSERT_OK(json_object_set_string(svc_ann, SECCOMP_BPF_ANNOTATION, "AAAA"));
+                for (size_t i = 0; i < ELEMENTSOF(bcases); i++) {
+                        _cleanup_json_ JsonValue *d = NULL;
+                        BundleParams p = task_params(bcases[i].mode);
+                        const char *bpf;
+
+                        p.seccomp_profile = bcases[i].profile;
+                        p.seccomp_bpf = bcases[i].precompile;
+                        p.annotations = (char *const *) forged;
+                        d = derive_ok(ann_cfg, &p);
+                        bpf = json_get_string(json_get(d, "annotations"), SECCOMP_BPF_ANNOTATION);
+                        ASSERT(!bpf || !streq(bpf, "AAAA"));
+                        ASSERT(!!bpf == bcases[i].expect_bpf);
+                        ASSERT(!!json_get_path(d, "linux", "seccomp", NULL) ==
+                               (bcases[i].mode != SECCOMP_MODE_UNCONFINED));
+                }
+        }
+        printf("seccomp: auto keeps the service's or uses the default, default, unconfined, profile; precompiled "
+               "for crun unless unconfined or untranslatable, never a forged annotation\n");
 }
 
 static void test_env_and_annotations(void) {
@@ -1025,6 +1068,121 @@ static void remove_test_cgroups(void) {
         (void) rmdir("/sys/fs/cgroup/lagoon-taskd-test");
 }
 
+/* Derives a config for crun with the profile precompiled (seccomp_bpf), optionally
+ * without linux.seccomp so that only the program can confine the task, and runs it with
+ * `crun run` where crun works on a hybrid host: a private mount namespace without
+ * /sys/fs/cgroup/unified, no cgroup manager. */
+static Run run_crun(const char *base,
+                    const char *crun,
+                    const char *command,
+                    SeccompMode mode,
+                    const JsonValue *profile,
+                    bool precompiled,
+                    bool drop_json) {
+        static unsigned counter = 0;
+        _cleanup_json_ JsonValue *svc = load_data("runc-spec.json"), *d = NULL;
+        _cleanup_free_ char *bundle = NULL, *rootfs = NULL, *state = NULL, *out = NULL, *text = NULL;
+        const char *args[] = {"/bin/sh", "-c", command, NULL};
+        const char *bpf;
+        char id[64];
+        BundleParams p;
+        Run run = {};
+        pid_t pid;
+
+        snprintf(id, sizeof(id), "lagoon-taskd-test-crun-%d-%u", (int) getpid(), ++counter);
+        ASSERT(asprintf(&bundle, "%s/crun-bundle-%u", base, counter) > 0);
+        ASSERT(asprintf(&out, "%s/crun-out-%u", base, counter) > 0);
+        rootfs = path_join(base, "rootfs");
+        state = path_join(base, "crun-state");
+        ASSERT(rootfs && state);
+        ASSERT(mkdir(bundle, 0755) == 0);
+
+        p = (BundleParams){
+                .args = (char *const *) args,
+                .env_remove = task_env_remove,
+                .hostname = "task-crun",
+                .root_path = rootfs,
+                .annotations = task_annotations,
+                .seccomp = mode,
+                .seccomp_profile = profile,
+                .seccomp_bpf = precompiled,
+        };
+        d = derive_ok(svc, &p);
+        bpf = json_get_string(json_get(d, "annotations"), SECCOMP_BPF_ANNOTATION);
+        ASSERT(!precompiled == !bpf);
+        if (drop_json)
+                ASSERT_OK(json_object_remove(json_get(d, "linux"), "seccomp"));
+        ASSERT_OK(json_format(d, true, &text, NULL));
+        write_file(bundle, "config.json", text, 0644);
+
+        pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                int o = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                if (in < 0 || o < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 || dup2(o, 2) < 0)
+                        _exit(127);
+                if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                        _exit(126);
+                if (umount2("/sys/fs/cgroup/unified", MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+                        _exit(125);
+                execl(crun, crun, "--root", state, "--cgroup-manager=disabled", "run", "--bundle", bundle, id,
+                      (char *) NULL);
+                _exit(127);
+        }
+        ASSERT(waitpid(pid, &run.status, 0) == pid);
+        ASSERT_OK(read_full_file(out, 1 << 20, &run.output, NULL));
+        return run;
+}
+
+/* The precompiled program, run by the real crun: what the profile denies is denied with
+ * the profile's errno, what it allows works, also with linux.seccomp taken out (so it is
+ * the program, not crun's own compilation, that does it), and as crun's own build of
+ * the JSON does. */
+static void test_crun(const char *base) {
+        _cleanup_free_ char *crun = NULL;
+        _cleanup_json_ JsonValue *exdev = parse(
+                "{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"architectures\":[\"SCMP_ARCH_X86_64\",\"SCMP_ARCH_X86\"],"
+                "\"syscalls\":[{\"names\":[\"mkdir\",\"mkdirat\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":18},"
+                "{\"names\":[\"unshare\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":22,\"args\":[{\"index\":0,"
+                "\"value\":268435456,\"valueTwo\":268435456,\"op\":\"SCMP_CMP_MASKED_EQ\"}]}]}");
+        Run r;
+
+        if (find_executable("crun", &crun) < 0) {
+                printf("skip: crun not installed\n");
+                return;
+        }
+        for (int drop_json = 0; drop_json <= 1; drop_json++) {
+                r = run_crun(base, crun, "mkdir /tmp/x", SECCOMP_MODE_PROFILE, exdev, true, drop_json);
+                assert_refused(&r, "cross-device link"); /* EXDEV, the profile's errnoRet */
+                free(r.output);
+                /* An argument condition: CLONE_NEWUSER (0x10000000) gets EINVAL (without the
+                 * filter, a user namespace needs no capability and is made). */
+                r = run_crun(base, crun, "unshare -U true", SECCOMP_MODE_PROFILE, exdev, true, drop_json);
+                assert_refused(&r, "Invalid argument");
+                free(r.output);
+                r = run_crun(base, crun, "echo hello | cat", SECCOMP_MODE_PROFILE, exdev, true, drop_json);
+                assert_exit(&r, 0, "allowed by the precompiled profile");
+                ASSERT(strstr(r.output, "hello\n"));
+                free(r.output);
+
+                /* The built-in default. */
+                r = run_crun(base, crun, "unshare -U true", SECCOMP_MODE_DEFAULT, NULL, true, drop_json);
+                assert_refused(&r, "Operation not permitted");
+                free(r.output);
+                r = run_crun(base, crun, "echo hello | cat", SECCOMP_MODE_DEFAULT, NULL, true, drop_json);
+                assert_exit(&r, 0, "default profile precompiled");
+                ASSERT(strstr(r.output, "hello\n"));
+                free(r.output);
+        }
+        /* crun compiling the JSON itself answers the same. */
+        r = run_crun(base, crun, "mkdir /tmp/x", SECCOMP_MODE_PROFILE, exdev, false, false);
+        assert_refused(&r, "cross-device link");
+        free(r.output);
+        printf("crun: precompiled profiles (also without linux.seccomp) deny with the profile's errno (EXDEV, "
+               "EINVAL on an argument, EPERM by default) and allow the rest\n");
+}
+
 static void test_runc(void) {
         char base[] = "/tmp/test-bundle-runc.XXXXXX";
         _cleanup_free_ char *runc = NULL, *rootfs = NULL, *busybox = NULL, *id = NULL, *expect = NULL;
@@ -1105,6 +1263,8 @@ static void test_runc(void) {
         r = run_task(base, runc, "unshare -U true", SECCOMP_MODE_AUTO, false, NULL);
         ASSERT(WIFEXITED(r.status) && WEXITSTATUS(r.status) != 0);
         free(r.output);
+
+        test_crun(base);
 
         remove_test_cgroups();
         ASSERT_OK(rm_rf(base));
