@@ -340,6 +340,19 @@ static int manager_add(Manager *m, ManagedTask *mt) {
         return 0;
 }
 
+/* A new task is on disk before the manager holds it; a failure to hold it takes the record back. */
+static int manager_save_and_add(Manager *m, ManagedTask *mt, const char *what) {
+        int r;
+
+        r = store_save(m->store, mt->task);
+        if (r < 0)
+                return log_error_errno(r, "Task %s: failed to persist %s: %m", mt->task->id, what);
+        r = manager_add(m, mt);
+        if (r < 0)
+                (void) store_remove(m->store, mt->task->id);
+        return r;
+}
+
 static void manager_drop(Manager *m, ManagedTask *mt) {
         for (size_t i = 0; i < m->n_tasks; i++)
                 if (m->tasks[i] == mt) {
@@ -1791,14 +1804,9 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
         if (record_size > STORE_RECORD_NEW_MAX)
                 return error_message(ret_error, -EINVAL, "task is too large (a record of %zu bytes, at most %u)",
                                      record_size, STORE_RECORD_NEW_MAX);
-        r = store_save(m->store, t);
+        r = manager_save_and_add(m, mt, "its record");
         if (r < 0)
-                return log_error_errno(r, "Task %s: failed to persist: %m", t->id);
-        r = manager_add(m, mt);
-        if (r < 0) {
-                (void) store_remove(m->store, t->id);
                 return r;
-        }
         mt = NULL;
         log_info("Task %s: accepted (%s %s, %s/%s).", t->id, t->image ? "image" : "service", t->image ?: t->service,
                  t->project, t->environment);
@@ -1960,14 +1968,9 @@ int manager_adopt_foreign(Manager *m, const ManagerForeignTask *ft) {
         t->launch_step = TASK_LAUNCH_STARTED;
         /* Lagoon heard pending and running from the daemon that started it. */
         t->reported = TASK_RUNNING;
-        r = store_save(m->store, t);
+        r = manager_save_and_add(m, mt, "its adopted record");
         if (r < 0)
-                return log_error_errno(r, "Task %s: failed to persist the adopted task: %m", t->id);
-        r = manager_add(m, mt);
-        if (r < 0) {
-                (void) store_remove(m->store, t->id);
                 return r;
-        }
         added = TAKE_PTR(mt);
         log_info("Task %s: adopting pod %s/%s, started by %s.", t->id, t->namespace, t->pod, strna(ft->holder));
         manager_adopt(m, added);

@@ -336,6 +336,18 @@ static void drain_fd(int fd, char **buf, size_t *size) {
         }
 }
 
+/* A watched child's stderr once it exited (the pipe holds all it wrote), closed, as
+ * runtime_error_text() gives it; NULL when it said nothing. */
+static char *child_error_text(int *fd) {
+        _cleanup_free_ char *err = NULL;
+        size_t size = 0;
+
+        if (*fd >= 0)
+                drain_fd(*fd, &err, &size);
+        *fd = safe_close(*fd);
+        return runtime_error_text(err);
+}
+
 /* Waits until the child exited and, when sync_fd >= 0, until a full line (or EOF) came
  * through sync_fd, collecting the child's stderr meanwhile. Bounded by deadline
  * (CLOCK_MONOTONIC): past it the child is killed and -ETIMEDOUT returned. */
@@ -969,16 +981,12 @@ static void launch_step(RuntimeContainer *c, TaskLaunchStep step, const char *de
 
 static int on_start_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         RuntimeContainer *c = userdata;
-        _cleanup_free_ char *err = NULL, *text = NULL;
-        size_t size = 0;
+        _cleanup_free_ char *text = NULL;
         int status = child_status(si);
 
         c->start_source = sd_event_source_disable_unref(c->start_source);
-        if (c->start_err_fd >= 0)
-                drain_fd(c->start_err_fd, &err, &size);
-        c->start_err_fd = safe_close(c->start_err_fd);
+        text = child_error_text(&c->start_err_fd);
         if (status != 0) {
-                text = runtime_error_text(err);
                 if (!c->adopting && !c->exit_pending)
                         return launch_fail(c, -EIO, "%s start failed (exit status %d): %s", c->runtime, status,
                                            text ?: "no error output"),
@@ -1816,17 +1824,13 @@ int runtime_container_adopt(sd_event *e,
 
 static int on_kill_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         RuntimeContainer *c = userdata;
-        _cleanup_free_ char *err = NULL, *text = NULL;
-        size_t size = 0;
+        _cleanup_free_ char *text = NULL;
         int status = child_status(si);
 
         c->kill_source = sd_event_source_disable_unref(c->kill_source);
-        if (c->kill_err_fd >= 0)
-                drain_fd(c->kill_err_fd, &err, &size);
-        c->kill_err_fd = safe_close(c->kill_err_fd);
+        text = child_error_text(&c->kill_err_fd);
         if (status == 0)
                 return 0;
-        text = runtime_error_text(err);
         /* It ended meanwhile (crun: "kill container: No such process"): its end is watched. */
         if (text && (strstr(text, "not running") || strstr(text, "does not exist") || strstr(text, "No such process")))
                 log_debug("Container %s: %s", c->id, text);
