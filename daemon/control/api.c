@@ -1850,6 +1850,8 @@ int api_new(sd_event *e, Manager *m, Api **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the API socket: %m");
         (void) sd_event_source_set_description(a->listen_source, "api-listen");
+        /* Ahead of the launches and exits pending in the same iteration: the loop answers at once. */
+        (void) sd_event_source_set_priority(a->listen_source, SD_EVENT_PRIORITY_IMPORTANT);
 
         info = MHD_get_daemon_info(a->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         if (!info || info->epoll_fd < 0)
@@ -1859,6 +1861,7 @@ int api_new(sd_event *e, Manager *m, Api **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
         (void) sd_event_source_set_description(a->io_source, "api-io");
+        (void) sd_event_source_set_priority(a->io_source, SD_EVENT_PRIORITY_IMPORTANT);
 
         r = sd_event_add_time(e, &a->time_source, CLOCK_MONOTONIC, USEC_INFINITY - 1, USEC_PER_MSEC, on_timer, a);
         if (r < 0)

@@ -1610,6 +1610,16 @@ static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Waiting for nothing but its turn (and, for a launch, room in the limits). */
+static bool in_queue(ManagedTask *mt) {
+        return task_queued(mt->task) && !mt->lookup && !mt->deferred;
+}
+
+static bool launchable(Manager *m, ManagedTask *mt) {
+        return in_queue(mt) && environment_has_room(m, mt->task) && !manager_cleaning(m, mt->task->id) &&
+               cluster_has_room(m, mt->task);
+}
+
 static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
 
@@ -1622,14 +1632,17 @@ static int manager_dispatch_handler(sd_event_source *s, void *userdata) {
                 return 0;
         }
         /* Oldest first; a task blocked only by its environment's limit does not
-         * hold back tasks of other environments. */
+         * hold back tasks of other environments. One launch per iteration (its record is
+         * fsync'd): API requests and exits pending meanwhile are served in between. */
         for (size_t i = 0; i < m->n_tasks && m->n_running < m->config->max_running && m->stats.store_error == 0; i++) {
                 ManagedTask *mt = m->tasks[i];
 
-                if (!task_queued(mt->task) || mt->lookup || mt->deferred || !environment_has_room(m, mt->task) ||
-                    manager_cleaning(m, mt->task->id) || !cluster_has_room(m, mt->task))
+                if (!launchable(m, mt))
                         continue;
                 manager_launch(m, mt);
+                if (!in_queue(mt)) /* it made progress: the next one comes next iteration */
+                        manager_schedule_dispatch(m);
+                break;
         }
         /* Only now: retention drops tasks from the array the loop above walks. */
         manager_prune_finished(m);
