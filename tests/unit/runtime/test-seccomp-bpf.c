@@ -194,7 +194,8 @@ static void test_default_errno(void) {
         ASSERT_OK(compile_text("{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"defaultErrnoRet\":18,\"syscalls\":["
                                "{\"names\":[\"mkdir\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":18},"
                                "{\"names\":[\"getpid\",\"exit_group\",\"exit\",\"write\",\"prctl\",\"seccomp\","
-                               "\"brk\",\"mmap\",\"munmap\"],\"action\":\"SCMP_ACT_ALLOW\"}]}",
+                               "\"brk\",\"mmap\",\"munmap\",\"sigaltstack\",\"rt_sigaction\",\"rt_sigprocmask\","
+                               "\"madvise\",\"gettid\"],\"action\":\"SCMP_ACT_ALLOW\"}]}",
                                &b64));
         run_child(errno_child, b64);
 }
