@@ -111,6 +111,21 @@ static ManagedTask *managed_task_free(ManagedTask *mt) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(ManagedTask *, managed_task_free);
 
+/* Takes t; NULL: a new, empty task. */
+static ManagedTask *managed_task_new(Task *t) {
+        ManagedTask *mt;
+
+        if (!t && !(t = task_new()))
+                return NULL;
+        mt = calloc(1, sizeof(ManagedTask));
+        if (!mt) {
+                task_free(t);
+                return NULL;
+        }
+        mt->task = t;
+        return mt;
+}
+
 /* The kind of launcher a task's record says it was launched with (for what needs no
  * live launcher: adoption, removal). */
 static const LauncherClass *task_launcher_class(const Task *t) {
@@ -1749,12 +1764,10 @@ int manager_submit(Manager *m, const TaskRequest *req, const Task **ret, bool *r
                 return error_message(ret_error, -EBUSY, "queue full (%u tasks waiting, MaxQueued=%u)",
                                      manager_n_queued(m), m->config->max_queued);
 
-        mt = calloc(1, sizeof(ManagedTask));
+        mt = managed_task_new(NULL);
         if (!mt)
                 return -ENOMEM;
-        mt->task = t = task_new();
-        if (!t)
-                return -ENOMEM;
+        t = mt->task;
         if (req->id)
                 t->id = strdup(req->id);
         else {
@@ -1952,12 +1965,10 @@ int manager_adopt_foreign(Manager *m, const ManagerForeignTask *ft) {
                 return -EINVAL;
         if (manager_find(m, ft->id))
                 return -EEXIST;
-        mt = calloc(1, sizeof(ManagedTask));
+        mt = managed_task_new(NULL);
         if (!mt)
                 return -ENOMEM;
-        mt->task = t = task_new();
-        if (!t)
-                return -ENOMEM;
+        t = mt->task;
         if (!(t->id = strdup(ft->id)) || !(t->name = strdup(ft->name ?: ft->id)) ||
             !(t->project = strdup(ft->project)) || !(t->environment = strdup(ft->environment)) ||
             !(t->namespace = strdup(ft->namespace)) || !(t->pod = strdup(ft->pod)) ||
@@ -2005,12 +2016,9 @@ static int load_one(Task *t, void *userdata) {
                 task_free(t);
                 return 0;
         }
-        mt = calloc(1, sizeof(ManagedTask));
-        if (!mt) {
-                task_free(t);
+        mt = managed_task_new(t);
+        if (!mt)
                 return -ENOMEM;
-        }
-        mt->task = t;
         r = manager_add(m, mt);
         if (r < 0)
                 managed_task_free(mt);
